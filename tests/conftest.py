@@ -1,0 +1,44 @@
+"""Shared fixtures: test media generated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from media import (
+    SpeechTrack,
+    make_blank_video,
+    make_face_video,
+    make_noise_wav,
+    make_speech_wav,
+)
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory, shared by the whole test session, caching the generated media."""
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def speech_wav(media_dir: Path) -> SpeechTrack:
+    """INTERVIEW_SCRIPT as 48 kHz mono speech: ~3 s talk, 2.5 s silence, ~3 s talk (~9 s)."""
+    return make_speech_wav(media_dir / "speech.wav")
+
+
+@pytest.fixture(scope="session")
+def face_video(media_dir: Path, speech_wav: SpeechTrack) -> Path:
+    """A 320x240, 15 fps .y4m of a real face, as long as `speech_wav`."""
+    return make_face_video(media_dir / "face.y4m", speech_wav.duration_s)
+
+
+@pytest.fixture(scope="session")
+def blank_video(media_dir: Path, speech_wav: SpeechTrack) -> Path:
+    """A 320x240, 15 fps .y4m of noisy flat grey (no face), as long as `speech_wav`."""
+    return make_blank_video(media_dir / "blank.y4m", speech_wav.duration_s)
+
+
+@pytest.fixture(scope="session")
+def noise_wav(media_dir: Path, speech_wav: SpeechTrack) -> Path:
+    """48 kHz mono white noise at -30 dBFS, as long as `speech_wav`."""
+    return make_noise_wav(media_dir / "noise.wav", speech_wav.duration_s, dbfs=-30.0)
