@@ -1,0 +1,7 @@
+"""``python -m rtserver`` is the ``rtserver`` command."""
+
+import sys
+
+from rtserver.cli import main
+
+sys.exit(main())

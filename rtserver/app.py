@@ -1,0 +1,404 @@
+"""The HTTP and websocket API (v1), the pages, health and metrics.
+
+Every error is a typed :mod:`rtserver.errors` exception, turned into a JSON
+``{"error": code, "detail": text}`` response in one handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiortc import RTCSessionDescription
+from aiortc.sdp import SessionDescription
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from rtserver.bus import MemoryBus
+from rtserver.config import Config
+from rtserver.errors import (
+    AtCapacity,
+    BadRequest,
+    BadSdp,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    RtServerError,
+    Unauthorized,
+    http_status,
+)
+from rtserver.live import Publisher, Runtime, SessionManager, recover_interrupted
+from rtserver.metrics import Metrics
+from rtserver.observers import stream_session
+from rtserver.scoring.faces import HaarFaceDetector
+from rtserver.scoring.rubric import Interview, score_interview
+from rtserver.store import (
+    STATUS_CREATED,
+    STATUS_ENDED,
+    STATUS_ERASED,
+    STATUS_LIVE,
+    Question,
+    SessionRecord,
+    Store,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+WEB_CLIENT = Path(__file__).resolve().parent.parent / "web_client"
+MAX_QUESTIONS = 50
+
+
+# -- request helpers ------------------------------------------------------------------
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request's JSON object body; 413 over 64 KiB, 400 when it is not a JSON object."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"body is over {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"body is over {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return data
+
+
+def bearer_token(connection: HTTPConnection) -> str:
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
+    return connection.query_params.get("token", "")
+
+
+def client_address(connection: HTTPConnection) -> str:
+    return connection.client.host if connection.client else "unknown"
+
+
+class Api:
+    """Route handlers, bound to one server's runtime."""
+
+    def __init__(self, runtime: Runtime, api_key: str) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.manager = SessionManager(runtime)
+        self._api_key = api_key
+
+    # -- auth -------------------------------------------------------------------------
+
+    def is_hr(self, connection: HTTPConnection) -> bool:
+        token = bearer_token(connection)
+        return bool(token) and hmac.compare_digest(token.encode(), self._api_key.encode())
+
+    def require_hr(self, connection: HTTPConnection) -> str:
+        """The audit actor for an HR request; raises 401 without the API key."""
+        if not self.is_hr(connection):
+            raise Unauthorized("missing or wrong API key (send Authorization: Bearer <key>)")
+        return f"hr@{client_address(connection)}"
+
+    def session_or_404(self, session_id: str) -> SessionRecord:
+        record = self.store.get_session(session_id)
+        if record is None or record.status == STATUS_ERASED:
+            raise NotFound(f"no session {session_id}")
+        return record
+
+    def base_url(self, request: Request) -> str:
+        configured = self.runtime.config.public_url
+        return (configured or str(request.base_url)).rstrip("/")
+
+    # -- sessions ---------------------------------------------------------------------
+
+    async def create_session(self, request: Request) -> Response:
+        actor = self.require_hr(request)
+        body = await read_json(request)
+        candidate = _optional_str(body, "candidate")
+        job = _optional_str(body, "job")
+        questions = _questions(body.get("questions"))
+        record, join_token = self.store.create_session(candidate, job, questions)
+        self.store.audit(actor, "create", record.id)
+        base = self.base_url(request)
+        return JSONResponse(
+            {
+                "id": record.id,
+                "join_token": join_token,
+                "candidate_url": f"{base}/candidate/{record.id}?token={join_token}",
+                "observe_url": f"{base}/observe/{record.id}",
+            },
+            status_code=201,
+        )
+
+    async def list_sessions(self, request: Request) -> Response:
+        actor = self.require_hr(request)
+        records = self.store.list_sessions()
+        self.store.audit(actor, "list", None, f"{len(records)} sessions")
+        return JSONResponse({"sessions": [r.to_wire() for r in records]})
+
+    async def get_session(self, request: Request) -> Response:
+        actor = self.require_hr(request)
+        record = self.session_or_404(request.path_params["session_id"])
+        self.store.audit(actor, "view_session", record.id)
+        data = record.to_wire()
+        live = self.manager.live.get(record.id)
+        data["live"] = live is not None
+        data["signals"] = len(live.signals) if live else None
+        return JSONResponse(data)
+
+    async def get_questions(self, request: Request) -> Response:
+        """The interview questions, for the candidate page (join token)."""
+        record = self.session_or_404(request.path_params["session_id"])
+        if not self.store.check_join_token(record.id, request.query_params.get("token", "")):
+            raise Unauthorized("wrong join token")
+        questions = [{"text": q.text, "seconds": q.seconds} for q in record.questions]
+        return JSONResponse({"questions": questions, "status": record.status})
+
+    async def offer(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        record = self.session_or_404(session_id)
+        body = await read_json(request)
+        token = body.get("token")
+        if not isinstance(token, str) or not self.store.check_join_token(record.id, token):
+            raise Unauthorized("wrong or missing join token")
+        if record.status != STATUS_CREATED:
+            raise Conflict(f"session is {record.status}; a session can be joined once")
+        offer = _parse_offer(body)
+        try:
+            answer = await self.manager.join(record.id, offer)
+        except AtCapacity:
+            self.runtime.metrics.rejected.inc(code="at_capacity")
+            raise
+        self.store.audit("candidate@" + client_address(request), "join", record.id)
+        return JSONResponse({"sdp": answer.sdp, "type": answer.type})
+
+    async def end_session(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        record = self.session_or_404(session_id)
+        actor = await self._hr_or_candidate(request, record)
+        if record.status == STATUS_ENDED:
+            raise Conflict("session has already ended")
+        ended_by = "ended_by_hr" if actor.startswith("hr") else "ended_by_candidate"
+        if not await self.manager.end(record.id, ended_by):
+            if record.status == STATUS_LIVE:
+                raise Conflict("session is live in another process")
+            # Never joined: end it here, with an empty final so observers are not left waiting.
+            final = score_interview(Interview(record.id, [], ended_by))
+            Publisher(self.runtime, record.id).publish(final)
+            self.store.mark_ended(record.id, ended_by)
+            self.runtime.bus.close_session(record.id)
+        self.store.audit(actor, "end", record.id)
+        ended = self.session_or_404(session_id)
+        return JSONResponse(ended.to_wire())
+
+    async def _hr_or_candidate(self, request: Request, record: SessionRecord) -> str:
+        if self.is_hr(request):
+            return f"hr@{client_address(request)}"
+        token = request.query_params.get("token", "")
+        if not token and int(request.headers.get("content-length") or 0) > 0:
+            body = await read_json(request)
+            token = body.get("token", "") if isinstance(body.get("token"), str) else ""
+        if token and self.store.check_join_token(record.id, token):
+            return f"candidate@{client_address(request)}"
+        raise Unauthorized("send the HR API key or the session's join token")
+
+    async def report(self, request: Request) -> Response:
+        actor = self.require_hr(request)
+        record = self.session_or_404(request.path_params["session_id"])
+        final = self.store.final_message(record.id)
+        if final is None:
+            raise Conflict(f"session is {record.status}; the report exists once it has ended")
+        self.store.audit(actor, "view_report", record.id)
+        signals = [m.payload for m in self.store.messages(record.id) if m.kind == "signal"]
+        return JSONResponse(
+            {"session": record.to_wire(), "final": final.payload, "signals": signals}
+        )
+
+    async def erase(self, request: Request) -> Response:
+        """Erases a candidate's data (GDPR-style). Live sessions are ended first."""
+        actor = self.require_hr(request)
+        record = self.session_or_404(request.path_params["session_id"])
+        await self.manager.end(record.id, "erased")
+        self.store.erase(record.id)
+        self.store.audit(actor, "erase", record.id)
+        return Response(status_code=204)
+
+    async def audit_log(self, request: Request) -> Response:
+        actor = self.require_hr(request)
+        record = self.session_or_404(request.path_params["session_id"])
+        self.store.audit(actor, "view_audit", record.id)
+        return JSONResponse({"audit": self.store.audit_log(record.id)})
+
+    async def signals(self, websocket: WebSocket) -> None:
+        session_id = websocket.path_params["session_id"]
+        try:
+            actor = self.require_hr(websocket)
+            self.session_or_404(session_id)
+        except RtServerError as error:
+            await websocket.send_denial_response(error_response(error))
+            return
+        self.store.audit(actor, "observe", session_id)
+        await websocket.accept()
+        await stream_session(
+            websocket, session_id, self.store, self.runtime.bus, self.runtime.metrics
+        )
+
+    # -- pages and operations ---------------------------------------------------------
+
+    async def candidate_page(self, request: Request) -> Response:
+        return FileResponse(WEB_CLIENT / "candidate.html")
+
+    async def observer_page(self, request: Request) -> Response:
+        return FileResponse(WEB_CLIENT / "observer.html")
+
+    async def index(self, request: Request) -> Response:
+        return PlainTextResponse(
+            "rtserver is running. HR: POST /api/v1/sessions with your API key.\n"
+        )
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "live_sessions": len(self.manager.live)})
+
+    async def metrics(self, request: Request) -> Response:
+        return PlainTextResponse(
+            self.runtime.metrics.render(), media_type="text/plain; version=0.0.4"
+        )
+
+
+def _optional_str(body: dict[str, Any], key: str, limit: int = 500) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadRequest(f"{key} must be a string of at most {limit} characters")
+    return value
+
+
+def _questions(raw: Any) -> list[Question]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_QUESTIONS:
+        raise BadRequest(f"questions must be a list of at most {MAX_QUESTIONS} items")
+    questions = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise BadRequest('each question must be {"text": str, "seconds": int}')
+        seconds = item.get("seconds", 120)
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not 1 <= seconds <= 3600:
+            raise BadRequest("question seconds must be an integer from 1 to 3600")
+        questions.append(Question(item["text"][:2000], seconds))
+    return questions
+
+
+def _parse_offer(body: dict[str, Any]) -> RTCSessionDescription:
+    """Validates an offer body: an SDP offer with at least one audio or video m-line."""
+    sdp, kind = body.get("sdp"), body.get("type")
+    if kind != "offer":
+        raise BadRequest('type must be "offer"')
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise BadSdp("sdp must be a non-empty string")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise BadSdp(f"malformed SDP: {exc}") from exc
+    if not any(media.kind in ("audio", "video") for media in parsed.media):
+        raise BadSdp("the offer has no audio or video m-line")
+    return RTCSessionDescription(sdp=sdp, type="offer")
+
+
+def error_response(error: RtServerError) -> JSONResponse:
+    headers = {}
+    if isinstance(error, AtCapacity):
+        headers["Retry-After"] = str(error.retry_after_s)
+    return JSONResponse(
+        {"error": error.code, "detail": error.detail},
+        status_code=http_status(error),
+        headers=headers,
+    )
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RtServerError)
+    return error_response(exc)
+
+
+def build_runtime(config: Config) -> Runtime:
+    detector = HaarFaceDetector(config.detect_width) if config.analysis == "full" else None
+    return Runtime(
+        config=config,
+        store=Store(config.db_path),
+        bus=MemoryBus(),
+        metrics=Metrics(),
+        executor=ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis"),
+        detector=detector,
+    )
+
+
+def warm_up(runtime: Runtime) -> None:
+    """Compiles and loads everything before the first session, so it pays no start-up cost."""
+    from rtserver.kernels import audio
+
+    audio.warm_up()
+    if runtime.detector is not None:
+        runtime.detector.detect(np.zeros((240, 320), np.uint8))
+
+
+def create_app(config: Config, api_key: str) -> Starlette:
+    runtime = build_runtime(config)
+    api = Api(runtime, api_key)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        recovered = recover_interrupted(runtime)
+        if recovered:
+            log.warning("ended %d sessions interrupted by a restart", len(recovered))
+        await asyncio.get_running_loop().run_in_executor(runtime.executor, warm_up, runtime)
+        try:
+            yield
+        finally:
+            await api.manager.shutdown()
+            runtime.executor.shutdown(wait=False, cancel_futures=True)
+            runtime.store.close()
+
+    routes = [
+        Route("/", api.index),
+        Route("/healthz", api.healthz),
+        Route("/metrics", api.metrics),
+        Route("/api/v1/sessions", api.create_session, methods=["POST"]),
+        Route("/api/v1/sessions", api.list_sessions, methods=["GET"]),
+        Route("/api/v1/sessions/{session_id}", api.get_session, methods=["GET"]),
+        Route("/api/v1/sessions/{session_id}", api.erase, methods=["DELETE"]),
+        Route("/api/v1/sessions/{session_id}/questions", api.get_questions, methods=["GET"]),
+        Route("/api/v1/sessions/{session_id}/offer", api.offer, methods=["POST"]),
+        Route("/api/v1/sessions/{session_id}/end", api.end_session, methods=["POST"]),
+        Route("/api/v1/sessions/{session_id}/report", api.report, methods=["GET"]),
+        Route("/api/v1/sessions/{session_id}/audit", api.audit_log, methods=["GET"]),
+        WebSocketRoute("/api/v1/sessions/{session_id}/signals", api.signals),
+        Route("/candidate/{session_id}", api.candidate_page),
+        Route("/observe/{session_id}", api.observer_page),
+        Mount("/static", app=StaticFiles(directory=WEB_CLIENT, check_dir=False), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={RtServerError: handle_error},
+    )
+    app.state.api = api
+    return app

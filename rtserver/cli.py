@@ -1,0 +1,154 @@
+"""Command line: ``rtserver serve`` runs the server on its embedded defaults."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from rtserver.config import Config, ConfigError, load_config
+from rtserver.media.ice import restrict_host_addresses
+from rtserver.store import Store
+
+log = logging.getLogger("rtserver")
+
+
+class _SessionField(logging.Filter):
+    """Gives every record a ``session`` field, so the format can always print it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "session"):
+            record.session = "-"
+        return True
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(_SessionField())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s session=%(session)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiortc and aioice log every packet-level event at INFO.
+    for noisy in ("aiortc", "aioice"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def resolve_api_key(config: Config) -> tuple[str, bool]:
+    """The HR API key and whether it was generated now (stored 0600 in the data dir)."""
+    if config.api_key:
+        return config.api_key, False
+    path = config.key_path
+    if path.exists():
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key, True
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="rtserver", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--config", type=Path, help="TOML configuration file")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--data-dir", dest="data_dir", type=Path)
+    serve.add_argument(
+        "--ice-address",
+        dest="ice_addresses",
+        action="append",
+        help="host address ICE may advertise (repeatable; default: every interface)",
+    )
+    serve.add_argument(
+        "--ice-server",
+        dest="ice_servers",
+        action="append",
+        help="STUN/TURN URL (repeatable; default: none)",
+    )
+    serve.add_argument("--public-url", dest="public_url")
+    serve.add_argument("--max-sessions", dest="max_sessions", type=int)
+    serve.add_argument("--analysis-fps", dest="analysis_fps", type=float)
+    serve.add_argument("--media-timeout", dest="media_timeout_s", type=float)
+    serve.add_argument("--analysis-threads", dest="analysis_threads", type=int)
+    serve.add_argument("--analysis", choices=["full", "decode"])
+    serve.add_argument("--log-level", dest="log_level")
+    serve.add_argument("--demo", action="store_true", help="create a demo session and print it")
+    return parser.parse_args(argv)
+
+
+def create_demo_session(config: Config, api_key: str) -> None:
+    store = Store(config.db_path)
+    try:
+        record, join_token = store.create_session(
+            "Demo candidate",
+            "Demo role",
+            [],
+        )
+        store.audit("cli", "create", record.id, "demo session")
+    finally:
+        store.close()
+    base = config.public_url or f"http://{config.host}:{config.port}"
+    print(f"Demo candidate link: {base}/candidate/{record.id}?token={join_token}", flush=True)
+    print(f"Demo observer link:  {base}/observe/{record.id}#token={api_key}", flush=True)
+
+
+def serve(args: argparse.Namespace) -> int:
+    cli_values = {
+        name: getattr(args, name)
+        for name in (
+            "host",
+            "port",
+            "data_dir",
+            "ice_addresses",
+            "ice_servers",
+            "public_url",
+            "max_sessions",
+            "analysis_fps",
+            "media_timeout_s",
+            "analysis_threads",
+            "analysis",
+            "log_level",
+        )
+    }
+    try:
+        config = load_config(cli_values, os.environ, args.config)
+    except ConfigError as exc:
+        print(f"rtserver: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    restrict_host_addresses(config.ice_addresses)
+    api_key, generated = resolve_api_key(config)
+    print(f"HR API key{' (new)' if generated else ''}: {api_key}", flush=True)
+    print(f"Data directory: {config.data_dir.resolve()}", flush=True)
+    if args.demo:
+        create_demo_session(config, api_key)
+    from rtserver.app import create_app
+
+    app = create_app(config, api_key)
+    uvicorn.run(
+        app, host=config.host, port=config.port, log_level=config.log_level.lower(), log_config=None
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The server's one typed configuration object.
+
+Precedence, highest first: CLI flags, environment variables (``RTSERVER_*``), a TOML file
+(``--config`` / ``RTSERVER_CONFIG``), then the defaults below. No other module reads
+``os.environ``: everything a module needs arrives through :class:`Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "RTSERVER_"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything an operator can set. Units are in the field names or comments."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Holds SQLite, the generated API key and the models.
+    data_dir: Path = Path("./rtserver-data")
+    # HR API key; generated on first start and stored in data_dir when empty.
+    api_key: str = ""
+    # Host addresses ICE may advertise; empty means every interface (aioice's default).
+    ice_addresses: tuple[str, ...] = ()
+    # STUN/TURN URLs handed to aiortc; empty keeps the server off the public internet.
+    ice_servers: tuple[str, ...] = ()
+    # Public base URL used to build candidate and observer links; empty derives it.
+    public_url: str = ""
+    # Live sessions above this are refused with 503 and Retry-After.
+    max_sessions: int = 8
+    # Video frames analysed per second, chosen by media timestamp (fps).
+    analysis_fps: float = 10.0
+    # Face detector input width (pixels); the Y plane is area-downscaled to this.
+    detect_width: int = 192
+    # A live session with no media for this long is ended (seconds).
+    media_timeout_s: float = 10.0
+    # How long a second may wait for late analysis before it is published anyway (seconds).
+    max_signal_wait_s: float = 1.5
+    # Worker threads for analysis; kernels release the GIL, so threads run in parallel.
+    analysis_threads: int = 2
+    # "full" analyses media; "decode" only decodes it (a baseline for benchmarks).
+    analysis: str = "full"
+    # Store raw media: off by default, for privacy.
+    store_media: bool = False
+    log_level: str = "info"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "rtserver.sqlite3"
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "api_key"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+class ConfigError(ValueError):
+    """A configuration value could not be understood."""
+
+
+_TUPLE_FIELDS = {"ice_addresses", "ice_servers"}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Converts a TOML, env or CLI value to the type the field declares."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    if name not in fields:
+        raise ConfigError(f"unknown setting {name!r}")
+    default = getattr(Config(), name)
+    try:
+        if name in _TUPLE_FIELDS:
+            if isinstance(raw, str):
+                return tuple(part.strip() for part in raw.split(",") if part.strip())
+            return tuple(str(part) for part in raw)
+        if isinstance(default, bool):
+            if isinstance(raw, str):
+                lowered = raw.strip().lower()
+                if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                    raise ValueError(raw)
+                return lowered in {"1", "true", "yes", "on"}
+            return bool(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad value for {name}: {raw!r}") from exc
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        key = ENV_PREFIX + f.name.upper()
+        if f.name == "extra":
+            continue
+        if key in environ:
+            values[f.name] = _coerce(f.name, environ[key])
+    return values
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    section = data.get("server", data)
+    return {name: _coerce(name, value) for name, value in section.items()}
+
+
+def _validate(config: Config) -> Config:
+    if config.analysis not in {"full", "decode"}:
+        raise ConfigError("analysis must be 'full' or 'decode'")
+    if not 0.5 <= config.analysis_fps <= 60:
+        raise ConfigError("analysis_fps must be between 0.5 and 60")
+    if config.max_sessions < 1:
+        raise ConfigError("max_sessions must be at least 1")
+    if config.detect_width < 32:
+        raise ConfigError("detect_width must be at least 32 pixels")
+    return config
+
+
+def load_config(
+    cli: Mapping[str, Any], environ: Mapping[str, str], config_file: Path | None = None
+) -> Config:
+    """Merges defaults < TOML file < environment < CLI flags (``None`` flags are unset)."""
+    file_path = config_file
+    if file_path is None and environ.get(ENV_PREFIX + "CONFIG"):
+        file_path = Path(environ[ENV_PREFIX + "CONFIG"])
+    values: dict[str, Any] = {}
+    if file_path is not None:
+        values.update(_from_toml(file_path))
+    values.update(_from_env(environ))
+    values.update({k: _coerce(k, v) for k, v in cli.items() if v is not None})
+    return _validate(Config(**values))

@@ -1,0 +1,67 @@
+"""Typed errors, each mapped to one HTTP status in one place (:data:`HTTP_STATUS`)."""
+
+from __future__ import annotations
+
+
+class RtServerError(Exception):
+    """Base of every error the API reports; ``code`` is the stable machine-readable name."""
+
+    code = "internal"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(RtServerError):
+    code = "bad_request"
+
+
+class BadSdp(BadRequest):
+    code = "bad_sdp"
+
+
+class Unauthorized(RtServerError):
+    code = "unauthorized"
+
+
+class NotFound(RtServerError):
+    code = "not_found"
+
+
+class Conflict(RtServerError):
+    code = "conflict"
+
+
+class PayloadTooLarge(RtServerError):
+    code = "payload_too_large"
+
+
+class AtCapacity(RtServerError):
+    """The server holds as many live sessions as it is configured for."""
+
+    code = "at_capacity"
+
+    def __init__(self, detail: str, retry_after_s: int = 30) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+HTTP_STATUS: dict[type[RtServerError], int] = {
+    BadRequest: 400,
+    BadSdp: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    AtCapacity: 503,
+    RtServerError: 500,
+}
+
+
+def http_status(error: RtServerError) -> int:
+    """The HTTP status for an error: the entry of its nearest class in :data:`HTTP_STATUS`."""
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500

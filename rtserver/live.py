@@ -1,0 +1,296 @@
+"""Live sessions: one WebRTC peer each, its media paths, and its per-second publishing.
+
+The pipeline of a session reads top to bottom:
+track -> sampler -> kernels (worker threads) -> SecondAggregator -> publish (store + bus).
+The ticker publishes each second as soon as every live track's analysis has passed it, and
+ends the session when its media stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Coroutine
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from rtserver.bus import Bus
+from rtserver.config import Config
+from rtserver.errors import AtCapacity, BadSdp, Conflict
+from rtserver.media.audio import AudioPath
+from rtserver.media.clock import MediaClock
+from rtserver.media.video import VideoPath
+from rtserver.messages import FinalMessage, SignalMessage, StoredMessage, signal_from_wire
+from rtserver.metrics import Metrics
+from rtserver.scoring.faces import FaceDetector
+from rtserver.scoring.rubric import Interview, score_interview
+from rtserver.scoring.signals import SecondAggregator
+from rtserver.store import STATUS_LIVE, Store
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.05  # how often ready seconds are looked for; bounds the added lag
+PARTIAL_SECOND_MIN_S = 0.25  # a last, partial second is published if it holds this much media
+
+
+@dataclass
+class Runtime:
+    """What every session shares: configuration, storage, bus, metrics, workers, models."""
+
+    config: Config
+    store: Store
+    bus: Bus
+    metrics: Metrics
+    executor: Executor
+    detector: FaceDetector | None
+
+
+class Publisher:
+    """Gives each message of a session its log position, stores it, then fans it out."""
+
+    def __init__(self, runtime: Runtime, session_id: str, next_seq: int = 0) -> None:
+        self.runtime = runtime
+        self.session_id = session_id
+        self.next_seq = next_seq
+
+    def publish(self, message: SignalMessage | FinalMessage) -> StoredMessage:
+        payload = message.to_wire()
+        payload["seq"] = self.next_seq
+        stored = StoredMessage(self.session_id, self.next_seq, message.type, payload)
+        self.next_seq += 1
+        self.runtime.store.append_message(stored)
+        self.runtime.bus.publish(stored)
+        return stored
+
+
+def ice_configuration(config: Config) -> RTCConfiguration:
+    """The server's ICE servers: none unless configured, so nothing leaves the host."""
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in config.ice_servers])
+
+
+class LiveSession:
+    """One candidate's live connection and everything computed from it."""
+
+    def __init__(self, runtime: Runtime, session_id: str) -> None:
+        self.runtime = runtime
+        self.id = session_id
+        config = runtime.config
+        self.clock = MediaClock()
+        self.aggregator = SecondAggregator()
+        self.publisher = Publisher(runtime, session_id)
+        self.signals: list[SignalMessage] = []
+        analyse = config.analysis == "full"
+        self.video = VideoPath(
+            session_id,
+            self.clock,
+            self.aggregator,
+            runtime.detector if analyse else None,
+            runtime.executor,
+            runtime.metrics,
+            config.analysis_fps,
+        )
+        self.audio = AudioPath(
+            session_id, self.clock, self.aggregator, runtime.executor, runtime.metrics, analyse
+        )
+        self.pc = RTCPeerConnection(ice_configuration(config))
+        self.started_at = time.monotonic()
+        self.ended = asyncio.Event()
+        self.end_reason = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._ending = False
+        self._background: set[asyncio.Task[None]] = set()
+        self.pc.on("track", self._on_track)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    # -- connection -------------------------------------------------------------------
+
+    async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Answers the candidate's offer. Raises BadSdp when aiortc cannot use it."""
+        try:
+            await self.pc.setRemoteDescription(offer)
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            await self.pc.close()
+            raise BadSdp(f"cannot use this offer: {exc}") from exc
+        self._ticker = asyncio.create_task(self._tick_loop(), name=f"ticker-{self.id}")
+        local = self.pc.localDescription
+        return RTCSessionDescription(sdp=local.sdp, type=local.type)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Runs ``coroutine`` in the background, holding a reference until it is done."""
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        path = self.video.run(track) if track.kind == "video" else self.audio.run(track)
+        self._tasks.append(asyncio.create_task(path, name=f"{track.kind}-drain-{self.id}"))
+
+    async def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        log.info("connection %s", state, extra={"session": self.id})
+        if state in ("failed", "closed") and not self._ending:
+            self._spawn(self.end("connection_lost" if state == "failed" else "hangup"))
+
+    # -- publishing -------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        config = self.runtime.config
+        while True:
+            await asyncio.sleep(TICK_S)
+            self._publish_ready(config.max_signal_wait_s)
+            reason = self._end_condition()
+            if reason:
+                self._spawn(self.end(reason))
+                return
+
+    def _end_condition(self) -> str:
+        """Why the session should end now, or '' while it should go on."""
+        timeout = self.runtime.config.media_timeout_s
+        last_media = max(self.video.last_media_at, self.audio.last_media_at)
+        if time.monotonic() - (last_media or self.started_at) > timeout:
+            return "media_timeout"
+        tracks = [p for p in (self.aggregator.video, self.aggregator.audio) if p.active]
+        if self._tasks and tracks and all(p.ended for p in tracks):
+            return "hangup"
+        return ""
+
+    def _publish_ready(self, max_wait_s: float) -> None:
+        for t in self.aggregator.ready(self.clock.elapsed(), max_wait_s):
+            self._publish_second(t)
+
+    def _publish_second(self, t: int) -> None:
+        video, audio = self.aggregator.take(t)
+        lag_s = max(0.0, time.monotonic() - self.clock.wall_time(t + 1.0))
+        signal = SignalMessage(
+            session=self.id, t=t, video=video, audio=audio, lag_ms=round(lag_s * 1000.0, 1)
+        )
+        stored = self.publisher.publish(signal)
+        self.signals.append(signal)
+        metrics = self.runtime.metrics
+        metrics.signals.inc()
+        metrics.media_seconds.inc()
+        metrics.signal_lag.observe(lag_s)
+        log.debug("signal t=%d seq=%d", t, stored.seq, extra={"session": self.id})
+
+    # -- ending -----------------------------------------------------------------------
+
+    async def end(self, reason: str) -> None:
+        """Ends the session once: closes the peer, flushes the last seconds, sends the final."""
+        if self._ending:
+            await self.ended.wait()
+            return
+        self._ending = True
+        self.end_reason = reason
+        try:
+            if self._ticker is not None:
+                self._ticker.cancel()
+            await self.pc.close()
+            # The drain tasks finish the analysis already handed out (bounded by 1 s each).
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=3.0)
+            self._flush()
+            final = score_interview(Interview(self.id, self.signals, reason))
+            self.publisher.publish(final)
+            self.runtime.store.mark_ended(self.id, reason)
+            self.runtime.metrics.late_results.inc(self.aggregator.late_results)
+            log.info(
+                "session ended (%s): %d signals, score %.1f",
+                reason,
+                len(self.signals),
+                final.score,
+                extra={"session": self.id},
+            )
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            self.runtime.bus.close_session(self.id)
+            self.ended.set()
+
+    def _flush(self) -> None:
+        """Publishes every second not yet out, up to the end of the media."""
+        media_end = self.aggregator.media_end()
+        last = math.floor(media_end + 1.0 - PARTIAL_SECOND_MIN_S)
+        for t in range(self.aggregator.next_t, last):
+            self._publish_second(t)
+
+
+class SessionManager:
+    """Holds the live sessions of this process and enforces capacity."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.live: dict[str, LiveSession] = {}
+        self._joining: set[str] = set()
+
+    def _update_gauge(self) -> None:
+        self.runtime.metrics.live_sessions.set(len(self.live))
+
+    async def join(self, session_id: str, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Starts a session from the candidate's offer and returns the server's answer."""
+        capacity = self.runtime.config.max_sessions
+        if session_id in self.live or session_id in self._joining:
+            raise Conflict("session is already live")
+        if len(self.live) + len(self._joining) >= capacity:
+            raise AtCapacity(f"server is at its capacity of {capacity} live sessions")
+        self._joining.add(session_id)
+        try:
+            session = LiveSession(self.runtime, session_id)
+            answer = await session.accept(offer)
+            if not self.runtime.store.mark_live(session_id):
+                await session.pc.close()
+                raise Conflict("session is already live or ended")
+            self.live[session_id] = session
+        finally:
+            self._joining.discard(session_id)
+        self.runtime.metrics.sessions_total.inc(outcome="started")
+        self._update_gauge()
+        session._spawn(self._forget_when_ended(session))
+        return answer
+
+    async def _forget_when_ended(self, session: LiveSession) -> None:
+        await session.ended.wait()
+        self.live.pop(session.id, None)
+        self.runtime.metrics.sessions_total.inc(outcome=session.end_reason or "ended")
+        self._update_gauge()
+
+    async def end(self, session_id: str, reason: str) -> bool:
+        """Ends a live session; False when it is not live in this process."""
+        session = self.live.get(session_id)
+        if session is None:
+            return False
+        await session.end(reason)
+        return True
+
+    async def shutdown(self) -> None:
+        sessions = list(self.live.values())
+        for session in sessions:
+            with contextlib.suppress(Exception):
+                await session.end("server_shutdown")
+
+
+def recover_interrupted(runtime: Runtime) -> list[str]:
+    """Finishes sessions a crashed process left live: scores what was stored, ends them.
+
+    Nothing already published is lost: the final score is computed from the stored signals.
+    """
+    recovered = []
+    for session_id in runtime.store.sessions_with_status(STATUS_LIVE):
+        stored = runtime.store.messages(session_id)
+        if not any(m.kind == "final" for m in stored):
+            signals = [signal_from_wire(m.payload) for m in stored if m.kind == "signal"]
+            final = score_interview(Interview(session_id, signals, "server_restart"))
+            next_seq = stored[-1].seq + 1 if stored else 0
+            Publisher(runtime, session_id, next_seq).publish(final)
+        runtime.store.mark_ended(session_id, "server_restart")
+        recovered.append(session_id)
+    return recovered

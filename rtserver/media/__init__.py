@@ -1,0 +1,1 @@
+"""WebRTC ingest and the per-track media paths (video frames, audio hops)."""

@@ -1,0 +1,190 @@
+"""The per-session audio path: track -> downmix/resample to 16 kHz -> 10 ms hops -> aggregator.
+
+Decoded 20 ms frames are drained continuously into a bounded buffer (2 s; the oldest audio
+is dropped and counted if analysis ever falls that far behind). Analysis takes everything
+pending in one batch in a worker thread, where the Numba kernels run without the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from rtserver.handoff import DropOldest, finish_worker
+from rtserver.kernels.audio import (
+    HOP,
+    INPUT_RATE,
+    RATE,
+    HopAnalyzer,
+    HopFeatures,
+    Resampler48kTo16k,
+)
+from rtserver.media.clock import MediaClock
+from rtserver.metrics import Metrics
+from rtserver.scoring.signals import SecondAggregator
+
+log = logging.getLogger(__name__)
+
+PENDING_FRAMES = 100  # 2 s of 20 ms frames
+MAX_GAP_FILL_S = 2.0  # gaps up to this are filled with silence; longer ones re-anchor
+INPUT_PER_HOP = HOP * INPUT_RATE // RATE  # 480 input samples per 10 ms hop
+
+
+@dataclass(frozen=True)
+class PcmChunk:
+    """Decoded audio: (samples, channels) int16 or float at 48 kHz, starting at media_time."""
+
+    samples: np.ndarray
+    media_time: float
+
+
+def pcm_of(frame: av.AudioFrame) -> np.ndarray:
+    """(samples, channels) array of a decoded frame, packed or planar."""
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if frame.format.is_planar:
+        return np.ascontiguousarray(data.T)
+    return data.reshape(-1, channels)
+
+
+def mono_float(samples: np.ndarray) -> np.ndarray:
+    """(n, channels) int16 or float samples -> (n,) float32 mono in [-1, 1]."""
+    scale = 1.0 / 32768.0 if samples.dtype == np.int16 else 1.0
+    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+    return (mono * scale).astype(np.float32, copy=False)
+
+
+class AudioTimeline:
+    """Assigns media times to 48 kHz input samples, bridging small gaps with silence."""
+
+    def __init__(self) -> None:
+        self.anchor_time: float | None = None
+        self.anchor_sample = 0
+        self.samples_in = 0  # 48 kHz samples handed to the resampler so far
+
+    def expected_time(self) -> float:
+        assert self.anchor_time is not None
+        return self.anchor_time + (self.samples_in - self.anchor_sample) / INPUT_RATE
+
+    def place(self, chunk: PcmChunk) -> int:
+        """Silence samples (48 kHz) to insert before ``chunk`` to keep it at its media time."""
+        if self.anchor_time is None:
+            self.anchor_time = chunk.media_time
+            self.anchor_sample = self.samples_in
+            return 0
+        gap = chunk.media_time - self.expected_time()
+        if 0.03 < gap <= MAX_GAP_FILL_S:
+            return round(gap * INPUT_RATE)
+        if gap > MAX_GAP_FILL_S or gap < -0.2:
+            self.anchor_time = chunk.media_time
+            self.anchor_sample = self.samples_in
+        return 0
+
+    def hop_start_time(self, hop_index: int) -> float:
+        """Media time (s) at which 10 ms hop ``hop_index`` of the 16 kHz stream starts."""
+        assert self.anchor_time is not None
+        return self.anchor_time + (hop_index * INPUT_PER_HOP - self.anchor_sample) / INPUT_RATE
+
+
+class AudioPath:
+    """Drains one audio track and feeds hop features into the session's aggregator."""
+
+    def __init__(
+        self,
+        session_id: str,
+        clock: MediaClock,
+        aggregator: SecondAggregator,
+        executor: Executor,
+        metrics: Metrics,
+        analyse: bool = True,
+    ) -> None:
+        self.session_id = session_id
+        self.clock = clock
+        self.aggregator = aggregator
+        self.executor = executor
+        self.metrics = metrics
+        self.analyse = analyse
+        self.last_media_at = 0.0
+        self.timeline = AudioTimeline()
+        self.resampler = Resampler48kTo16k()
+        self.hops = HopAnalyzer()
+        self.hops_done = 0
+        self._pending: DropOldest[PcmChunk] = DropOldest(bound=PENDING_FRAMES)
+        self._latest_end = 0.0
+        self._busy = False
+
+    async def run(self, track: MediaStreamTrack) -> None:
+        progress = self.aggregator.audio
+        worker = asyncio.create_task(self._analyse_loop(), name=f"audio-{self.session_id}")
+        try:
+            while True:
+                try:
+                    frame = await track.recv()
+                except MediaStreamError:
+                    break
+                if not isinstance(frame, av.AudioFrame):
+                    continue
+                self.last_media_at = time.monotonic()
+                media_time = self.clock.media_time("audio", frame.pts, frame.time_base)
+                progress.active = True
+                self._latest_end = media_time + frame.samples / frame.sample_rate
+                progress.received_until = max(progress.received_until, self._latest_end)
+                if not self.analyse:
+                    progress.done_until = self._latest_end
+                    self.metrics.audio_seconds.inc(frame.samples / frame.sample_rate)
+                    continue
+                if frame.sample_rate != INPUT_RATE:
+                    log.warning("unexpected audio rate %d Hz; frame skipped", frame.sample_rate)
+                    continue
+                if not self._pending.put(PcmChunk(pcm_of(frame), media_time)):
+                    self.metrics.frames_skipped.inc(reason="audio_overflow")
+        finally:
+            await finish_worker(worker, lambda: not self._busy and not self._pending)
+            progress.ended = True
+            log.info("audio track ended", extra={"session": self.session_id})
+
+    async def _analyse_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        progress = self.aggregator.audio
+        while True:
+            first = await self._pending.get()
+            chunks = [first, *self._pending.take_all()]
+            start_hop = self.hops_done
+            self._busy = True
+            try:
+                features = await loop.run_in_executor(self.executor, self._analyse, chunks)
+            finally:
+                self._busy = False
+            self.aggregator.add_hops(self.timeline.hop_start_time(start_hop), features)
+            self.hops_done += len(features)
+            if not self._pending:
+                progress.done_until = self.timeline.hop_start_time(self.hops_done)
+
+    def _analyse(self, chunks: list[PcmChunk]) -> HopFeatures:
+        """Runs in a worker thread: resample the chunks and compute their hop features.
+
+        Gap filling changes the hop timeline, so it happens here, in stream order, before
+        the samples enter the resampler.
+        """
+        started = time.thread_time()
+        parts: list[np.ndarray] = []
+        for chunk in chunks:
+            silence = self.timeline.place(chunk)
+            if silence:
+                parts.append(np.zeros(silence, np.float32))
+                self.timeline.samples_in += silence
+            mono = mono_float(chunk.samples)
+            parts.append(mono)
+            self.timeline.samples_in += len(mono)
+        pcm = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        features = self.hops.process(self.resampler.process(pcm))
+        self.metrics.analysis_cpu.inc(time.thread_time() - started, path="audio")
+        self.metrics.audio_seconds.inc(len(features) * HOP / RATE)
+        return features

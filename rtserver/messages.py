@@ -1,0 +1,125 @@
+"""Every message that crosses a module or process boundary: one frozen dataclass each.
+
+These are the v1 wire contract that HR observers consume. Fields may be added; existing
+fields are never renamed, removed or changed in meaning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+WIRE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VideoSecond:
+    """Video summary of one second of media."""
+
+    fps: float  # analysed frames in this second (frames/s)
+    face: float  # fraction (0-1) of analysed frames with a face
+    box: tuple[int, int, int, int] | None  # last face box (x, y, w, h) in frame pixels
+    frames: int = 0  # decoded frames that arrived in this second
+
+
+@dataclass(frozen=True)
+class AudioSecond:
+    """Audio summary of one second of media."""
+
+    speech: float  # fraction (0-1) of the second that is speech
+    loudness_dbfs: float | None  # mean energy of the second (dBFS); None with no audio
+    pitch_hz: float | None  # median pitch of voiced hops (Hz); None when none are voiced
+    hops: int = 0  # 10 ms hops analysed in this second
+
+
+@dataclass(frozen=True)
+class SignalMessage:
+    """One second of analysed media, published once per second index ``t``."""
+
+    session: str
+    t: int  # second index from the first media frame: 0, 1, 2... with no gaps or repeats
+    video: VideoSecond
+    audio: AudioSecond
+    lag_ms: float  # end of that second of media -> publication (ms)
+    emotion: dict[str, Any] | None = None
+    fluency: dict[str, Any] | None = None
+    type: Literal["signal"] = "signal"
+    v: int = WIRE_VERSION
+    seq: int = 0  # position in the session's message log (extension field)
+
+    def to_wire(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.video.box is not None:
+            data["video"]["box"] = list(self.video.box)
+        return data
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One dimension of the final rubric."""
+
+    score: float  # 0-100
+    weight: float  # 0-1; weights of a report sum to 1
+    evidence: str  # plain-language reason, quoting the measured figures
+
+
+@dataclass(frozen=True)
+class FinalMessage:
+    """The final job-fit score, sent once after the last signal of a session."""
+
+    session: str
+    score: float  # 0-100
+    dimensions: dict[str, Dimension]
+    duration_s: float
+    end_reason: str = ""  # why the session ended (extension field)
+    signals: int = 0  # signal messages published before this one (extension field)
+    type: Literal["final"] = "final"
+    v: int = WIRE_VERSION
+    seq: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+WireMessage = SignalMessage | FinalMessage
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as the store and bus carry it: already encoded, with its log position."""
+
+    session: str
+    seq: int
+    kind: str
+    payload: dict[str, Any] = field(hash=False)
+
+    def encode(self) -> str:
+        return json.dumps(self.payload, separators=(",", ":"))
+
+
+def signal_from_wire(data: dict[str, Any]) -> SignalMessage:
+    """Rebuilds a signal from its wire form (as stored), e.g. to score after a restart."""
+    video = data["video"]
+    audio = data["audio"]
+    box = video.get("box")
+    return SignalMessage(
+        session=data["session"],
+        t=int(data["t"]),
+        video=VideoSecond(
+            fps=float(video["fps"]),
+            face=float(video["face"]),
+            box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])) if box else None,
+            frames=int(video.get("frames", 0)),
+        ),
+        audio=AudioSecond(
+            speech=float(audio["speech"]),
+            loudness_dbfs=audio.get("loudness_dbfs"),
+            pitch_hz=audio.get("pitch_hz"),
+            hops=int(audio.get("hops", 0)),
+        ),
+        lag_ms=float(data["lag_ms"]),
+        emotion=data.get("emotion"),
+        fluency=data.get("fluency"),
+        seq=int(data.get("seq", 0)),
+    )

@@ -1,0 +1,128 @@
+"""Process metrics in Prometheus text format (exposition format 0.0.4).
+
+Small on purpose: counters, gauges and one histogram type are all the server needs, and
+keeping them here avoids a dependency for ~100 lines of code. Updates happen on the event
+loop or under the GIL from analysis threads; each update is a single locked add.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+def _labels_text(labels: tuple[tuple[str, str], ...]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{name}="{value}"' for name, value in labels)
+    return "{" + inner + "}"
+
+
+@dataclass
+class Counter:
+    name: str
+    help: str
+    kind: str = "counter"
+    _values: dict[tuple[tuple[str, str], ...], float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+    def value(self, **labels: str) -> float:
+        return self._values.get(tuple(sorted(labels.items())), 0.0)
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+        values = dict(self._values) or {(): 0.0}
+        lines += [f"{self.name}{_labels_text(k)} {v:.6g}" for k, v in sorted(values.items())]
+        return lines
+
+
+@dataclass
+class Gauge(Counter):
+    kind: str = "gauge"
+
+    def set(self, value: float, **labels: str) -> None:
+        with self._lock:
+            self._values[tuple(sorted(labels.items()))] = value
+
+
+@dataclass
+class Histogram:
+    name: str
+    help: str
+    buckets: Sequence[float]
+    _counts: list[int] = field(default_factory=list)
+    _sum: float = 0.0
+    _count: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        index = bisect.bisect_left(self.buckets, value)
+        with self._lock:
+            if index < len(self._counts):
+                self._counts[index] += 1
+            self._sum += value
+            self._count += 1
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        cumulative = 0
+        for bound, count in zip(self.buckets, self._counts, strict=True):
+            cumulative += count
+            lines.append(f'{self.name}_bucket{{le="{bound:g}"}} {cumulative}')
+        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self._count}')
+        lines.append(f"{self.name}_sum {self._sum:.6g}")
+        lines.append(f"{self.name}_count {self._count}")
+        return lines
+
+
+class Metrics:
+    """Every metric the server exports; one instance per server process."""
+
+    def __init__(self) -> None:
+        self.live_sessions = Gauge("rtserver_live_sessions", "Sessions with a live peer.")
+        self.observers = Gauge("rtserver_observers", "Connected observer websockets.")
+        self.sessions_total = Counter("rtserver_sessions_total", "Sessions started, by outcome.")
+        self.frames_decoded = Counter("rtserver_frames_decoded_total", "Video frames decoded.")
+        self.frames_analysed = Counter("rtserver_frames_analysed_total", "Video frames analysed.")
+        self.frames_skipped = Counter(
+            "rtserver_frames_skipped_total", "Sampled frames not analysed, by reason."
+        )
+        self.audio_seconds = Counter(
+            "rtserver_audio_seconds_total", "Seconds of audio decoded and analysed."
+        )
+        self.signals = Counter("rtserver_signals_total", "Signal messages published.")
+        self.late_results = Counter(
+            "rtserver_late_results_total", "Analysis results that arrived after their second."
+        )
+        self.analysis_cpu = Counter(
+            "rtserver_analysis_cpu_seconds_total", "Thread CPU time spent in analysis, by path."
+        )
+        self.media_seconds = Counter(
+            "rtserver_media_seconds_total", "Seconds of media published as signals."
+        )
+        self.rejected = Counter("rtserver_rejected_total", "Refused API requests, by error code.")
+        self.signal_lag = Histogram(
+            "rtserver_signal_lag_seconds",
+            "End of a second of media to publication of its signal.",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
+        )
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in vars(self).values():
+            lines += metric.render()
+        return "\n".join(lines) + "\n"

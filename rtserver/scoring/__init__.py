@@ -1,0 +1,1 @@
+"""Models and scoring: face detection, per-second signals, the final rubric."""

@@ -1,0 +1,130 @@
+"""The final score: a weighted rubric over a session's per-second signals.
+
+Each dimension maps one measured quantity to 0-100 through a plain piecewise-linear rule,
+and carries the figures it used as evidence, so HR can see why a score is what it is.
+Emotion and fluency dimensions join here when those signals exist.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rtserver.messages import Dimension, FinalMessage, SignalMessage
+
+# Share of each dimension in the final score; they sum to 1.
+WEIGHTS = {
+    "presence": 0.30,
+    "speaking": 0.35,
+    "audibility": 0.20,
+    "continuity": 0.15,
+}
+
+# Speaking share of an answer that reads as engaged but not rushed (fraction of time).
+SPEAKING_BAND = (0.35, 0.75)
+# Speech loudness a listener hears comfortably (dBFS of the captured signal).
+LOUDNESS_BAND = (-32.0, -12.0)
+
+
+@dataclass(frozen=True)
+class Interview:
+    """What the rubric needs to know about a finished session."""
+
+    session: str
+    signals: Sequence[SignalMessage]
+    end_reason: str
+
+
+def _clamp(value: float, low: float = 0.0, high: float = 100.0) -> float:
+    return max(low, min(high, value))
+
+
+def _band_score(
+    value: float, band: tuple[float, float], slope_low: float, slope_high: float
+) -> float:
+    """100 inside ``band``; falls by ``slope`` points per unit outside it."""
+    low, high = band
+    if value < low:
+        return _clamp(100.0 - (low - value) * slope_low)
+    if value > high:
+        return _clamp(100.0 - (value - high) * slope_high)
+    return 100.0
+
+
+def presence(signals: Sequence[SignalMessage]) -> Dimension:
+    analysed = [s for s in signals if s.video.fps > 0]
+    if not analysed:
+        return Dimension(0.0, WEIGHTS["presence"], "No video was analysed.")
+    face = statistics.fmean(s.video.face for s in analysed)
+    score = _clamp((face - 0.2) / 0.7 * 100.0)
+    return Dimension(
+        round(score, 1),
+        WEIGHTS["presence"],
+        f"Face visible in {face:.0%} of analysed frames over {len(analysed)} s of video.",
+    )
+
+
+def speaking(signals: Sequence[SignalMessage]) -> Dimension:
+    heard = [s for s in signals if s.audio.hops > 0]
+    if not heard:
+        return Dimension(0.0, WEIGHTS["speaking"], "No audio was received.")
+    share = statistics.fmean(s.audio.speech for s in heard)
+    score = _band_score(share, SPEAKING_BAND, slope_low=250.0, slope_high=160.0)
+    spoken_s = sum(s.audio.speech for s in heard)
+    return Dimension(
+        round(score, 1),
+        WEIGHTS["speaking"],
+        f"Spoke for {spoken_s:.0f} of {len(heard)} s ({share:.0%}); "
+        f"{SPEAKING_BAND[0]:.0%}-{SPEAKING_BAND[1]:.0%} scores full marks.",
+    )
+
+
+def audibility(signals: Sequence[SignalMessage]) -> Dimension:
+    spoken = [
+        s.audio.loudness_dbfs
+        for s in signals
+        if s.audio.speech >= 0.3 and s.audio.loudness_dbfs is not None
+    ]
+    if not spoken:
+        return Dimension(0.0, WEIGHTS["audibility"], "No second had enough speech to judge.")
+    level = statistics.median(spoken)
+    score = _band_score(level, LOUDNESS_BAND, slope_low=5.0, slope_high=10.0)
+    return Dimension(
+        round(score, 1),
+        WEIGHTS["audibility"],
+        f"Median speech level {level:.1f} dBFS over {len(spoken)} spoken seconds; "
+        f"{LOUDNESS_BAND[0]:.0f} to {LOUDNESS_BAND[1]:.0f} dBFS scores full marks.",
+    )
+
+
+def continuity(signals: Sequence[SignalMessage]) -> Dimension:
+    if not signals:
+        return Dimension(0.0, WEIGHTS["continuity"], "No media was received.")
+    whole = sum(1 for s in signals if s.video.frames > 0 and s.audio.hops > 0)
+    share = whole / len(signals)
+    return Dimension(
+        round(share * 100.0, 1),
+        WEIGHTS["continuity"],
+        f"Both camera and microphone delivered media in {whole} of {len(signals)} s.",
+    )
+
+
+def score_interview(interview: Interview) -> FinalMessage:
+    """The final message for a finished interview."""
+    signals = interview.signals
+    dimensions = {
+        "presence": presence(signals),
+        "speaking": speaking(signals),
+        "audibility": audibility(signals),
+        "continuity": continuity(signals),
+    }
+    total = sum(d.score * d.weight for d in dimensions.values())
+    return FinalMessage(
+        session=interview.session,
+        score=round(total, 1),
+        dimensions=dimensions,
+        duration_s=float(len(signals)),
+        end_reason=interview.end_reason,
+        signals=len(signals),
+    )

@@ -1,0 +1,135 @@
+"""Per-second aggregation: frame and hop results in, one summary per second index out.
+
+A second ``t`` covers media time [t, t+1). It is ready once every live track's analysis has
+passed t+1, or, whatever is missing, once the wall clock is ``max_wait_s`` past its end:
+a stalled track delays a signal by at most that much and never blocks it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rtserver.kernels.audio import HOP, RATE, HopFeatures
+from rtserver.messages import AudioSecond, VideoSecond
+
+HOP_S = HOP / RATE  # 10 ms
+SILENCE_DBFS = -100.0
+
+
+@dataclass
+class _Bucket:
+    frames: int = 0
+    analysed: int = 0
+    faces: int = 0
+    box: tuple[int, int, int, int] | None = None
+    hops: int = 0
+    speech_hops: int = 0
+    power_sum: float = 0.0
+    pitches: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TrackProgress:
+    """How far a track's analysis has got on the session timeline (seconds)."""
+
+    active: bool = False
+    done_until: float = 0.0  # analysis is complete up to here
+    received_until: float = 0.0  # media has arrived up to here
+    ended: bool = False
+
+
+class SecondAggregator:
+    """Collects results per second and says which seconds may be published."""
+
+    def __init__(self) -> None:
+        self.next_t = 0  # the next second index to publish; everything before it is out
+        self.video = TrackProgress()
+        self.audio = TrackProgress()
+        self.late_results = 0
+        self._buckets: dict[int, _Bucket] = {}
+
+    def _bucket(self, media_time: float) -> _Bucket | None:
+        second = math.floor(media_time)
+        if second < self.next_t:
+            self.late_results += 1
+            return None
+        return self._buckets.setdefault(second, _Bucket())
+
+    # -- results in -------------------------------------------------------------------
+
+    def add_frame(self, media_time: float) -> None:
+        """A decoded video frame starting at ``media_time`` (s) arrived."""
+        bucket = self._bucket(media_time)
+        if bucket is not None:
+            bucket.frames += 1
+
+    def add_face_result(self, media_time: float, box: tuple[int, int, int, int] | None) -> None:
+        """An analysed frame: ``box`` is the largest face (x, y, w, h) or None."""
+        bucket = self._bucket(media_time)
+        if bucket is None:
+            return
+        bucket.analysed += 1
+        if box is not None:
+            bucket.faces += 1
+            bucket.box = box
+
+    def add_hops(self, start_time: float, features: HopFeatures) -> None:
+        """Hop results; hop k covers [start_time + k*10 ms, start_time + (k+1)*10 ms)."""
+        power = np.power(10.0, features.rms_dbfs.astype(np.float64) / 10.0)
+        for k in range(len(features)):
+            bucket = self._bucket(start_time + (k + 0.5) * HOP_S)
+            if bucket is None:
+                continue
+            bucket.hops += 1
+            bucket.power_sum += float(power[k])
+            if features.speech[k]:
+                bucket.speech_hops += 1
+            if features.pitch_hz[k] > 0:
+                bucket.pitches.append(float(features.pitch_hz[k]))
+
+    # -- seconds out ------------------------------------------------------------------
+
+    def ready(self, elapsed: float, max_wait_s: float) -> list[int]:
+        """Seconds that may be published now, given wall-clock ``elapsed`` since epoch (s)."""
+        tracks = [t for t in (self.video, self.audio) if t.active and not t.ended]
+        seconds = []
+        t = self.next_t
+        while True:
+            end = t + 1
+            analysed = bool(tracks) and all(track.done_until >= end for track in tracks)
+            if not (analysed or elapsed >= end + max_wait_s):
+                break
+            seconds.append(t)
+            t += 1
+        return seconds
+
+    def take(self, t: int) -> tuple[VideoSecond, AudioSecond]:
+        """Summarises second ``t`` (which must be ``next_t``) and moves past it."""
+        if t != self.next_t:
+            raise ValueError(f"second {t} taken out of order (next is {self.next_t})")
+        bucket = self._buckets.pop(t, _Bucket())
+        self.next_t = t + 1
+        video = VideoSecond(
+            fps=float(bucket.analysed),
+            face=bucket.faces / bucket.analysed if bucket.analysed else 0.0,
+            box=bucket.box,
+            frames=bucket.frames,
+        )
+        loudness: float | None = None
+        if bucket.hops:
+            mean_power = bucket.power_sum / bucket.hops
+            loudness = max(SILENCE_DBFS, 10.0 * math.log10(mean_power)) if mean_power else -100.0
+        audio = AudioSecond(
+            speech=bucket.speech_hops / bucket.hops if bucket.hops else 0.0,
+            loudness_dbfs=None if loudness is None else round(loudness, 2),
+            pitch_hz=round(float(np.median(bucket.pitches)), 1) if bucket.pitches else None,
+            hops=bucket.hops,
+        )
+        return video, audio
+
+    def media_end(self) -> float:
+        """The furthest point any track's media reached (s)."""
+        return max(self.video.received_until, self.audio.received_until)

@@ -1,0 +1,267 @@
+"""Durable state on SQLite: sessions, their message logs, reports and the audit log.
+
+The message log is the source of truth for observer backfill and for reports, so both
+survive a restart. Join tokens are stored only as SHA-256 hashes: they are 256-bit random
+strings, so a plain hash is enough to make a stolen database useless for joining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rtserver.messages import StoredMessage
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    candidate TEXT,
+    job TEXT,
+    questions TEXT NOT NULL DEFAULT '[]',
+    token_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    end_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS messages (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    session_id TEXT,
+    detail TEXT NOT NULL DEFAULT ''
+);
+"""
+
+STATUS_CREATED = "created"
+STATUS_LIVE = "live"
+STATUS_ENDED = "ended"
+STATUS_ERASED = "erased"
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    seconds: int
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    candidate: str | None
+    job: str | None
+    questions: tuple[Question, ...]
+    status: str
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    end_reason: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "candidate": self.candidate,
+            "job": self.job,
+            "questions": [{"text": q.text, "seconds": q.seconds} for q in self.questions],
+            "status": self.status,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "end_reason": self.end_reason,
+        }
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    """A thread-safe SQLite store. Calls are short single statements (well under 1 ms)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._locked() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._db
+
+    def close(self) -> None:
+        with self._locked() as db:
+            db.close()
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def create_session(
+        self, candidate: str | None, job: str | None, questions: list[Question]
+    ) -> tuple[SessionRecord, str]:
+        """Creates a session; returns it with its join token (the only time it is seen)."""
+        session_id = uuid.uuid4().hex
+        join_token = secrets.token_urlsafe(32)
+        now = time.time()
+        questions_json = json.dumps([q.__dict__ for q in questions])
+        with self._locked() as db:
+            db.execute(
+                "INSERT INTO sessions (id, candidate, job, questions, token_hash, status,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session_id,
+                    candidate,
+                    job,
+                    questions_json,
+                    hash_token(join_token),
+                    STATUS_CREATED,
+                    now,
+                ),
+            )
+        record = self.get_session(session_id)
+        assert record is not None
+        return record, join_token
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        with self._locked() as db:
+            row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return _session_from_row(row) if row else None
+
+    def list_sessions(self, limit: int = 100) -> list[SessionRecord]:
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT * FROM sessions ORDER BY created_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [_session_from_row(row) for row in rows]
+
+    def check_join_token(self, session_id: str, token: str) -> bool:
+        with self._locked() as db:
+            row = db.execute(
+                "SELECT token_hash FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        return bool(row) and hmac.compare_digest(row["token_hash"], hash_token(token))
+
+    def mark_live(self, session_id: str) -> bool:
+        """Moves created -> live; False when the session was not waiting for its peer."""
+        with self._locked() as db:
+            cursor = db.execute(
+                "UPDATE sessions SET status = ?, started_at = ? WHERE id = ? AND status = ?",
+                (STATUS_LIVE, time.time(), session_id, STATUS_CREATED),
+            )
+        return cursor.rowcount == 1
+
+    def mark_ended(self, session_id: str, reason: str) -> None:
+        with self._locked() as db:
+            db.execute(
+                "UPDATE sessions SET status = ?, ended_at = ?, end_reason = ?"
+                " WHERE id = ? AND status IN (?, ?)",
+                (STATUS_ENDED, time.time(), reason, session_id, STATUS_CREATED, STATUS_LIVE),
+            )
+
+    def sessions_with_status(self, status: str) -> list[str]:
+        with self._locked() as db:
+            rows = db.execute("SELECT id FROM sessions WHERE status = ?", (status,)).fetchall()
+        return [row["id"] for row in rows]
+
+    def erase(self, session_id: str) -> bool:
+        """Erases a candidate's data: messages and personal fields. The audit log stays."""
+        with self._locked() as db:
+            db.execute("BEGIN")
+            cursor = db.execute(
+                "UPDATE sessions SET candidate = NULL, job = NULL, questions = '[]', status = ?,"
+                " ended_at = COALESCE(ended_at, ?), end_reason = COALESCE(end_reason, 'erased')"
+                " WHERE id = ?",
+                (STATUS_ERASED, time.time(), session_id),
+            )
+            db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
+            db.execute("COMMIT")
+        return cursor.rowcount == 1
+
+    # -- message log ------------------------------------------------------------------
+
+    def append_message(self, message: StoredMessage) -> None:
+        with self._locked() as db:
+            db.execute(
+                "INSERT INTO messages (session_id, seq, kind, payload) VALUES (?, ?, ?, ?)",
+                (message.session, message.seq, message.kind, message.encode()),
+            )
+
+    def messages(self, session_id: str, after_seq: int = -1) -> list[StoredMessage]:
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT * FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq",
+                (session_id, after_seq),
+            ).fetchall()
+        return [
+            StoredMessage(row["session_id"], row["seq"], row["kind"], json.loads(row["payload"]))
+            for row in rows
+        ]
+
+    def final_message(self, session_id: str) -> StoredMessage | None:
+        with self._locked() as db:
+            row = db.execute(
+                "SELECT * FROM messages WHERE session_id = ? AND kind = 'final'", (session_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return StoredMessage(row["session_id"], row["seq"], row["kind"], json.loads(row["payload"]))
+
+    # -- audit log --------------------------------------------------------------------
+
+    def audit(self, actor: str, action: str, session_id: str | None, detail: str = "") -> None:
+        with self._locked() as db:
+            db.execute(
+                "INSERT INTO audit (at, actor, action, session_id, detail) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), actor, action, session_id, detail),
+            )
+
+    def audit_log(self, session_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        with self._locked() as db:
+            if session_id is None:
+                rows = db.execute(
+                    "SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT * FROM audit WHERE session_id = ? ORDER BY id DESC LIMIT ?",
+                    (session_id, limit),
+                ).fetchall()
+        return [dict(row) for row in rows]
+
+
+def _session_from_row(row: sqlite3.Row) -> SessionRecord:
+    questions = tuple(Question(q["text"], int(q["seconds"])) for q in json.loads(row["questions"]))
+    return SessionRecord(
+        id=row["id"],
+        candidate=row["candidate"],
+        job=row["job"],
+        questions=questions,
+        status=row["status"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        end_reason=row["end_reason"],
+    )

@@ -1,0 +1,191 @@
+"""End to end: real aiortc peers send real VP8 + Opus over loopback to a running server.
+
+One interview with a real face and speech, one with a blank picture and steady noise, run
+at the same time. Observers receive every second, a late observer gets the backfill, the
+final score comes after the last signal, and the report survives a server restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from media import SpeechTrack
+from peer import collect_signals, connect_peer, create_session, signals_url, use_loopback_only
+from server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def signal_seconds(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == "signal"]
+
+
+def assert_contiguous(messages: list[dict[str, Any]]) -> None:
+    """Signals are t = 0..N-1 with no gaps or repeats, and exactly one final comes last."""
+    signals = signal_seconds(messages)
+    assert [s["t"] for s in signals] == list(range(len(signals)))
+    assert messages[-1]["type"] == "final"
+    assert sum(1 for m in messages if m["type"] == "final") == 1
+    for s in signals:
+        assert s["v"] == 1
+        assert set(s) >= {
+            "type",
+            "v",
+            "session",
+            "t",
+            "video",
+            "audio",
+            "emotion",
+            "fluency",
+            "lag_ms",
+        }
+        assert set(s["video"]) >= {"fps", "face", "box"}
+        assert set(s["audio"]) >= {"speech", "loudness_dbfs", "pitch_hz"}
+
+
+def spoken_second(track: SpeechTrack, t: int) -> bool:
+    """Second [t, t+1) is (almost) all speech in the generated track."""
+    return track.speech_fraction(t, t + 1) >= 0.9
+
+
+def silent_second(track: SpeechTrack, t: int) -> bool:
+    """Second [t, t+1) and 0.3 s either side hold no speech at all."""
+    return track.speech_fraction(t - 0.3, t + 1.3) == 0.0
+
+
+async def test_live_interviews_end_to_end(
+    tmp_path: Path,
+    face_video: Path,
+    blank_video: Path,
+    speech_wav: SpeechTrack,
+    noise_wav: Path,
+) -> None:
+    use_loopback_only()
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            base, key = server.base_url, server.api_key
+            face = await create_session(client, base, key, candidate="Ada", job="Engineer")
+            blank = await create_session(client, base, key, candidate="Blank")
+            early = asyncio.create_task(collect_signals(signals_url(base, face["id"], key)))
+            blank_obs = asyncio.create_task(collect_signals(signals_url(base, blank["id"], key)))
+            await asyncio.sleep(0.5)
+
+            peer_face, peer_blank = await asyncio.gather(
+                connect_peer(
+                    base, face["id"], face["join_token"], face_video, speech_wav.path, client=client
+                ),
+                connect_peer(
+                    base, blank["id"], blank["join_token"], blank_video, noise_wav, client=client
+                ),
+            )
+            status = await client.get(
+                f"{base}/api/v1/sessions/{face['id']}", headers=server.hr_headers
+            )
+            assert status.json()["status"] == "live"
+
+            await asyncio.sleep(4.0)
+            late = asyncio.create_task(collect_signals(signals_url(base, face["id"], key)))
+
+            await asyncio.gather(
+                peer_face.wait_media_ended(speech_wav.duration_s + 10),
+                peer_blank.wait_media_ended(speech_wav.duration_s + 10),
+            )
+            await asyncio.sleep(0.5)
+            await peer_face.close()  # the candidate hangs up
+            ended = await client.post(
+                f"{base}/api/v1/sessions/{blank['id']}/end", headers=server.hr_headers
+            )
+            assert ended.status_code == 200, ended.text
+            await peer_blank.close()
+
+            face_msgs, late_msgs, blank_msgs = await asyncio.gather(early, late, blank_obs)
+            report = await client.get(
+                f"{base}/api/v1/sessions/{face['id']}/report", headers=server.hr_headers
+            )
+            assert report.status_code == 200, report.text
+    finally:
+        server.stop()
+    log = server.log()
+
+    # Every second arrives once, in order, and the final comes last.
+    for messages in (face_msgs, late_msgs, blank_msgs):
+        assert_contiguous(messages)
+    signals = signal_seconds(face_msgs)
+    expected = speech_wav.duration_s
+    assert abs(len(signals) - expected) <= 1.5, (len(signals), expected, log[-3000:])
+
+    # The late observer's backfill is exactly what the early observer saw.
+    assert late_msgs == face_msgs
+
+    # Faces: the photo is a face, the blank picture is not.
+    analysed = [s for s in signals if s["video"]["fps"] > 0]
+    assert len(analysed) >= len(signals) - 1
+    face_share = sum(s["video"]["face"] for s in analysed) / len(analysed)
+    assert face_share > 0.8, [s["video"] for s in signals]
+    assert all(s["video"]["box"] is not None for s in analysed if s["video"]["face"] > 0)
+    blank_signals = signal_seconds(blank_msgs)
+    blank_analysed = [s for s in blank_signals if s["video"]["fps"] > 0]
+    blank_share = sum(s["video"]["face"] for s in blank_analysed) / len(blank_analysed)
+    assert blank_share < 0.1
+
+    # Video is sampled at ~10 fps by timestamp, whatever the sender's 15 fps.
+    full = [s["video"]["fps"] for s in signals[1:-1]]
+    assert all(7 <= fps <= 11 for fps in full), full
+
+    # Speech: high in spoken seconds, low in the silent gap; steady noise is not speech.
+    spoken = [s["audio"]["speech"] for s in signals if spoken_second(speech_wav, s["t"])]
+    gap = [s["audio"]["speech"] for s in signals if silent_second(speech_wav, s["t"])]
+    assert spoken and gap, speech_wav.intervals
+    assert min(spoken) > 0.5, spoken
+    assert max(gap) < 0.15, gap
+    noise_speech = [s["audio"]["speech"] for s in blank_signals[1:]]
+    assert max(noise_speech) < 0.1, noise_speech
+    pitches = [s["audio"]["pitch_hz"] for s in signals if spoken_second(speech_wav, s["t"])]
+    assert all(p is not None and 60 <= p <= 400 for p in pitches), pitches
+
+    # Every signal carries its lag; on loopback it stays well under the wait bound.
+    lags = [s["lag_ms"] for s in signals]
+    assert all(0 <= lag < 1600 for lag in lags), lags
+
+    final = face_msgs[-1]
+    assert final["session"] == face["id"] and 0 <= final["score"] <= 100
+    assert set(final["dimensions"]) >= {"presence", "speaking", "audibility"}
+    assert math.isclose(sum(d["weight"] for d in final["dimensions"].values()), 1.0)
+    assert final["duration_s"] == len(signals)
+    assert final["end_reason"] == "hangup"
+    assert blank_msgs[-1]["end_reason"] == "ended_by_hr"
+    assert (
+        final["dimensions"]["presence"]["score"] > blank_msgs[-1]["dimensions"]["presence"]["score"]
+    )
+    assert report.json()["final"] == final
+
+    # The report and status survive a restart of the server.
+    restarted = ServerProcess(tmp_path / "data").start()
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            base = restarted.base_url
+            again = await client.get(
+                f"{base}/api/v1/sessions/{face['id']}/report", headers=restarted.hr_headers
+            )
+            status = await client.get(
+                f"{base}/api/v1/sessions/{face['id']}", headers=restarted.hr_headers
+            )
+            replay = await collect_signals(signals_url(base, face["id"], restarted.api_key))
+            audit = await client.get(
+                f"{base}/api/v1/sessions/{face['id']}/audit", headers=restarted.hr_headers
+            )
+    finally:
+        restarted.stop()
+    assert again.status_code == 200
+    assert again.json()["final"] == final
+    assert len(again.json()["signals"]) == len(signals)
+    assert status.json()["status"] == "ended"
+    assert replay == face_msgs
+    actions = [entry["action"] for entry in audit.json()["audit"]]
+    assert {"create", "join", "view_session", "observe", "view_report"} <= set(actions)
