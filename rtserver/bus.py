@@ -21,30 +21,27 @@ class Subscription:
 
     def __init__(self, session_id: str, bound: int = SUBSCRIBER_QUEUE_BOUND) -> None:
         self.session_id = session_id
+        self.bound = bound
         self.overflowed = False
-        self._queue: asyncio.Queue[StoredMessage | None] = asyncio.Queue(maxsize=bound)
+        self.closed = False
+        # One place beyond the bound is kept for the closing sentinel.
+        self._queue: asyncio.Queue[StoredMessage | None] = asyncio.Queue(maxsize=bound + 1)
 
     def deliver(self, message: StoredMessage) -> None:
         """Queues a message; on a full queue marks the subscription overflowed and closes it."""
-        if self.overflowed:
+        if self.closed:
             return
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
+        if self._queue.qsize() >= self.bound:
             self.overflowed = True
-            self._close_now()
+            self.close()
+            return
+        self._queue.put_nowait(message)
 
     def close(self) -> None:
-        self._close_now()
-
-    def _close_now(self) -> None:
-        # The sentinel must get through even on a full queue: make room for it.
-        while True:
-            try:
-                self._queue.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self._queue.get_nowait()
+        """Ends the subscription after the messages already queued."""
+        if not self.closed:
+            self.closed = True
+            self._queue.put_nowait(None)
 
     async def get(self) -> StoredMessage | None:
         """The next message, or None once the subscription is closed."""

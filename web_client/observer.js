@@ -270,8 +270,35 @@
         showError(event.reason || "There is no session with this id.");
         return;
       }
+      if (!opened) {
+        // The server refuses a bad key or an unknown session with an HTTP status before the
+        // upgrade, which a browser only reports as 1006; ask the REST API which it was.
+        explainRefusal();
+        return;
+      }
       scheduleReconnect(opened);
     });
+  }
+
+  async function explainRefusal() {
+    let status = 0;
+    try {
+      const url = `/api/v1/sessions/${encodeURIComponent(sessionId)}`;
+      const response = await fetch(url, { headers: { Authorization: `Bearer ${apiKey()}` } });
+      status = response.status;
+    } catch (_) {
+      status = 0; // the server is unreachable: retry
+    }
+    if (status === 401) {
+      sessionStorage.removeItem(KEY_STORAGE);
+      setStatus("Not authorised", "bad");
+      askForKey("The API key was not accepted.");
+    } else if (status === 404) {
+      setStatus("Unknown session", "bad");
+      showError("There is no session with this id.");
+    } else {
+      scheduleReconnect(false);
+    }
   }
 
   // Exponential backoff with jitter, so many observers do not reconnect in lockstep.

@@ -70,7 +70,8 @@ def speaking(signals: Sequence[SignalMessage]) -> Dimension:
     if not heard:
         return Dimension(0.0, WEIGHTS["speaking"], "No audio was received.")
     share = statistics.fmean(s.audio.speech for s in heard)
-    score = _band_score(share, SPEAKING_BAND, slope_low=250.0, slope_high=160.0)
+    # Full marks inside the band, falling to 0 at silence and to 60 at non-stop talk.
+    score = _band_score(share, SPEAKING_BAND, 100.0 / SPEAKING_BAND[0], 160.0)
     spoken_s = sum(s.audio.speech for s in heard)
     return Dimension(
         round(score, 1),

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from rtserver.config import ConfigError, load_config
+
+
+def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
+    toml = tmp_path / "rtserver.toml"
+    toml.write_text("[server]\nport = 9000\nmax_sessions = 3\nanalysis_fps = 5.0\n")
+    env = {"RTSERVER_PORT": "9100", "RTSERVER_ICE_ADDRESSES": "127.0.0.1, ::1"}
+    config = load_config({"port": 9200, "host": None}, env, toml)
+    assert config.port == 9200  # CLI wins
+    assert config.max_sessions == 3  # only the file sets it
+    assert config.analysis_fps == 5.0
+    assert config.ice_addresses == ("127.0.0.1", "::1")
+    assert config.host == "127.0.0.1"  # default: an unset flag does not override
+
+
+def test_env_beats_file_and_data_dir_paths(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("port = 9000\n")
+    config = load_config({}, {"RTSERVER_PORT": "9100", "RTSERVER_DATA_DIR": "/x"}, toml)
+    assert config.port == 9100
+    assert config.db_path == Path("/x/rtserver.sqlite3")
+    assert config.key_path == Path("/x/api_key")
+
+
+def test_config_file_from_env(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("store_media = true\n")
+    config = load_config({}, {"RTSERVER_CONFIG": str(toml)})
+    assert config.store_media is True
+    assert load_config({}, {}).store_media is False  # raw media is off by default
+
+
+@pytest.mark.parametrize(
+    ("cli", "env"),
+    [
+        ({"port": "eighty"}, {}),
+        ({}, {"RTSERVER_STORE_MEDIA": "maybe"}),
+        ({"analysis": "everything"}, {}),
+        ({"analysis_fps": 0.0}, {}),
+        ({"max_sessions": 0}, {}),
+    ],
+)
+def test_bad_values_are_typed_errors(cli: dict[str, object], env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        load_config(cli, env)
+
+
+def test_unknown_file_setting_is_an_error(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("prot = 1\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_config({}, {}, toml)

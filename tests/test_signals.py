@@ -1,0 +1,75 @@
+"""The per-second aggregator: which seconds are ready, and what each one says."""
+
+import numpy as np
+import pytest
+
+from rtserver.kernels.audio import HopFeatures
+from rtserver.scoring.signals import SecondAggregator
+
+
+def hops(n: int, dbfs: float, speech: bool, pitch: float = 0.0) -> HopFeatures:
+    features = HopFeatures.empty(n)
+    features.rms_dbfs[:] = dbfs
+    features.speech[:] = speech
+    features.pitch_hz[:] = pitch
+    return features
+
+
+def test_second_waits_for_every_live_track_then_publishes() -> None:
+    agg = SecondAggregator()
+    agg.video.active = agg.audio.active = True
+    agg.video.done_until = 1.05
+    assert agg.ready(elapsed=1.1, max_wait_s=1.5) == []  # audio has not passed t=1 yet
+    agg.audio.done_until = 2.0
+    assert agg.ready(elapsed=1.1, max_wait_s=1.5) == [0]
+
+
+def test_stalled_track_delays_by_at_most_max_wait() -> None:
+    agg = SecondAggregator()
+    agg.video.active = agg.audio.active = True
+    agg.audio.done_until = 5.0
+    assert agg.ready(elapsed=2.4, max_wait_s=1.5) == []
+    assert agg.ready(elapsed=2.5, max_wait_s=1.5) == [0]
+    assert agg.ready(elapsed=3.5, max_wait_s=1.5) == [0, 1]
+
+
+def test_no_track_no_seconds_until_deadline() -> None:
+    agg = SecondAggregator()
+    assert agg.ready(elapsed=0.5, max_wait_s=1.5) == []
+
+
+def test_summary_of_a_second() -> None:
+    agg = SecondAggregator()
+    for i in range(15):
+        agg.add_frame(i / 15)
+    for i, box in enumerate([(1, 2, 3, 4), None, (5, 6, 7, 8), None]):
+        agg.add_face_result(i * 0.25, box)
+    # 50 hops of speech at -20 dBFS, 50 of silence-ish at -60 dBFS.
+    agg.add_hops(0.0, hops(50, -20.0, True, pitch=200.0))
+    agg.add_hops(0.5, hops(50, -60.0, False))
+    video, audio = agg.take(0)
+    assert (video.fps, video.face, video.box, video.frames) == (4.0, 0.5, (5, 6, 7, 8), 15)
+    assert audio.speech == pytest.approx(0.5)
+    assert audio.hops == 100
+    expected = 10 * np.log10((50 * 10**-2 + 50 * 10**-6) / 100)
+    assert audio.loudness_dbfs == pytest.approx(expected, abs=0.01)
+    assert audio.pitch_hz == pytest.approx(200.0)
+
+
+def test_empty_second_still_summarises_with_zero_fps() -> None:
+    agg = SecondAggregator()
+    video, audio = agg.take(0)
+    assert video.fps == 0.0 and video.face == 0.0 and video.box is None
+    assert audio.loudness_dbfs is None and audio.pitch_hz is None and audio.speech == 0.0
+
+
+def test_late_results_are_counted_not_misfiled() -> None:
+    agg = SecondAggregator()
+    agg.take(0)
+    agg.add_face_result(0.5, (1, 1, 1, 1))
+    agg.add_hops(0.9, hops(5, -20.0, True))  # hops at 0.905..0.945 belong to second 0
+    assert agg.late_results == 6
+    with pytest.raises(ValueError):
+        agg.take(5)
+    video, _ = agg.take(1)
+    assert video.fps == 0.0
