@@ -38,7 +38,7 @@ class Config:
     # Video frames analysed per second, chosen by media timestamp (fps).
     analysis_fps: float = 10.0
     # Face detector input width (pixels); the Y plane is area-downscaled to this.
-    detect_width: int = 192
+    detect_width: int = 160
     # A live session with no media for this long is ended (seconds).
     media_timeout_s: float = 10.0
     # How long a second may wait for late analysis before it is published anyway (seconds).

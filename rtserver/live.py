@@ -18,14 +18,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from rtserver.bus import Bus
 from rtserver.config import Config
-from rtserver.errors import AtCapacity, BadSdp, Conflict
+from rtserver.errors import AtCapacity, Conflict
 from rtserver.media.audio import AudioPath
 from rtserver.media.clock import MediaClock
+from rtserver.media.ingest import PeerIngest
 from rtserver.media.video import VideoPath
 from rtserver.messages import FinalMessage, SignalMessage, StoredMessage, signal_from_wire
 from rtserver.metrics import Metrics
@@ -70,11 +71,6 @@ class Publisher:
         return stored
 
 
-def ice_configuration(config: Config) -> RTCConfiguration:
-    """The server's ICE servers: none unless configured, so nothing leaves the host."""
-    return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in config.ice_servers])
-
-
 class LiveSession:
     """One candidate's live connection and everything computed from it."""
 
@@ -99,7 +95,7 @@ class LiveSession:
         self.audio = AudioPath(
             session_id, self.clock, self.aggregator, runtime.executor, runtime.metrics, analyse
         )
-        self.pc = RTCPeerConnection(ice_configuration(config))
+        self.ingest = PeerIngest(session_id, config, self._on_track, self._on_connection_lost)
         self.started_at = time.monotonic()
         self.ended = asyncio.Event()
         self.end_reason = ""
@@ -107,23 +103,14 @@ class LiveSession:
         self._ticker: asyncio.Task[None] | None = None
         self._ending = False
         self._background: set[asyncio.Task[None]] = set()
-        self.pc.on("track", self._on_track)
-        self.pc.on("connectionstatechange", self._on_connection_state)
 
     # -- connection -------------------------------------------------------------------
 
     async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
-        """Answers the candidate's offer. Raises BadSdp when aiortc cannot use it."""
-        try:
-            await self.pc.setRemoteDescription(offer)
-            answer = await self.pc.createAnswer()
-            await self.pc.setLocalDescription(answer)
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            await self.pc.close()
-            raise BadSdp(f"cannot use this offer: {exc}") from exc
+        """Answers the candidate's offer and starts publishing. Raises BadSdp on a bad offer."""
+        answer = await self.ingest.answer(offer)
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"ticker-{self.id}")
-        local = self.pc.localDescription
-        return RTCSessionDescription(sdp=local.sdp, type=local.type)
+        return answer
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Runs ``coroutine`` in the background, holding a reference until it is done."""
@@ -135,11 +122,9 @@ class LiveSession:
         path = self.video.run(track) if track.kind == "video" else self.audio.run(track)
         self._tasks.append(asyncio.create_task(path, name=f"{track.kind}-drain-{self.id}"))
 
-    async def _on_connection_state(self) -> None:
-        state = self.pc.connectionState
-        log.info("connection %s", state, extra={"session": self.id})
-        if state in ("failed", "closed") and not self._ending:
-            self._spawn(self.end("connection_lost" if state == "failed" else "hangup"))
+    def _on_connection_lost(self, reason: str) -> None:
+        if not self._ending:
+            self._spawn(self.end(reason))
 
     # -- publishing -------------------------------------------------------------------
 
@@ -194,7 +179,7 @@ class LiveSession:
         try:
             if self._ticker is not None:
                 self._ticker.cancel()
-            await self.pc.close()
+            await self.ingest.close()
             # The drain tasks finish the analysis already handed out (bounded by 1 s each).
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=3.0)
@@ -247,7 +232,7 @@ class SessionManager:
             session = LiveSession(self.runtime, session_id)
             answer = await session.accept(offer)
             if not self.runtime.store.mark_live(session_id):
-                await session.pc.close()
+                await session.ingest.close()
                 raise Conflict("session is already live or ended")
             self.live[session_id] = session
         finally:

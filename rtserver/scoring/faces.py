@@ -45,9 +45,12 @@ class HaarFaceDetector:
     faces of interview framing stay well above the cascade's 24-pixel minimum.
     """
 
-    def __init__(self, detect_width: int = 192, cascade_path: Path = HAAR_CASCADE) -> None:
+    def __init__(self, detect_width: int = 160, cascade_path: Path = HAAR_CASCADE) -> None:
         if not cascade_path.exists():
             raise FileNotFoundError(f"Haar cascade not found at {cascade_path}")
+        # Sessions already run in parallel on the analysis threads; OpenCV's own thread pool
+        # on top of that only adds hand-off overhead (process-wide setting).
+        cv2.setNumThreads(1)
         self.detect_width = detect_width
         self._cascade_path = cascade_path
         # CascadeClassifier keeps scratch state per call; one per thread avoids sharing it.

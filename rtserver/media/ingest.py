@@ -1,0 +1,66 @@
+"""WebRTC ingest: the server side of one candidate's RTCPeerConnection.
+
+It answers the offer, hands each incoming track to the session, and reports when the
+connection is lost. Nothing here touches media: the media paths drain the tracks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from rtserver.config import Config
+from rtserver.errors import BadSdp
+
+log = logging.getLogger(__name__)
+
+
+def ice_configuration(config: Config) -> RTCConfiguration:
+    """The server's ICE servers: none unless configured, so nothing leaves the host."""
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in config.ice_servers])
+
+
+class PeerIngest:
+    """One peer connection; ``on_track`` gets each remote track, ``on_lost`` the reason."""
+
+    def __init__(
+        self,
+        session_id: str,
+        config: Config,
+        on_track: Callable[[MediaStreamTrack], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self.session_id = session_id
+        self.pc = RTCPeerConnection(ice_configuration(config))
+        self._on_lost = on_lost
+        self.pc.on("track", on_track)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """The answer to ``offer``, with ICE candidates included (no trickle).
+
+        Raises BadSdp when aiortc cannot use the offer; the connection is closed then.
+        """
+        try:
+            await self.pc.setRemoteDescription(offer)
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            await self.pc.close()
+            raise BadSdp(f"cannot use this offer: {exc}") from exc
+        local = self.pc.localDescription
+        return RTCSessionDescription(sdp=local.sdp, type=local.type)
+
+    async def close(self) -> None:
+        """Closes the connection; the remote tracks end, which stops their drains."""
+        await self.pc.close()
+
+    async def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        log.info("connection %s", state, extra={"session": self.session_id})
+        if state == "failed":
+            self._on_lost("connection_lost")
+        elif state == "closed":
+            self._on_lost("hangup")
