@@ -25,7 +25,7 @@ build: $(VENV)/.installed
 	$(PY) setup.py -q build_ext --inplace
 
 run: build
-	$(VENV)/bin/rtserver serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/rtserver serve --host $(HOST) --port $(PORT) --demo
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

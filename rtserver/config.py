@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,7 @@ class Config:
     analysis_threads: int = 2
     # "full" analyses media; "decode" only decodes it (a baseline for benchmarks).
     analysis: str = "full"
-    # Store raw media: off by default, for privacy.
-    store_media: bool = False
     log_level: str = "info"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def db_path(self) -> Path:
@@ -83,13 +80,6 @@ def _coerce(name: str, raw: Any) -> Any:
             if isinstance(raw, str):
                 return tuple(part.strip() for part in raw.split(",") if part.strip())
             return tuple(str(part) for part in raw)
-        if isinstance(default, bool):
-            if isinstance(raw, str):
-                lowered = raw.strip().lower()
-                if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
-                    raise ValueError(raw)
-                return lowered in {"1", "true", "yes", "on"}
-            return bool(raw)
         if isinstance(default, Path):
             return Path(raw)
         if isinstance(default, int):
@@ -105,8 +95,6 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Config):
         key = ENV_PREFIX + f.name.upper()
-        if f.name == "extra":
-            continue
         if key in environ:
             values[f.name] = _coerce(f.name, environ[key])
     return values

@@ -28,17 +28,17 @@ def test_env_beats_file_and_data_dir_paths(tmp_path: Path) -> None:
 
 def test_config_file_from_env(tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
-    toml.write_text("store_media = true\n")
+    toml.write_text('analysis = "decode"\n')
     config = load_config({}, {"RTSERVER_CONFIG": str(toml)})
-    assert config.store_media is True
-    assert load_config({}, {}).store_media is False  # raw media is off by default
+    assert config.analysis == "decode"
+    assert load_config({}, {}).analysis == "full"
 
 
 @pytest.mark.parametrize(
     ("cli", "env"),
     [
         ({"port": "eighty"}, {}),
-        ({}, {"RTSERVER_STORE_MEDIA": "maybe"}),
+        ({}, {"RTSERVER_MAX_SESSIONS": "many"}),
         ({"analysis": "everything"}, {}),
         ({"analysis_fps": 0.0}, {}),
         ({"max_sessions": 0}, {}),
