@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -28,7 +29,14 @@ from rtserver.media.audio import AudioPath
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
 from rtserver.media.video import VideoPath
-from rtserver.messages import FinalMessage, SignalMessage, StoredMessage, signal_from_wire
+from rtserver.messages import (
+    AudioSecond,
+    FinalMessage,
+    SignalMessage,
+    StoredMessage,
+    VideoSecond,
+    signal_from_wire,
+)
 from rtserver.metrics import Metrics
 from rtserver.scoring.faces import FaceDetector
 from rtserver.scoring.rubric import Interview, score_interview
@@ -65,8 +73,8 @@ class Publisher:
         payload = message.to_wire()
         payload["seq"] = self.next_seq
         stored = StoredMessage(self.session_id, self.next_seq, message.type, payload)
+        self.runtime.store.append_message(stored)  # the log first: backfill must hold it
         self.next_seq += 1
-        self.runtime.store.append_message(stored)
         self.runtime.bus.publish(stored)
         return stored
 
@@ -100,6 +108,9 @@ class LiveSession:
         self.ended = asyncio.Event()
         self.end_reason = ""
         self._tasks: list[asyncio.Task[None]] = []
+        self._track_kinds: set[str] = set()
+        # Seconds summarised but not yet published, oldest first (normally empty).
+        self._unpublished: deque[tuple[int, VideoSecond, AudioSecond]] = deque()
         self._ticker: asyncio.Task[None] | None = None
         self._ending = False
         self._background: set[asyncio.Task[None]] = set()
@@ -119,6 +130,11 @@ class LiveSession:
         task.add_done_callback(self._background.discard)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind not in ("audio", "video") or track.kind in self._track_kinds:
+            # One camera and one microphone per interview; extra tracks are not analysed.
+            log.warning("ignoring extra %s track", track.kind, extra={"session": self.id})
+            return
+        self._track_kinds.add(track.kind)
         path = self.video.run(track) if track.kind == "video" else self.audio.run(track)
         self._tasks.append(asyncio.create_task(path, name=f"{track.kind}-drain-{self.id}"))
 
@@ -132,7 +148,12 @@ class LiveSession:
         config = self.runtime.config
         while True:
             await asyncio.sleep(TICK_S)
-            self._publish_ready(config.max_signal_wait_s)
+            try:
+                self._publish_ready(config.max_signal_wait_s)
+            except Exception:
+                # A failed publish (say, a full disk) must not stop the session's clock:
+                # the seconds stay queued in the aggregator and go out on the next tick.
+                log.exception("publishing failed; retrying", extra={"session": self.id})
             reason = self._end_condition()
             if reason:
                 self._spawn(self.end(reason))
@@ -151,21 +172,24 @@ class LiveSession:
 
     def _publish_ready(self, max_wait_s: float) -> None:
         for t in self.aggregator.ready(self.clock.elapsed(), max_wait_s):
-            self._publish_second(t)
+            self._unpublished.append((t, *self.aggregator.take(t)))
+        self._publish_pending()
 
-    def _publish_second(self, t: int) -> None:
-        video, audio = self.aggregator.take(t)
-        lag_s = max(0.0, time.monotonic() - self.clock.wall_time(t + 1.0))
-        signal = SignalMessage(
-            session=self.id, t=t, video=video, audio=audio, lag_ms=round(lag_s * 1000.0, 1)
-        )
-        stored = self.publisher.publish(signal)
-        self.signals.append(signal)
-        metrics = self.runtime.metrics
-        metrics.signals.inc()
-        metrics.media_seconds.inc()
-        metrics.signal_lag.observe(lag_s)
-        log.debug("signal t=%d seq=%d", t, stored.seq, extra={"session": self.id})
+    def _publish_pending(self) -> None:
+        """Publishes summarised seconds in order; one that fails stays first in line."""
+        while self._unpublished:
+            t, video, audio = self._unpublished[0]
+            lag_s = max(0.0, time.monotonic() - self.clock.wall_time(t + 1.0))
+            signal = SignalMessage(
+                session=self.id, t=t, video=video, audio=audio, lag_ms=round(lag_s * 1000.0, 1)
+            )
+            self.publisher.publish(signal)
+            self._unpublished.popleft()
+            self.signals.append(signal)
+            metrics = self.runtime.metrics
+            metrics.signals.inc()
+            metrics.media_seconds.inc()
+            metrics.signal_lag.observe(lag_s)
 
     # -- ending -----------------------------------------------------------------------
 
@@ -206,7 +230,8 @@ class LiveSession:
         media_end = self.aggregator.media_end()
         last = math.floor(media_end + 1.0 - PARTIAL_SECOND_MIN_S)
         for t in range(self.aggregator.next_t, last):
-            self._publish_second(t)
+            self._unpublished.append((t, *self.aggregator.take(t)))
+        self._publish_pending()
 
 
 class SessionManager:
