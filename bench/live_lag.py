@@ -53,6 +53,8 @@ class RunResult:
     lag_max_ms: float
     server_cpu_s: float
     media_s: float
+    video_analysis_cpu_s: float  # thread CPU inside the face detector calls
+    audio_analysis_cpu_s: float  # thread CPU inside the audio kernels
 
     @property
     def cpu_per_stream(self) -> float:
@@ -64,6 +66,14 @@ def process_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime + stime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def metric_value(text: str, name: str) -> float:
+    """A sample's value from Prometheus text, 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -99,6 +109,7 @@ async def run_once(mode: str, peers: int, video: Path, audio: Path, seconds: flo
                     await peer.close()
                 results = await asyncio.gather(*observers)
                 cpu = process_cpu_seconds(server.process.pid) - cpu_before
+                metrics = (await client.get(f"{base}/metrics")).text
         finally:
             server.stop()
     signals = [m for messages in results for m in messages if m["type"] == "signal"]
@@ -112,6 +123,12 @@ async def run_once(mode: str, peers: int, video: Path, audio: Path, seconds: flo
         lag_max_ms=max(lags),
         server_cpu_s=cpu,
         media_s=float(len(signals)),
+        video_analysis_cpu_s=metric_value(
+            metrics, 'rtserver_analysis_cpu_seconds_total{path="video"}'
+        ),
+        audio_analysis_cpu_s=metric_value(
+            metrics, 'rtserver_analysis_cpu_seconds_total{path="audio"}'
+        ),
     )
 
 
@@ -128,7 +145,9 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
             print(
                 f"{mode:>6} x{peers}: {result.signals} signals, lag p50 {result.lag_p50_ms:.0f} ms"
                 f" p95 {result.lag_p95_ms:.0f} ms max {result.lag_max_ms:.0f} ms,"
-                f" server CPU {result.cpu_per_stream:.3f} core/stream"
+                f" server CPU {result.cpu_per_stream:.3f} core/stream (video analysis"
+                f" {result.video_analysis_cpu_s / result.media_s:.3f},"
+                f" audio {result.audio_analysis_cpu_s / result.media_s:.4f})"
                 f" ({time.monotonic() - started:.0f} s)",
                 flush=True,
             )

@@ -181,11 +181,7 @@ class Api:
         if record.status != STATUS_CREATED:
             raise Conflict(f"session is {record.status}; a session can be joined once")
         offer = _parse_offer(body)
-        try:
-            answer = await self.manager.join(record.id, offer)
-        except AtCapacity:
-            self.runtime.metrics.rejected.inc(code="at_capacity")
-            raise
+        answer = await self.manager.join(record.id, offer)
         self.store.audit("candidate@" + client_address(request), "join", record.id)
         return JSONResponse({"sdp": answer.sdp, "type": answer.type})
 
@@ -336,6 +332,9 @@ def error_response(error: RtServerError) -> JSONResponse:
 
 async def handle_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RtServerError)
+    api: Api = request.app.state.api
+    api.runtime.metrics.rejected.inc(code=exc.code)
+    log.info("%s %s refused: %s", request.method, request.url.path, exc.detail)
     return error_response(exc)
 
 

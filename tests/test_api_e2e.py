@@ -216,4 +216,5 @@ async def test_live_conflict_capacity_and_media_timeout(
     metrics = (await client.get(f"{base}/metrics")).text
     assert "rtserver_live_sessions 0" in metrics
     assert "rtserver_signal_lag_seconds_count" in metrics
+    assert 'rtserver_rejected_total{code="at_capacity"} 2' in metrics
     assert server.healthy()
