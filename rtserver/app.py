@@ -312,8 +312,9 @@ def _parse_offer(body: dict[str, Any]) -> RTCSessionDescription:
         raise BadSdp("sdp must be a non-empty string")
     try:
         parsed = SessionDescription.parse(sdp)
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise BadSdp(f"malformed SDP: {exc}") from exc
+    except Exception as exc:
+        # aiortc's parser raises whatever the bad line provokes (even StopIteration).
+        raise BadSdp(f"malformed SDP: {exc!r}") from exc
     if not any(media.kind in ("audio", "video") for media in parsed.media):
         raise BadSdp("the offer has no audio or video m-line")
     return RTCSessionDescription(sdp=sdp, type="offer")

@@ -107,8 +107,7 @@ class LiveSession:
         self.started_at = time.monotonic()
         self.ended = asyncio.Event()
         self.end_reason = ""
-        self._tasks: list[asyncio.Task[None]] = []
-        self._track_kinds: set[str] = set()
+        self._drains: dict[str, asyncio.Task[None]] = {}  # track kind -> its drain task
         # Seconds summarised but not yet published, oldest first (normally empty).
         self._unpublished: deque[tuple[int, VideoSecond, AudioSecond]] = deque()
         self._ticker: asyncio.Task[None] | None = None
@@ -123,6 +122,13 @@ class LiveSession:
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"ticker-{self.id}")
         return answer
 
+    async def abort(self) -> None:
+        """Undoes a failed start: stops any drains the offer's tracks already started."""
+        for task in self._drains.values():
+            task.cancel()
+        await asyncio.gather(*self._drains.values(), return_exceptions=True)
+        await self.ingest.close()
+
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Runs ``coroutine`` in the background, holding a reference until it is done."""
         task = asyncio.create_task(coroutine)
@@ -130,13 +136,12 @@ class LiveSession:
         task.add_done_callback(self._background.discard)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind not in ("audio", "video") or track.kind in self._track_kinds:
+        if track.kind not in ("audio", "video") or track.kind in self._drains:
             # One camera and one microphone per interview; extra tracks are not analysed.
             log.warning("ignoring extra %s track", track.kind, extra={"session": self.id})
             return
-        self._track_kinds.add(track.kind)
         path = self.video.run(track) if track.kind == "video" else self.audio.run(track)
-        self._tasks.append(asyncio.create_task(path, name=f"{track.kind}-drain-{self.id}"))
+        self._drains[track.kind] = asyncio.create_task(path, name=f"{track.kind}-drain-{self.id}")
 
     def _on_connection_lost(self, reason: str) -> None:
         if not self._ending:
@@ -166,7 +171,7 @@ class LiveSession:
         if time.monotonic() - (last_media or self.started_at) > timeout:
             return "media_timeout"
         tracks = [p for p in (self.aggregator.video, self.aggregator.audio) if p.active]
-        if self._tasks and tracks and all(p.ended for p in tracks):
+        if self._drains and tracks and all(p.ended for p in tracks):
             return "hangup"
         return ""
 
@@ -204,9 +209,7 @@ class LiveSession:
             if self._ticker is not None:
                 self._ticker.cancel()
             await self.ingest.close()
-            # The drain tasks finish the analysis already handed out (bounded by 1 s each).
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=3.0)
+            await self._stop_drains()
             self._flush()
             final = score_interview(Interview(self.id, self.signals, reason))
             self.publisher.publish(final)
@@ -220,10 +223,24 @@ class LiveSession:
                 extra={"session": self.id},
             )
         finally:
-            for task in self._tasks:
+            for task in self._drains.values():
                 task.cancel()
             self.runtime.bus.close_session(self.id)
             self.ended.set()
+
+    async def _stop_drains(self) -> None:
+        """Lets each drain finish the analysis it handed out (bounded), then stops it.
+
+        A track that never delivered a frame is stopped at once: aiortc does not end a
+        remote track whose connection closed before any media flowed, so its drain
+        would otherwise wait out the whole bound.
+        """
+        progress = {"video": self.aggregator.video, "audio": self.aggregator.audio}
+        for kind, task in self._drains.items():
+            if not progress[kind].active:
+                task.cancel()
+        if self._drains:
+            await asyncio.wait(self._drains.values(), timeout=3.0)
 
     def _flush(self) -> None:
         """Publishes every second not yet out, up to the end of the media."""
@@ -255,7 +272,11 @@ class SessionManager:
         self._joining.add(session_id)
         try:
             session = LiveSession(self.runtime, session_id)
-            answer = await session.accept(offer)
+            try:
+                answer = await session.accept(offer)
+            except BaseException:
+                await session.abort()
+                raise
             if not self.runtime.store.mark_live(session_id):
                 await session.ingest.close()
                 raise Conflict("session is already live or ended")

@@ -8,6 +8,7 @@ server stays healthy afterwards.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -217,4 +218,39 @@ async def test_live_conflict_capacity_and_media_timeout(
     assert "rtserver_live_sessions 0" in metrics
     assert "rtserver_signal_lag_seconds_count" in metrics
     assert 'rtserver_rejected_total{code="at_capacity"} 2' in metrics
+    assert server.healthy()
+
+
+async def test_garbled_offers_get_400_or_an_answer_never_a_crash(
+    server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    """Every one-line deletion and random corruption of a real offer is handled cleanly."""
+    lines = (await real_offer_sdp()).split("\r\n")
+    variants = ["\r\n".join(lines[:i] + lines[i + 1 :]) for i in range(len(lines))]
+    rng = random.Random(7)
+    for _ in range(20):
+        corrupted = list(lines)
+        i = rng.randrange(len(corrupted))
+        cut = rng.randrange(len(corrupted[i]) + 1)
+        corrupted[i] = corrupted[i][:cut] + rng.choice(["\x00", "ÿ", ":", " ", "-1", "999999999"])
+        variants.append("\r\n".join(corrupted))
+    statuses = []
+    for sdp in variants:
+        session = await new_session(client, server)
+        response = await post_offer(
+            client,
+            server,
+            session["id"],
+            json={"sdp": sdp, "type": "offer", "token": session["join_token"]},
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            ended = await client.post(
+                f"{server.base_url}/api/v1/sessions/{session['id']}/end", headers=server.hr_headers
+            )
+            assert ended.status_code == 200
+        else:
+            assert_error(response, 400, "bad_sdp")
+    assert set(statuses) <= {200, 400}
+    assert 400 in statuses and 200 in statuses
     assert server.healthy()

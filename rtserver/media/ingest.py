@@ -36,6 +36,7 @@ class PeerIngest:
         self.session_id = session_id
         self.pc = RTCPeerConnection(ice_configuration(config))
         self._on_lost = on_lost
+        self._closed = False
         self.pc.on("track", on_track)
         self.pc.on("connectionstatechange", self._on_connection_state)
 
@@ -47,15 +48,45 @@ class PeerIngest:
         try:
             await self.pc.setRemoteDescription(offer)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            await self.pc.close()
+        except Exception as exc:
+            # The offer is the only input here, so any failure to apply it is the offer's:
+            # aiortc raises anything from ValueError to AttributeError on odd SDP.
+            log.info("offer refused: %r", exc, extra={"session": self.session_id})
+            await self.close()
             raise BadSdp(f"cannot use this offer: {exc}") from exc
         local = self.pc.localDescription
         return RTCSessionDescription(sdp=local.sdp, type=local.type)
 
     async def close(self) -> None:
-        """Closes the connection; the remote tracks end, which stops their drains."""
-        await self.pc.close()
+        """Closes the connection; the remote tracks end, which stops their drains.
+
+        Never raises: aiortc can fail to close a connection that a bad offer left half
+        built, and a close must always complete.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.pc.close()
+        except Exception:
+            # aiortc's close stops at the first transceiver without a transport and never
+            # tries again (a second close waits forever), so release what exists directly.
+            log.info(
+                "peer connection half built; closing its transports directly",
+                extra={"session": self.session_id},
+            )
+            await self._stop_transports()
+
+    async def _stop_transports(self) -> None:
+        for transceiver in self.pc.getTransceivers():
+            dtls = transceiver.receiver.transport
+            if dtls is None:
+                continue
+            for transport in (dtls, dtls.transport):
+                try:
+                    await transport.stop()
+                except Exception:
+                    log.debug("transport stop failed", exc_info=True)
 
     async def _on_connection_state(self) -> None:
         state = self.pc.connectionState
