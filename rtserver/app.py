@@ -379,6 +379,7 @@ def create_app(config: Config, api_key: str) -> Starlette:
 
     routes = [
         Route("/", api.index),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/healthz", api.healthz),
         Route("/metrics", api.metrics),
         Route("/api/v1/sessions", api.create_session, methods=["POST"]),
