@@ -11,6 +11,7 @@ import logging
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from rtserver.bus import Bus
+from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
 from rtserver.store import Store
 
@@ -26,32 +27,31 @@ async def stream_session(
     """Sends every message of the session in order, ending after the final message."""
     subscription = bus.subscribe(session_id)
     metrics.observers.inc()
+    last_seq = -1
+
+    async def send(message: StoredMessage) -> bool:
+        """Sends one message in order; True once the final message is out."""
+        nonlocal last_seq
+        await websocket.send_text(message.encode())
+        last_seq = message.seq
+        return message.kind == "final"
+
     try:
-        last_seq = -1
         for message in store.messages(session_id):
-            await websocket.send_text(message.encode())
-            last_seq = message.seq
-            if message.kind == "final":
+            if await send(message):
                 await websocket.close(CLOSE_NORMAL)
                 return
-        while True:
-            live = await subscription.get()
-            if live is None:
-                if subscription.overflowed:
-                    await websocket.close(CLOSE_TRY_AGAIN_LATER, "observer fell behind; reconnect")
-                    return
-                # The session ended: send anything the store has that we have not seen.
-                for late in store.messages(session_id, after_seq=last_seq):
-                    await websocket.send_text(late.encode())
+        while (live := await subscription.get()) is not None:
+            if live.seq > last_seq and await send(live):
                 await websocket.close(CLOSE_NORMAL)
                 return
-            if live.seq <= last_seq:
-                continue
-            await websocket.send_text(live.encode())
-            last_seq = live.seq
-            if live.kind == "final":
-                await websocket.close(CLOSE_NORMAL)
-                return
+        if subscription.overflowed:
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, "observer fell behind; reconnect")
+            return
+        # The session ended: send anything the store has that this observer has not seen.
+        for message in store.messages(session_id, after_seq=last_seq):
+            await send(message)
+        await websocket.close(CLOSE_NORMAL)
     except WebSocketDisconnect:
         log.info("observer disconnected", extra={"session": session_id})
     finally:

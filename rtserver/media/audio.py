@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from rtserver.handoff import DropOldest, finish_worker
 from rtserver.kernels.audio import (
@@ -27,6 +27,7 @@ from rtserver.kernels.audio import (
     Resampler48kTo16k,
 )
 from rtserver.media.clock import MediaClock
+from rtserver.media.ingest import frames_of
 from rtserver.metrics import Metrics
 from rtserver.scoring.signals import SecondAggregator
 
@@ -124,13 +125,7 @@ class AudioPath:
         progress = self.aggregator.audio
         worker = asyncio.create_task(self._analyse_loop(), name=f"audio-{self.session_id}")
         try:
-            while True:
-                try:
-                    frame = await track.recv()
-                except MediaStreamError:
-                    break
-                if not isinstance(frame, av.AudioFrame):
-                    continue
+            async for frame in frames_of(track, av.AudioFrame):
                 self.last_media_at = time.monotonic()
                 media_time = self.clock.media_time("audio", frame.pts, frame.time_base)
                 progress.active = True

@@ -7,15 +7,32 @@ connection is lost. Nothing here touches media: the media paths drain the tracks
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtserver.config import Config
 from rtserver.errors import BadSdp
 
 log = logging.getLogger(__name__)
+
+FrameT = TypeVar("FrameT")
+
+
+async def frames_of(track: MediaStreamTrack, kind: type[FrameT]) -> AsyncIterator[FrameT]:
+    """Every decoded frame of ``track`` as it arrives, until the track ends.
+
+    Awaiting this without pause is what drains aiortc's unbounded receive queue.
+    """
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        if isinstance(frame, kind):
+            yield frame
 
 
 def ice_configuration(config: Config) -> RTCConfiguration:

@@ -15,10 +15,11 @@ from concurrent.futures import Executor
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from rtserver.handoff import DropOldest, finish_worker
 from rtserver.media.clock import MediaClock
+from rtserver.media.ingest import frames_of
 from rtserver.metrics import Metrics
 from rtserver.scoring.faces import FaceDetector
 from rtserver.scoring.signals import SecondAggregator
@@ -77,7 +78,6 @@ class VideoPath:
         self.metrics = metrics
         self.sampler = FrameSampler(fps)
         self.last_media_at = 0.0  # monotonic time of the last frame
-        self._latest_received = 0.0
         self._slot: DropOldest[tuple[float, av.VideoFrame]] = DropOldest(bound=1)
         self._busy = False
 
@@ -86,25 +86,18 @@ class VideoPath:
         progress = self.aggregator.video
         worker = asyncio.create_task(self._analyse_loop(), name=f"video-{self.session_id}")
         try:
-            while True:
-                try:
-                    frame = await track.recv()
-                except MediaStreamError:
-                    break
-                if not isinstance(frame, av.VideoFrame):
-                    continue
+            async for frame in frames_of(track, av.VideoFrame):
                 self.last_media_at = time.monotonic()
                 media_time = self.clock.media_time("video", frame.pts, frame.time_base)
                 progress.active = True
                 self.metrics.frames_decoded.inc()
                 self.aggregator.add_frame(media_time)
-                self._latest_received = max(self._latest_received, media_time)
                 progress.received_until = max(progress.received_until, media_time)
                 sampled = self.detector is not None and self.sampler.take(media_time)
                 if sampled and not self._slot.put((media_time, frame)):
                     self.metrics.frames_skipped.inc(reason="superseded")
                 if not self._busy and not self._slot:
-                    progress.done_until = self._latest_received
+                    progress.done_until = progress.received_until
         finally:
             await finish_worker(worker, lambda: not self._busy and not self._slot)
             progress.ended = True
@@ -126,7 +119,7 @@ class VideoPath:
             finally:
                 self._busy = False
                 if not self._slot:
-                    progress.done_until = self._latest_received
+                    progress.done_until = progress.received_until
 
     def _analyse(self, frame: av.VideoFrame) -> tuple[int, int, int, int] | None:
         """Runs in a worker thread: the largest face in the frame, or None."""
