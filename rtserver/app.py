@@ -161,6 +161,7 @@ class Api:
         live = self.manager.live.get(record.id)
         data["live"] = live is not None
         data["signals"] = len(live.signals) if live else None
+        data["analysis_cpu_per_media_s"] = round(live.analysis_cost(), 5) if live else None
         return JSONResponse(data)
 
     async def get_questions(self, request: Request) -> Response:

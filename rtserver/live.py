@@ -122,6 +122,12 @@ class LiveSession:
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"ticker-{self.id}")
         return answer
 
+    def analysis_cost(self) -> float:
+        """Analysis CPU seconds per second of media published so far (0 before any)."""
+        if not self.signals:
+            return 0.0
+        return (self.video.cpu_s + self.audio.cpu_s) / len(self.signals)
+
     async def abort(self) -> None:
         """Undoes a failed start: stops any drains the offer's tracks already started."""
         for task in self._drains.values():
@@ -192,6 +198,7 @@ class LiveSession:
             self._unpublished.popleft()
             self.signals.append(signal)
             metrics = self.runtime.metrics
+            metrics.session_cost.set(round(self.analysis_cost(), 5), session=self.id)
             metrics.signals.inc()
             metrics.media_seconds.inc()
             metrics.signal_lag.observe(lag_s)
@@ -215,6 +222,7 @@ class LiveSession:
             self.publisher.publish(final)
             self.runtime.store.mark_ended(self.id, reason)
             self.runtime.metrics.late_results.inc(self.aggregator.late_results)
+            self.runtime.metrics.session_cost.remove(session=self.id)
             log.info(
                 "session ended (%s): %d signals, score %.1f",
                 reason,

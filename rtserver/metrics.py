@@ -51,6 +51,11 @@ class Gauge(Counter):
         with self._lock:
             self._values[tuple(sorted(labels.items()))] = value
 
+    def remove(self, **labels: str) -> None:
+        """Drops one labelled series (e.g. a session's, once it has ended)."""
+        with self._lock:
+            self._values.pop(tuple(sorted(labels.items())), None)
+
 
 @dataclass
 class Histogram:
@@ -113,6 +118,10 @@ class Metrics:
         )
         self.media_seconds = Counter(
             "rtserver_media_seconds_total", "Seconds of media published as signals."
+        )
+        self.session_cost = Gauge(
+            "rtserver_session_analysis_cpu_ratio",
+            "Analysis CPU seconds per second of media, per live session.",
         )
         self.rejected = Counter("rtserver_rejected_total", "Refused API requests, by error code.")
         self.signal_lag = Histogram(

@@ -91,6 +91,10 @@ async def test_live_interviews_end_to_end(
 
             await asyncio.sleep(4.0)
             late = asyncio.create_task(collect_signals(signals_url(base, face["id"], key)))
+            live_metrics = (await client.get(f"{base}/metrics")).text
+            live_status = (
+                await client.get(f"{base}/api/v1/sessions/{face['id']}", headers=server.hr_headers)
+            ).json()
 
             await asyncio.gather(
                 peer_face.wait_media_ended(speech_wav.duration_s + 10),
@@ -148,6 +152,13 @@ async def test_live_interviews_end_to_end(
     assert max(noise_speech) < 0.1, noise_speech
     pitches = [s["audio"]["pitch_hz"] for s in signals if spoken_second(speech_wav, s["t"])]
     assert all(p is not None and 60 <= p <= 400 for p in pitches), pitches
+
+    # Per-session analysis cost is exported while the session is live, and is small.
+    cost_line = f'rtserver_session_analysis_cpu_ratio{{session="{face["id"]}"}}'
+    costs = [line for line in live_metrics.splitlines() if line.startswith(cost_line)]
+    assert len(costs) == 1 and 0 < float(costs[0].split()[-1]) < 0.5, costs
+    assert live_status["live"] and 0 < live_status["analysis_cpu_per_media_s"] < 0.5
+    assert "rtserver_live_sessions 2" in live_metrics
 
     # Every signal carries its lag; on loopback it stays well under the wait bound.
     lags = [s["lag_ms"] for s in signals]

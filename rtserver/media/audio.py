@@ -113,6 +113,7 @@ class AudioPath:
         self.metrics = metrics
         self.analyse = analyse
         self.last_media_at = 0.0
+        self.cpu_s = 0.0  # thread CPU spent analysing this track (s)
         self.timeline = AudioTimeline()
         self.resampler = Resampler48kTo16k()
         self.hops = HopAnalyzer()
@@ -180,6 +181,8 @@ class AudioPath:
             self.timeline.samples_in += len(mono)
         pcm = np.concatenate(parts) if len(parts) > 1 else parts[0]
         features = self.hops.process(self.resampler.process(pcm))
-        self.metrics.analysis_cpu.inc(time.thread_time() - started, path="audio")
+        spent = time.thread_time() - started
+        self.cpu_s += spent
+        self.metrics.analysis_cpu.inc(spent, path="audio")
         self.metrics.audio_seconds.inc(len(features) * HOP / RATE)
         return features

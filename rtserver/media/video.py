@@ -78,6 +78,7 @@ class VideoPath:
         self.metrics = metrics
         self.sampler = FrameSampler(fps)
         self.last_media_at = 0.0  # monotonic time of the last frame
+        self.cpu_s = 0.0  # thread CPU spent analysing this track (s)
         self._slot: DropOldest[tuple[float, av.VideoFrame]] = DropOldest(bound=1)
         self._busy = False
 
@@ -126,6 +127,8 @@ class VideoPath:
         assert self.detector is not None
         started = time.thread_time()
         faces = self.detector.detect(luma_plane(frame))
-        self.metrics.analysis_cpu.inc(time.thread_time() - started, path="video")
+        spent = time.thread_time() - started
+        self.cpu_s += spent
+        self.metrics.analysis_cpu.inc(spent, path="video")
         self.metrics.frames_analysed.inc()
         return faces[0].as_tuple() if faces else None
