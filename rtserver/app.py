@@ -84,11 +84,18 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 
 def bearer_token(connection: HTTPConnection) -> str:
+    """The HR key: from ``Authorization: Bearer``, or ``?token=`` on websockets only.
+
+    Browsers cannot set headers on a websocket, so the query is accepted there and nowhere
+    else: a key in a REST URL would end up in browser history and proxy logs.
+    """
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token:
         return token.strip()
-    return connection.query_params.get("token", "")
+    if connection.scope["type"] == "websocket":
+        return connection.query_params.get("token", "")
+    return ""
 
 
 def client_address(connection: HTTPConnection) -> str:

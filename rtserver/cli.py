@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import secrets
 import sys
 from collections.abc import Sequence
@@ -28,11 +29,20 @@ class _SessionField(logging.Filter):
         return True
 
 
+class RedactingFormatter(logging.Formatter):
+    """Masks secrets in URLs (``token=...``): access logs print query strings verbatim."""
+
+    _TOKEN = re.compile(r"(token=)[^&\s\"']+")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._TOKEN.sub(r"\1***", super().format(record))
+
+
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_SessionField())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s session=%(session)s %(message)s")
+        RedactingFormatter("%(asctime)s %(levelname)s %(name)s session=%(session)s %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -130,7 +140,10 @@ def serve(args: argparse.Namespace) -> int:
     setup_logging(config.log_level)
     restrict_host_addresses(config.ice_addresses)
     api_key, generated = resolve_api_key(config)
-    print(f"HR API key{' (new)' if generated else ''}: {api_key}", flush=True)
+    if config.api_key:
+        print("HR API key: as set in the configuration (RTSERVER_API_KEY)", flush=True)
+    else:
+        print(f"HR API key{' (new)' if generated else ''}: {api_key}", flush=True)
     print(f"Data directory: {config.data_dir.resolve()}", flush=True)
     if args.demo:
         create_demo_session(config, api_key)

@@ -116,6 +116,10 @@ async def test_live_interviews_end_to_end(
     finally:
         server.stop()
     log = server.log()
+    # Secrets never reach the logs, not even through access-log query strings.
+    assert server.api_key not in log
+    assert face["join_token"] not in log and blank["join_token"] not in log
+    assert "token=***" in log
 
     # Every second arrives once, in order, and the final comes last.
     for messages in (face_msgs, late_msgs, blank_msgs):
