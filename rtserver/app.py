@@ -39,9 +39,12 @@ from rtserver.errors import (
     Unauthorized,
     http_status,
 )
+from rtserver.kernels.crops import make_cropper
 from rtserver.live import Publisher, Runtime, SessionManager, recover_interrupted
 from rtserver.metrics import Metrics
 from rtserver.observers import stream_session
+from rtserver.scoring.batcher import ModelBatcher
+from rtserver.scoring.exposure import FaceExposure
 from rtserver.scoring.faces import HaarFaceDetector
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.store import (
@@ -348,14 +351,27 @@ async def handle_error(request: Request, exc: Exception) -> Response:
 
 
 def build_runtime(config: Config) -> Runtime:
-    detector = HaarFaceDetector(config.detect_width) if config.analysis == "full" else None
+    full = config.analysis == "full"
+    metrics = Metrics()
+    executor = ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis")
+    batcher = None
+    if full:
+        batcher = ModelBatcher(
+            [FaceExposure()],
+            make_cropper(config.crop_device),
+            executor,
+            metrics,
+            max_batch=config.max_batch,
+            max_wait_s=config.batch_wait_s,
+        )
     return Runtime(
         config=config,
         store=Store(config.db_path),
         bus=MemoryBus(),
-        metrics=Metrics(),
-        executor=ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis"),
-        detector=detector,
+        metrics=metrics,
+        executor=executor,
+        detector=HaarFaceDetector(config.detect_width) if full else None,
+        batcher=batcher,
     )
 
 
@@ -378,10 +394,14 @@ def create_app(config: Config, api_key: str) -> Starlette:
         if recovered:
             log.warning("ended %d sessions interrupted by a restart", len(recovered))
         await asyncio.get_running_loop().run_in_executor(runtime.executor, warm_up, runtime)
+        if runtime.batcher is not None:
+            runtime.batcher.start()
         try:
             yield
         finally:
             await api.manager.shutdown()
+            if runtime.batcher is not None:
+                await runtime.batcher.stop()
             runtime.executor.shutdown(wait=False, cancel_futures=True)
             runtime.store.close()
 

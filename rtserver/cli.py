@@ -93,6 +93,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     serve.add_argument("--media-timeout", dest="media_timeout_s", type=float)
     serve.add_argument("--analysis-threads", dest="analysis_threads", type=int)
     serve.add_argument("--analysis", choices=["full", "decode"])
+    serve.add_argument("--crop-device", dest="crop_device", choices=["cpu", "cuda", "auto"])
+    serve.add_argument("--max-batch", dest="max_batch", type=int)
     serve.add_argument("--log-level", dest="log_level")
     serve.add_argument("--demo", action="store_true", help="create a demo session and print it")
     return parser.parse_args(argv)
@@ -129,6 +131,8 @@ def serve(args: argparse.Namespace) -> int:
             "media_timeout_s",
             "analysis_threads",
             "analysis",
+            "crop_device",
+            "max_batch",
             "log_level",
         )
     }

@@ -39,6 +39,11 @@ class Config:
     analysis_fps: float = 10.0
     # Face detector input width (pixels); the Y plane is area-downscaled to this.
     detect_width: int = 160
+    # Where face crops are cut for the models: "cpu", "cuda" or "auto" (CUDA when present).
+    crop_device: str = "auto"
+    # Faces per model batch, and how long a batch waits for more faces (seconds).
+    max_batch: int = 64
+    batch_wait_s: float = 0.01
     # A live session with no media for this long is ended (seconds).
     media_timeout_s: float = 10.0
     # How long a second may wait for late analysis before it is published anyway (seconds).
@@ -116,6 +121,10 @@ def _validate(config: Config) -> Config:
         raise ConfigError("analysis_fps must be between 0.5 and 60")
     if config.max_sessions < 1:
         raise ConfigError("max_sessions must be at least 1")
+    if config.crop_device not in {"cpu", "cuda", "auto"}:
+        raise ConfigError("crop_device must be 'cpu', 'cuda' or 'auto'")
+    if config.max_batch < 1:
+        raise ConfigError("max_batch must be at least 1")
     if config.detect_width < 32:
         raise ConfigError("detect_width must be at least 32 pixels")
     return config

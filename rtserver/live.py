@@ -38,6 +38,7 @@ from rtserver.messages import (
     signal_from_wire,
 )
 from rtserver.metrics import Metrics
+from rtserver.scoring.batcher import ModelBatcher
 from rtserver.scoring.faces import FaceDetector
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.scoring.signals import SecondAggregator
@@ -59,6 +60,7 @@ class Runtime:
     metrics: Metrics
     executor: Executor
     detector: FaceDetector | None
+    batcher: ModelBatcher | None = None
 
 
 class Publisher:
@@ -99,6 +101,7 @@ class LiveSession:
             runtime.executor,
             runtime.metrics,
             config.analysis_fps,
+            runtime.batcher if analyse else None,
         )
         self.audio = AudioPath(
             session_id, self.clock, self.aggregator, runtime.executor, runtime.metrics, analyse

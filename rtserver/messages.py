@@ -21,6 +21,8 @@ class VideoSecond:
     face: float  # fraction (0-1) of analysed frames with a face
     box: tuple[int, int, int, int] | None  # last face box (x, y, w, h) in frame pixels
     frames: int = 0  # decoded frames that arrived in this second
+    # Mean face exposure: {"brightness": 0-1, "contrast": 0-1}; None without a measured face.
+    exposure: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ def signal_from_wire(data: dict[str, Any]) -> SignalMessage:
             face=float(video["face"]),
             box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])) if box else None,
             frames=int(video.get("frames", 0)),
+            exposure=video.get("exposure"),
         ),
         audio=AudioSecond(
             speech=float(audio["speech"]),

@@ -124,6 +124,11 @@ class Metrics:
             "Analysis CPU seconds per second of media, per live session.",
         )
         self.rejected = Counter("rtserver_rejected_total", "Refused API requests, by error code.")
+        self.model_batch = Histogram(
+            "rtserver_model_batch_size",
+            "Faces per model batch (crops from all live sessions).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
         self.signal_lag = Histogram(
             "rtserver_signal_lag_seconds",
             "End of a second of media to publication of its signal.",

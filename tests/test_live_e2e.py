@@ -137,10 +137,15 @@ async def test_live_interviews_end_to_end(
     face_share = sum(s["video"]["face"] for s in analysed) / len(analysed)
     assert face_share > 0.8, [s["video"] for s in signals]
     assert all(s["video"]["box"] is not None for s in analysed if s["video"]["face"] > 0)
+    # The batched face models ran on every second with a face: a daylight photo, well lit.
+    exposures = [s["video"]["exposure"] for s in analysed if s["video"]["face"] > 0]
+    assert exposures and all(e is not None for e in exposures)
+    assert all(0.25 < e["brightness"] < 0.85 and 0.05 < e["contrast"] < 0.5 for e in exposures)
     blank_signals = signal_seconds(blank_msgs)
     blank_analysed = [s for s in blank_signals if s["video"]["fps"] > 0]
     blank_share = sum(s["video"]["face"] for s in blank_analysed) / len(blank_analysed)
     assert blank_share < 0.1
+    assert all(s["video"]["exposure"] is None for s in blank_signals if s["video"]["face"] == 0)
 
     # Video is sampled at ~10 fps by timestamp, whatever the sender's 15 fps.
     full = [s["video"]["fps"] for s in signals[1:-1]]
@@ -163,6 +168,7 @@ async def test_live_interviews_end_to_end(
     assert len(costs) == 1 and 0 < float(costs[0].split()[-1]) < 0.5, costs
     assert live_status["live"] and 0 < live_status["analysis_cpu_per_media_s"] < 0.5
     assert "rtserver_live_sessions 2" in live_metrics
+    assert "rtserver_model_batch_size_count 0" not in live_metrics
 
     # Every signal carries its lag; on loopback it stays well under the wait bound.
     lags = [s["lag_ms"] for s in signals]

@@ -21,6 +21,7 @@ from rtserver.handoff import DropOldest, finish_worker
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import frames_of
 from rtserver.metrics import Metrics
+from rtserver.scoring.batcher import ModelBatcher
 from rtserver.scoring.faces import FaceDetector
 from rtserver.scoring.signals import SecondAggregator
 
@@ -69,11 +70,13 @@ class VideoPath:
         executor: Executor,
         metrics: Metrics,
         fps: float,
+        batcher: ModelBatcher | None = None,
     ) -> None:
         self.session_id = session_id
         self.clock = clock
         self.aggregator = aggregator
         self.detector = detector  # None: decode only, analyse nothing
+        self.batcher = batcher  # face models; None runs none
         self.executor = executor
         self.metrics = metrics
         self.sampler = FrameSampler(fps)
@@ -115,20 +118,38 @@ class VideoPath:
                     # Its second is already published: analysing it would be wasted work.
                     self.metrics.frames_skipped.inc(reason="stale")
                     continue
-                box = await loop.run_in_executor(self.executor, self._analyse, frame)
-                self.aggregator.add_face_result(media_time, box)
+                box, luma = await loop.run_in_executor(self.executor, self._analyse, frame)
+                exposure = await self._face_models(luma, frame, box)
+                self.aggregator.add_face_result(media_time, box, exposure)
             finally:
                 self._busy = False
                 if not self._slot:
                     progress.done_until = progress.received_until
 
-    def _analyse(self, frame: av.VideoFrame) -> tuple[int, int, int, int] | None:
-        """Runs in a worker thread: the largest face in the frame, or None."""
+    async def _face_models(
+        self, luma: np.ndarray, frame: av.VideoFrame, box: tuple[int, int, int, int] | None
+    ) -> tuple[float, float] | None:
+        """The face's (brightness, contrast) from the batched models, when there is a face."""
+        if box is None or self.batcher is None:
+            return None
+        try:
+            outputs = await self.batcher.infer(luma, frame, box)
+        except Exception:
+            log.warning("face models failed", exc_info=True, extra={"session": self.session_id})
+            return None
+        if outputs is None or "exposure" not in outputs:
+            return None
+        brightness, contrast = outputs["exposure"]
+        return float(brightness), float(contrast)
+
+    def _analyse(self, frame: av.VideoFrame) -> tuple[tuple[int, int, int, int] | None, np.ndarray]:
+        """Runs in a worker thread: the largest face in the frame (or None), and the luma."""
         assert self.detector is not None
         started = time.thread_time()
-        faces = self.detector.detect(luma_plane(frame))
+        luma = luma_plane(frame)
+        faces = self.detector.detect(luma)
         spent = time.thread_time() - started
         self.cpu_s += spent
         self.metrics.analysis_cpu.inc(spent, path="video")
         self.metrics.frames_analysed.inc()
-        return faces[0].as_tuple() if faces else None
+        return (faces[0].as_tuple() if faces else None), luma

@@ -25,6 +25,7 @@ class _Bucket:
     analysed: int = 0
     faces: int = 0
     box: tuple[int, int, int, int] | None = None
+    exposures: list[tuple[float, float]] = field(default_factory=list)
     hops: int = 0
     speech_hops: int = 0
     power_sum: float = 0.0
@@ -66,8 +67,14 @@ class SecondAggregator:
         if bucket is not None:
             bucket.frames += 1
 
-    def add_face_result(self, media_time: float, box: tuple[int, int, int, int] | None) -> None:
-        """An analysed frame: ``box`` is the largest face (x, y, w, h) or None."""
+    def add_face_result(
+        self,
+        media_time: float,
+        box: tuple[int, int, int, int] | None,
+        exposure: tuple[float, float] | None = None,
+    ) -> None:
+        """An analysed frame: ``box`` is the largest face (x, y, w, h) or None, ``exposure``
+        its (brightness, contrast), both 0-1, when the models measured it."""
         bucket = self._bucket(media_time)
         if bucket is None:
             return
@@ -75,6 +82,8 @@ class SecondAggregator:
         if box is not None:
             bucket.faces += 1
             bucket.box = box
+        if exposure is not None:
+            bucket.exposures.append(exposure)
 
     def add_hops(self, start_time: float, features: HopFeatures) -> None:
         """Hop results; hop k covers [start_time + k*10 ms, start_time + (k+1)*10 ms)."""
@@ -117,6 +126,7 @@ class SecondAggregator:
             face=bucket.faces / bucket.analysed if bucket.analysed else 0.0,
             box=bucket.box,
             frames=bucket.frames,
+            exposure=_mean_exposure(bucket.exposures),
         )
         loudness: float | None = None
         if bucket.hops:
@@ -133,3 +143,10 @@ class SecondAggregator:
     def media_end(self) -> float:
         """The furthest point any track's media reached (s)."""
         return max(self.video.received_until, self.audio.received_until)
+
+
+def _mean_exposure(exposures: list[tuple[float, float]]) -> dict[str, float] | None:
+    if not exposures:
+        return None
+    brightness, contrast = np.mean(np.asarray(exposures), axis=0)
+    return {"brightness": round(float(brightness), 3), "contrast": round(float(contrast), 3)}

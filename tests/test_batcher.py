@@ -1,0 +1,85 @@
+"""The model batcher gathers faces from many sessions into one crop call and one model run."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from rtserver.kernels.crops import CpuFaceCropper
+from rtserver.kernels.frame import crop_resize_normalize
+from rtserver.metrics import Metrics
+from rtserver.scoring.batcher import ModelBatcher
+from rtserver.scoring.exposure import FaceExposure
+
+
+def strided_plane(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    return rng.integers(0, 256, (height, width + 24), dtype=np.uint8)[:, :width]
+
+
+class BrokenModel:
+    name = "broken"
+    input_size = 64
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("model failed")
+
+
+async def test_faces_from_many_sessions_share_one_batch() -> None:
+    rng = np.random.default_rng(3)
+    planes = [strided_plane(rng, 240, 320), strided_plane(rng, 480, 640)]
+    boxes = [(40, 30, 90, 90), (300, 200, 150, 160), (-20, -10, 80, 80), (250, 150, 100, 100)]
+    metrics = Metrics()
+    with ThreadPoolExecutor(2) as executor:
+        batcher = ModelBatcher(
+            [FaceExposure()], CpuFaceCropper(), executor, metrics, max_batch=8, max_wait_s=0.05
+        )
+        batcher.start()
+        try:
+            results = await asyncio.gather(
+                *(batcher.infer(planes[i % 2], None, box) for i, box in enumerate(boxes))
+            )
+        finally:
+            await batcher.stop()
+    assert metrics.model_batch.count == 1  # one batch for all four sessions' faces
+    for i, (box, result) in enumerate(zip(boxes, results, strict=True)):
+        assert result is not None
+        crop = np.empty((1, 64, 64), np.float32)
+        crop_resize_normalize(planes[i % 2], np.array([box], np.float32), crop)
+        expected = FaceExposure().run(crop)[0]
+        np.testing.assert_allclose(result["exposure"], expected, atol=1e-6)
+        assert 0.0 <= result["exposure"][0] <= 1.0
+
+
+async def test_exposure_of_known_faces() -> None:
+    dark = np.full((100, 100), 30, np.uint8)
+    bright = np.full((100, 100), 220, np.uint8)
+    rows = FaceExposure().run(
+        np.stack([(p[:64, :64] / 255.0 - 0.5) * 2 for p in (dark, bright)]).astype(np.float32)
+    )
+    assert rows[0][0] == pytest.approx(30 / 255, abs=1e-5)
+    assert rows[1][0] == pytest.approx(220 / 255, abs=1e-5)
+    assert rows[0][1] == pytest.approx(0.0, abs=1e-6)
+
+
+async def test_overload_is_refused_at_once_and_failures_reach_callers() -> None:
+    plane = np.zeros((120, 160), np.uint8)
+    metrics = Metrics()
+    with ThreadPoolExecutor(1) as executor:
+        batcher = ModelBatcher(
+            [BrokenModel()], CpuFaceCropper(), executor, metrics, max_wait_s=0.01, max_pending=2
+        )
+        # Not started: nothing drains, so the third request finds the queue full.
+        waiting = [asyncio.create_task(batcher.infer(plane, None, (0, 0, 50, 50))) for _ in "ab"]
+        await asyncio.sleep(0)
+        assert await batcher.infer(plane, None, (0, 0, 50, 50)) is None
+        assert metrics.frames_skipped.value(reason="batcher_full") == 1
+        batcher.start()
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        await batcher.stop()
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+
+
+def test_models_must_share_an_input_size() -> None:
+    with ThreadPoolExecutor(1) as executor, pytest.raises(ValueError):
+        ModelBatcher([FaceExposure(64), FaceExposure(48)], CpuFaceCropper(), executor, Metrics())
