@@ -84,7 +84,9 @@ def check_batch(
     if n == 0:
         return box_arr, index
     if index.min() < 0 or index.max() >= len(planes):
-        raise ValueError(f"frame_index must be in [0, {len(planes)}), got {index.min()}..")
+        raise ValueError(
+            f"frame_index must be in [0, {len(planes)}), got {index.min()}..{index.max()}"
+        )
     if not np.isfinite(box_arr).all():
         raise ValueError("boxes must be finite")
     for p in np.unique(index):
