@@ -4,7 +4,7 @@
 "use strict";
 
 (() => {
-  const $ = (id) => document.getElementById(id);
+  const { $, pathSegmentAfter, setStatus, showError } = window.rtPage;
 
   const sessionId = pathSegmentAfter("candidate");
   const joinToken = new URLSearchParams(location.search).get("token") || "";
@@ -15,24 +15,6 @@
   let connectedAt = null; // performance.now() when the call connected, for the questions
   let questionTimer = null;
   let questions = [];
-
-  function pathSegmentAfter(name) {
-    const parts = location.pathname.split("/").filter(Boolean);
-    const i = parts.indexOf(name);
-    return i >= 0 && i + 1 < parts.length ? decodeURIComponent(parts[i + 1]) : "";
-  }
-
-  function setStatus(text, tone) {
-    const pill = $("status");
-    pill.textContent = text;
-    pill.className = "pill" + (tone ? " " + tone : "");
-  }
-
-  function showError(message) {
-    const box = $("error");
-    box.textContent = message;
-    box.hidden = !message;
-  }
 
   // The server answers errors as JSON {"error", "detail"}; fall back to the status line.
   async function errorMessage(response) {

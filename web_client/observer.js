@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const $ = (id) => document.getElementById(id);
+  const { $, pathSegmentAfter, setStatus, showError } = window.rtPage;
   const KEY_STORAGE = "rtserver.observer.apiKey";
   const SPARK_SECONDS = 120; // how much history the sparkline shows
   const BACKOFF_MIN_MS = 500;
@@ -17,23 +17,6 @@
   let backoffMs = BACKOFF_MIN_MS;
   let retryTimer = null;
   let finished = false; // a final message arrived: the stream is complete
-
-  function pathSegmentAfter(name) {
-    const parts = location.pathname.split("/").filter(Boolean);
-    const i = parts.indexOf(name);
-    return i >= 0 && i + 1 < parts.length ? decodeURIComponent(parts[i + 1]) : "";
-  }
-
-  function setStatus(text, tone) {
-    const pill = $("status");
-    pill.textContent = text;
-    pill.className = "pill" + (tone ? " " + tone : "");
-  }
-
-  function showError(message) {
-    $("error").textContent = message;
-    $("error").hidden = !message;
-  }
 
   // ---------------------------------------------------------------- API key
 
