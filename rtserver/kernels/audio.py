@@ -52,6 +52,7 @@ TAPS = design_lowpass()
 # Polyphase branches: _POLY_TAPS[p, q] = TAPS[3q + p]; branch p only ever meets input samples
 # whose index is -p modulo 3 relative to an output instant.
 _POLY_TAPS = np.ascontiguousarray(TAPS.reshape(-1, DECIMATION).T)
+assert _POLY_TAPS.shape[1] % 8 == 0, "_decimate takes the taps of a branch eight at a time"
 _TILE = 1024  # outputs per tile of the filter loop: 8 KiB accumulator, stays in L1
 
 # -- YIN pitch --------------------------------------------------------------------------------
@@ -61,7 +62,16 @@ WINDOW = 400  # samples: the 25 ms integration window, ending at each hop's end
 BLOCK = math.gcd(HOP, WINDOW)
 BLOCKS_PER_HOP = HOP // BLOCK
 WINDOW_BLOCKS = WINDOW // BLOCK
-assert BLOCK % 4 == 0, "the difference-function loop takes samples four at a time"
+# The difference function is the kernel's hot loop: one subtract and one multiply-add per
+# (sample, lag) pair, 43k pairs a hop. It runs on the samples rounded to float32, so that a
+# 256-bit vector holds LANES lags; every term is a square, so float32 loses only ~1e-7 of
+# the sum, never cancels. The history is kept in LANES copies, copy s shifted by s samples,
+# so that every vector load of that loop starts on a vector boundary; the copies share one
+# constant stride, HISTORY, so that the loop addresses all of them from one pointer.
+LANES = 8
+HISTORY = 2048  # samples per copy: room for the longest lag, two hops and the hop filling
+assert BLOCK % LANES == 0 and HOP % LANES == 0, "blocks must start on a vector boundary"
+assert WINDOW_BLOCKS == 5, "_analyze sums the window's block rows in one unrolled loop"
 
 # -- levels and speech detection --------------------------------------------------------------
 SILENCE_DBFS = -100.0  # floor of rms_dbfs: digital silence has no finite level
@@ -142,7 +152,7 @@ class HopFeatures:
 # -- kernels ----------------------------------------------------------------------------------
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath={"contract"})
 def _decimate(
     x: np.ndarray, history: np.ndarray, poly: np.ndarray, phase: np.ndarray
 ) -> np.ndarray:
@@ -174,11 +184,37 @@ def _decimate(
             base = offset + n_phase * tile + keep - p - n_phase * (q_len - 1)
             for s in range(span):
                 branch[s] = ext[base + n_phase * s]
-            for q in range(q_len):
-                c = poly[p, q]
-                src = branch[q_len - 1 - q : q_len - 1 - q + count]
+            # Eight taps per pass over the tile: an eighth of the accumulator's loads and
+            # stores, and the products fuse into multiply-adds.
+            for q in range(0, q_len, 8):
+                top = q_len - 1 - q
+                c0 = poly[p, q]
+                c1 = poly[p, q + 1]
+                c2 = poly[p, q + 2]
+                c3 = poly[p, q + 3]
+                c4 = poly[p, q + 4]
+                c5 = poly[p, q + 5]
+                c6 = poly[p, q + 6]
+                c7 = poly[p, q + 7]
+                s0 = branch[top : top + count]
+                s1 = branch[top - 1 : top - 1 + count]
+                s2 = branch[top - 2 : top - 2 + count]
+                s3 = branch[top - 3 : top - 3 + count]
+                s4 = branch[top - 4 : top - 4 + count]
+                s5 = branch[top - 5 : top - 5 + count]
+                s6 = branch[top - 6 : top - 6 + count]
+                s7 = branch[top - 7 : top - 7 + count]
                 for t in range(count):
-                    acc[t] += c * src[t]
+                    a = acc[t]
+                    a += c0 * s0[t]
+                    a += c1 * s1[t]
+                    a += c2 * s2[t]
+                    a += c3 * s3[t]
+                    a += c4 * s4[t]
+                    a += c5 * s5[t]
+                    a += c6 * s6[t]
+                    a += c7 * s7[t]
+                    acc[t] = a
         for t in range(count):
             out[tile + t] = acc[t]
     history[:] = ext[n:]
@@ -186,51 +222,121 @@ def _decimate(
     return out
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _yin_pick(
-    diff: np.ndarray, cmnd: np.ndarray, tau_min: int, tau_max: int, threshold: float
+    window: np.ndarray,
+    scratch: np.ndarray,
+    tau_min: int,
+    tau_max: int,
+    threshold: float,
 ) -> tuple[float, float]:
-    """(pitch in Hz or 0.0, voicing 0-1) from the difference function d(0..tau_max+1)."""
-    # Cumulative mean normalised difference: d'(tau) = d(tau) * tau / sum_{1..tau} d.
-    cmnd[0] = 1.0
+    """(pitch in Hz or 0.0, voicing 0-1) from a difference function stored lags first.
+
+    window[keep - tau] = d(tau) for tau = 0 .. keep, keep = len(window) - 1 > tau_max + 1.
+    ``scratch`` is float64 work space as long as ``window``, for the cumulative mean
+    normalised difference in the same order.
+    """
+    keep = window.shape[0] - 1
+    low = keep - tau_max - 1  # lag tau_max + 1, the longest one read
+    high = keep - tau_min + 1  # lag tau_min - 1, the shortest one read
+    cmnd = scratch  # cmnd[keep - tau] = d'(tau)
+    # Cumulative mean normalised difference: d'(tau) = d(tau) * tau / sum_{1..tau} d. The
+    # division paces this loop, so the minimum and the threshold test ride along for free.
     running = 0.0
-    for tau in range(1, diff.shape[0]):
-        running += diff[tau]
-        cmnd[tau] = diff[tau] * tau / running if running > 0.0 else 1.0
+    for u in range(keep - 1, high, -1):
+        running += window[u]
     lowest = np.inf
-    for tau in range(tau_min, tau_max + 1):
-        lowest = min(lowest, cmnd[tau])
+    dip = -1
+    for u in range(high, low - 1, -1):
+        d = window[u]
+        running += d
+        value = d * (keep - u) / running if running > 0.0 else 1.0
+        cmnd[u] = value
+        if low < u < high:  # lags tau_min .. tau_max
+            lowest = min(lowest, value)
+            # Absolute threshold: the first dip below it. Taking the first rather than the
+            # global minimum avoids octave-low errors.
+            if dip < 0 and value < threshold:
+                dip = u
     voicing = min(max(1.0 - lowest, 0.0), 1.0)
-    # Absolute threshold: the first dip below it, followed down to its local minimum. Taking
-    # the first rather than the global minimum avoids octave-low errors.
-    pick = -1
-    tau = tau_min
-    while tau <= tau_max:
-        if cmnd[tau] < threshold:
-            while tau + 1 <= tau_max and cmnd[tau + 1] < cmnd[tau]:
-                tau += 1
-            pick = tau
-            break
-        tau += 1
+    # The dip followed down to its local minimum.
+    pick = dip
+    if pick >= 0:
+        while pick - 1 > low and cmnd[pick - 1] < cmnd[pick]:
+            pick -= 1
     if pick < 0:
         return 0.0, voicing
     # Parabolic interpolation through the pick and its neighbours, for sub-sample accuracy
     # (a 440 Hz period is only 36 samples at 16 kHz).
-    a = cmnd[pick - 1]
+    a = cmnd[pick + 1]
     b = cmnd[pick]
-    c = cmnd[pick + 1]
+    c = cmnd[pick - 1]
     denom = a - 2.0 * b + c
     shift = 0.0
     if denom > 0.0:
         shift = min(max(0.5 * (a - c) / denom, -0.5), 0.5)
-    return RATE / (pick + shift), voicing
+    return RATE / (keep - pick + shift), voicing
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _block_diff(h8: np.ndarray, first: int, row: np.ndarray) -> None:
+    """row[u] = sum over the BLOCK samples j from ``first`` of (x_j - x_{j-tau})^2, float32.
+
+    tau = len(row) - 1 - u: the row runs from the longest lag down to lag 0, so that the
+    lagged samples are read forwards. ``first`` + 1 and len(row) are multiples of LANES, so
+    every vector load below starts on a vector boundary of the copy it reads.
+    """
+    n_lags = row.shape[0]
+    row[:] = 0.0
+    for j0 in range(first, first + BLOCK, LANES):
+        # Read from `start`, copy k of the history holds x_{j0 + k - tau} at index u.
+        start = j0 - (n_lags - 1)
+        seg = h8[start : start + (LANES - 1) * HISTORY + n_lags]
+        x0 = h8[j0]
+        x1 = h8[j0 + 1]
+        x2 = h8[j0 + 2]
+        x3 = h8[j0 + 3]
+        x4 = h8[j0 + 4]
+        x5 = h8[j0 + 5]
+        x6 = h8[j0 + 6]
+        x7 = h8[j0 + 7]
+        for u in range(n_lags):
+            acc = row[u]
+            d = x0 - seg[u]
+            acc += d * d
+            d = x1 - seg[u + HISTORY]
+            acc += d * d
+            d = x2 - seg[u + 2 * HISTORY]
+            acc += d * d
+            d = x3 - seg[u + 3 * HISTORY]
+            acc += d * d
+            d = x4 - seg[u + 4 * HISTORY]
+            acc += d * d
+            d = x5 - seg[u + 5 * HISTORY]
+            acc += d * d
+            d = x6 - seg[u + 6 * HISTORY]
+            acc += d * d
+            d = x7 - seg[u + 7 * HISTORY]
+            acc += d * d
+            row[u] = acc
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _sum_of_squares(x: np.ndarray) -> float:
+    """sum(x**2), summed in whatever order vectorises."""
+    total = 0.0
+    for t in range(x.shape[0]):
+        total += x[t] * x[t]
+    return total
 
 
 @njit(nogil=True, cache=True)
 def _analyze(
     x: np.ndarray,
-    buf: np.ndarray,
+    hist: np.ndarray,
+    h8: np.ndarray,
     ring: np.ndarray,
+    work: np.ndarray,
     istate: np.ndarray,
     fstate: np.ndarray,
     tau_min: int,
@@ -244,73 +350,65 @@ def _analyze(
 ) -> int:
     """Features of every hop that ``x`` completes, written to the *_out arrays; returns count.
 
-    buf[:lag] holds the lag = tau_max + 1 samples before the current hop, buf[lag:] the hop
-    filling up. ring[k] is the difference function of one BLOCK of samples, the last
-    WINDOW_BLOCKS blocks together make the window. istate = [hop fill, blocks done, hops since
-    the last voiced hop, started]; fstate = [noise floor dBFS].
+    The stream's recent samples sit at the start of ``hist`` (float64) and of ``h8`` (LANES
+    float32 copies, copy s at s * HISTORY holding hist[i + s] at index i); the current hop
+    fills hist[start : start + HOP], preceded by keep = len(ring[0]) - 1 samples of lookback
+    (start is 7 modulo LANES, so blocks start on vector boundaries). ring[k] for k <
+    WINDOW_BLOCKS is the float32 difference function of one BLOCK of samples, lags from long
+    to short: ring[k][keep - tau] = d(tau); the last WINDOW_BLOCKS blocks together make the
+    window, summed into ring[WINDOW_BLOCKS]. ``work`` is float64 scratch as long as a row.
+    istate = [hop fill, hop start, blocks done, hops since the last voiced hop, started];
+    fstate = [noise floor dBFS].
     """
-    lag = tau_max + 1
-    n_lag = lag + 1
+    n_lags = ring.shape[1]
+    keep = n_lags - 1  # lookback: the longest lag computed
     fill = istate[0]
-    blocks = istate[1]
-    since_voiced = istate[2]
-    started = istate[3]
+    start = istate[1]
+    blocks = istate[2]
+    since_voiced = istate[3]
+    started = istate[4]
     floor_db = fstate[0]
-    last = lag + HOP - 1
-    rev = np.empty(last + 1)
-    diff = np.empty(n_lag)
-    cmnd = np.empty(n_lag)
     hops = 0
-    for i in range(x.shape[0]):
-        buf[lag + fill] = x[i]
-        fill += 1
+    i = 0
+    while i < x.shape[0]:
+        take = min(HOP - fill, x.shape[0] - i)
+        dst = hist[start + fill : start + fill + take]
+        src = x[i : i + take]
+        for k in range(take):
+            dst[k] = src[k]
+        fill += take
+        i += take
         if fill < HOP:
-            continue
+            break
         fill = 0
+        # The hop joins the float32 copies that the difference loop reads.
+        hop = hist[start : start + HOP]
+        for s in range(LANES):
+            copy = h8[s * HISTORY + start - s : s * HISTORY + start - s + HOP]
+            for t in range(HOP):
+                copy[t] = hop[t]
 
-        # Difference function of the new blocks: row[tau] = sum_j (x_j - x_{j-tau})^2. The
-        # inner loop over tau is independent per element and vectorises.
-        # rev[last - j + tau] = buf[j - tau]: the lagged samples read forwards.
-        for k in range(last + 1):
-            rev[k] = buf[last - k]
+        # Difference function of the window: its new blocks, then the sum of its blocks.
         for b in range(BLOCKS_PER_HOP):
-            row = ring[blocks % WINDOW_BLOCKS]
-            row[:] = 0.0
-            # Four samples per pass over the lags: a quarter of the loads and stores of row.
-            for j in range(lag + b * BLOCK, lag + (b + 1) * BLOCK, 4):
-                x0 = buf[j]
-                x1 = buf[j + 1]
-                x2 = buf[j + 2]
-                x3 = buf[j + 3]
-                r0 = rev[last - j : last - j + n_lag]
-                r1 = rev[last - j - 1 : last - j - 1 + n_lag]
-                r2 = rev[last - j - 2 : last - j - 2 + n_lag]
-                r3 = rev[last - j - 3 : last - j - 3 + n_lag]
-                for tau in range(n_lag):
-                    d0 = x0 - r0[tau]
-                    d1 = x1 - r1[tau]
-                    d2 = x2 - r2[tau]
-                    d3 = x3 - r3[tau]
-                    row[tau] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+            _block_diff(h8, start + b * BLOCK, ring[blocks % WINDOW_BLOCKS])
             blocks += 1
-        diff[:] = 0.0
-        for k in range(WINDOW_BLOCKS):
-            for tau in range(n_lag):
-                diff[tau] += ring[k, tau]
-        pitch, voicing = _yin_pick(diff, cmnd, tau_min, tau_max, threshold)
+        window = ring[WINDOW_BLOCKS]
+        r0 = ring[0]
+        r1 = ring[1]
+        r2 = ring[2]
+        r3 = ring[3]
+        r4 = ring[4]
+        for u in range(n_lags):
+            window[u] = ((r0[u] + r1[u]) + (r2[u] + r3[u])) + r4[u]
+        pitch, voicing = _yin_pick(window, work, tau_min, tau_max, threshold)
 
         # Level and zero crossings over the hop; the first crossing test uses the sample
         # before the hop, so every hop tests HOP sample pairs.
-        mean_square = 0.0
+        mean_square = _sum_of_squares(hop)
         crossings = 0
-        was_positive = buf[lag - 1] >= 0.0
-        for j in range(lag, lag + HOP):
-            v = buf[j]
-            mean_square += v * v
-            positive = v >= 0.0
-            if positive != was_positive:
-                crossings += 1
-            was_positive = positive
+        before = hist[start - 1 : start - 1 + HOP]
+        for t in range(HOP):
+            crossings += (hop[t] >= 0.0) != (before[t] >= 0.0)
         mean_square /= HOP
         if mean_square <= _SILENCE_MEAN_SQUARE:
             rms_db = SILENCE_DBFS
@@ -338,13 +436,24 @@ def _analyze(
         voicing_out[hops] = voicing
         speech_out[hops] = speech
         hops += 1
-        # Slide the history: the last `lag` samples become the next hop's lookback.
-        for j in range(lag):
-            buf[j] = buf[j + HOP]
+
+        start += HOP
+        if start + HOP > HISTORY:
+            # Out of room: the lookback moves to the front of the history and its copies.
+            lookback = hist[start - keep : start]
+            for t in range(keep):
+                hist[t] = lookback[t]
+            for s in range(LANES):
+                copy = h8[s * HISTORY : s * HISTORY + keep - s]
+                shifted = hist[s:keep]
+                for t in range(keep - s):
+                    copy[t] = shifted[t]
+            start = keep
     istate[0] = fill
-    istate[1] = blocks
-    istate[2] = since_voiced
-    istate[3] = started
+    istate[1] = start
+    istate[2] = blocks
+    istate[3] = since_voiced
+    istate[4] = started
     fstate[0] = floor_db
     return hops
 
@@ -396,12 +505,22 @@ class Resampler48kTo16k:
         return out
 
 
+def _aligned_zeros(n: int, dtype: type, align: int = 64) -> np.ndarray:
+    """A zeroed 1-D array of ``n`` items whose data starts on an ``align``-byte boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.zeros(n * itemsize + align, np.uint8)
+    skip = -raw.ctypes.data % align
+    out: np.ndarray = raw[skip : skip + n * itemsize].view(dtype)
+    return out
+
+
 class HopAnalyzer:
     """Streaming per-hop features of 16 kHz audio: level, ZCR, YIN pitch, speech.
 
     Hop k covers samples [160k, 160k + 160). Pitch is measured over the WINDOW (25 ms)
     ending at the hop's end, with the stream taken as zeros before its start. Leftover
     samples wait for the next call, and any split of a stream gives the same results.
+    The YIN difference function is computed from the samples rounded to float32 (see LANES).
     """
 
     def __init__(
@@ -413,22 +532,40 @@ class HopAnalyzer:
         self.fmax = fmax
         self.yin_threshold = yin_threshold
         self._tau_min, self._tau_max = yin_lags(fmin, fmax)
-        lag = self._tau_max + 1
-        self._buf = np.zeros(lag + HOP)
-        self._ring = np.zeros((WINDOW_BLOCKS, lag + 1))
-        self._istate = np.array([0, 0, HANGOVER_HOPS + 1, 0], np.int64)
+        # Lags 0 .. tau_max + 1, in whole vectors; the longest is the lookback kept.
+        n_lags = -(-(self._tau_max + 2) // LANES) * LANES
+        if n_lags - 1 + HOP > HISTORY:
+            longest = (HISTORY - HOP + 1) // LANES * LANES - 2
+            raise ValueError(
+                f"fmin={fmin} Hz is too low: lags up to {longest} samples "
+                f"({RATE / longest:.1f} Hz) are kept"
+            )
+        self._hist = np.zeros(HISTORY)
+        self._h8 = _aligned_zeros(LANES * HISTORY, np.float32)
+        # The blocks' difference functions, and one more row for their sum (the window's).
+        self._ring = _aligned_zeros((WINDOW_BLOCKS + 1) * n_lags, np.float32).reshape(
+            WINDOW_BLOCKS + 1, n_lags
+        )
+        self._work = np.zeros(n_lags)
+        # The first hop starts after a lookback of zeros (the stream's silent past).
+        self._istate = np.array([0, n_lags - 1, 0, HANGOVER_HOPS + 1, 0], np.int64)
         self._fstate = np.zeros(1)
 
     def process(self, x: np.ndarray) -> HopFeatures:
         """Features of the hops completed by ``x`` (float samples at 16 kHz, any length)."""
-        samples = np.ascontiguousarray(x, dtype=np.float64)
+        samples = np.asarray(x)
+        # float32 (what the resampler gives) is read in place; anything else as float64.
+        if samples.dtype != np.float32 or not samples.flags.c_contiguous:
+            samples = np.ascontiguousarray(samples, dtype=np.float64)
         if samples.ndim != 1:
             raise ValueError(f"expected mono (n,) samples, got {samples.shape}")
         features = HopFeatures.empty((int(self._istate[0]) + samples.shape[0]) // HOP)
         _analyze(
             samples,
-            self._buf,
+            self._hist,
+            self._h8,
             self._ring,
+            self._work,
             self._istate,
             self._fstate,
             self._tau_min,
