@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 INPUT_RATE = 48000  # Hz, what WebRTC (Opus) decodes to
 RATE = 16000  # Hz, the analysis rate: speech pitch and energy need nothing above 8 kHz
@@ -69,7 +71,10 @@ WINDOW_BLOCKS = WINDOW // BLOCK
 # so that every vector load of that loop starts on a vector boundary; the copies share one
 # constant stride, HISTORY, so that the loop addresses all of them from one pointer.
 LANES = 8
-HISTORY = 2048  # samples per copy: room for the longest lag, two hops and the hop filling
+# Samples per copy: room for the default longest lag (271) and three hops. Small, so that the
+# copies (25 KiB) stay in L1 cache while they are written; it caps fmin at about 26 Hz.
+HISTORY = 784
+assert HISTORY % (2 * LANES) == 0, "copies must start on a 512-bit boundary (see WIDE)"
 assert BLOCK % LANES == 0 and HOP % LANES == 0, "blocks must start on a vector boundary"
 assert WINDOW_BLOCKS == 5, "_analyze sums the window's block rows in one unrolled loop"
 
@@ -239,28 +244,81 @@ def _yin_pick(
     keep = window.shape[0] - 1
     low = keep - tau_max - 1  # lag tau_max + 1, the longest one read
     high = keep - tau_min + 1  # lag tau_min - 1, the shortest one read
-    cmnd = scratch  # cmnd[keep - tau] = d'(tau)
-    # Cumulative mean normalised difference: d'(tau) = d(tau) * tau / sum_{1..tau} d. The
-    # division paces this loop, so the minimum and the threshold test ride along for free.
-    running = 0.0
-    for u in range(keep - 1, high, -1):
-        running += window[u]
-    lowest = np.inf
+    cmnd = scratch  # cmnd[keep - tau] = d'(tau), after holding sum_{1..tau} d
+    # Cumulative sums from lag 1, four lags a step: the four partial sums of a step are
+    # independent, so only one add a step waits for the previous step (a plain running sum
+    # would wait on every add). The sums differ from sequential ones by rounding only.
+    # The loop runs up the lags, down the arrays: lags[k] = d(n_sums - k), sums[k] its sum.
+    n_sums = keep - low
+    lags = window[low:keep]
+    sums = cmnd[low:keep]
+    carry = 0.0
+    k = n_sums - 1
+    while k >= 3:
+        d0 = np.float64(lags[k])
+        d1 = np.float64(lags[k - 1])
+        d2 = np.float64(lags[k - 2])
+        d3 = np.float64(lags[k - 3])
+        s01 = d0 + d1
+        s0123 = s01 + (d2 + d3)
+        sums[k] = carry + d0
+        sums[k - 1] = carry + s01
+        sums[k - 2] = carry + (s01 + d2)
+        carry += s0123
+        sums[k - 3] = carry
+        k -= 4
+    while k >= 0:
+        carry += lags[k]
+        sums[k] = carry
+        k -= 1
+    # Cumulative mean normalised difference: d'(tau) = d(tau) * tau / sum_{1..tau} d, with
+    # no dependence between lags, so the divisions run as vectors.
+    span = high + 1 - low
+    d_span = window[low : high + 1]
+    c_span = cmnd[low : high + 1]
+    tau_low = keep - low
+    for k in range(span):
+        running = c_span[k]
+        value = d_span[k] * (tau_low - k) / running
+        c_span[k] = value if running > 0.0 else 1.0
+    # Minimum over lags tau_min .. tau_max, in four independent chains, and the dip: the
+    # first lag from the shortest whose value is below the absolute threshold, the last one
+    # here, as the lags run down. Taking the first dip rather than the global minimum avoids
+    # octave-low errors.
+    inner = c_span[1 : span - 1]
+    n_inner = inner.shape[0]
+    m0 = m1 = m2 = m3 = np.inf
     dip = -1
-    for u in range(high, low - 1, -1):
-        d = window[u]
-        running += d
-        value = d * (keep - u) / running if running > 0.0 else 1.0
-        cmnd[u] = value
-        if low < u < high:  # lags tau_min .. tau_max
-            lowest = min(lowest, value)
-            # Absolute threshold: the first dip below it. Taking the first rather than the
-            # global minimum avoids octave-low errors.
-            if dip < 0 and value < threshold:
-                dip = u
+    k = 0
+    while k + 3 < n_inner:
+        v0 = inner[k]
+        v1 = inner[k + 1]
+        v2 = inner[k + 2]
+        v3 = inner[k + 3]
+        m0 = min(m0, v0)
+        m1 = min(m1, v1)
+        m2 = min(m2, v2)
+        m3 = min(m3, v3)
+        if min(min(v0, v1), min(v2, v3)) < threshold:
+            if v3 < threshold:  # the last of the four below it
+                dip = k + 3
+            elif v2 < threshold:
+                dip = k + 2
+            elif v1 < threshold:
+                dip = k + 1
+            else:
+                dip = k
+        k += 4
+    while k < n_inner:
+        v0 = inner[k]
+        m0 = min(m0, v0)
+        if v0 < threshold:
+            dip = k
+        k += 1
+    lowest = min(min(m0, m1), min(m2, m3))
     voicing = min(max(1.0 - lowest, 0.0), 1.0)
+    pick = low + 1 + dip if dip >= 0 else -1
     # The dip followed down to its local minimum.
-    pick = dip
     if pick >= 0:
         while pick - 1 > low and cmnd[pick - 1] < cmnd[pick]:
             pick -= 1
@@ -278,13 +336,68 @@ def _yin_pick(
     return RATE / (keep - pick + shift), voicing
 
 
+WIDE = 2 * LANES  # lags per vector of the difference loop where the CPU has 512-bit ones
+
+
+def _sq_diff_lags(width: int):  # type: ignore[no-untyped-def]
+    """An intrinsic: row[u : u + width] += sum over s < LANES of (x_s - lagged_s)^2, with
+    lagged_s = seg[u + s * HISTORY : u + s * HISTORY + width], as explicit ``width``-lane
+    vectors, summed in the order of s with the products fused into the adds (contract).
+
+    Numba's auto-vectoriser stops at 256-bit vectors on CPUs that have 512-bit ones (LLVM's
+    tuning prefers 256); explicit vectors are not narrowed there, and elsewhere are split.
+    """
+
+    @intrinsic
+    def sq_diff(typingctx, row, seg, u, x0, x1, x2, x3, x4, x5, x6, x7):  # type: ignore[no-untyped-def]
+        wanted = (types.float32, 1, "C")  # vectors are loaded straight from the data
+        for array in (row, seg):
+            if not isinstance(array, types.Array):
+                return None
+            if (array.dtype, array.ndim, array.layout) != wanted:
+                return None
+        sig = types.void(row, seg, u, x0, x1, x2, x3, x4, x5, x6, x7)
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            vec = ir.VectorType(ir.FloatType(), width)
+            row_data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            seg_data = context.make_array(signature.args[1])(context, builder, args[1]).data
+            at = args[2]
+
+            def pointer(data, index):  # type: ignore[no-untyped-def]
+                return builder.bitcast(builder.gep(data, [index]), vec.as_pointer())
+
+            undefined = ir.Constant(vec, ir.Undefined)
+            lane0 = ir.Constant(ir.IntType(32), 0)
+            broadcast = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+            acc = builder.load(pointer(row_data, at), align=4)
+            for s in range(LANES):
+                one = builder.insert_element(undefined, args[3 + s], lane0)
+                x = builder.shuffle_vector(one, undefined, broadcast)
+                offset = builder.add(at, ir.Constant(at.type, s * HISTORY))
+                d = builder.fsub(x, builder.load(pointer(seg_data, offset), align=4))
+                square = builder.fmul(d, d, flags=["contract"])
+                acc = builder.fadd(acc, square, flags=["contract"])
+            builder.store(acc, pointer(row_data, at), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return sq_diff
+
+
+_sq_diff_wide = _sq_diff_lags(WIDE)
+_sq_diff_narrow = _sq_diff_lags(LANES)
+
+
 @njit(nogil=True, cache=True, fastmath={"contract"})
 def _block_diff(h8: np.ndarray, first: int, row: np.ndarray) -> None:
     """row[u] = sum over the BLOCK samples j from ``first`` of (x_j - x_{j-tau})^2, float32.
 
     tau = len(row) - 1 - u: the row runs from the longest lag down to lag 0, so that the
     lagged samples are read forwards. ``first`` + 1 and len(row) are multiples of LANES, so
-    every vector load below starts on a vector boundary of the copy it reads.
+    every vector load below starts on a vector boundary of the copy it reads: a 512-bit one
+    for the WIDE vectors, a 256-bit one for the LANES vectors before and after them.
     """
     n_lags = row.shape[0]
     row[:] = 0.0
@@ -300,25 +413,16 @@ def _block_diff(h8: np.ndarray, first: int, row: np.ndarray) -> None:
         x5 = h8[j0 + 5]
         x6 = h8[j0 + 6]
         x7 = h8[j0 + 7]
-        for u in range(n_lags):
-            acc = row[u]
-            d = x0 - seg[u]
-            acc += d * d
-            d = x1 - seg[u + HISTORY]
-            acc += d * d
-            d = x2 - seg[u + 2 * HISTORY]
-            acc += d * d
-            d = x3 - seg[u + 3 * HISTORY]
-            acc += d * d
-            d = x4 - seg[u + 4 * HISTORY]
-            acc += d * d
-            d = x5 - seg[u + 5 * HISTORY]
-            acc += d * d
-            d = x6 - seg[u + 6 * HISTORY]
-            acc += d * d
-            d = x7 - seg[u + 7 * HISTORY]
-            acc += d * d
-            row[u] = acc
+        # Lags in whole 512-bit vectors where the lagged loads start on a 64-byte boundary
+        # (h8 and its copies do), the rest in 256-bit ones.
+        lead = -start % WIDE
+        end = lead + (n_lags - lead) // WIDE * WIDE
+        for u in range(0, lead, LANES):
+            _sq_diff_narrow(row, seg, u, x0, x1, x2, x3, x4, x5, x6, x7)
+        for u in range(lead, end, WIDE):
+            _sq_diff_wide(row, seg, u, x0, x1, x2, x3, x4, x5, x6, x7)
+        for u in range(end, n_lags, LANES):
+            _sq_diff_narrow(row, seg, u, x0, x1, x2, x3, x4, x5, x6, x7)
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
@@ -373,20 +477,23 @@ def _analyze(
     while i < x.shape[0]:
         take = min(HOP - fill, x.shape[0] - i)
         dst = hist[start + fill : start + fill + take]
+        dst8 = h8[start + fill : start + fill + take]  # copy 0, rounded once here
         src = x[i : i + take]
         for k in range(take):
             dst[k] = src[k]
+            dst8[k] = src[k]
         fill += take
         i += take
         if fill < HOP:
             break
         fill = 0
-        # The hop joins the float32 copies that the difference loop reads.
+        # The hop joins the other float32 copies that the difference loop reads.
         hop = hist[start : start + HOP]
-        for s in range(LANES):
+        hop8 = h8[start : start + HOP]
+        for s in range(1, LANES):
             copy = h8[s * HISTORY + start - s : s * HISTORY + start - s + HOP]
             for t in range(HOP):
-                copy[t] = hop[t]
+                copy[t] = hop8[t]
 
         # Difference function of the window: its new blocks, then the sum of its blocks.
         for b in range(BLOCKS_PER_HOP):
@@ -444,8 +551,10 @@ def _analyze(
             for t in range(keep):
                 hist[t] = lookback[t]
             for s in range(LANES):
-                copy = h8[s * HISTORY : s * HISTORY + keep - s]
-                shifted = hist[s:keep]
+                # Copy s holds hist[i + s] at index i: its own lookback moves, float32 as it is.
+                base = s * HISTORY
+                copy = h8[base : base + keep - s]
+                shifted = h8[base + start - keep : base + start - s]
                 for t in range(keep - s):
                     copy[t] = shifted[t]
             start = keep
