@@ -55,6 +55,7 @@ class RunResult:
     media_s: float
     video_analysis_cpu_s: float  # thread CPU inside the face detector calls
     audio_analysis_cpu_s: float  # thread CPU inside the audio kernels
+    models_cpu_s: float  # thread CPU of the model batcher (face crops + face models)
 
     @property
     def cpu_per_stream(self) -> float:
@@ -129,6 +130,7 @@ async def run_once(mode: str, peers: int, video: Path, audio: Path, seconds: flo
         audio_analysis_cpu_s=metric_value(
             metrics, 'rtserver_analysis_cpu_seconds_total{path="audio"}'
         ),
+        models_cpu_s=metric_value(metrics, 'rtserver_analysis_cpu_seconds_total{path="models"}'),
     )
 
 
@@ -147,7 +149,8 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
                 f" p95 {result.lag_p95_ms:.0f} ms max {result.lag_max_ms:.0f} ms,"
                 f" server CPU {result.cpu_per_stream:.3f} core/stream (video analysis"
                 f" {result.video_analysis_cpu_s / result.media_s:.3f},"
-                f" audio {result.audio_analysis_cpu_s / result.media_s:.4f})"
+                f" audio {result.audio_analysis_cpu_s / result.media_s:.4f},"
+                f" models {result.models_cpu_s / result.media_s:.4f})"
                 f" ({time.monotonic() - started:.0f} s)",
                 flush=True,
             )
