@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -166,7 +166,7 @@ class LiveSession:
                 self._publish_ready(config.max_signal_wait_s)
             except Exception:
                 # A failed publish (say, a full disk) must not stop the session's clock:
-                # the seconds stay queued in the aggregator and go out on the next tick.
+                # summarised seconds stay in `_unpublished` and go out on the next tick.
                 log.exception("publishing failed; retrying", extra={"session": self.id})
             reason = self._end_condition()
             if reason:
@@ -185,7 +185,11 @@ class LiveSession:
         return ""
 
     def _publish_ready(self, max_wait_s: float) -> None:
-        for t in self.aggregator.ready(self.clock.elapsed(), max_wait_s):
+        self._publish_seconds(self.aggregator.ready(self.clock.elapsed(), max_wait_s))
+
+    def _publish_seconds(self, seconds: Iterable[int]) -> None:
+        """Summarises ``seconds`` (next in order) and publishes everything summarised."""
+        for t in seconds:
             self._unpublished.append((t, *self.aggregator.take(t)))
         self._publish_pending()
 
@@ -257,9 +261,7 @@ class LiveSession:
         """Publishes every second not yet out, up to the end of the media."""
         media_end = self.aggregator.media_end()
         last = math.floor(media_end + 1.0 - PARTIAL_SECOND_MIN_S)
-        for t in range(self.aggregator.next_t, last):
-            self._unpublished.append((t, *self.aggregator.take(t)))
-        self._publish_pending()
+        self._publish_seconds(range(self.aggregator.next_t, last))
 
 
 class SessionManager:
