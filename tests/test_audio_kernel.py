@@ -20,7 +20,12 @@ from rtserver.kernels.audio import (
     Resampler48kTo16k,
     warm_up,
 )
-from rtserver.kernels.audio_reference import hop_features_ref, resample_ref, yin_ref
+from rtserver.kernels.audio_reference import (
+    hop_features_ref,
+    intensity_envelope_ref,
+    resample_ref,
+    yin_ref,
+)
 
 SENTENCE = "Thank you for having me. I have worked on real time systems for five years."
 
@@ -52,7 +57,7 @@ def level_db(x: np.ndarray) -> float:
 
 def assert_features_equal(a: HopFeatures, b: HopFeatures) -> None:
     assert len(a) == len(b)
-    for name in ("rms_dbfs", "zcr", "pitch_hz", "voicing", "speech"):
+    for name in ("rms_dbfs", "zcr", "pitch_hz", "voicing", "speech", "intensity_db"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
@@ -256,3 +261,31 @@ def test_silence_gap_inside_speech_is_not_speech(speech16: np.ndarray) -> None:
     in_gap = features.speech[start : start + RATE // HOP - 1]
     assert not in_gap.any()
     assert features.speech[start + RATE // HOP :].mean() > 0.4  # speech again after the gap
+
+
+def test_intensity_envelope_matches_reference_and_streams() -> None:
+    rng = np.random.default_rng(11)
+    # Bursts of a loud tone between stretches of quiet noise: syllable-like peaks.
+    x = 0.003 * rng.standard_normal(RATE * 2)
+    for start in (0.2, 0.7, 1.3):
+        burst = slice(int(start * RATE), int((start + 0.15) * RATE))
+        x[burst] += tone(200.0, 0.15, RATE, amplitude=0.3)[: burst.stop - burst.start]
+    x = x.astype(np.float32)
+    whole = HopAnalyzer().process(x)
+    np.testing.assert_allclose(
+        whole.intensity_db, intensity_envelope_ref(whole.rms_dbfs), atol=1e-4
+    )
+    analyzer = HopAnalyzer()
+    parts = [analyzer.process(x[i : i + 777]) for i in range(0, len(x), 777)]
+    np.testing.assert_array_equal(HopFeatures.concat(parts).intensity_db, whole.intensity_db)
+    # The contour is smoother than the hop levels and peaks inside each burst.
+    assert np.abs(np.diff(whole.intensity_db)).max() < np.abs(np.diff(whole.rms_dbfs)).max()
+    for start in (0.2, 0.7, 1.3):
+        inside = whole.intensity_db[int(start * 100) + 5 : int(start * 100) + 15]
+        assert inside.min() > -20.0
+    assert np.median(whole.intensity_db[100:120]) < -40.0  # the quiet between bursts
+
+
+def test_intensity_envelope_of_silence_is_the_floor() -> None:
+    features = HopAnalyzer().process(np.zeros(RATE // 2, np.float32))
+    np.testing.assert_array_equal(features.intensity_db, -100.0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -125,6 +125,8 @@ class HopFeatures:
     pitch_hz: npt.NDArray[np.float32]  # YIN fundamental in Hz, 0.0 when unvoiced
     voicing: npt.NDArray[np.float32]  # periodicity confidence 0-1 (1 - CMND minimum)
     speech: npt.NDArray[np.bool_]  # the speech detector's decision
+    # Smoothed intensity contour (dB re full scale), for syllable-nucleus detection.
+    intensity_db: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def __len__(self) -> int:
         return int(self.rms_dbfs.shape[0])
@@ -138,6 +140,7 @@ class HopFeatures:
             pitch_hz=np.zeros(n, np.float32),
             voicing=np.zeros(n, np.float32),
             speech=np.zeros(n, np.bool_),
+            intensity_db=np.zeros(n, np.float32),
         )
 
     @classmethod
@@ -151,10 +154,38 @@ class HopFeatures:
             pitch_hz=np.concatenate([p.pitch_hz for p in parts]),
             voicing=np.concatenate([p.voicing for p in parts]),
             speech=np.concatenate([p.speech for p in parts]),
+            intensity_db=np.concatenate([p.intensity_db for p in parts]),
         )
 
 
 # -- kernels ----------------------------------------------------------------------------------
+
+# The intensity envelope of de Jong & Wempe's syllable-nucleus method is Praat's intensity
+# contour for a 50 Hz pitch floor: a Gaussian-like window of about 64 ms, every 10 ms. Here it
+# is the binomial (discrete Gaussian, sigma ~11 ms) weighted mean of the last six hops' mean
+# squares, so it streams from the hop levels alone, with no pass over past samples. The
+# contour at hop k is centred 25 ms before that hop's end.
+ENVELOPE_WEIGHTS = np.array([1.0, 5.0, 10.0, 10.0, 5.0, 1.0]) / 32.0
+ENVELOPE_HOPS = ENVELOPE_WEIGHTS.shape[0]
+
+
+@njit(nogil=True, cache=True)
+def _intensity_envelope(rms_dbfs: np.ndarray, past: np.ndarray, out: np.ndarray) -> None:
+    """out[k] = dB of the ENVELOPE_WEIGHTS-weighted mean square of hops k-5 .. k.
+
+    ``past`` holds the mean squares of the five hops before this call (silence at the start
+    of a stream) and is updated, so any split of the stream gives the same contour.
+    """
+    n_past = ENVELOPE_HOPS - 1
+    for k in range(rms_dbfs.shape[0]):
+        mean_square = 10.0 ** (rms_dbfs[k] / 10.0)
+        total = ENVELOPE_WEIGHTS[n_past] * mean_square
+        for i in range(n_past):
+            total += ENVELOPE_WEIGHTS[i] * past[i]
+        for i in range(n_past - 1):
+            past[i] = past[i + 1]
+        past[n_past - 1] = mean_square
+        out[k] = max(SILENCE_DBFS, 10.0 * math.log10(total)) if total > 0.0 else SILENCE_DBFS
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
@@ -659,6 +690,7 @@ class HopAnalyzer:
         # The first hop starts after a lookback of zeros (the stream's silent past).
         self._istate = np.array([0, n_lags - 1, 0, HANGOVER_HOPS + 1, 0], np.int64)
         self._fstate = np.zeros(1)
+        self._envelope_past = np.full(ENVELOPE_HOPS - 1, _SILENCE_MEAN_SQUARE)
 
     def process(self, x: np.ndarray) -> HopFeatures:
         """Features of the hops completed by ``x`` (float samples at 16 kHz, any length)."""
@@ -686,6 +718,7 @@ class HopAnalyzer:
             features.voicing,
             features.speech,
         )
+        _intensity_envelope(features.rms_dbfs, self._envelope_past, features.intensity_db)
         return features
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from rtserver.kernels.audio import (
+    ENVELOPE_HOPS,
+    ENVELOPE_WEIGHTS,
     FLOOR_MIN_DBFS,
     FLOOR_RISE_DB_PER_HOP,
     HANGOVER_HOPS,
@@ -118,4 +120,19 @@ def hop_features_ref(
         out.pitch_hz[k] = pitch
         out.voicing[k] = voicing
         out.speech[k] = speech
+    out.intensity_db[:] = intensity_envelope_ref(out.rms_dbfs)
     return out
+
+
+def intensity_envelope_ref(rms_dbfs: np.ndarray) -> np.ndarray:
+    """Reference of the intensity contour: the weighted mean square of the last six hops.
+
+    The stream is silent before its first hop; levels are taken from the hop dBFS values.
+    """
+    past = np.full(ENVELOPE_HOPS - 1, 10 ** (SILENCE_DBFS / 10))
+    mean_square = np.concatenate([past, 10.0 ** (np.asarray(rms_dbfs, np.float64) / 10.0)])
+    contour = np.array(
+        [np.dot(ENVELOPE_WEIGHTS, mean_square[k : k + ENVELOPE_HOPS]) for k in range(len(rms_dbfs))]
+    )
+    with np.errstate(divide="ignore"):
+        return np.maximum(SILENCE_DBFS, 10 * np.log10(contour)).astype(np.float32)
