@@ -119,7 +119,6 @@ class AudioPath:
         self.hops = HopAnalyzer()
         self.hops_done = 0
         self._pending: DropOldest[PcmChunk] = DropOldest(bound=PENDING_FRAMES)
-        self._latest_end = 0.0
         self._busy = False
 
     async def run(self, track: MediaStreamTrack) -> None:
@@ -130,11 +129,11 @@ class AudioPath:
                 self.last_media_at = time.monotonic()
                 media_time = self.clock.media_time("audio", frame.pts, frame.time_base)
                 progress.active = True
-                self._latest_end = media_time + frame.samples / frame.sample_rate
-                progress.received_until = max(progress.received_until, self._latest_end)
+                duration = frame.samples / frame.sample_rate
+                progress.received_until = max(progress.received_until, media_time + duration)
                 if not self.analyse:
-                    progress.done_until = self._latest_end
-                    self.metrics.audio_seconds.inc(frame.samples / frame.sample_rate)
+                    progress.done_until = media_time + duration
+                    self.metrics.audio_seconds.inc(duration)
                     continue
                 if frame.sample_rate != INPUT_RATE:
                     log.warning("unexpected audio rate %d Hz; frame skipped", frame.sample_rate)

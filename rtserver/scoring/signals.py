@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rtserver.kernels.audio import HOP, RATE, HopFeatures
+from rtserver.kernels.audio import HOP, RATE, SILENCE_DBFS, HopFeatures
 from rtserver.messages import AudioSecond, VideoSecond
 
 HOP_S = HOP / RATE  # 10 ms
-SILENCE_DBFS = -100.0
 
 
 @dataclass
@@ -131,7 +130,9 @@ class SecondAggregator:
         loudness: float | None = None
         if bucket.hops:
             mean_power = bucket.power_sum / bucket.hops
-            loudness = max(SILENCE_DBFS, 10.0 * math.log10(mean_power)) if mean_power else -100.0
+            loudness = SILENCE_DBFS
+            if mean_power > 0.0:
+                loudness = max(SILENCE_DBFS, 10.0 * math.log10(mean_power))
         audio = AudioSecond(
             speech=bucket.speech_hops / bucket.hops if bucket.hops else 0.0,
             loudness_dbfs=None if loudness is None else round(loudness, 2),
