@@ -27,6 +27,7 @@ class FaceBox:
     y: int
     w: int
     h: int
+    score: float = 1.0  # detector confidence (0-1); 1.0 where the detector gives none (Haar)
 
     def as_tuple(self) -> tuple[int, int, int, int]:
         return (self.x, self.y, self.w, self.h)
