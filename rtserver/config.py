@@ -37,13 +37,29 @@ class Config:
     max_sessions: int = 8
     # Video frames analysed per second, chosen by media timestamp (fps).
     analysis_fps: float = 10.0
-    # Face detector input width (pixels); the Y plane is area-downscaled to this.
+    # Face detector: "blazeface" (a DNN, the default) or "haar" (OpenCV's cascade, the
+    # fallback that needs no model files).
+    detector: str = "blazeface"
+    # Full face detections per second (by media time); frames in between reuse the tracked
+    # box, and a crop that stops matching the face triggers a detection at once.
+    detect_fps: float = 5.0
+    # Haar detector input width (pixels); the Y plane is area-downscaled to this.
     detect_width: int = 160
+    # "on" runs the emotion model on face crops; "off" runs none, leaves `emotion` null and
+    # keeps it out of the score (the EU AI Act, Art. 5(1)(f), bans emotion inference in
+    # recruitment in the EU).
+    emotion: str = "on"
+    # Where converted models live; empty means data_dir/models. Fetched on first start.
+    models_dir: str = ""
+    # Inference backends to try, best first; the first that works here is used.
+    engine: tuple[str, ...] = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu")
     # Where face crops are cut for the models: "cpu", "cuda" or "auto" (CUDA when present).
     crop_device: str = "auto"
-    # Faces per model batch, and how long a batch waits for more faces (seconds).
+    # Faces per model batch, and how long the oldest crop may wait for a batch (seconds).
     max_batch: int = 64
-    batch_wait_s: float = 0.01
+    batch_wait_s: float = 0.004
+    # Crops the cross-session batcher holds; past this the oldest are dropped and counted.
+    batch_queue: int = 256
     # A live session with no media for this long is ended (seconds).
     media_timeout_s: float = 10.0
     # How long a second may wait for late analysis before it is published anyway (seconds).
@@ -63,15 +79,15 @@ class Config:
         return self.data_dir / "api_key"
 
     @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
+    def models_path(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else self.data_dir / "models"
 
 
 class ConfigError(ValueError):
     """A configuration value could not be understood."""
 
 
-_TUPLE_FIELDS = {"ice_addresses", "ice_servers"}
+_TUPLE_FIELDS = {"ice_addresses", "ice_servers", "engine"}
 
 
 def _coerce(name: str, raw: Any) -> Any:
@@ -127,6 +143,21 @@ def _validate(config: Config) -> Config:
         raise ConfigError("max_batch must be at least 1")
     if config.detect_width < 32:
         raise ConfigError("detect_width must be at least 32 pixels")
+    if config.detector not in {"blazeface", "haar"}:
+        raise ConfigError("detector must be 'blazeface' or 'haar'")
+    if not 0.2 <= config.detect_fps <= 60:
+        raise ConfigError("detect_fps must be between 0.2 and 60")
+    if config.emotion not in {"on", "off"}:
+        raise ConfigError("emotion must be 'on' or 'off'")
+    if not 0 <= config.batch_wait_s <= 1:
+        raise ConfigError("batch_wait_s must be between 0 and 1 second")
+    if config.batch_queue < config.max_batch:
+        raise ConfigError("batch_queue must hold at least max_batch crops")
+    from rtserver.scoring.engine import BACKENDS
+
+    unknown = [name for name in config.engine if name not in BACKENDS]
+    if unknown or not config.engine:
+        raise ConfigError(f"engine must list backends from {', '.join(BACKENDS)}, got {unknown}")
     return config
 
 

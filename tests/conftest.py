@@ -1,4 +1,4 @@
-"""Shared fixtures: test media generated once per test session."""
+"""Shared fixtures: test media generated once per test session, and the converted models."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from media import (
     make_noise_wav,
     make_speech_wav,
 )
+from server import MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The models `make models` fetched and converted (tests never download)."""
+    missing = [f for f in ("emotion.onnx", "face_detector.onnx") if not (MODELS_DIR / f).exists()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing in {MODELS_DIR}: run `make models` first")
+    return MODELS_DIR
 
 
 @pytest.fixture(scope="session")

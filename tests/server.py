@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 
 API_KEY = "test-api-key-0123456789"
+# Converted models, made by `make models` before the tests run (tests never download).
+MODELS_DIR = Path(__file__).resolve().parents[1] / ".models"
 
 
 def free_port() -> int:
@@ -50,6 +52,7 @@ class ServerProcess:
             "--port", str(self.port),
             "--data-dir", str(self.data_dir),
             "--ice-address", "127.0.0.1",
+            "--models-dir", str(MODELS_DIR),
             *self.options,
         ]  # fmt: skip
         log = self.log_path.open("ab")

