@@ -106,6 +106,14 @@ class Metrics:
         self.frames_skipped = Counter(
             "rtserver_frames_skipped_total", "Sampled frames not analysed, by reason."
         )
+        self.face_detections = Counter(
+            "rtserver_face_detections_total",
+            "Face detector runs, by reason (scheduled, lost: the tracked face stopped matching).",
+        )
+        self.crops_dropped = Counter(
+            "rtserver_crops_dropped_total",
+            "Face crops the model batcher dropped, by reason (overload, stale).",
+        )
         self.audio_seconds = Counter(
             "rtserver_audio_seconds_total", "Seconds of audio decoded and analysed."
         )

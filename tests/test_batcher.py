@@ -37,7 +37,7 @@ async def test_faces_from_many_sessions_share_one_batch() -> None:
         batcher.start()
         try:
             results = await asyncio.gather(
-                *(batcher.infer(planes[i % 2], None, box) for i, box in enumerate(boxes))
+                *(batcher.infer(f"s{i}", planes[i % 2], None, box) for i, box in enumerate(boxes))
             )
         finally:
             await batcher.stop()
@@ -62,22 +62,90 @@ async def test_exposure_of_known_faces() -> None:
     assert rows[0][1] == pytest.approx(0.0, abs=1e-6)
 
 
-async def test_overload_is_refused_at_once_and_failures_reach_callers() -> None:
+async def test_overload_drops_the_oldest_crops_and_failures_reach_callers() -> None:
     plane = np.zeros((120, 160), np.uint8)
     metrics = Metrics()
     with ThreadPoolExecutor(1) as executor:
         batcher = ModelBatcher(
             [BrokenModel()], CpuFaceCropper(), executor, metrics, max_wait_s=0.01, max_pending=2
         )
-        # Not started: nothing drains, so the third request finds the queue full.
-        waiting = [asyncio.create_task(batcher.infer(plane, None, (0, 0, 50, 50))) for _ in "ab"]
-        await asyncio.sleep(0)
-        assert await batcher.infer(plane, None, (0, 0, 50, 50)) is None
-        assert metrics.frames_skipped.value(reason="batcher_full") == 1
+        # Not started: nothing drains, so the third request pushes out the first.
+        waiting = [
+            asyncio.create_task(batcher.infer(name, plane, None, (0, 0, 50, 50)))
+            for name in ("a", "b", "c")
+        ]
+        assert await asyncio.wait_for(waiting[0], timeout=1.0) is None
+        assert not waiting[1].done()
+        assert metrics.crops_dropped.value(reason="overload") == 1
         batcher.start()
-        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        outcomes = await asyncio.gather(*waiting[1:], return_exceptions=True)
         await batcher.stop()
     assert all(isinstance(o, RuntimeError) for o in outcomes)
+
+
+class RecordingModel:
+    """Returns each crop's mean, and remembers the size of every batch it ran."""
+
+    name = "mean"
+    input_size = 16
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(len(batch))
+        return batch.reshape(len(batch), -1).mean(axis=1, keepdims=True)
+
+
+async def test_a_full_batch_runs_at_once_and_a_partial_one_after_the_delay() -> None:
+    plane = np.arange(200 * 200, dtype=np.uint32).reshape(200, 200).astype(np.uint8)
+    model = RecordingModel()
+    with ThreadPoolExecutor(1) as executor:
+        batcher = ModelBatcher(
+            [model], CpuFaceCropper(0.0), executor, Metrics(), max_batch=4, max_wait_s=5.0
+        )
+        batcher.start()
+        try:
+            # Four requests fill a batch: it must run long before the 5 s delay.
+            full = [batcher.infer("s", plane, None, (i * 10, 0, 40, 40)) for i in range(4)]
+            results = await asyncio.wait_for(asyncio.gather(*full), timeout=1.0)
+            batcher.max_wait_s = 0.05
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            partial = await batcher.infer("s", plane, None, (0, 0, 40, 40))
+            waited = loop.time() - started
+        finally:
+            await batcher.stop()
+    assert model.batches == [4, 1]
+    assert 0.04 <= waited < 1.0
+    assert partial is not None
+    # Results come back to each request in order: crop i's own mean.
+    for i, result in enumerate(results):
+        expected = np.empty((1, 16, 16), np.float32)
+        crop_resize_normalize(plane, np.array([(i * 10, 0, 40, 40)], np.float32), expected, 0.0)
+        assert result is not None
+        assert result["mean"][0] == pytest.approx(float(expected.mean()), abs=1e-6)
+
+
+async def test_stale_crops_are_dropped_not_run() -> None:
+    plane = np.zeros((100, 100), np.uint8)
+    model = RecordingModel()
+    metrics = Metrics()
+    with ThreadPoolExecutor(1) as executor:
+        batcher = ModelBatcher(
+            [model], CpuFaceCropper(), executor, metrics, max_wait_s=0.001, max_age_s=0.05
+        )
+        old = asyncio.create_task(batcher.infer("s", plane, None, (0, 0, 50, 50)))
+        await asyncio.sleep(0.1)  # waits in the queue past max_age_s before the batcher runs
+        batcher.start()
+        try:
+            assert await old is None
+            fresh = await batcher.infer("s", plane, None, (0, 0, 50, 50))
+        finally:
+            await batcher.stop()
+    assert fresh is not None
+    assert metrics.crops_dropped.value(reason="stale") == 1
+    assert model.batches == [1]
 
 
 def test_models_must_share_an_input_size() -> None:

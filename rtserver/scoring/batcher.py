@@ -1,17 +1,26 @@
 """The model batcher: face crops from every live session, run through the models in batches.
 
-Sessions hand in (frame, face box) requests. The batcher gathers what arrives within
-``max_wait_s`` (up to ``max_batch`` faces), crops all of them in ONE cropper call into the
-batch tensor (one kernel launch on CUDA, one Cython call per frame on CPU), and runs every
-model on that tensor. A request that finds ``max_pending`` faces already waiting is refused
-at once (``None``) rather than queued: a late face result is worth nothing.
+As Triton's and DeepStream's dynamic batchers do, sessions put (frame, face box) requests
+into ONE bounded queue. A batch runs as soon as ``max_batch`` requests are waiting, or when
+the oldest has waited ``max_wait_s``. The batch's crops are cut in one cropper call into
+the batch tensor (one kernel launch on CUDA, one Cython call per frame on CPU), every model
+runs on that tensor in a worker thread, and each request's future gets its rows: results
+return to each session in the order it asked.
+
+Under overload a late face result is worth nothing, so nothing queues without bound: a
+request that finds the queue full pushes out the OLDEST waiting request, and a request
+older than ``max_age_s`` when its batch forms is dropped too. A dropped request resolves to
+None, which its session counts and reports in its signal. The event loop only ever
+appends to the queue and resolves futures; cropping and inference run in the executor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -36,10 +45,12 @@ class Model(Protocol):
 
 @dataclass
 class _Request:
+    session: str
     plane: np.ndarray  # (H, W) uint8 luma view; `owner` keeps its buffer alive
     owner: object
     box: tuple[int, int, int, int]
-    future: asyncio.Future[dict[str, np.ndarray]] = field(repr=False)
+    enqueued_at: float  # event-loop time (s)
+    future: asyncio.Future[dict[str, np.ndarray] | None] = field(repr=False)
 
 
 class ModelBatcher:
@@ -52,12 +63,15 @@ class ModelBatcher:
         executor: Executor,
         metrics: Metrics,
         max_batch: int = 64,
-        max_wait_s: float = 0.01,
+        max_wait_s: float = 0.004,
         max_pending: int = 256,
+        max_age_s: float = 0.5,
     ) -> None:
         sizes = {model.input_size for model in models}
         if len(sizes) != 1:
             raise ValueError(f"models must share one input size, got {sorted(sizes)}")
+        if max_pending < 1 or max_batch < 1:
+            raise ValueError("max_batch and max_pending must be at least 1")
         self.models = list(models)
         self.input_size = sizes.pop()
         self.cropper = cropper
@@ -66,9 +80,14 @@ class ModelBatcher:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_pending = max_pending
-        self._pending: list[_Request] = []
+        self.max_age_s = max_age_s
+        self._pending: deque[_Request] = deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def model_names(self) -> list[str]:
+        return [model.name for model in self.models]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="model-batcher")
@@ -82,31 +101,48 @@ class ModelBatcher:
         self._pending.clear()
 
     async def infer(
-        self, plane: np.ndarray, owner: object, box: tuple[int, int, int, int]
+        self, session: str, plane: np.ndarray, owner: object, box: tuple[int, int, int, int]
     ) -> dict[str, np.ndarray] | None:
-        """Each model's output row for the face ``box`` on ``plane``; None when overloaded."""
+        """Each model's output row for the face ``box`` on ``plane``, or None when the
+        request was dropped (overload or staleness; counted in ``crops_dropped``)."""
+        loop = asyncio.get_running_loop()
         if len(self._pending) >= self.max_pending:
-            self.metrics.frames_skipped.inc(reason="batcher_full")
-            return None
-        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(plane, owner, box, future))
+            self._drop(self._pending.popleft(), "overload")
+        future: asyncio.Future[dict[str, np.ndarray] | None] = loop.create_future()
+        self._pending.append(_Request(session, plane, owner, box, loop.time(), future))
         self._arrived.set()
         return await future
 
-    async def _run(self) -> None:
+    def _drop(self, request: _Request, reason: str) -> None:
+        self.metrics.crops_dropped.inc(reason=reason)
+        if not request.future.done():
+            request.future.set_result(None)
+
+    async def _next_batch(self) -> list[_Request]:
+        """Waits until the queue holds a full batch or its oldest request is due."""
         loop = asyncio.get_running_loop()
         while True:
             while not self._pending:
                 self._arrived.clear()
                 await self._arrived.wait()
-            # Give other sessions' faces a moment to join this batch.
-            deadline = loop.time() + self.max_wait_s
-            while len(self._pending) < self.max_batch and loop.time() < deadline:
-                await asyncio.sleep(min(0.002, self.max_wait_s))
-            batch, self._pending = (
-                self._pending[: self.max_batch],
-                self._pending[self.max_batch :],
-            )
+            due = self._pending[0].enqueued_at + self.max_wait_s
+            if len(self._pending) >= self.max_batch or loop.time() >= due:
+                break
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), due - loop.time())
+        now = loop.time()
+        while self._pending and now - self._pending[0].enqueued_at > self.max_age_s:
+            self._drop(self._pending.popleft(), "stale")
+        count = min(self.max_batch, len(self._pending))
+        return [self._pending.popleft() for _ in range(count)]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
             try:
                 outputs = await loop.run_in_executor(self.executor, self._infer, batch)
             except Exception as exc:
