@@ -26,6 +26,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from rtserver.analysis import build_analysis
 from rtserver.bus import MemoryBus
 from rtserver.config import Config
 from rtserver.errors import (
@@ -39,13 +40,9 @@ from rtserver.errors import (
     Unauthorized,
     http_status,
 )
-from rtserver.kernels.crops import make_cropper
 from rtserver.live import Publisher, Runtime, SessionManager, recover_interrupted
 from rtserver.metrics import Metrics
 from rtserver.observers import stream_session
-from rtserver.scoring.batcher import ModelBatcher
-from rtserver.scoring.exposure import FaceExposure
-from rtserver.scoring.faces import HaarFaceDetector
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.store import (
     STATUS_CREATED,
@@ -207,7 +204,8 @@ class Api:
             if record.status == STATUS_LIVE:
                 raise Conflict("session is live in another process")
             # Never joined: end it here, with an empty final so observers are not left waiting.
-            final = score_interview(Interview(record.id, [], ended_by))
+            emotion_on = self.runtime.config.emotion == "on"
+            final = score_interview(Interview(record.id, [], ended_by, emotion_on))
             Publisher(self.runtime, record.id).publish(final)
             self.store.mark_ended(record.id, ended_by)
             self.runtime.bus.close_session(record.id)
@@ -281,7 +279,17 @@ class Api:
         )
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "live_sessions": len(self.manager.live)})
+        config = self.runtime.config
+        return JSONResponse(
+            {
+                "status": "ok",
+                "live_sessions": len(self.manager.live),
+                "analysis": config.analysis,
+                "emotion": config.emotion,
+                "detector": config.detector,
+                "backends": self.runtime.backends,
+            }
+        )
 
     async def metrics(self, request: Request) -> Response:
         return PlainTextResponse(
@@ -351,27 +359,18 @@ async def handle_error(request: Request, exc: Exception) -> Response:
 
 
 def build_runtime(config: Config) -> Runtime:
-    full = config.analysis == "full"
     metrics = Metrics()
     executor = ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis")
-    batcher = None
-    if full:
-        batcher = ModelBatcher(
-            [FaceExposure()],
-            make_cropper(config.crop_device),
-            executor,
-            metrics,
-            max_batch=config.max_batch,
-            max_wait_s=config.batch_wait_s,
-        )
+    analysis = build_analysis(config, metrics, executor)
     return Runtime(
         config=config,
         store=Store(config.db_path),
         bus=MemoryBus(),
         metrics=metrics,
         executor=executor,
-        detector=HaarFaceDetector(config.detect_width) if full else None,
-        batcher=batcher,
+        detector=analysis.detector,
+        batcher=analysis.batcher,
+        backends=analysis.backends,
     )
 
 

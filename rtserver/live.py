@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import RTCSessionDescription
@@ -30,18 +30,16 @@ from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
 from rtserver.media.video import VideoPath
 from rtserver.messages import (
-    AudioSecond,
     FinalMessage,
     SignalMessage,
     StoredMessage,
-    VideoSecond,
     signal_from_wire,
 )
 from rtserver.metrics import Metrics
 from rtserver.scoring.batcher import ModelBatcher
 from rtserver.scoring.faces import FaceDetector
 from rtserver.scoring.rubric import Interview, score_interview
-from rtserver.scoring.signals import SecondAggregator
+from rtserver.scoring.signals import SecondAggregator, SecondSummary
 from rtserver.store import STATUS_LIVE, Store
 
 log = logging.getLogger(__name__)
@@ -61,6 +59,7 @@ class Runtime:
     executor: Executor
     detector: FaceDetector | None
     batcher: ModelBatcher | None = None
+    backends: dict[str, str] = field(default_factory=dict)  # model name -> backend name
 
 
 class Publisher:
@@ -102,6 +101,7 @@ class LiveSession:
             runtime.metrics,
             config.analysis_fps,
             runtime.batcher if analyse else None,
+            config.detect_fps,
         )
         self.audio = AudioPath(
             session_id, self.clock, self.aggregator, runtime.executor, runtime.metrics, analyse
@@ -112,7 +112,7 @@ class LiveSession:
         self.end_reason = ""
         self._drains: dict[str, asyncio.Task[None]] = {}  # track kind -> its drain task
         # Seconds summarised but not yet published, oldest first (normally empty).
-        self._unpublished: deque[tuple[int, VideoSecond, AudioSecond]] = deque()
+        self._unpublished: deque[tuple[int, SecondSummary]] = deque()
         self._ticker: asyncio.Task[None] | None = None
         self._ending = False
         self._background: set[asyncio.Task[None]] = set()
@@ -190,16 +190,21 @@ class LiveSession:
     def _publish_seconds(self, seconds: Iterable[int]) -> None:
         """Summarises ``seconds`` (next in order) and publishes everything summarised."""
         for t in seconds:
-            self._unpublished.append((t, *self.aggregator.take(t)))
+            self._unpublished.append((t, self.aggregator.take(t)))
         self._publish_pending()
 
     def _publish_pending(self) -> None:
         """Publishes summarised seconds in order; one that fails stays first in line."""
         while self._unpublished:
-            t, video, audio = self._unpublished[0]
+            t, second = self._unpublished[0]
             lag_s = max(0.0, time.monotonic() - self.clock.wall_time(t + 1.0))
             signal = SignalMessage(
-                session=self.id, t=t, video=video, audio=audio, lag_ms=round(lag_s * 1000.0, 1)
+                session=self.id,
+                t=t,
+                video=second.video,
+                audio=second.audio,
+                lag_ms=round(lag_s * 1000.0, 1),
+                emotion=second.emotion,
             )
             self.publisher.publish(signal)
             self._unpublished.popleft()
@@ -225,7 +230,9 @@ class LiveSession:
             await self.ingest.close()
             await self._stop_drains()
             self._flush()
-            final = score_interview(Interview(self.id, self.signals, reason))
+            final = score_interview(
+                Interview(self.id, self.signals, reason, self.runtime.config.emotion == "on")
+            )
             self.publisher.publish(final)
             self.runtime.store.mark_ended(self.id, reason)
             self.runtime.metrics.late_results.inc(self.aggregator.late_results)
@@ -332,7 +339,8 @@ def recover_interrupted(runtime: Runtime) -> list[str]:
         stored = runtime.store.messages(session_id)
         if not any(m.kind == "final" for m in stored):
             signals = [signal_from_wire(m.payload) for m in stored if m.kind == "signal"]
-            final = score_interview(Interview(session_id, signals, "server_restart"))
+            emotion_on = runtime.config.emotion == "on"
+            final = score_interview(Interview(session_id, signals, "server_restart", emotion_on))
             next_seq = stored[-1].seq + 1 if stored else 0
             Publisher(runtime, session_id, next_seq).publish(final)
         runtime.store.mark_ended(session_id, "server_restart")

@@ -23,6 +23,8 @@ class VideoSecond:
     frames: int = 0  # decoded frames that arrived in this second
     # Mean face exposure: {"brightness": 0-1, "contrast": 0-1}; None without a measured face.
     exposure: dict[str, float] | None = None
+    # Face crops the model batcher dropped in this second because it was overloaded.
+    crops_dropped: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class FinalMessage:
     duration_s: float
     end_reason: str = ""  # why the session ended (extension field)
     signals: int = 0  # signal messages published before this one (extension field)
+    # "on" or "off": whether emotion inference ran and may count (extension field).
+    emotion_analysis: str = "on"
+    notes: tuple[str, ...] = ()  # what the score leaves out and why (extension field)
     type: Literal["final"] = "final"
     v: int = WIRE_VERSION
     seq: int = 0
@@ -114,6 +119,7 @@ def signal_from_wire(data: dict[str, Any]) -> SignalMessage:
             box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])) if box else None,
             frames=int(video.get("frames", 0)),
             exposure=video.get("exposure"),
+            crops_dropped=int(video.get("crops_dropped", 0)),
         ),
         audio=AudioSecond(
             speech=float(audio["speech"]),

@@ -18,6 +18,8 @@ from media import SpeechTrack
 from peer import collect_signals, connect_peer, create_session, signals_url, use_loopback_only
 from server import ServerProcess
 
+from rtserver.scoring.emotion import EMOTION_LABELS
+
 pytestmark = pytest.mark.e2e
 
 
@@ -147,6 +149,23 @@ async def test_live_interviews_end_to_end(
     assert blank_share < 0.1
     assert all(s["video"]["exposure"] is None for s in blank_signals if s["video"]["face"] == 0)
 
+    # Emotion: read from the batched crops of every second with a face, null without one.
+    with_face = [s for s in analysed if s["video"]["face"] > 0]
+    emotions = [s["emotion"] for s in with_face]
+    assert all(e is not None for e in emotions), [s["t"] for s in with_face if not s["emotion"]]
+    for emotion in emotions:
+        assert set(emotion) >= {"probs", "dominant", "valence", "arousal", "confidence", "frames"}
+        assert list(emotion["probs"]) == list(EMOTION_LABELS)
+        assert math.isclose(sum(emotion["probs"].values()), 1.0, abs_tol=2e-3)
+        assert emotion["dominant"] == max(emotion["probs"], key=emotion["probs"].get)
+        assert -1 <= emotion["valence"] <= 1 and 0 <= emotion["arousal"] <= 1
+        assert 1 <= emotion["frames"] <= 11
+    # The smiling astronaut reads as happy in most seconds, as fer's model reads the photo.
+    happy = sum(1 for e in emotions if e["dominant"] == "happy")
+    assert happy >= 0.7 * len(emotions), [e["dominant"] for e in emotions]
+    assert all(s["emotion"] is None for s in blank_signals if s["video"]["face"] == 0)
+    assert all(s["video"]["crops_dropped"] == 0 for s in signals)  # two sessions: no overload
+
     # Video is sampled at ~10 fps by timestamp, whatever the sender's 15 fps.
     full = [s["video"]["fps"] for s in signals[1:-1]]
     assert all(7 <= fps <= 11 for fps in full), full
@@ -176,7 +195,8 @@ async def test_live_interviews_end_to_end(
 
     final = face_msgs[-1]
     assert final["session"] == face["id"] and 0 <= final["score"] <= 100
-    assert set(final["dimensions"]) >= {"presence", "speaking", "audibility"}
+    assert set(final["dimensions"]) >= {"presence", "speaking", "audibility", "expression"}
+    assert final["emotion_analysis"] == "on"
     assert math.isclose(sum(d["weight"] for d in final["dimensions"].values()), 1.0)
     assert final["duration_s"] == len(signals)
     assert final["end_reason"] == "hangup"

@@ -1,5 +1,7 @@
+from dataclasses import replace
+
 from rtserver.messages import AudioSecond, SignalMessage, VideoSecond
-from rtserver.scoring.rubric import WEIGHTS, Interview, score_interview
+from rtserver.scoring.rubric import EXPRESSION_WEIGHT, WEIGHTS, Interview, score_interview
 
 
 def second(t: int, face: float, speech: float, loudness: float | None) -> SignalMessage:
@@ -41,3 +43,37 @@ def test_no_media_gives_zero_with_reasons() -> None:
     final = score_interview(Interview("s", [], "ended_by_hr"))
     assert final.score == 0 and final.duration_s == 0
     assert all(d.evidence for d in final.dimensions.values())
+
+
+def with_emotion(signal: SignalMessage, valence: float, dominant: str) -> SignalMessage:
+    return replace(signal, emotion={"valence": valence, "dominant": dominant, "frames": 10})
+
+
+def test_expression_counts_when_emotion_is_on_and_measured() -> None:
+    calm = [with_emotion(second(t, 1.0, 0.6, -22.0), 0.3, "happy") for t in range(8)]
+    tense = [with_emotion(second(t, 1.0, 0.6, -22.0), -0.5, "angry") for t in range(8, 10)]
+    final = score_interview(Interview("s", calm + tense, "hangup", emotion_on=True))
+    assert set(final.dimensions) == {*WEIGHTS, "expression"}
+    assert abs(sum(d.weight for d in final.dimensions.values()) - 1.0) < 1e-9
+    assert final.dimensions["expression"].weight == EXPRESSION_WEIGHT
+    assert final.dimensions["expression"].score == 80.0
+    assert "80%" in final.dimensions["expression"].evidence
+    assert "happy" in final.dimensions["expression"].evidence
+    assert final.emotion_analysis == "on" and final.notes == ()
+
+
+def test_emotion_off_leaves_expression_out_and_says_why() -> None:
+    signals = [with_emotion(second(t, 1.0, 0.6, -22.0), -0.9, "angry") for t in range(10)]
+    off = score_interview(Interview("s", signals, "hangup", emotion_on=False))
+    assert set(off.dimensions) == set(WEIGHTS)
+    assert off.emotion_analysis == "off"
+    assert any("Art. 5(1)(f)" in note for note in off.notes)
+    on = score_interview(Interview("s", signals, "hangup", emotion_on=True))
+    assert on.score < off.score  # the negative expression counted only when on
+
+
+def test_no_measured_expression_is_noted_not_scored_as_zero() -> None:
+    signals = [second(t, 0.0, 0.6, -22.0) for t in range(10)]
+    final = score_interview(Interview("s", signals, "hangup", emotion_on=True))
+    assert "expression" not in final.dimensions
+    assert final.notes and "No face" in final.notes[0]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rtserver.kernels.audio import HopFeatures
-from rtserver.scoring.signals import SecondAggregator
+from rtserver.scoring.signals import FaceResult, SecondAggregator
 
 
 def hops(n: int, dbfs: float, speech: bool, pitch: float = 0.0) -> HopFeatures:
@@ -42,13 +42,30 @@ def test_summary_of_a_second() -> None:
     agg = SecondAggregator()
     for i in range(15):
         agg.add_frame(i / 15)
-    for i, box in enumerate([(1, 2, 3, 4), None, (5, 6, 7, 8), None]):
-        agg.add_face_result(i * 0.25, box)
+    happy = np.array([0.0, 0.0, 0.0, 0.8, 0.0, 0.0, 0.2], np.float32)
+    neutral = np.array([0.0, 0.0, 0.0, 0.2, 0.0, 0.0, 0.8], np.float32)
+    results = [
+        FaceResult((1, 2, 3, 4), (0.5, 0.2), happy),
+        FaceResult(None),
+        FaceResult((5, 6, 7, 8), (0.7, 0.1), neutral),
+        FaceResult((5, 6, 7, 8), crop_dropped=True),
+        FaceResult(None),
+    ]
+    for i, result in enumerate(results):
+        agg.add_face_result(i * 0.2, result)
     # 50 hops of speech at -20 dBFS, 50 of silence-ish at -60 dBFS.
     agg.add_hops(0.0, hops(50, -20.0, True, pitch=200.0))
     agg.add_hops(0.5, hops(50, -60.0, False))
-    video, audio = agg.take(0)
-    assert (video.fps, video.face, video.box, video.frames) == (4.0, 0.5, (5, 6, 7, 8), 15)
+    second = agg.take(0)
+    video, audio = second.video, second.audio
+    assert (video.fps, video.face, video.box, video.frames) == (5.0, 0.6, (5, 6, 7, 8), 15)
+    assert video.exposure == {"brightness": 0.6, "contrast": 0.15}
+    assert video.crops_dropped == 1
+    emotion = second.emotion
+    assert emotion is not None and emotion["frames"] == 2
+    assert emotion["probs"]["happy"] == pytest.approx(0.5)
+    assert emotion["probs"]["neutral"] == pytest.approx(0.5)
+    assert sum(emotion["probs"].values()) == pytest.approx(1.0, abs=1e-3)
     assert audio.speech == pytest.approx(0.5)
     assert audio.hops == 100
     expected = 10 * np.log10((50 * 10**-2 + 50 * 10**-6) / 100)
@@ -58,7 +75,9 @@ def test_summary_of_a_second() -> None:
 
 def test_empty_second_still_summarises_with_zero_fps() -> None:
     agg = SecondAggregator()
-    video, audio = agg.take(0)
+    second = agg.take(0)
+    video, audio = second.video, second.audio
+    assert second.emotion is None
     assert video.fps == 0.0 and video.face == 0.0 and video.box is None
     assert audio.loudness_dbfs is None and audio.pitch_hz is None and audio.speech == 0.0
 
@@ -66,10 +85,9 @@ def test_empty_second_still_summarises_with_zero_fps() -> None:
 def test_late_results_are_counted_not_misfiled() -> None:
     agg = SecondAggregator()
     agg.take(0)
-    agg.add_face_result(0.5, (1, 1, 1, 1))
+    agg.add_face_result(0.5, FaceResult((1, 1, 1, 1)))
     agg.add_hops(0.9, hops(5, -20.0, True))  # hops at 0.905..0.945 belong to second 0
     assert agg.late_results == 6
     with pytest.raises(ValueError):
         agg.take(5)
-    video, _ = agg.take(1)
-    assert video.fps == 0.0
+    assert agg.take(1).video.fps == 0.0

@@ -1,8 +1,10 @@
-"""The per-session video path: track -> time sampler -> face detector -> aggregator.
+"""The per-session video path: track -> time sampler -> face detector and tracker ->
+model batcher (emotion, exposure) -> aggregator.
 
 The track is drained continuously (aiortc's receive queue is unbounded, so any frame not
 taken promptly adds latency). Frames are chosen for analysis by media timestamp, not by
-arrival count, and the hand-off to the analysis thread holds only the newest frame.
+arrival count, and the hand-off to the analysis thread holds only the newest frame. The
+detector runs a few times a second; the tracker reuses its box on the frames between.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import frames_of
 from rtserver.metrics import Metrics
 from rtserver.scoring.batcher import ModelBatcher
-from rtserver.scoring.faces import FaceDetector
-from rtserver.scoring.signals import SecondAggregator
+from rtserver.scoring.faces import FaceBox, FaceDetector
+from rtserver.scoring.signals import FaceResult, SecondAggregator
+from rtserver.scoring.tracking import FaceTracker
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ class VideoPath:
         metrics: Metrics,
         fps: float,
         batcher: ModelBatcher | None = None,
+        detect_fps: float = 5.0,
     ) -> None:
         self.session_id = session_id
         self.clock = clock
@@ -80,6 +84,7 @@ class VideoPath:
         self.executor = executor
         self.metrics = metrics
         self.sampler = FrameSampler(fps)
+        self.tracker = FaceTracker(detect_fps)  # used by one analysis at a time
         self.last_media_at = 0.0  # monotonic time of the last frame
         self.cpu_s = 0.0  # thread CPU spent analysing this track (s)
         self._slot: DropOldest[tuple[float, av.VideoFrame]] = DropOldest(bound=1)
@@ -118,38 +123,56 @@ class VideoPath:
                     # Its second is already published: analysing it would be wasted work.
                     self.metrics.frames_skipped.inc(reason="stale")
                     continue
-                box, luma = await loop.run_in_executor(self.executor, self._analyse, frame)
-                exposure = await self._face_models(luma, frame, box)
-                self.aggregator.add_face_result(media_time, box, exposure)
+                box, luma = await loop.run_in_executor(
+                    self.executor, self._analyse, frame, media_time
+                )
+                result = await self._face_models(luma, frame, box)
+                self.aggregator.add_face_result(media_time, result)
             finally:
                 self._busy = False
                 if not self._slot:
                     progress.done_until = progress.received_until
 
     async def _face_models(
-        self, luma: np.ndarray, frame: av.VideoFrame, box: tuple[int, int, int, int] | None
-    ) -> tuple[float, float] | None:
-        """The face's (brightness, contrast) from the batched models, when there is a face."""
+        self, luma: np.ndarray, frame: av.VideoFrame, box: FaceBox | None
+    ) -> FaceResult:
+        """The face's batched model results (exposure, emotion), when there is a face."""
         if box is None or self.batcher is None:
-            return None
+            return FaceResult(box.as_tuple() if box else None)
         try:
-            outputs = await self.batcher.infer(luma, frame, box)
+            outputs = await self.batcher.infer(self.session_id, luma, frame, box.as_tuple())
         except Exception:
             log.warning("face models failed", exc_info=True, extra={"session": self.session_id})
-            return None
-        if outputs is None or "exposure" not in outputs:
-            return None
-        brightness, contrast = outputs["exposure"]
-        return float(brightness), float(contrast)
+            return FaceResult(box.as_tuple())
+        if outputs is None:
+            return FaceResult(box.as_tuple(), crop_dropped=True)
+        exposure = None
+        if "exposure" in outputs:
+            brightness, contrast = outputs["exposure"]
+            exposure = (float(brightness), float(contrast))
+        return FaceResult(box.as_tuple(), exposure, outputs.get("emotion"))
 
-    def _analyse(self, frame: av.VideoFrame) -> tuple[tuple[int, int, int, int] | None, np.ndarray]:
-        """Runs in a worker thread: the largest face in the frame (or None), and the luma."""
+    def _analyse(
+        self, frame: av.VideoFrame, media_time: float
+    ) -> tuple[FaceBox | None, np.ndarray]:
+        """Runs in a worker thread: the face in the frame (or None), and the luma plane.
+
+        The detector runs when the tracker says it is due, or at once when the tracked face
+        no longer matches; otherwise the tracked box is reused.
+        """
         assert self.detector is not None
         started = time.thread_time()
         luma = luma_plane(frame)
-        faces = self.detector.detect(luma)
+        reason = "scheduled" if self.tracker.due(media_time) else ""
+        box = None if reason else self.tracker.follow(luma)
+        if not reason and box is None:
+            reason = "lost"
+        if reason:
+            faces = self.detector.detect(luma)
+            box = self.tracker.update(luma, media_time, faces[0] if faces else None)
+            self.metrics.face_detections.inc(reason=reason)
         spent = time.thread_time() - started
         self.cpu_s += spent
         self.metrics.analysis_cpu.inc(spent, path="video")
         self.metrics.frames_analysed.inc()
-        return (faces[0].as_tuple() if faces else None), luma
+        return box, luma

@@ -2,7 +2,10 @@
 
 Each dimension maps one measured quantity to 0-100 through a plain piecewise-linear rule,
 and carries the figures it used as evidence, so HR can see why a score is what it is.
-Emotion and fluency dimensions join here when those signals exist.
+
+Expression (from the emotion signal) counts only when emotion inference is on and some
+second measured it; otherwise it is left out, the remaining weights are scaled back up to
+sum to 1, and the report's ``notes`` say why.
 """
 
 from __future__ import annotations
@@ -13,13 +16,23 @@ from dataclasses import dataclass
 
 from rtserver.messages import Dimension, FinalMessage, SignalMessage
 
-# Share of each dimension in the final score; they sum to 1.
+# Share of each dimension in the final score without expression; they sum to 1.
 WEIGHTS = {
     "presence": 0.30,
     "speaking": 0.35,
     "audibility": 0.20,
     "continuity": 0.15,
 }
+# Expression's share when it is scored; the others are scaled to make room for it.
+EXPRESSION_WEIGHT = 0.10
+# Valence (-1..1) at or above which a second's expression reads as neutral or positive.
+CALM_VALENCE = -0.1
+
+EMOTION_OFF_NOTE = (
+    "Emotion inference is off on this server, so facial expression was neither measured "
+    "nor scored (the EU AI Act, Art. 5(1)(f), prohibits emotion inference in recruitment)."
+)
+NO_EXPRESSION_NOTE = "No face was measured for expression, so it is not part of the score."
 
 # Speaking share of an answer that reads as engaged but not rushed (fraction of time).
 SPEAKING_BAND = (0.35, 0.75)
@@ -34,6 +47,7 @@ class Interview:
     session: str
     signals: Sequence[SignalMessage]
     end_reason: str
+    emotion_on: bool = True  # whether emotion inference ran for this session
 
 
 def _clamp(value: float, low: float = 0.0, high: float = 100.0) -> float:
@@ -111,6 +125,27 @@ def continuity(signals: Sequence[SignalMessage]) -> Dimension:
     )
 
 
+def expression(signals: Sequence[SignalMessage]) -> Dimension | None:
+    """Share of measured seconds whose expression reads neutral or positive; None when no
+    second measured it."""
+    read = [s.emotion for s in signals if s.emotion]
+    if not read:
+        return None
+    valences = [float(e["valence"]) for e in read]
+    calm = sum(1 for v in valences if v >= CALM_VALENCE) / len(valences)
+    dominant = statistics.mode(str(e["dominant"]) for e in read)
+    return Dimension(
+        round(calm * 100.0, 1),
+        EXPRESSION_WEIGHT,
+        f"Expression read as neutral or positive in {calm:.0%} of {len(read)} measured "
+        f"seconds (mean valence {statistics.fmean(valences):+.2f}; most often {dominant}).",
+    )
+
+
+def _rescaled(dimension: Dimension, factor: float) -> Dimension:
+    return Dimension(dimension.score, round(dimension.weight * factor, 6), dimension.evidence)
+
+
 def score_interview(interview: Interview) -> FinalMessage:
     """The final message for a finished interview."""
     signals = interview.signals
@@ -120,6 +155,16 @@ def score_interview(interview: Interview) -> FinalMessage:
         "audibility": audibility(signals),
         "continuity": continuity(signals),
     }
+    notes: list[str] = []
+    expressed = expression(signals) if interview.emotion_on else None
+    if not interview.emotion_on:
+        notes.append(EMOTION_OFF_NOTE)
+    elif expressed is None:
+        notes.append(NO_EXPRESSION_NOTE)
+    else:
+        scale = 1.0 - EXPRESSION_WEIGHT
+        dimensions = {name: _rescaled(d, scale) for name, d in dimensions.items()}
+        dimensions["expression"] = expressed
     total = sum(d.score * d.weight for d in dimensions.values())
     return FinalMessage(
         session=interview.session,
@@ -128,4 +173,6 @@ def score_interview(interview: Interview) -> FinalMessage:
         duration_s=float(len(signals)),
         end_reason=interview.end_reason,
         signals=len(signals),
+        emotion_analysis="on" if interview.emotion_on else "off",
+        notes=tuple(notes),
     )

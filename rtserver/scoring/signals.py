@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from rtserver.kernels.audio import HOP, RATE, SILENCE_DBFS, HopFeatures
 from rtserver.messages import AudioSecond, VideoSecond
+from rtserver.scoring import emotion
 
 HOP_S = HOP / RATE  # 10 ms
 
@@ -25,10 +27,31 @@ class _Bucket:
     faces: int = 0
     box: tuple[int, int, int, int] | None = None
     exposures: list[tuple[float, float]] = field(default_factory=list)
+    emotions: list[np.ndarray] = field(default_factory=list)
+    crops_dropped: int = 0
     hops: int = 0
     speech_hops: int = 0
     power_sum: float = 0.0
     pitches: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """What the video path learned from one analysed frame."""
+
+    box: tuple[int, int, int, int] | None  # the largest face (x, y, w, h), or None
+    exposure: tuple[float, float] | None = None  # its (brightness, contrast), 0-1
+    emotion: np.ndarray | None = None  # its (7,) emotion probabilities, label order
+    crop_dropped: bool = False  # the batcher dropped this face's crop under overload
+
+
+@dataclass(frozen=True)
+class SecondSummary:
+    """One second, summarised: the parts of its signal message."""
+
+    video: VideoSecond
+    audio: AudioSecond
+    emotion: dict[str, Any] | None
 
 
 @dataclass
@@ -66,23 +89,21 @@ class SecondAggregator:
         if bucket is not None:
             bucket.frames += 1
 
-    def add_face_result(
-        self,
-        media_time: float,
-        box: tuple[int, int, int, int] | None,
-        exposure: tuple[float, float] | None = None,
-    ) -> None:
-        """An analysed frame: ``box`` is the largest face (x, y, w, h) or None, ``exposure``
-        its (brightness, contrast), both 0-1, when the models measured it."""
+    def add_face_result(self, media_time: float, result: FaceResult) -> None:
+        """The results of the frame analysed at ``media_time`` (s)."""
         bucket = self._bucket(media_time)
         if bucket is None:
             return
         bucket.analysed += 1
-        if box is not None:
+        if result.box is not None:
             bucket.faces += 1
-            bucket.box = box
-        if exposure is not None:
-            bucket.exposures.append(exposure)
+            bucket.box = result.box
+        if result.exposure is not None:
+            bucket.exposures.append(result.exposure)
+        if result.emotion is not None:
+            bucket.emotions.append(result.emotion)
+        if result.crop_dropped:
+            bucket.crops_dropped += 1
 
     def add_hops(self, start_time: float, features: HopFeatures) -> None:
         """Hop results; hop k covers [start_time + k*10 ms, start_time + (k+1)*10 ms)."""
@@ -114,7 +135,7 @@ class SecondAggregator:
             t += 1
         return seconds
 
-    def take(self, t: int) -> tuple[VideoSecond, AudioSecond]:
+    def take(self, t: int) -> SecondSummary:
         """Summarises second ``t`` (which must be ``next_t``) and moves past it."""
         if t != self.next_t:
             raise ValueError(f"second {t} taken out of order (next is {self.next_t})")
@@ -126,6 +147,7 @@ class SecondAggregator:
             box=bucket.box,
             frames=bucket.frames,
             exposure=_mean_exposure(bucket.exposures),
+            crops_dropped=bucket.crops_dropped,
         )
         loudness: float | None = None
         if bucket.hops:
@@ -139,7 +161,7 @@ class SecondAggregator:
             pitch_hz=round(float(np.median(bucket.pitches)), 1) if bucket.pitches else None,
             hops=bucket.hops,
         )
-        return video, audio
+        return SecondSummary(video, audio, emotion.summarise(bucket.emotions))
 
     def media_end(self) -> float:
         """The furthest point any track's media reached (s)."""

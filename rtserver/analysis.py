@@ -1,0 +1,95 @@
+"""What the analysis of every live session shares, built once from the configuration:
+the face detector, the inference backends and the cross-session model batcher.
+
+Models are fetched and converted on first start when missing (``rtserver models fetch``
+does the same ahead of time). With ``emotion = "off"`` the emotion model is neither fetched
+nor loaded, so no emotion inference can run.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from rtserver.config import Config
+from rtserver.kernels.crops import make_cropper
+from rtserver.metrics import Metrics
+from rtserver.models.fetch import MODELS, ensure_models
+from rtserver.scoring.batcher import Model, ModelBatcher
+from rtserver.scoring.emotion import EmotionModel
+from rtserver.scoring.engine import EngineOptions, load_engine
+from rtserver.scoring.exposure import FaceExposure
+from rtserver.scoring.faces import FaceDetector, HaarFaceDetector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Analysis:
+    detector: FaceDetector | None  # None: decode only
+    batcher: ModelBatcher | None  # face-crop models for every session
+    backends: dict[str, str] = field(default_factory=dict)  # model name -> backend name
+
+
+def needed_models(config: Config) -> list[str]:
+    """The model files this configuration runs."""
+    if config.analysis != "full":
+        return []
+    names = []
+    if config.detector == "blazeface":
+        names.append("face_detector")
+    if config.emotion == "on":
+        names.append("emotion")
+    return names
+
+
+def engine_options(config: Config) -> EngineOptions:
+    return EngineOptions(
+        order=config.engine, cache_dir=config.models_path / "trt-cache", cpu_threads=1
+    )
+
+
+def build_analysis(config: Config, metrics: Metrics, executor: Executor) -> Analysis:
+    """Fetches missing models, then loads the detector, the engines and the batcher."""
+    if config.analysis != "full":
+        return Analysis(None, None)
+    models_dir = config.models_path
+    ensure_models(models_dir, needed_models(config))
+    options = engine_options(config)
+    backends: dict[str, str] = {}
+    detector: FaceDetector
+    if config.detector == "blazeface":
+        from rtserver.scoring.blazeface import (
+            HAAR_CENTRE_SHIFT,
+            HAAR_SIZE_RATIO,
+            BlazeFaceDetector,
+        )
+
+        backend = load_engine(models_dir / MODELS["face_detector"].onnx_file, options)
+        backends["face_detector"] = backend.name
+        # Haar's framing: the emotion model was trained and is used (by fer) on Haar boxes,
+        # and `video.box` keeps meaning what it meant with Haar.
+        detector = BlazeFaceDetector(
+            backend, box_scale=HAAR_SIZE_RATIO, centre_shift=HAAR_CENTRE_SHIFT
+        )
+    else:
+        detector = HaarFaceDetector(config.detect_width)
+        backends["face_detector"] = "opencv-haar"
+    models: list[Model] = [FaceExposure()]
+    if config.emotion == "on":
+        backend = load_engine(models_dir / MODELS["emotion"].onnx_file, options)
+        backends["emotion"] = backend.name
+        models.append(EmotionModel(backend))
+    else:
+        log.info("emotion inference is off: no emotion model is loaded")
+    batcher = ModelBatcher(
+        models,
+        make_cropper(config.crop_device),
+        executor,
+        metrics,
+        max_batch=config.max_batch,
+        max_wait_s=config.batch_wait_s,
+        max_pending=config.batch_queue,
+    )
+    return Analysis(detector, batcher, backends)
