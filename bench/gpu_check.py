@@ -1,6 +1,7 @@
-"""CUDA face crops against the CPU kernel: correctness, then crops per second by batch size.
+"""CUDA face crops against the CPU kernel: correctness, then crops per second by batch size;
+then the models on every GPU backend against ONNX Runtime on the CPU (``bench.gpu_models``).
 
-    python -m bench.gpu_check [--quick] [--json out.json]
+    python -m bench.gpu_check [--quick] [--json out.json] [--models DIR]
 
 (``bench/gpu_check.sh`` builds the Cython kernel in place first, then runs this.)
 
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.gpu_models import BackendResult, check_models, print_results
 from rtserver.kernels.crops import CpuFaceCropper, FaceCropper, cuda_available
 
 TOLERANCE = 1e-4  # normalised units (-1..1); one grey level is 2/255 = 0.0078
@@ -82,6 +84,7 @@ class Report:
     ok: bool = False
     skipped: str = ""
     batches: list[BatchResult] = field(default_factory=list)
+    models: list[BackendResult] = field(default_factory=list)
 
 
 def strided_planes(rng: np.random.Generator, scale: Scale, count: int) -> list[np.ndarray]:
@@ -214,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the simulator")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--models", type=Path, default=Path(".models"), help="converted models (make models)"
+    )
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else FULL
     report = Report(
@@ -263,8 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("(median per call after warm-up; CUDA includes staging and both transfers;")
     print(" CPU is CpuFaceCropper on one thread)")
+
+    print()
+    report.models = check_models(args.models, args.quick)
+    print_results(report.models)
     write_json(args.json, report)
-    return 0
+    return 0 if all(r.ok or r.skipped for r in report.models) else 1
 
 
 if __name__ == "__main__":
