@@ -114,11 +114,16 @@ def load_engine(onnx_path: Path, options: EngineOptions | None = None) -> Backen
     for name in options.order:
         try:
             backend = make_backend(name, onnx_path, options)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, ImportError) as exc:
             passed_over.append(f"{name}: {exc}")
             continue
-        except ImportError as exc:
-            passed_over.append(f"{name}: {exc}")
+        except ValueError:
+            raise  # a misspelt backend name is a configuration error, not a fallback
+        except Exception as exc:
+            # An installed backend that fails to build (a driver error, a TensorRT parser
+            # failure) must not stop the server while a later backend can run the model.
+            log.warning("backend %s failed on %s", name, onnx_path.name, exc_info=True)
+            passed_over.append(f"{name}: failed: {type(exc).__name__}: {exc}")
             continue
         why_not = "; ".join(passed_over) if passed_over else "first choice"
         log.info("model %s runs on %s (passed over: %s)", onnx_path.name, name, why_not)
