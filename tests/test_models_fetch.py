@@ -70,9 +70,10 @@ def test_fetch_converts_records_and_skips_what_is_current(
         onnx.checker.check_model(onnx.load(str(path)))
         assert is_current(out, name)
     # The same conversion twice gives the same bytes as `make models` did.
-    assert emotion["sha256"] == json.loads((models_dir / "manifest.json").read_text())[
-        "models"
-    ]["emotion"]["sha256"]
+    assert (
+        emotion["sha256"]
+        == json.loads((models_dir / "manifest.json").read_text())["models"]["emotion"]["sha256"]
+    )
 
     # Current models are left alone...
     stamp = (out / "emotion.onnx").stat().st_mtime_ns
