@@ -1,9 +1,11 @@
 """Signal lag and server CPU per stream, for N concurrent real WebRTC peers.
 
-    python -m bench.live_lag [--peers 1 4] [--seconds 20] [--json out.json]
+    python -m bench.live_lag [--peers 1 4] [--modes decode full haar] [--json out.json]
 
-For each N it starts the real server twice, once analysing (``--analysis full``) and once
-only decoding (``--analysis decode``, the baseline measured in the same run), connects N
+For each N it starts the real server once per mode: ``full`` (BlazeFace + tracker, emotion
+model, audio), ``decode`` (``--analysis decode``, the baseline measured in the same run),
+and optionally ``noemotion`` (``--emotion off``) and ``haar`` (``--detector haar --emotion
+off``, the analysis before the DNN detector and the emotion model). It connects N
 aiortc peers sending VP8 + Opus over loopback, and reads every signal's ``lag_ms`` from an
 observer websocket. Server CPU comes from /proc for the server process alone; the peers run
 in this process, so their encoding cost is not counted.
@@ -43,6 +45,14 @@ SCRIPT = (
 )
 
 
+MODES = {
+    "decode": ["--analysis", "decode"],
+    "full": ["--analysis", "full"],
+    "noemotion": ["--analysis", "full", "--emotion", "off"],
+    "haar": ["--analysis", "full", "--detector", "haar", "--emotion", "off"],
+}
+
+
 @dataclass
 class RunResult:
     mode: str
@@ -56,6 +66,8 @@ class RunResult:
     video_analysis_cpu_s: float  # thread CPU inside the face detector calls
     audio_analysis_cpu_s: float  # thread CPU inside the audio kernels
     models_cpu_s: float  # thread CPU of the model batcher (face crops + face models)
+    detections: float = 0.0  # face detector runs (the tracker covers the other frames)
+    frames_analysed: float = 0.0
 
     @property
     def cpu_per_stream(self) -> float:
@@ -85,7 +97,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run_once(mode: str, peers: int, video: Path, audio: Path, seconds: float) -> RunResult:
     with tempfile.TemporaryDirectory() as data:
-        server = ServerProcess(Path(data), options=["--analysis", mode, "--max-sessions", "16"])
+        server = ServerProcess(Path(data), options=[*MODES[mode], "--max-sessions", "16"])
         server.start()
         assert server.process is not None
         try:
@@ -131,6 +143,11 @@ async def run_once(mode: str, peers: int, video: Path, audio: Path, seconds: flo
             metrics, 'rtserver_analysis_cpu_seconds_total{path="audio"}'
         ),
         models_cpu_s=metric_value(metrics, 'rtserver_analysis_cpu_seconds_total{path="models"}'),
+        detections=sum(
+            metric_value(metrics, f'rtserver_face_detections_total{{reason="{reason}"}}')
+            for reason in ("scheduled", "lost")
+        ),
+        frames_analysed=metric_value(metrics, "rtserver_frames_analysed_total"),
     )
 
 
@@ -140,7 +157,7 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
     video = make_face_video(media / "face.y4m", speech.duration_s, fps=args.fps, size=args.size)
     results = []
     for peers in args.peers:
-        for mode in ("decode", "full"):
+        for mode in args.modes:
             started = time.monotonic()
             result = await run_once(mode, peers, video, speech.path, speech.duration_s)
             results.append(result)
@@ -150,7 +167,8 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
                 f" server CPU {result.cpu_per_stream:.3f} core/stream (video analysis"
                 f" {result.video_analysis_cpu_s / result.media_s:.3f},"
                 f" audio {result.audio_analysis_cpu_s / result.media_s:.4f},"
-                f" models {result.models_cpu_s / result.media_s:.4f})"
+                f" models {result.models_cpu_s / result.media_s:.4f};"
+                f" {result.detections:.0f} detections for {result.frames_analysed:.0f} frames)"
                 f" ({time.monotonic() - started:.0f} s)",
                 flush=True,
             )
@@ -162,23 +180,32 @@ def main() -> None:
     parser.add_argument("--peers", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--size", type=int, nargs=2, default=[320, 240])
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["decode", "full"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if "decode" not in args.modes:
+        parser.error("--modes must include decode, the baseline")
     args.size = tuple(args.size)
     results = asyncio.run(main_async(args))
-    print("\npeers  lag p50  lag p95  CPU/stream full  decode-only  analysis overhead")
+    print("\nmode       peers  lag p50  lag p95  CPU/stream  decode-only  analysis overhead")
     by_key = {(r.mode, r.peers): r for r in results}
     rows: list[dict[str, Any]] = []
     for peers in args.peers:
-        full, decode = by_key[("full", peers)], by_key[("decode", peers)]
-        overhead = full.cpu_per_stream - decode.cpu_per_stream
-        ratio = full.cpu_per_stream / decode.cpu_per_stream if decode.cpu_per_stream else 0
-        print(
-            f"{peers:>5}  {full.lag_p50_ms:>5.0f} ms {full.lag_p95_ms:>5.0f} ms"
-            f"  {full.cpu_per_stream:>15.3f}  {decode.cpu_per_stream:>11.3f}"
-            f"  {overhead:+.3f} core ({ratio:.2f}x decode-only)"
-        )
-        rows.append({"peers": peers, "full": asdict(full), "decode": asdict(decode)})
+        decode = by_key[("decode", peers)]
+        row: dict[str, Any] = {"peers": peers}
+        for mode in args.modes:
+            run = by_key[(mode, peers)]
+            row[mode] = asdict(run)
+            if mode == "decode":
+                continue
+            overhead = run.cpu_per_stream - decode.cpu_per_stream
+            ratio = run.cpu_per_stream / decode.cpu_per_stream if decode.cpu_per_stream else 0
+            print(
+                f"{mode:<10} {peers:>5}  {run.lag_p50_ms:>5.0f} ms {run.lag_p95_ms:>5.0f} ms"
+                f"  {run.cpu_per_stream:>10.3f}  {decode.cpu_per_stream:>11.3f}"
+                f"  {overhead:+.3f} core ({ratio:.2f}x decode-only)"
+            )
+        rows.append(row)
     if args.json:
         args.json.write_text(json.dumps({"results": rows}, indent=2))
 
