@@ -625,15 +625,26 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:.1f} {unit}"
 
 
-def print_report(report: Report) -> None:
-    header = f"{'section':<11} {'case':<38} {'ours':>11} {'peer':>11} {'ratio':>7}  note"
+def print_report(
+    report: Report,
+    cell: Callable[[float | None, str], str] = format_value,
+    widths: tuple[int, int, int] = (11, 38, 11),
+) -> None:
+    """Prints the rows, the targets and what was skipped; ``cell`` formats a value with its
+    unit, ``widths`` are those of the section, case and value columns."""
+    section_w, case_w, value_w = widths
+    header = (
+        f"{'section':<{section_w}} {'case':<{case_w}} {'ours':>{value_w}} "
+        f"{'peer':>{value_w}} {'ratio':>7}  note"
+    )
     print(header)
     print("-" * len(header))
     for row in report.results:
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
         print(
-            f"{row.section:<11} {row.case:<38} {format_value(row.ours, row.unit):>11} "
-            f"{format_value(row.peer, row.unit):>11} {ratio:>7}  {row.note}"
+            f"{row.section:<{section_w}} {row.case:<{case_w}} "
+            f"{cell(row.ours, row.unit):>{value_w}} {cell(row.peer, row.unit):>{value_w}} "
+            f"{ratio:>7}  {row.note}"
         )
     print()
     print("targets")
@@ -645,7 +656,7 @@ def print_report(report: Report) -> None:
             f"(target {sign} {target.target:.2f}, margin {target.margin()})"
         )
     for what in report.skipped:
-        print(f"  SKIPPED {what}")
+        print(f"  SKIPPED {what}" if not what.startswith("skipped") else f"  {what}")
 
 
 def versions(librosa: ModuleType | None) -> str:

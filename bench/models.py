@@ -75,6 +75,7 @@ from bench.kernels import (
     Row,
     Target,
     format_value,
+    print_report,
     single_threaded,
     time_interleaved,
 )
@@ -465,29 +466,6 @@ def format_cell(value: float | None, unit: str) -> str:
     return format_value(value, unit)
 
 
-def print_report(report: Report) -> None:
-    header = f"{'section':<10} {'case':<42} {'ours':>12} {'peer':>12} {'ratio':>7}  note"
-    print(header)
-    print("-" * len(header))
-    for row in report.results:
-        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
-        print(
-            f"{row.section:<10} {row.case:<42} {format_cell(row.ours, row.unit):>12} "
-            f"{format_cell(row.peer, row.unit):>12} {ratio:>7}  {row.note}"
-        )
-    print()
-    print("targets")
-    for target in report.targets:
-        sign = ">=" if target.at_least else "<="
-        value = f"{target.value:.2f}{target.unit if target.unit == 'x' else ' ' + target.unit}"
-        print(
-            f"  {'MET   ' if target.met else 'MISSED'} {target.name}: {value} "
-            f"(target {sign} {target.target:.2f}, margin {target.margin()})"
-        )
-    for line in report.skipped:
-        print(f"  {line}")
-
-
 def versions() -> str:
     torch = sys.modules.get("torch")
     found = torch.__version__ if torch is not None else "missing"
@@ -516,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = run(QUICK if args.quick else FULL, args.models_dir, args.fer_python)
     print(versions())
-    print_report(report)
+    print_report(report, format_cell, (10, 42, 12))
     if args.json is not None:
         args.json.write_text(json.dumps(report_json(report), indent=2) + "\n")
     return 0

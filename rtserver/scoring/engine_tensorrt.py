@@ -18,17 +18,15 @@ dependency with hand-written malloc/free and error checks. So this backend needs
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rtserver.files import sha256_of, write_atomically
 from rtserver.scoring.engine import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -41,15 +39,6 @@ WORKSPACE_BYTES = 1 << 30  # scratch memory the builder's tactics may use, bytes
 
 
 # -- the cache key: pure functions, tested without TensorRT ------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of the file's bytes, as 64 lowercase hex digits."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def slug(text: str) -> str:
@@ -75,22 +64,6 @@ def engine_file_name(
         f"{slug(model_stem)}-{onnx_sha256[:12].lower()}-{slug(gpu_name)}"
         f"-trt{slug(trt_version)}-b{max_batch}.engine"
     )
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that readers see either the old file or all of the new
-    one: a temp file in the same directory, flushed to disk, then renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def read_cached(path: Path) -> bytes | None:
@@ -221,7 +194,7 @@ class TensorRTBackend:
         self._logger = _make_logger(trt)  # TensorRT keeps a raw pointer: keep it alive
         self.engine_path = cache_dir / engine_file_name(
             onnx_path.stem,
-            file_sha256(onnx_path),
+            sha256_of(onnx_path),
             torch.cuda.get_device_name(self.device),
             trt.__version__,
             max_batch,
