@@ -18,7 +18,11 @@ from server import MODELS_DIR
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """The models `make models` fetched and converted (tests never download)."""
-    missing = [f for f in ("emotion.onnx", "face_detector.onnx") if not (MODELS_DIR / f).exists()]
+    missing = [
+        f
+        for f in ("emotion.onnx", "face_detector.onnx", "vad.onnx")
+        if not (MODELS_DIR / f).exists()
+    ]
     if missing:
         pytest.fail(f"{', '.join(missing)} missing in {MODELS_DIR}: run `make models` first")
     return MODELS_DIR

