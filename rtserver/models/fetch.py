@@ -3,7 +3,7 @@
 The models directory ends up holding:
 
 - ``emotion.onnx`` and ``face_detector.onnx``, converted by our own code, and ``vad.onnx``
-  (Silero VAD, shipped as ONNX, checked and copied);
+  and ``vad_sequence.onnx`` (Silero VAD, shipped as ONNX, checked and copied);
 - ``sources/``: the original model files taken from the wheels, so a conversion can be
   repeated offline and checked against them;
 - ``manifest.json``: for each model, its file and sha256, the wheel it came from (name,
@@ -33,6 +33,7 @@ from rtserver.models.sources import (
     EMOTION_LABELS,
     EMOTION_SOURCE,
     FACE_DETECTOR_SOURCE,
+    VAD_SEQUENCE_SOURCE,
     VAD_SOURCE,
     WheelSource,
 )
@@ -120,6 +121,18 @@ MODELS: dict[str, ModelSpec] = {
             "input": "input (N, 64 + 512) float32 16 kHz (64 samples of context, then the "
             "chunk), state (2, N, 128), sr int64 16000",
             "output": "output (N, 1) speech probability, stateN (2, N, 128)",
+        },
+    ),
+    "vad_sequence": ModelSpec(
+        "vad_sequence",
+        "vad_sequence.onnx",
+        VAD_SEQUENCE_SOURCE,
+        _copy_vad,
+        "rtserver.models.fetch",
+        {
+            "input": "input (K, 64 + 512) float32 16 kHz: K consecutive chunks of one stream, "
+            "h and c (1, 1, 128)",
+            "output": "speech_probs (K,), hn and cn (1, 1, 128)",
         },
     ),
 }
