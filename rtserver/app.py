@@ -371,14 +371,20 @@ def build_runtime(config: Config) -> Runtime:
         detector=analysis.detector,
         batcher=analysis.batcher,
         backends=analysis.backends,
+        vad=analysis.vad,
     )
 
 
 def warm_up(runtime: Runtime) -> None:
     """Compiles and loads everything before the first session, so it pays no start-up cost."""
     from rtserver.kernels import audio
+    from rtserver.scoring import speech, syllables
 
     audio.warm_up()
+    speech.warm_up()
+    syllables.warm_up()
+    if runtime.vad is not None:
+        runtime.vad.stream().process(np.zeros(2048, np.float32))
     if runtime.detector is not None:
         runtime.detector.detect(np.zeros((240, 320), np.uint8))
 

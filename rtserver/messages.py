@@ -89,6 +89,29 @@ class FinalMessage:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class HintMessage:
+    """A gentle, live note to the candidate, sent on the `feedback` data channel."""
+
+    code: str  # pace_fast, pace_slow, too_quiet, long_silence
+    text: str  # what the candidate page shows
+    t: int = 0  # the second of media that prompted it (extension field)
+    type: Literal["hint"] = "hint"
+    v: int = WIRE_VERSION
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ControlMessage:
+    """What the candidate page says on the `control` data channel: a question began."""
+
+    index: int  # question index, from 0
+    at: float  # media time (s) at which it began, by the page's clock
+    type: Literal["question"] = "question"
+
+
 WireMessage = SignalMessage | FinalMessage
 
 

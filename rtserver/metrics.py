@@ -114,6 +114,7 @@ class Metrics:
             "rtserver_crops_dropped_total",
             "Face crops the model batcher dropped, by reason (overload, stale).",
         )
+        self.hints = Counter("rtserver_hints_total", "Live hints sent to candidates, by code.")
         self.audio_seconds = Counter(
             "rtserver_audio_seconds_total", "Seconds of audio decoded and analysed."
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import httpx
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
+    RTCDataChannel,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
@@ -119,6 +120,10 @@ class Peer:
     players: list[MediaPlayer] = field(default_factory=list)
     tracks: list[MediaStreamTrack] = field(default_factory=list)
     answer: RTCSessionDescription | None = None
+    # Data channels this peer opened, by label, and every message received on any channel
+    # (its own or one the server opened), by label, decoded from JSON when it is JSON.
+    channels: dict[str, RTCDataChannel] = field(default_factory=dict)
+    received: dict[str, list[Any]] = field(default_factory=dict)
     _ended: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
 
@@ -138,6 +143,24 @@ class Peer:
         self.answer = answer
         _check_codecs(answer.sdp, {t.kind for t in self.tracks})
         return answer
+
+    def open_channel(self, label: str) -> RTCDataChannel:
+        """Opens data channel ``label`` (before negotiating, so the offer carries SCTP)."""
+        channel = self.pc.createDataChannel(label)
+        self.channels[label] = channel
+        self._record(channel)
+        return channel
+
+    def _record(self, channel: RTCDataChannel) -> None:
+        messages = self.received.setdefault(channel.label, [])
+
+        def _message(data: str | bytes) -> None:
+            try:
+                messages.append(json.loads(data))
+            except ValueError:
+                messages.append(data)
+
+        channel.on("message", _message)
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         """Wait until the connection state is "connected" (DTLS up), at most `timeout` s."""
@@ -179,6 +202,7 @@ def open_peer(video: Path | None, audio: Path | None) -> Peer:
     if video is None and audio is None:
         raise ValueError("need at least one of video, audio")
     peer = Peer(pc=new_peer_connection())
+    peer.pc.on("datachannel", peer._record)
     try:
         for path, kind, codecs in ((video, "video", VIDEO_CODECS), (audio, "audio", AUDIO_CODECS)):
             if path is None:
@@ -217,8 +241,10 @@ async def connect_peer(
     audio: Path | None,
     *,
     client: httpx.AsyncClient | None = None,
+    channels: Sequence[str] = (),
 ) -> Peer:
-    """Join session `session_id` as the candidate, sending `video` and/or `audio` for real.
+    """Join session `session_id` as the candidate, sending `video` and/or `audio` for real,
+    with data channels `channels` opened by the candidate (e.g. "control").
 
     POSTs the complete offer to ``{base_url}/api/v1/sessions/{session_id}/offer`` with the
     join token and applies the answer. Raises :class:`OfferRejected` on a non-200 reply
@@ -239,6 +265,8 @@ async def connect_peer(
         return RTCSessionDescription(sdp=reply["sdp"], type=reply["type"])
 
     peer = open_peer(video, audio)
+    for label in channels:
+        peer.open_channel(label)
     try:
         await peer.negotiate(post_offer)
     except BaseException:

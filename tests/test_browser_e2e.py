@@ -98,7 +98,8 @@ async def test_candidate_and_observer_pages_in_chromium(
     assert report.status_code == 200, report.text
     final, signals = report.json()["final"], report.json()["signals"]
     assert final["end_reason"] == "ended_by_candidate"
-    assert score_text.strip() == f"{final['score']:.0f}"
+    # The page shows the score rounded to a whole number (JavaScript rounds halves up).
+    assert abs(float(score_text) - final["score"]) <= 0.5, (score_text, final["score"])
     assert [s["t"] for s in signals] == list(range(len(signals)))
     analysed = [s for s in signals if s["video"]["fps"] > 0]
     assert len(analysed) >= 3

@@ -1,7 +1,15 @@
 from dataclasses import replace
 
+import pytest
+
 from rtserver.messages import AudioSecond, SignalMessage, VideoSecond
-from rtserver.scoring.rubric import EXPRESSION_WEIGHT, WEIGHTS, Interview, score_interview
+from rtserver.scoring.rubric import (
+    EXPRESSION_WEIGHT,
+    FLUENCY_WEIGHT,
+    WEIGHTS,
+    Interview,
+    score_interview,
+)
 
 
 def second(t: int, face: float, speech: float, loudness: float | None) -> SignalMessage:
@@ -59,7 +67,8 @@ def test_expression_counts_when_emotion_is_on_and_measured() -> None:
     assert final.dimensions["expression"].score == 80.0
     assert "80%" in final.dimensions["expression"].evidence
     assert "happy" in final.dimensions["expression"].evidence
-    assert final.emotion_analysis == "on" and final.notes == ()
+    assert final.emotion_analysis == "on"
+    assert not any("expression" in note for note in final.notes)
 
 
 def test_emotion_off_leaves_expression_out_and_says_why() -> None:
@@ -76,4 +85,44 @@ def test_no_measured_expression_is_noted_not_scored_as_zero() -> None:
     signals = [second(t, 0.0, 0.6, -22.0) for t in range(10)]
     final = score_interview(Interview("s", signals, "hangup", emotion_on=True))
     assert "expression" not in final.dimensions
-    assert final.notes and "No face" in final.notes[0]
+    assert any("No face" in note for note in final.notes)
+
+
+def with_fluency(signal: SignalMessage, score: float, syllables: int, pauses: int) -> SignalMessage:
+    fluency = {
+        "syllables": syllables,
+        "rate_sps": 4.0,
+        "articulation_sps": 5.0,
+        "pause_count": pauses,
+        "pause_s": 0.5 * pauses,
+        "speech_ratio": 0.6,
+        "pitch_var_st": 3.0,
+        "score": score,
+    }
+    return replace(signal, fluency=fluency)
+
+
+def test_fluency_joins_the_score_with_its_evidence() -> None:
+    signals = [with_fluency(second(t, 1.0, 0.6, -22.0), 90.0, 4, t % 2) for t in range(10)]
+    final = score_interview(Interview("s", signals, "hangup", emotion_on=False))
+    assert set(final.dimensions) == {*WEIGHTS, "fluency"}
+    assert final.dimensions["fluency"].weight == FLUENCY_WEIGHT
+    assert final.dimensions["fluency"].score == 90.0
+    evidence = final.dimensions["fluency"].evidence
+    assert "40 syllables" in evidence and "5 pauses" in evidence
+    assert abs(sum(d.weight for d in final.dimensions.values()) - 1.0) < 1e-9
+    # A poorer fluency lowers the total.
+    worse = [with_fluency(s, 30.0, 4, 0) for s in signals]
+    assert score_interview(Interview("s", worse, "hangup", False)).score < final.score
+
+
+def test_both_optional_dimensions_share_the_weights() -> None:
+    signals = [
+        with_emotion(with_fluency(second(t, 1.0, 0.6, -22.0), 80.0, 3, 0), 0.2, "neutral")
+        for t in range(10)
+    ]
+    final = score_interview(Interview("s", signals, "hangup", emotion_on=True))
+    assert set(final.dimensions) == {*WEIGHTS, "fluency", "expression"}
+    assert abs(sum(d.weight for d in final.dimensions.values()) - 1.0) < 1e-9
+    assert final.dimensions["presence"].weight == pytest.approx(0.30 * 0.7)
+    assert final.notes == ()

@@ -91,3 +91,26 @@ def test_late_results_are_counted_not_misfiled() -> None:
     with pytest.raises(ValueError):
         agg.take(5)
     assert agg.take(1).video.fps == 0.0
+
+
+@pytest.mark.parametrize("split", [300, 7, 95, 150])
+def test_pauses_and_syllables_are_counted_whatever_the_blocks(split: int) -> None:
+    # 3 s: speech 0-0.6 s, silence 0.6-1.4 s (a pause, marked from its 25th hop on, as
+    # PauseTracker marks it), speech 1.4-2.1 s, then a 0.1 s gap (no pause), then speech.
+    features = hops(300, -20.0, True, pitch=120.0)
+    features.speech[60:140] = False
+    features.speech[210:220] = False
+    features.pause[60 + 24 : 140] = True
+    features.syllable[[10, 30, 50, 150, 170, 250]] = True
+    agg = SecondAggregator()
+    for start in range(0, 300, split):
+        part = features.slice(start, min(300, start + split))
+        agg.add_hops(start * 0.01, part)
+    seconds = [agg.take(t) for t in range(3)]
+    fluency = [s.fluency for s in seconds]
+    assert all(f is not None for f in fluency)
+    assert [f["syllables"] for f in fluency] == [3, 2, 1]  # type: ignore[index]
+    assert [f["pause_count"] for f in fluency] == [1, 0, 0]  # type: ignore[index]
+    # The pause's 0.8 s is all counted, its first 0.24 s at the hop that revealed it.
+    assert sum(f["pause_s"] for f in fluency) == pytest.approx(0.8)  # type: ignore[index]
+    assert seconds[0].audio.speech == pytest.approx(0.6)

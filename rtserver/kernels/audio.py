@@ -10,6 +10,7 @@ cached compilation of) every kernel, and belongs to server start.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -127,9 +128,24 @@ class HopFeatures:
     speech: npt.NDArray[np.bool_]  # the speech detector's decision
     # Smoothed intensity contour (dB re full scale), for syllable-nucleus detection.
     intensity_db: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+    # Filled by the fluency stage (scoring/fluency.py), which also replaces `speech` with
+    # its own decision: a syllable nucleus peaks in this hop; this hop is part of a pause.
+    syllable: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
+    pause: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
+
+    def __post_init__(self) -> None:
+        n = len(self)
+        if self.syllable.shape[0] != n:
+            self.syllable = np.zeros(n, np.bool_)
+        if self.pause.shape[0] != n:
+            self.pause = np.zeros(n, np.bool_)
 
     def __len__(self) -> int:
         return int(self.rms_dbfs.shape[0])
+
+    def slice(self, start: int, stop: int) -> HopFeatures:
+        """Hops [start, stop) as views of these arrays."""
+        return HopFeatures(*(getattr(self, name)[start:stop] for name in _HOP_FIELDS))
 
     @classmethod
     def empty(cls, n: int = 0) -> HopFeatures:
@@ -141,6 +157,8 @@ class HopFeatures:
             voicing=np.zeros(n, np.float32),
             speech=np.zeros(n, np.bool_),
             intensity_db=np.zeros(n, np.float32),
+            syllable=np.zeros(n, np.bool_),
+            pause=np.zeros(n, np.bool_),
         )
 
     @classmethod
@@ -148,14 +166,13 @@ class HopFeatures:
         """Consecutive parts of one stream joined into one."""
         if not parts:
             return cls.empty()
-        return cls(
-            rms_dbfs=np.concatenate([p.rms_dbfs for p in parts]),
-            zcr=np.concatenate([p.zcr for p in parts]),
-            pitch_hz=np.concatenate([p.pitch_hz for p in parts]),
-            voicing=np.concatenate([p.voicing for p in parts]),
-            speech=np.concatenate([p.speech for p in parts]),
-            intensity_db=np.concatenate([p.intensity_db for p in parts]),
-        )
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in _HOP_FIELDS))
+
+
+# Field names in declaration order, looked up once: slice and concat run per audio block.
+_HOP_FIELDS = tuple(f.name for f in dataclasses.fields(HopFeatures))
 
 
 # -- kernels ----------------------------------------------------------------------------------

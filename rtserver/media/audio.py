@@ -1,8 +1,10 @@
-"""The per-session audio path: track -> downmix/resample to 16 kHz -> 10 ms hops -> aggregator.
+"""The per-session audio path: track -> downmix/resample to 16 kHz -> 10 ms hops ->
+fluency decisions (speech, syllables, pauses) -> aggregator.
 
 Decoded 20 ms frames are drained continuously into a bounded buffer (2 s; the oldest audio
 is dropped and counted if analysis ever falls that far behind). Analysis takes everything
-pending in one batch in a worker thread, where the Numba kernels run without the GIL.
+pending in one batch in a worker thread, where the Numba kernels and ONNX Runtime run
+without the GIL.
 """
 
 from __future__ import annotations
@@ -29,11 +31,19 @@ from rtserver.kernels.audio import (
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import frames_of
 from rtserver.metrics import Metrics
+from rtserver.scoring.fluency_stream import FluencyStream
 from rtserver.scoring.signals import SecondAggregator
+from rtserver.scoring.vad import SileroVad
 
 log = logging.getLogger(__name__)
 
 PENDING_FRAMES = 100  # 2 s of 20 ms frames
+# Audio is analysed in blocks of about this many 20 ms frames (100 ms): every block costs a
+# fixed few hundred microseconds of Python and model-call overhead whatever its length, so
+# analysing each 20 ms frame alone would cost several times the CPU. The price is up to
+# 80 ms more signal lag.
+BLOCK_FRAMES = 5
+FRAME_S = 0.02
 MAX_GAP_FILL_S = 2.0  # gaps up to this are filled with silence; longer ones re-anchor
 INPUT_PER_HOP = HOP * INPUT_RATE // RATE  # 480 input samples per 10 ms hop
 
@@ -105,7 +115,10 @@ class AudioPath:
         executor: Executor,
         metrics: Metrics,
         analyse: bool = True,
+        vad: SileroVad | None = None,
     ) -> None:
+        """``vad`` enables the fluency decisions; without it, hops keep the kernel's simple
+        energy-and-voicing speech decision and carry no syllables or pauses."""
         self.session_id = session_id
         self.clock = clock
         self.aggregator = aggregator
@@ -117,7 +130,8 @@ class AudioPath:
         self.timeline = AudioTimeline()
         self.resampler = Resampler48kTo16k()
         self.hops = HopAnalyzer()
-        self.hops_done = 0
+        self.fluency = FluencyStream(vad) if vad is not None and analyse else None
+        self.hops_done = 0  # hops handed to the aggregator
         self._pending: DropOldest[PcmChunk] = DropOldest(bound=PENDING_FRAMES)
         self._busy = False
 
@@ -142,28 +156,53 @@ class AudioPath:
                     self.metrics.frames_skipped.inc(reason="audio_overflow")
         finally:
             await finish_worker(worker, lambda: not self._busy and not self._pending)
+            self.finish()
             progress.ended = True
             log.info("audio track ended", extra={"session": self.session_id})
+
+    def finish(self) -> HopFeatures:
+        """At the end of the track: the hops the fluency stage still held, decided as the
+        stream's end decides them, go to the aggregator (and are returned)."""
+        if self.fluency is None or self.timeline.anchor_time is None:
+            return HopFeatures.empty()
+        features = self.fluency.flush()
+        self.add_features(features)
+        self.aggregator.audio.done_until = self.timeline_end()
+        return features
+
+    def timeline_end(self) -> float:
+        """Media time (s) up to which hops have reached the aggregator."""
+        if self.timeline.anchor_time is None:
+            return 0.0
+        return self.timeline.hop_start_time(self.hops_done)
+
+    def add_features(self, features: HopFeatures) -> None:
+        """Hands the next ``features`` (in stream order) to the aggregator."""
+        self.aggregator.add_hops(self.timeline.hop_start_time(self.hops_done), features)
+        self.hops_done += len(features)
 
     async def _analyse_loop(self) -> None:
         loop = asyncio.get_running_loop()
         progress = self.aggregator.audio
         while True:
-            first = await self._pending.get()
-            chunks = [first, *self._pending.take_all()]
-            start_hop = self.hops_done
+            await self._pending.wait()
+            if len(self._pending) < BLOCK_FRAMES:
+                # Let a block gather; the frames stay queued meanwhile, so a track that
+                # ends now still has them analysed (finish_worker waits for the queue).
+                await asyncio.sleep((BLOCK_FRAMES - len(self._pending)) * FRAME_S)
+            chunks = self._pending.take_all()
             self._busy = True
             try:
-                features = await loop.run_in_executor(self.executor, self._analyse, chunks)
+                features = await loop.run_in_executor(self.executor, self.analyse_chunks, chunks)
             finally:
                 self._busy = False
-            self.aggregator.add_hops(self.timeline.hop_start_time(start_hop), features)
-            self.hops_done += len(features)
+            self.add_features(features)
             if not self._pending:
                 progress.done_until = self.timeline.hop_start_time(self.hops_done)
 
-    def _analyse(self, chunks: list[PcmChunk]) -> HopFeatures:
-        """Runs in a worker thread: resample the chunks and compute their hop features.
+    def analyse_chunks(self, chunks: list[PcmChunk]) -> HopFeatures:
+        """Runs in a worker thread: resample the chunks and compute their hop features and,
+        with a VAD, their fluency decisions; returns the hops that became final.
 
         Gap filling changes the hop timeline, so it happens here, in stream order, before
         the samples enter the resampler.
@@ -179,7 +218,10 @@ class AudioPath:
             parts.append(mono)
             self.timeline.samples_in += len(mono)
         pcm = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        features = self.hops.process(self.resampler.process(pcm))
+        samples = self.resampler.process(pcm)
+        features = self.hops.process(samples)
+        if self.fluency is not None:
+            features = self.fluency.process(samples, features)
         spent = time.thread_time() - started
         self.cpu_s += spent
         self.metrics.analysis_cpu.inc(spent, path="audio")

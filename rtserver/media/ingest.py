@@ -2,23 +2,39 @@
 
 It answers the offer, hands each incoming track to the session, and reports when the
 connection is lost. Nothing here touches media: the media paths drain the tracks.
+
+When the offer carries data channels (an application m-line), the server opens a
+``feedback`` channel for live hints to the candidate, and reads the candidate page's
+``control`` channel (``{"type": "question", "index", "at"}``). A garbled or oversized
+control message is answered on the same channel with ``{"type": "error", ...}``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtserver.config import Config
-from rtserver.errors import BadSdp
+from rtserver.errors import BadRequest, BadSdp
+from rtserver.messages import ControlMessage, HintMessage
 
 log = logging.getLogger(__name__)
 
 FrameT = TypeVar("FrameT")
+MAX_CONTROL_BYTES = 4096  # a control message is a few dozen bytes
+MAX_QUEUED_HINTS = 8  # hints held while the feedback channel opens; older ones are dropped
 
 
 async def frames_of(track: MediaStreamTrack, kind: type[FrameT]) -> AsyncIterator[FrameT]:
@@ -40,8 +56,27 @@ def ice_configuration(config: Config) -> RTCConfiguration:
     return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in config.ice_servers])
 
 
+def parse_control(data: str | bytes) -> ControlMessage:
+    """A control-channel message; raises BadRequest saying what is wrong with it."""
+    if len(data) > MAX_CONTROL_BYTES:
+        raise BadRequest(f"control message over {MAX_CONTROL_BYTES} bytes")
+    try:
+        message = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"control message is not JSON: {exc}") from exc
+    if not isinstance(message, dict) or message.get("type") != "question":
+        raise BadRequest('control messages are {"type": "question", "index", "at"}')
+    index, at = message.get("index"), message.get("at")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise BadRequest("question index must be a whole number >= 0")
+    if not isinstance(at, int | float) or isinstance(at, bool) or not 0 <= at < 1e6:
+        raise BadRequest("question 'at' must be a media time in seconds")
+    return ControlMessage(index=index, at=float(at))
+
+
 class PeerIngest:
-    """One peer connection; ``on_track`` gets each remote track, ``on_lost`` the reason."""
+    """One peer connection; ``on_track`` gets each remote track, ``on_lost`` the reason,
+    ``on_control`` each valid control message."""
 
     def __init__(
         self,
@@ -49,13 +84,57 @@ class PeerIngest:
         config: Config,
         on_track: Callable[[MediaStreamTrack], None],
         on_lost: Callable[[str], None],
+        on_control: Callable[[ControlMessage], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self.pc = RTCPeerConnection(ice_configuration(config))
         self._on_lost = on_lost
+        self._on_control = on_control
         self._closed = False
+        self.has_control = False  # the candidate opened a control channel
+        self._feedback: RTCDataChannel | None = None
+        self._queued: deque[dict[str, Any]] = deque(maxlen=MAX_QUEUED_HINTS)
         self.pc.on("track", on_track)
         self.pc.on("connectionstatechange", self._on_connection_state)
+        self.pc.on("datachannel", self._on_datachannel)
+
+    # -- data channels --------------------------------------------------------------------
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label == "control":
+            self.has_control = True
+            channel.on("message", lambda data: self._on_control_message(channel, data))
+        elif channel.label == "feedback":
+            self._use_feedback(channel)  # the candidate opened it: hints go there
+
+    def _on_control_message(self, channel: RTCDataChannel, data: str | bytes) -> None:
+        try:
+            message = parse_control(data)
+        except BadRequest as exc:
+            log.info("control message refused: %s", exc.detail, extra={"session": self.session_id})
+            channel.send(json.dumps({"type": "error", "error": exc.code, "detail": exc.detail}))
+            return
+        if self._on_control is not None:
+            self._on_control(message)
+
+    def _use_feedback(self, channel: RTCDataChannel) -> None:
+        self._feedback = channel
+        channel.on("open", self._send_queued)
+        if channel.readyState == "open":
+            self._send_queued()
+
+    def _send_queued(self) -> None:
+        channel = self._feedback
+        while channel is not None and channel.readyState == "open" and self._queued:
+            channel.send(json.dumps(self._queued.popleft(), separators=(",", ":")))
+
+    def send_hint(self, hint: HintMessage) -> None:
+        """Sends ``hint`` on the feedback channel, or holds it (a few) until it opens.
+        Without data channels in the offer there is no channel, and hints are not sent."""
+        if self._feedback is None:
+            return
+        self._queued.append(hint.to_wire())
+        self._send_queued()
 
     async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """The answer to ``offer``, with ICE candidates included (no trickle).
@@ -64,6 +143,9 @@ class PeerIngest:
         """
         try:
             await self.pc.setRemoteDescription(offer)
+            if self.pc.sctp is not None and self._feedback is None:
+                # The offer negotiated data channels: open ours for hints.
+                self._use_feedback(self.pc.createDataChannel("feedback"))
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except Exception as exc:
             # The offer is the only input here, so any failure to apply it is the offer's:

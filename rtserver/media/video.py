@@ -113,7 +113,6 @@ class VideoPath:
             log.info("video track ended", extra={"session": self.session_id})
 
     async def _analyse_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         progress = self.aggregator.video
         while True:
             media_time, frame = await self._slot.get()
@@ -123,15 +122,20 @@ class VideoPath:
                     # Its second is already published: analysing it would be wasted work.
                     self.metrics.frames_skipped.inc(reason="stale")
                     continue
-                box, luma = await loop.run_in_executor(
-                    self.executor, self._analyse, frame, media_time
+                self.aggregator.add_face_result(
+                    media_time, await self.analyse_frame(frame, media_time)
                 )
-                result = await self._face_models(luma, frame, box)
-                self.aggregator.add_face_result(media_time, result)
             finally:
                 self._busy = False
                 if not self._slot:
                     progress.done_until = progress.received_until
+
+    async def analyse_frame(self, frame: av.VideoFrame, media_time: float) -> FaceResult:
+        """The face in ``frame`` (detected or tracked, in a worker thread) and its batched
+        model results."""
+        loop = asyncio.get_running_loop()
+        box, luma = await loop.run_in_executor(self.executor, self._analyse, frame, media_time)
+        return await self._face_models(luma, frame, box)
 
     async def _face_models(
         self, luma: np.ndarray, frame: av.VideoFrame, box: FaceBox | None

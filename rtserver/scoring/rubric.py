@@ -3,9 +3,10 @@
 Each dimension maps one measured quantity to 0-100 through a plain piecewise-linear rule,
 and carries the figures it used as evidence, so HR can see why a score is what it is.
 
-Expression (from the emotion signal) counts only when emotion inference is on and some
-second measured it; otherwise it is left out, the remaining weights are scaled back up to
-sum to 1, and the report's ``notes`` say why.
+Two dimensions join when their signals exist: fluency (from each second's ``fluency``)
+and expression (from ``emotion``, only when emotion inference is on). The base dimensions'
+weights are scaled down to make room for them, so weights always sum to 1; a dimension
+left out is named in the report's ``notes`` with the reason.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ WEIGHTS = {
     "audibility": 0.20,
     "continuity": 0.15,
 }
-# Expression's share when it is scored; the others are scaled to make room for it.
+# Shares of the optional dimensions when scored; the base ones are scaled to make room.
 EXPRESSION_WEIGHT = 0.10
+FLUENCY_WEIGHT = 0.20
 # Valence (-1..1) at or above which a second's expression reads as neutral or positive.
 CALM_VALENCE = -0.1
 
@@ -33,6 +35,7 @@ EMOTION_OFF_NOTE = (
     "nor scored (the EU AI Act, Art. 5(1)(f), prohibits emotion inference in recruitment)."
 )
 NO_EXPRESSION_NOTE = "No face was measured for expression, so it is not part of the score."
+NO_FLUENCY_NOTE = "No speech was measured for fluency, so it is not part of the score."
 
 # Speaking share of an answer that reads as engaged but not rushed (fraction of time).
 SPEAKING_BAND = (0.35, 0.75)
@@ -142,6 +145,30 @@ def expression(signals: Sequence[SignalMessage]) -> Dimension | None:
     )
 
 
+def fluency(signals: Sequence[SignalMessage]) -> Dimension | None:
+    """The mean per-second fluency score over seconds with speech in their window, with the
+    whole interview's rates and pauses as evidence; None when no second had speech."""
+    measured = [s.fluency for s in signals if s.fluency]
+    spoken = [f for f in measured if f["speech_ratio"] > 0]
+    if not spoken:
+        return None
+    heard_s = sum(s.audio.hops for s in signals) / 100.0
+    speech_s = sum(s.audio.speech * s.audio.hops for s in signals) / 100.0
+    syllables = sum(int(f["syllables"]) for f in measured)
+    pauses = sum(int(f["pause_count"]) for f in measured)
+    pause_s = sum(float(f["pause_s"]) for f in measured)
+    score = statistics.fmean(float(f["score"]) for f in spoken)
+    articulation = syllables / speech_s if speech_s else 0.0
+    return Dimension(
+        round(score, 1),
+        FLUENCY_WEIGHT,
+        f"{syllables} syllables in {heard_s:.0f} s: speech rate "
+        f"{syllables / heard_s if heard_s else 0:.1f} syll/s, articulation {articulation:.1f} "
+        f"syll/s; {pauses} pauses ({pause_s:.1f} s). 3-5.5 syll/s scores best; long or "
+        f"frequent pauses and a monotone pitch lower the score.",
+    )
+
+
 def _rescaled(dimension: Dimension, factor: float) -> Dimension:
     return Dimension(dimension.score, round(dimension.weight * factor, 6), dimension.evidence)
 
@@ -156,15 +183,21 @@ def score_interview(interview: Interview) -> FinalMessage:
         "continuity": continuity(signals),
     }
     notes: list[str] = []
+    optional: dict[str, Dimension] = {}
+    spoken = fluency(signals)
+    if spoken is None:
+        notes.append(NO_FLUENCY_NOTE)
+    else:
+        optional["fluency"] = spoken
     expressed = expression(signals) if interview.emotion_on else None
     if not interview.emotion_on:
         notes.append(EMOTION_OFF_NOTE)
     elif expressed is None:
         notes.append(NO_EXPRESSION_NOTE)
     else:
-        scale = 1.0 - EXPRESSION_WEIGHT
-        dimensions = {name: _rescaled(d, scale) for name, d in dimensions.items()}
-        dimensions["expression"] = expressed
+        optional["expression"] = expressed
+    scale = 1.0 - sum(d.weight for d in optional.values())
+    dimensions = {name: _rescaled(d, scale) for name, d in dimensions.items()} | optional
     total = sum(d.score * d.weight for d in dimensions.values())
     return FinalMessage(
         session=interview.session,

@@ -16,6 +16,7 @@ import numpy as np
 from rtserver.kernels.audio import HOP, RATE, SILENCE_DBFS, HopFeatures
 from rtserver.messages import AudioSecond, VideoSecond
 from rtserver.scoring import emotion
+from rtserver.scoring.fluency import MIN_PAUSE_HOPS, FluencySecond, FluencyWindow
 
 HOP_S = HOP / RATE  # 10 ms
 
@@ -33,6 +34,11 @@ class _Bucket:
     speech_hops: int = 0
     power_sum: float = 0.0
     pitches: list[float] = field(default_factory=list)
+    speech_pitches: list[float] = field(default_factory=list)
+    syllables: int = 0
+    pause_hops: int = 0
+    pause_starts: int = 0
+    longest_pause_hops: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class SecondSummary:
     video: VideoSecond
     audio: AudioSecond
     emotion: dict[str, Any] | None
+    fluency: dict[str, Any] | None = None
 
 
 @dataclass
@@ -73,6 +80,8 @@ class SecondAggregator:
         self.audio = TrackProgress()
         self.late_results = 0
         self._buckets: dict[int, _Bucket] = {}
+        self._fluency = FluencyWindow()
+        self._pause_run = 0  # hops of the pause running at the last hop added
 
     def _bucket(self, media_time: float) -> _Bucket | None:
         second = math.floor(media_time)
@@ -106,18 +115,50 @@ class SecondAggregator:
             bucket.crops_dropped += 1
 
     def add_hops(self, start_time: float, features: HopFeatures) -> None:
-        """Hop results; hop k covers [start_time + k*10 ms, start_time + (k+1)*10 ms)."""
+        """Hop results; hop k covers [start_time + k*10 ms, start_time + (k+1)*10 ms).
+
+        Vectorised per second touched (a block of hops spans one or two), since this runs
+        for every audio block of every session.
+        """
+        n = len(features)
+        if n == 0:
+            return
+        index = np.arange(n)
+        seconds = np.floor(start_time + (index + 0.5) * HOP_S).astype(np.int64)
         power = np.power(10.0, features.rms_dbfs.astype(np.float64) / 10.0)
-        for k in range(len(features)):
-            bucket = self._bucket(start_time + (k + 0.5) * HOP_S)
-            if bucket is None:
+        pause = features.pause.astype(bool)
+        # Length of the pause run at each hop, continuing the run the last block ended in.
+        last_break = np.maximum.accumulate(np.where(pause, -1, index))
+        run = np.where(last_break < 0, index + 1 + self._pause_run, index - last_break)
+        run[~pause] = 0
+        starts = pause & (run == 1)
+        self._pause_run = int(run[-1])
+        pitch = features.pitch_hz
+        voiced = pitch > 0
+        speech = features.speech.astype(bool)
+        # Hops are consecutive, so each second they touch is one contiguous slice.
+        bounds = np.flatnonzero(np.diff(seconds)) + 1
+        for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), n], strict=True):
+            second = int(seconds[lo])
+            if second < self.next_t:
+                self.late_results += hi - lo
                 continue
-            bucket.hops += 1
-            bucket.power_sum += float(power[k])
-            if features.speech[k]:
-                bucket.speech_hops += 1
-            if features.pitch_hz[k] > 0:
-                bucket.pitches.append(float(features.pitch_hz[k]))
+            bucket = self._buckets.setdefault(second, _Bucket())
+            bucket.hops += hi - lo
+            bucket.power_sum += float(power[lo:hi].sum())
+            bucket.speech_hops += int(speech[lo:hi].sum())
+            bucket.pitches.extend(pitch[lo:hi][voiced[lo:hi]].tolist())
+            bucket.speech_pitches.extend(pitch[lo:hi][voiced[lo:hi] & speech[lo:hi]].tolist())
+            bucket.syllables += int(features.syllable[lo:hi].sum())
+            in_pause = pause[lo:hi]
+            if in_pause.any():
+                # A pause is marked from its MIN_PAUSE_HOPS-th hop on (see PauseTracker):
+                # its first marked hop brings the hops before it.
+                new = int(starts[lo:hi].sum())
+                bucket.pause_hops += int(in_pause.sum()) + new * (MIN_PAUSE_HOPS - 1)
+                bucket.pause_starts += new
+                longest = int(run[lo:hi].max()) + MIN_PAUSE_HOPS - 1
+                bucket.longest_pause_hops = max(bucket.longest_pause_hops, longest)
 
     # -- seconds out ------------------------------------------------------------------
 
@@ -161,7 +202,18 @@ class SecondAggregator:
             pitch_hz=round(float(np.median(bucket.pitches)), 1) if bucket.pitches else None,
             hops=bucket.hops,
         )
-        return SecondSummary(video, audio, emotion.summarise(bucket.emotions))
+        fluency = self._fluency.summarise(
+            FluencySecond(
+                hops=bucket.hops,
+                speech_hops=bucket.speech_hops,
+                syllables=bucket.syllables,
+                pause_hops=bucket.pause_hops,
+                pause_starts=bucket.pause_starts,
+                longest_pause_s=bucket.longest_pause_hops * HOP_S,
+                pitches_hz=tuple(bucket.speech_pitches),
+            )
+        )
+        return SecondSummary(video, audio, emotion.summarise(bucket.emotions), fluency)
 
     def media_end(self) -> float:
         """The furthest point any track's media reached (s)."""
