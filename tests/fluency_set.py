@@ -593,7 +593,7 @@ def mape(estimates: Sequence[float], truths: Sequence[float]) -> float:
 
 def mae(estimates: Sequence[float], truths: Sequence[float]) -> float:
     """Mean absolute error, in the units of the inputs."""
-    if not truths:
+    if len(truths) == 0:
         return 0.0
     return float(np.mean(np.abs(np.subtract(estimates, truths, dtype=np.float64))))
 

@@ -181,7 +181,7 @@ _HOP_FIELDS = tuple(f.name for f in dataclasses.fields(HopFeatures))
 # contour for a 50 Hz pitch floor: a Gaussian-like window of about 64 ms, every 10 ms. Here it
 # is the binomial (discrete Gaussian, sigma ~11 ms) weighted mean of the last six hops' mean
 # squares, so it streams from the hop levels alone, with no pass over past samples. The
-# contour at hop k is centred 25 ms before that hop's end.
+# contour at hop k is centred 30 ms before that hop's end (20 ms before it starts).
 ENVELOPE_WEIGHTS = np.array([1.0, 5.0, 10.0, 10.0, 5.0, 1.0]) / 32.0
 ENVELOPE_HOPS = ENVELOPE_WEIGHTS.shape[0]
 
