@@ -41,11 +41,12 @@ from rtserver.errors import (
     http_status,
 )
 from rtserver.live import Publisher, Runtime, SessionManager, recover_interrupted
+from rtserver.media.ice import quicken_consent_checks
 from rtserver.metrics import Metrics
 from rtserver.observers import stream_session
 from rtserver.scoring.rubric import Interview, score_interview
+from rtserver.scoring.summary import summarise
 from rtserver.store import (
-    STATUS_CREATED,
     STATUS_ENDED,
     STATUS_ERASED,
     STATUS_LIVE,
@@ -180,18 +181,59 @@ class Api:
         return JSONResponse({"questions": questions, "status": record.status})
 
     async def offer(self, request: Request) -> Response:
+        """The candidate joins, or, while the session is live, comes back after a drop."""
         session_id = request.path_params["session_id"]
         record = self.session_or_404(session_id)
         body = await read_json(request)
         token = body.get("token")
         if not isinstance(token, str) or not self.store.check_join_token(record.id, token):
             raise Unauthorized("wrong or missing join token")
-        if record.status != STATUS_CREATED:
-            raise Conflict(f"session is {record.status}; a session can be joined once")
+        if record.status == STATUS_ENDED:
+            raise Conflict("session has already ended")
         offer = _parse_offer(body)
-        answer = await self.manager.join(record.id, offer)
-        self.store.audit("candidate@" + client_address(request), "join", record.id)
+        actor = "candidate@" + client_address(request)
+        if record.status == STATUS_LIVE:
+            answer = await self.manager.reconnect(record.id, offer)
+            self.store.audit(actor, "rejoin", record.id)
+        else:
+            texts = [q.text for q in record.questions]
+            answer = await self.manager.join(record.id, offer, texts)
+            self.store.audit(actor, "join", record.id)
         return JSONResponse({"sdp": answer.sdp, "type": answer.type})
+
+    async def watch(self, request: Request) -> Response:
+        """An HR observer's recvonly offer, answered with the candidate's live video and
+        audio (relayed, so re-encoded per observer)."""
+        actor = self.require_hr(request)
+        record = self.session_or_404(request.path_params["session_id"])
+        offer = _parse_watch_offer(await read_json(request))
+        session = self.manager.live.get(record.id)
+        if session is None:
+            raise Conflict("session is not live")
+        answer = await session.relay.watch(offer)
+        self.store.audit(actor, "watch", record.id)
+        return JSONResponse({"sdp": answer.sdp, "type": answer.type})
+
+    async def summary(self, request: Request) -> Response:
+        """The candidate's summary (join token): plain strengths and things to work on,
+        once the final exists; never the score."""
+        record = self.session_or_404(request.path_params["session_id"])
+        if not self.store.check_join_token(record.id, request.query_params.get("token", "")):
+            raise Unauthorized("wrong join token")
+        final = self.store.final_message(record.id)
+        if final is None:
+            status = "live" if record.status == STATUS_LIVE else "pending"
+            return JSONResponse({"status": status, "strengths": [], "improvements": []})
+        # Audited when it is actually shown, not for every poll while it is pending.
+        self.store.audit("candidate@" + client_address(request), "view_summary", record.id)
+        summary = summarise(final.payload)
+        return JSONResponse(
+            {
+                "status": "ended",
+                "strengths": list(summary.strengths),
+                "improvements": list(summary.improvements),
+            }
+        )
 
     async def end_session(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
@@ -205,7 +247,8 @@ class Api:
                 raise Conflict("session is live in another process")
             # Never joined: end it here, with an empty final so observers are not left waiting.
             emotion_on = self.runtime.config.emotion == "on"
-            final = score_interview(Interview(record.id, [], ended_by, emotion_on))
+            texts = [q.text for q in record.questions]
+            final = score_interview(Interview(record.id, [], ended_by, emotion_on, texts))
             Publisher(self.runtime, record.id).publish(final)
             self.store.mark_ended(record.id, ended_by)
             self.runtime.bus.close_session(record.id)
@@ -339,6 +382,22 @@ def _parse_offer(body: dict[str, Any]) -> RTCSessionDescription:
     return RTCSessionDescription(sdp=sdp, type="offer")
 
 
+def _parse_watch_offer(body: dict[str, Any]) -> RTCSessionDescription:
+    """Validates an observer's offer: at most one audio and one video m-line, each recvonly
+    (an observer sends nothing: media it sent would queue up unread)."""
+    offer = _parse_offer(body)
+    kinds: list[str] = []
+    for media in SessionDescription.parse(offer.sdp).media:
+        if media.kind not in ("audio", "video"):
+            continue
+        if media.direction != "recvonly":
+            raise BadSdp(f"the observer's {media.kind} m-line must be recvonly")
+        if media.kind in kinds:
+            raise BadSdp(f"the observer's offer has more than one {media.kind} m-line")
+        kinds.append(media.kind)
+    return offer
+
+
 def error_response(error: RtServerError) -> JSONResponse:
     headers = {}
     if isinstance(error, AtCapacity):
@@ -390,6 +449,7 @@ def warm_up(runtime: Runtime) -> None:
 
 
 def create_app(config: Config, api_key: str) -> Starlette:
+    quicken_consent_checks()  # a vanished candidate is noticed in seconds (media/ice.py)
     runtime = build_runtime(config)
     api = Api(runtime, api_key)
 
@@ -422,10 +482,13 @@ def create_app(config: Config, api_key: str) -> Starlette:
         Route("/api/v1/sessions/{session_id}/questions", api.get_questions, methods=["GET"]),
         Route("/api/v1/sessions/{session_id}/offer", api.offer, methods=["POST"]),
         Route("/api/v1/sessions/{session_id}/end", api.end_session, methods=["POST"]),
+        Route("/api/v1/sessions/{session_id}/watch", api.watch, methods=["POST"]),
+        Route("/api/v1/sessions/{session_id}/summary", api.summary, methods=["GET"]),
         Route("/api/v1/sessions/{session_id}/report", api.report, methods=["GET"]),
         Route("/api/v1/sessions/{session_id}/audit", api.audit_log, methods=["GET"]),
         WebSocketRoute("/api/v1/sessions/{session_id}/signals", api.signals),
         Route("/candidate/{session_id}", api.candidate_page),
+        Route("/observe", api.observer_page),
         Route("/observe/{session_id}", api.observer_page),
         Mount("/static", app=StaticFiles(directory=WEB_CLIENT, check_dir=False), name="static"),
     ]

@@ -94,6 +94,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     serve.add_argument("--max-sessions", dest="max_sessions", type=int)
     serve.add_argument("--analysis-fps", dest="analysis_fps", type=float)
     serve.add_argument("--media-timeout", dest="media_timeout_s", type=float)
+    serve.add_argument(
+        "--reconnect-grace",
+        dest="reconnect_grace_s",
+        type=float,
+        help="seconds a dropped candidate may take to reconnect (default: 20)",
+    )
+    serve.add_argument(
+        "--max-watchers",
+        dest="max_watchers",
+        type=int,
+        help="observers that may watch one session's live video at once (default: 4)",
+    )
     serve.add_argument("--analysis-threads", dest="analysis_threads", type=int)
     serve.add_argument("--analysis", choices=["full", "decode"])
     serve.add_argument("--crop-device", dest="crop_device", choices=["cpu", "cuda", "auto"])
@@ -170,6 +182,8 @@ def serve(args: argparse.Namespace) -> int:
             "max_sessions",
             "analysis_fps",
             "media_timeout_s",
+            "reconnect_grace_s",
+            "max_watchers",
             "analysis_threads",
             "analysis",
             "crop_device",

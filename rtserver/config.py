@@ -62,6 +62,12 @@ class Config:
     batch_queue: int = 256
     # A live session with no media for this long is ended (seconds).
     media_timeout_s: float = 10.0
+    # After the candidate's connection drops (ICE consent lost), the session stays live this
+    # long for the candidate to reconnect with the same join token (seconds); then it ends
+    # with "connection_lost".
+    reconnect_grace_s: float = 20.0
+    # Observers watching one session's relayed video and audio at once; more are refused.
+    max_watchers: int = 4
     # How long a second may wait for late analysis before it is published anyway (seconds).
     max_signal_wait_s: float = 1.5
     # Worker threads for analysis; kernels release the GIL, so threads run in parallel.
@@ -137,6 +143,10 @@ def _validate(config: Config) -> Config:
         raise ConfigError("analysis_fps must be between 0.5 and 60")
     if config.max_sessions < 1:
         raise ConfigError("max_sessions must be at least 1")
+    if not 0 <= config.reconnect_grace_s <= 600:
+        raise ConfigError("reconnect_grace_s must be between 0 and 600 seconds")
+    if config.max_watchers < 0:
+        raise ConfigError("max_watchers must be 0 or more")
     if config.crop_device not in {"cpu", "cuda", "auto"}:
         raise ConfigError("crop_device must be 'cpu', 'cuda' or 'auto'")
     if config.max_batch < 1:

@@ -1,20 +1,29 @@
-"""Live sessions: one WebRTC peer each, its media paths, and its per-second publishing.
+"""Live sessions: the candidate's WebRTC peer, its media paths, and per-second publishing.
 
 The pipeline of a session reads top to bottom:
-track -> sampler -> kernels (worker threads) -> SecondAggregator -> publish (store + bus).
-The ticker publishes each second as soon as every live track's analysis has passed it, and
-ends the session when its media stops.
+track -> relay -> sampler -> kernels (worker threads) -> SecondAggregator -> publish (store +
+bus). The relay (``media/relay.py``) also feeds the HR observers watching live. The ticker
+publishes each second as soon as every live track's analysis has passed it, and ends the
+session when its media stops.
+
+A session outlives a dropped connection: when the candidate's connection is lost (see
+``media/ingest.py`` for how a drop is told from a hangup), the session waits
+``reconnect_grace_s`` for the candidate to come back with a new offer. The new connection is
+a new :class:`Link` (peer and media paths) on the same clock and aggregator, so the timeline
+goes on: the seconds in between are published without media, and the new tracks are placed
+by their wall-clock arrival.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +37,7 @@ from rtserver.errors import AtCapacity, Conflict
 from rtserver.media.audio import AudioPath
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
+from rtserver.media.relay import SessionRelay
 from rtserver.media.video import VideoPath
 from rtserver.messages import (
     ControlMessage,
@@ -49,6 +59,9 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.05  # how often ready seconds are looked for; bounds the added lag
 PARTIAL_SECOND_MIN_S = 0.25  # a last, partial second is published if it holds this much media
+# A new offer with the join token replaces a connection that still looks up when no media
+# has come over it for this long: the candidate's page noticed the drop before ICE did.
+RECONNECT_STALL_S = 2.0
 
 
 @dataclass
@@ -84,20 +97,67 @@ class Publisher:
         return stored
 
 
-class LiveSession:
-    """One candidate's live connection and everything computed from it."""
+@dataclass
+class Link:
+    """One connection of the candidate: its peer, and the media paths draining its tracks."""
 
-    def __init__(self, runtime: Runtime, session_id: str) -> None:
+    video: VideoPath
+    audio: AudioPath
+    connected_at: float  # monotonic time the offer was answered
+    ingest: PeerIngest = field(init=False)
+    drains: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # kind -> drain
+    retired: bool = False  # closed for good: its late tracks and events are ignored
+
+    @property
+    def last_media_at(self) -> float:
+        """Monotonic time of the last frame, or of the connection before any frame."""
+        return max(self.video.last_media_at, self.audio.last_media_at, self.connected_at)
+
+    @property
+    def cpu_s(self) -> float:
+        return self.video.cpu_s + self.audio.cpu_s
+
+
+class LiveSession:
+    """One candidate's live connection (or connections, across drops) and everything
+    computed from it."""
+
+    def __init__(self, runtime: Runtime, session_id: str, questions: Sequence[str] = ()) -> None:
         self.runtime = runtime
         self.id = session_id
-        config = runtime.config
+        self.questions = tuple(questions)  # the question texts, by index
         self.clock = MediaClock()
         self.aggregator = SecondAggregator()
         self.publisher = Publisher(runtime, session_id)
+        self.relay = SessionRelay(session_id, runtime.config)
         self.signals: list[SignalMessage] = []
+        self.hints = HintRules()
+        self.question: int | None = None  # the candidate page's current question
+        # When each question began, in arrival order: (session time in s, index).
+        self._question_starts: list[tuple[float, int]] = []
+        self.started_at = time.monotonic()
+        self.ended = asyncio.Event()
+        self.end_reason = ""
+        self.link = self._new_link()
+        self._past_cpu_s = 0.0  # analysis CPU of earlier links (s)
+        self._dropped_at: float | None = None  # monotonic time the connection dropped
+        self._links = asyncio.Lock()  # one connection change (drop, reconnect) at a time
+        # Seconds summarised but not yet published, oldest first (normally empty).
+        self._unpublished: deque[tuple[int, SecondSummary]] = deque()
+        self._ticker: asyncio.Task[None] | None = None
+        self._ending = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def ingest(self) -> PeerIngest:
+        """The candidate's current (or last) peer connection."""
+        return self.link.ingest
+
+    def _new_link(self) -> Link:
+        runtime, config = self.runtime, self.runtime.config
         analyse = config.analysis == "full"
-        self.video = VideoPath(
-            session_id,
+        video = VideoPath(
+            self.id,
             self.clock,
             self.aggregator,
             runtime.detector if analyse else None,
@@ -107,8 +167,8 @@ class LiveSession:
             runtime.batcher if analyse else None,
             config.detect_fps,
         )
-        self.audio = AudioPath(
-            session_id,
+        audio = AudioPath(
+            self.id,
             self.clock,
             self.aggregator,
             runtime.executor,
@@ -116,41 +176,79 @@ class LiveSession:
             analyse,
             runtime.vad if analyse else None,
         )
-        self.ingest = PeerIngest(
-            session_id, config, self._on_track, self._on_connection_lost, self._on_control
+        link = Link(video, audio, time.monotonic())
+        link.ingest = PeerIngest(
+            self.id,
+            config,
+            functools.partial(self._on_track, link),
+            functools.partial(self._on_connection_lost, link),
+            self._on_control,
         )
-        self.hints = HintRules()
-        self.question: int | None = None  # the candidate page's current question
-        self.started_at = time.monotonic()
-        self.ended = asyncio.Event()
-        self.end_reason = ""
-        self._drains: dict[str, asyncio.Task[None]] = {}  # track kind -> its drain task
-        # Seconds summarised but not yet published, oldest first (normally empty).
-        self._unpublished: deque[tuple[int, SecondSummary]] = deque()
-        self._ticker: asyncio.Task[None] | None = None
-        self._ending = False
-        self._background: set[asyncio.Task[None]] = set()
+        return link
 
     # -- connection -------------------------------------------------------------------
 
     async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Answers the candidate's offer and starts publishing. Raises BadSdp on a bad offer."""
-        answer = await self.ingest.answer(offer)
+        answer = await self.link.ingest.answer(offer)
+        self.link.connected_at = time.monotonic()
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"ticker-{self.id}")
         return answer
+
+    async def reconnect(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Answers the candidate's new offer after a drop, continuing the same timeline.
+
+        Accepted while the session waits out its reconnect grace, or when the current
+        connection has carried no media for RECONNECT_STALL_S (it is then replaced).
+        Raises Conflict otherwise, and BadSdp on a bad offer (the session keeps waiting).
+        """
+        async with self._links:
+            if self._ending:
+                raise Conflict("session has already ended")
+            old = self.link
+            if self._dropped_at is None:
+                stalled_s = time.monotonic() - old.last_media_at
+                if old.ingest.connected and stalled_s < RECONNECT_STALL_S:
+                    raise Conflict("session is already live")
+                log.warning(
+                    "new offer while the connection is silent (%.1f s); replacing it",
+                    stalled_s,
+                    extra={"session": self.id},
+                )
+                self._dropped_at = time.monotonic()
+                await self._retire(old)
+            link = self._new_link()
+            try:
+                answer = await link.ingest.answer(offer)
+                if self._ending:
+                    raise Conflict("session has already ended")
+            except BaseException:
+                await self._retire(link)
+                raise
+            link.connected_at = time.monotonic()
+            self._past_cpu_s += old.cpu_s
+            self.link = link
+            log.info(
+                "candidate reconnected, %.1f s after their last media",
+                link.connected_at - old.last_media_at,
+                extra={"session": self.id},
+            )
+            self._dropped_at = None
+            return answer
 
     def analysis_cost(self) -> float:
         """Analysis CPU seconds per second of media published so far (0 before any)."""
         if not self.signals:
             return 0.0
-        return (self.video.cpu_s + self.audio.cpu_s) / len(self.signals)
+        return (self._past_cpu_s + self.link.cpu_s) / len(self.signals)
 
     async def abort(self) -> None:
-        """Undoes a failed start: stops any drains the offer's tracks already started."""
-        for task in self._drains.values():
-            task.cancel()
-        await asyncio.gather(*self._drains.values(), return_exceptions=True)
-        await self.ingest.close()
+        """Undoes a failed start: stops the ticker, and any drains the offer's tracks
+        already started."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        await self._retire(self.link)
+        await self.relay.close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Runs ``coroutine`` in the background, holding a reference until it is done."""
@@ -158,29 +256,83 @@ class LiveSession:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind not in ("audio", "video") or track.kind in self._drains:
+    def _on_track(self, link: Link, track: MediaStreamTrack) -> None:
+        if link.retired or self._ending:
+            track.stop()  # from a connection already replaced or closing
+            return
+        if track.kind not in ("audio", "video") or track.kind in link.drains:
             # One camera and one microphone per interview; extra tracks are not analysed.
             log.warning("ignoring extra %s track", track.kind, extra={"session": self.id})
             return
-        path = self.video.run(track) if track.kind == "video" else self.audio.run(track)
-        self._drains[track.kind] = asyncio.create_task(path, name=f"{track.kind}-drain-{self.id}")
+        # The relay must own the track before anything reads it: the analysis reads its
+        # proxy, so observers can share every frame.
+        source = self.relay.analysis_track(track)
+        path = link.video.run(source) if track.kind == "video" else link.audio.run(source)
+        link.drains[track.kind] = asyncio.create_task(
+            _drain(path, source), name=f"{track.kind}-drain-{self.id}"
+        )
 
     def _on_control(self, message: ControlMessage) -> None:
+        at_s = self.clock.elapsed()
         log.info(
-            "question %d began at %.1f s", message.index, message.at, extra={"session": self.id}
+            "question %d began at %.1f s (page: %.1f s)",
+            message.index,
+            at_s,
+            message.at,
+            extra={"session": self.id},
         )
         self.question = message.index
+        self._question_starts.append((at_s, message.index))
+
+    def question_at(self, t: int) -> int | None:
+        """The question index in force when second ``t`` began; None before the first."""
+        index = None
+        for start_s, started in self._question_starts:
+            if start_s > t:
+                break
+            index = started
+        return index
 
     @property
     def question_open(self) -> bool:
         """Whether the candidate is answering: a page with a control channel says so per
         question; a peer without one is answering for its whole session."""
-        return not self.ingest.has_control or self.question is not None
+        return not self.link.ingest.has_control or self.question is not None
 
-    def _on_connection_lost(self, reason: str) -> None:
-        if not self._ending:
+    def _on_connection_lost(self, link: Link, reason: str) -> None:
+        if link.retired or self._ending:
+            return
+        if reason == "connection_lost":
+            self._spawn(self._drop(link))
+        else:
             self._spawn(self.end(reason))
+
+    async def _drop(self, link: Link) -> None:
+        """The connection dropped: closes it and waits for the candidate to reconnect."""
+        async with self._links:
+            if link is not self.link or self._ending or self._dropped_at is not None:
+                return
+            self._dropped_at = time.monotonic()
+            log.warning(
+                "connection dropped; waiting %.0f s for the candidate to reconnect",
+                self.runtime.config.reconnect_grace_s,
+                extra={"session": self.id},
+            )
+            await self._retire(link)
+
+    async def _retire(self, link: Link) -> None:
+        """Closes ``link``'s connection and lets its drains finish; the aggregator and the
+        clock are then ready for the tracks of the next link."""
+        link.retired = True
+        await link.ingest.close()
+        await self._stop_drains(link)
+        for task in link.drains.values():
+            task.cancel()
+        await asyncio.gather(*link.drains.values(), return_exceptions=True)
+        for progress in (self.aggregator.video, self.aggregator.audio):
+            progress.active = False
+            progress.ended = False
+        self.clock.reanchor()
 
     # -- publishing -------------------------------------------------------------------
 
@@ -201,12 +353,18 @@ class LiveSession:
 
     def _end_condition(self) -> str:
         """Why the session should end now, or '' while it should go on."""
-        timeout = self.runtime.config.media_timeout_s
-        last_media = max(self.video.last_media_at, self.audio.last_media_at)
-        if time.monotonic() - (last_media or self.started_at) > timeout:
+        config = self.runtime.config
+        now = time.monotonic()
+        if self._dropped_at is not None:
+            lost = now - self._dropped_at >= config.reconnect_grace_s
+            return "connection_lost" if lost else ""
+        link = self.link
+        if now - link.last_media_at > config.media_timeout_s:
             return "media_timeout"
         tracks = [p for p in (self.aggregator.video, self.aggregator.audio) if p.active]
-        if self._drains and tracks and all(p.ended for p in tracks):
+        # Tracks that end on a closed connection are the ingest's to explain (a hangup or
+        # a drop); on a connection still up, they mean the candidate stopped sending.
+        if link.drains and tracks and all(p.ended for p in tracks) and link.ingest.connected:
             return "hangup"
         return ""
 
@@ -232,12 +390,13 @@ class LiveSession:
                 lag_ms=round(lag_s * 1000.0, 1),
                 emotion=second.emotion,
                 fluency=second.fluency,
+                question=self.question_at(t),
             )
             self.publisher.publish(signal)
             self._unpublished.popleft()
             self.signals.append(signal)
             for hint in self.hints.on_second(signal, self.question_open):
-                self.ingest.send_hint(hint)
+                self.link.ingest.send_hint(hint)
                 self.runtime.metrics.hints.inc(code=hint.code)
             metrics = self.runtime.metrics
             metrics.session_cost.set(round(self.analysis_cost(), 5), session=self.id)
@@ -254,14 +413,17 @@ class LiveSession:
             return
         self._ending = True
         self.end_reason = reason
+        link = self.link
         try:
             if self._ticker is not None:
                 self._ticker.cancel()
-            await self.ingest.close()
-            await self._stop_drains()
+            await link.ingest.close()
+            await self.relay.close()
+            await self._stop_drains(link)
             self._flush()
+            emotion_on = self.runtime.config.emotion == "on"
             final = score_interview(
-                Interview(self.id, self.signals, reason, self.runtime.config.emotion == "on")
+                Interview(self.id, self.signals, reason, emotion_on, self.questions)
             )
             self.publisher.publish(final)
             self.runtime.store.mark_ended(self.id, reason)
@@ -275,12 +437,12 @@ class LiveSession:
                 extra={"session": self.id},
             )
         finally:
-            for task in self._drains.values():
+            for task in link.drains.values():
                 task.cancel()
             self.runtime.bus.close_session(self.id)
             self.ended.set()
 
-    async def _stop_drains(self) -> None:
+    async def _stop_drains(self, link: Link) -> None:
         """Lets each drain finish the analysis it handed out (bounded), then stops it.
 
         A track that never delivered a frame is stopped at once: aiortc does not end a
@@ -288,11 +450,11 @@ class LiveSession:
         would otherwise wait out the whole bound.
         """
         progress = {"video": self.aggregator.video, "audio": self.aggregator.audio}
-        for kind, task in self._drains.items():
+        for kind, task in link.drains.items():
             if not progress[kind].active:
                 task.cancel()
-        if self._drains:
-            await asyncio.wait(self._drains.values(), timeout=3.0)
+        if link.drains:
+            await asyncio.wait(link.drains.values(), timeout=3.0)
 
     def _flush(self) -> None:
         """Publishes every second not yet out, up to the end of the media."""
@@ -312,8 +474,11 @@ class SessionManager:
     def _update_gauge(self) -> None:
         self.runtime.metrics.live_sessions.set(len(self.live))
 
-    async def join(self, session_id: str, offer: RTCSessionDescription) -> RTCSessionDescription:
-        """Starts a session from the candidate's offer and returns the server's answer."""
+    async def join(
+        self, session_id: str, offer: RTCSessionDescription, questions: Sequence[str] = ()
+    ) -> RTCSessionDescription:
+        """Starts a session from the candidate's offer and returns the server's answer;
+        ``questions`` are the session's question texts, by index."""
         capacity = self.runtime.config.max_sessions
         if session_id in self.live or session_id in self._joining:
             raise Conflict("session is already live")
@@ -321,14 +486,14 @@ class SessionManager:
             raise AtCapacity(f"server is at its capacity of {capacity} live sessions")
         self._joining.add(session_id)
         try:
-            session = LiveSession(self.runtime, session_id)
+            session = LiveSession(self.runtime, session_id, questions)
             try:
                 answer = await session.accept(offer)
             except BaseException:
                 await session.abort()
                 raise
             if not self.runtime.store.mark_live(session_id):
-                await session.ingest.close()
+                await session.abort()
                 raise Conflict("session is already live or ended")
             self.live[session_id] = session
         finally:
@@ -336,6 +501,17 @@ class SessionManager:
         self.runtime.metrics.sessions_total.inc(outcome="started")
         self._update_gauge()
         session._spawn(self._forget_when_ended(session))
+        return answer
+
+    async def reconnect(
+        self, session_id: str, offer: RTCSessionDescription
+    ) -> RTCSessionDescription:
+        """Answers a live session's candidate coming back (see LiveSession.reconnect)."""
+        session = self.live.get(session_id)
+        if session is None:
+            raise Conflict("session is live in another process")
+        answer = await session.reconnect(offer)
+        self.runtime.metrics.reconnects.inc()
         return answer
 
     async def _forget_when_ended(self, session: LiveSession) -> None:
@@ -370,9 +546,21 @@ def recover_interrupted(runtime: Runtime) -> list[str]:
         if not any(m.kind == "final" for m in stored):
             signals = [signal_from_wire(m.payload) for m in stored if m.kind == "signal"]
             emotion_on = runtime.config.emotion == "on"
-            final = score_interview(Interview(session_id, signals, "server_restart", emotion_on))
+            record = runtime.store.get_session(session_id)
+            texts = [q.text for q in record.questions] if record else []
+            final = score_interview(
+                Interview(session_id, signals, "server_restart", emotion_on, texts)
+            )
             next_seq = stored[-1].seq + 1 if stored else 0
             Publisher(runtime, session_id, next_seq).publish(final)
         runtime.store.mark_ended(session_id, "server_restart")
         recovered.append(session_id)
     return recovered
+
+
+async def _drain(path: Coroutine[Any, Any, None], proxy: MediaStreamTrack) -> None:
+    """Runs a media path over its relay proxy, unsubscribing the proxy when it stops."""
+    try:
+        await path
+    finally:
+        proxy.stop()

@@ -51,6 +51,10 @@ class SignalMessage:
     type: Literal["signal"] = "signal"
     v: int = WIRE_VERSION
     seq: int = 0  # position in the session's message log (extension field)
+    # The candidate's question index (from 0) in force when this second began, by the
+    # server's clock at arrival of the page's control message; None before the first one
+    # (extension field).
+    question: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         data = asdict(self)
@@ -81,6 +85,10 @@ class FinalMessage:
     # "on" or "off": whether emotion inference ran and may count (extension field).
     emotion_analysis: str = "on"
     notes: tuple[str, ...] = ()  # what the score leaves out and why (extension field)
+    # One entry per question answered: {"index", "text", "start_s", "end_s", "seconds",
+    # "speech_ratio", "rate_sps", "syllables", "pause_count", "face", "dominant_emotion"};
+    # numbers are None when not measured (extension field).
+    questions: tuple[dict[str, Any], ...] = ()
     type: Literal["final"] = "final"
     v: int = WIRE_VERSION
     seq: int = 0
@@ -154,4 +162,5 @@ def signal_from_wire(data: dict[str, Any]) -> SignalMessage:
         emotion=data.get("emotion"),
         fluency=data.get("fluency"),
         seq=int(data.get("seq", 0)),
+        question=None if data.get("question") is None else int(data["question"]),
     )

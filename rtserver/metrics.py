@@ -101,6 +101,9 @@ class Metrics:
         self.live_sessions = Gauge("rtserver_live_sessions", "Sessions with a live peer.")
         self.observers = Gauge("rtserver_observers", "Connected observer websockets.")
         self.sessions_total = Counter("rtserver_sessions_total", "Sessions started, by outcome.")
+        self.reconnects = Counter(
+            "rtserver_reconnects_total", "Candidates who came back after a dropped connection."
+        )
         self.frames_decoded = Counter("rtserver_frames_decoded_total", "Video frames decoded.")
         self.frames_analysed = Counter("rtserver_frames_analysed_total", "Video frames analysed.")
         self.frames_skipped = Counter(

@@ -47,6 +47,8 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ({}, {"RTSERVER_ENGINE": "tensorrt,openvino"}),
         ({"detect_fps": 0.0}, {}),
         ({"max_batch": 64, "batch_queue": 8}, {}),
+        ({"reconnect_grace_s": -1.0}, {}),
+        ({}, {"RTSERVER_MAX_WATCHERS": "-1"}),
     ],
 )
 def test_bad_values_are_typed_errors(cli: dict[str, object], env: dict[str, str]) -> None:
@@ -77,3 +79,12 @@ def test_emotion_switch_engine_order_and_models_dir(tmp_path: Path) -> None:
     assert config.engine == ("onnxruntime-cuda", "onnxruntime-cpu")
     assert config.models_path == tmp_path
     assert load_config({"engine": ["onnxruntime-cpu"]}, env).engine == ("onnxruntime-cpu",)
+
+
+def test_reconnect_grace_and_watchers() -> None:
+    defaults = load_config({}, {})
+    assert defaults.reconnect_grace_s == 20.0 and defaults.max_watchers == 4
+    env = {"RTSERVER_RECONNECT_GRACE_S": "5", "RTSERVER_MAX_WATCHERS": "2"}
+    config = load_config({}, env)
+    assert config.reconnect_grace_s == 5.0 and config.max_watchers == 2
+    assert load_config({"reconnect_grace_s": 3.0}, env).reconnect_grace_s == 3.0  # CLI wins

@@ -2,7 +2,7 @@ from dataclasses import replace
 
 import pytest
 
-from rtserver.messages import AudioSecond, SignalMessage, VideoSecond
+from rtserver.messages import AudioSecond, SignalMessage, VideoSecond, signal_from_wire
 from rtserver.scoring.rubric import (
     EXPRESSION_WEIGHT,
     FLUENCY_WEIGHT,
@@ -126,3 +126,46 @@ def test_both_optional_dimensions_share_the_weights() -> None:
     assert abs(sum(d.weight for d in final.dimensions.values()) - 1.0) < 1e-9
     assert final.dimensions["presence"].weight == pytest.approx(0.30 * 0.7)
     assert final.notes == ()
+
+
+def test_questions_are_broken_down_from_the_seconds_that_carry_them() -> None:
+    signals = []
+    for t in range(12):
+        signal = with_fluency(second(t, 1.0 if t < 6 else 0.5, 0.6, -22.0), 80.0, 4, t % 2)
+        signal = with_emotion(signal, 0.3, "happy" if t < 8 else "neutral")
+        signals.append(replace(signal, question=None if t < 2 else (0 if t < 6 else 2)))
+    texts = ["First?", "Second?", "Third?"]
+    final = score_interview(Interview("s", signals, "hangup", emotion_on=True, questions=texts))
+    first, third = final.questions
+    assert first == {
+        "index": 0,
+        "text": "First?",
+        "start_s": 2.0,
+        "end_s": 6.0,
+        "seconds": 4,
+        "speech_ratio": 0.6,
+        "rate_sps": 4.0,
+        "syllables": 16,
+        "pause_count": 2,
+        "face": 1.0,
+        "dominant_emotion": "happy",
+    }
+    assert (third["index"], third["text"], third["start_s"], third["end_s"]) == (2, "Third?", 6, 12)
+    assert third["face"] == 0.5 and third["dominant_emotion"] == "neutral"
+    assert signal_from_wire(signals[3].to_wire()).question == 0  # as stored, e.g. for recovery
+    # Without question messages, or with an index the session has no text for.
+    assert score_interview(Interview("s", signals[:2], "hangup")).questions == ()
+    unknown = score_interview(Interview("s", signals, "hangup", questions=["Only one?"]))
+    assert unknown.questions[1]["text"] is None
+    # No audio and no video measured: the figures are None, not zero.
+    silent = replace(
+        signals[3],
+        video=VideoSecond(fps=0.0, face=0.0, box=None),
+        audio=AudioSecond(speech=0.0, loudness_dbfs=None, pitch_hz=None, hops=0),
+        fluency=None,
+        emotion=None,
+    )
+    (entry,) = score_interview(Interview("s", [silent], "hangup")).questions
+    assert entry["speech_ratio"] is None and entry["rate_sps"] is None
+    assert entry["syllables"] is None and entry["face"] is None
+    assert entry["dominant_emotion"] is None and entry["seconds"] == 1

@@ -49,6 +49,12 @@ class MediaClock:
             return elapsed
         return media_time
 
+    def reanchor(self) -> None:
+        """Forgets every track's anchor: the next frame of each track (a reconnected
+        candidate's new tracks, with unrelated timestamps) is placed at its wall-clock
+        arrival, so the timeline goes on from where the wall clock is."""
+        self._anchors.clear()
+
     def wall_time(self, media_time: float) -> float:
         """The monotonic wall-clock time at which ``media_time`` was (or will be) live."""
         if self.epoch is None:

@@ -3,6 +3,19 @@
 It answers the offer, hands each incoming track to the session, and reports when the
 connection is lost. Nothing here touches media: the media paths drain the tracks.
 
+How a connection ends, as aiortc 1.16 reports it (checked against real peers):
+- the remote peer closes it (``pc.close()``: RTCP BYE ends its tracks, then a DTLS
+  close_notify): aiortc closes its side at once and reports connectionState "closed"; this
+  is reported as ``"hangup"``;
+- the remote peer vanishes (network gone, process killed: nothing arrives any more): ICE
+  consent checks fail (see ``media/ice.py``), aioice closes the ICE connection, DTLS sees its
+  transport end and aiortc closes the connection itself. aiortc then reports "closed" too,
+  never "failed" (its close has begun before the ICE transport's failure is seen), but the
+  ICE transport reports "failed" while that close runs. That, or a connectionState "failed"
+  (ICE or DTLS failing outright), is reported as ``"connection_lost"``: a drop the
+  candidate may come back from.
+A close this side makes (:meth:`PeerIngest.close`) is reported as neither.
+
 When the offer carries data channels (an application m-line), the server opens a
 ``feedback`` channel for live hints to the candidate, and reads the candidate page's
 ``control`` channel (``{"type": "question", "index", "at"}``). A garbled or oversized
@@ -11,6 +24,8 @@ control message is answered on the same channel with ``{"type": "error", ...}``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 from collections import deque
@@ -21,6 +36,7 @@ from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCIceServer,
+    RTCIceTransport,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -91,6 +107,8 @@ class PeerIngest:
         self._on_lost = on_lost
         self._on_control = on_control
         self._closed = False
+        self._lost = False  # the loss was reported
+        self._ice_failed = False  # an ICE transport of this connection reported "failed"
         self.has_control = False  # the candidate opened a control channel
         self._feedback: RTCDataChannel | None = None
         self._queued: deque[dict[str, Any]] = deque(maxlen=MAX_QUEUED_HINTS)
@@ -143,6 +161,7 @@ class PeerIngest:
         """
         try:
             await self.pc.setRemoteDescription(offer)
+            self._watch_ice()
             if self.pc.sctp is not None and self._feedback is None:
                 # The offer negotiated data channels: open ours for hints.
                 self._use_feedback(self.pc.createDataChannel("feedback"))
@@ -155,6 +174,16 @@ class PeerIngest:
             raise BadSdp(f"cannot use this offer: {exc}") from exc
         local = self.pc.localDescription
         return RTCSessionDescription(sdp=local.sdp, type=local.type)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection may still carry media: neither side closed it, it did not
+        fail, and aiortc has not begun closing it."""
+        return (
+            not self._closed
+            and self.pc.signalingState != "closed"
+            and self.pc.connectionState not in ("failed", "closed")
+        )
 
     async def close(self) -> None:
         """Closes the connection; the remote tracks end, which stops their drains.
@@ -187,10 +216,37 @@ class PeerIngest:
                 except Exception:
                     log.debug("transport stop failed", exc_info=True)
 
+    def _watch_ice(self) -> None:
+        transports: dict[int, RTCIceTransport] = {}
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.receiver.transport is not None:
+                ice = transceiver.receiver.transport.transport
+                transports[id(ice)] = ice
+        if self.pc.sctp is not None:
+            ice = self.pc.sctp.transport.transport
+            transports[id(ice)] = ice
+        for ice in transports.values():
+            ice.on("statechange", functools.partial(self._on_ice_state, ice))
+
+    def _on_ice_state(self, ice: RTCIceTransport) -> None:
+        if ice.state == "failed" and not self._ice_failed:
+            self._ice_failed = True
+            log.info("ICE transport failed", extra={"session": self.session_id})
+
+    def _report_lost(self, reason: str) -> None:
+        if self._closed or self._lost:
+            return  # this side closed it, or it was reported already
+        self._lost = True
+        self._on_lost(reason)
+
     async def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         log.info("connection %s", state, extra={"session": self.session_id})
         if state == "failed":
-            self._on_lost("connection_lost")
-        elif state == "closed":
-            self._on_lost("hangup")
+            self._report_lost("connection_lost")
+        elif state == "closed" and not self._closed:
+            # A remote hangup and a vanished peer both end in "closed"; on the second, the
+            # ICE transport reports "failed" during aiortc's own close, so wait for it.
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+            self._report_lost("connection_lost" if self._ice_failed else "hangup")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rtserver.messages import Dimension, FinalMessage, SignalMessage
 
@@ -51,6 +52,7 @@ class Interview:
     signals: Sequence[SignalMessage]
     end_reason: str
     emotion_on: bool = True  # whether emotion inference ran for this session
+    questions: Sequence[str] = ()  # the session's question texts, by index
 
 
 def _clamp(value: float, low: float = 0.0, high: float = 100.0) -> float:
@@ -169,6 +171,50 @@ def fluency(signals: Sequence[SignalMessage]) -> Dimension | None:
     )
 
 
+def _question_entry(index: int, text: str | None, seconds: list[SignalMessage]) -> dict[str, Any]:
+    heard = [s for s in seconds if s.audio.hops > 0]
+    heard_s = sum(s.audio.hops for s in seconds) / 100.0
+    measured = [s.fluency for s in seconds if s.fluency]
+    syllables = sum(int(f["syllables"]) for f in measured) if measured else None
+    analysed = [s for s in seconds if s.video.fps > 0]
+    emotions = [str(s.emotion["dominant"]) for s in seconds if s.emotion]
+    return {
+        "index": index,
+        "text": text,
+        "start_s": float(seconds[0].t),
+        "end_s": float(seconds[-1].t + 1),
+        "seconds": len(seconds),
+        "speech_ratio": (
+            round(statistics.fmean(s.audio.speech for s in heard), 3) if heard else None
+        ),
+        "rate_sps": (round(syllables / heard_s, 2) if syllables is not None and heard_s else None),
+        "syllables": syllables,
+        "pause_count": sum(int(f["pause_count"]) for f in measured) if measured else None,
+        "face": round(statistics.fmean(s.video.face for s in analysed), 3) if analysed else None,
+        "dominant_emotion": statistics.mode(emotions) if emotions else None,
+    }
+
+
+def question_breakdown(
+    signals: Sequence[SignalMessage], texts: Sequence[str] = ()
+) -> tuple[dict[str, Any], ...]:
+    """One entry per question answered, by index, from the seconds that carry it.
+
+    ``start_s`` and ``end_s`` bound the question's seconds on the session timeline (s);
+    ``seconds`` counts them (a question revisited counts every second spent on it). Rates
+    are syllables per second of audio heard; ``face`` is the mean share (0-1) of analysed
+    frames with a face; a figure nothing measured is None.
+    """
+    by_index: dict[int, list[SignalMessage]] = {}
+    for signal in signals:
+        if signal.question is not None:
+            by_index.setdefault(signal.question, []).append(signal)
+    return tuple(
+        _question_entry(index, texts[index] if index < len(texts) else None, seconds)
+        for index, seconds in sorted(by_index.items())
+    )
+
+
 def _rescaled(dimension: Dimension, factor: float) -> Dimension:
     return Dimension(dimension.score, round(dimension.weight * factor, 6), dimension.evidence)
 
@@ -208,4 +254,5 @@ def score_interview(interview: Interview) -> FinalMessage:
         signals=len(signals),
         emotion_analysis="on" if interview.emotion_on else "off",
         notes=tuple(notes),
+        questions=question_breakdown(signals, interview.questions),
     )
