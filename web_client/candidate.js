@@ -1,114 +1,565 @@
-// Candidate page: consent, camera preview, and one WebRTC connection to the server.
-// Served at /candidate/{session_id}?token=<join_token>. No STUN/TURN: iceServers is empty,
-// and the offer is sent only once ICE gathering is complete (no trickle ICE).
+// Candidate page: consent, device check, the interview one question at a time, live hints,
+// and the candidate's summary. Served at /candidate/{session_id}?token=<join_token>.
+//
+// WebRTC: no STUN/TURN (iceServers is empty) and no trickle ICE: the offer is sent once
+// gathering completes. The page opens a `control` data channel before its offer (so SCTP is
+// negotiated) and tells the server when each question is shown; the server opens `feedback`
+// for live hints. A lost connection is re-offered with the same join token while the server
+// keeps the session open (its reconnect grace).
 "use strict";
 
 (() => {
-  const { $, pathSegmentAfter, setStatus, showError } = window.rtPage;
+  const { $, pathSegmentAfter, setStatus } = window.rtPage;
 
   const sessionId = pathSegmentAfter("candidate");
   const joinToken = new URLSearchParams(location.search).get("token") || "";
   const api = `/api/v1/sessions/${encodeURIComponent(sessionId)}`;
 
-  let stream = null; // MediaStream from getUserMedia
-  let pc = null; // RTCPeerConnection while connecting or connected
-  let connectedAt = null; // performance.now() when the call connected, for the questions
-  let questionTimer = null;
-  let questions = [];
+  const OPEN_PROMPT = { text: "Tell us about yourself", seconds: null };
+  const REMINDER_AT = 0.8; // share of a question's time after which the reminder shows
+  const NEXT_GUARD_MS = 800; // a double click must not skip a question
+  const HINT_VISIBLE_MS = 8000;
+  const HINTS_SHOWN_MAX = 3; // older hints are hidden (kept in the DOM) beyond this
+  const ICE_GATHER_TIMEOUT_MS = 5000;
+  const CONNECT_TIMEOUT_MS = 15000;
+  const OFFER_TIMEOUT_MS = 10000; // the server answers an offer in well under a second // first connection: answer received, never connected
+  const RECONNECT_DELAYS_MS = [1000, 2000, 4000]; // then 4 s between tries
+  const RECONNECT_ATTEMPT_WATCHDOG_MS = 6000; // an accepted re-offer that does not connect
+  const RECONNECT_GIVE_UP_MS = 20000;
+  const RETRY_WAIT_MAX_S = 10; // the retry button's lock after a 503 with Retry-After
+  const SUMMARY_POLL_MS = 1000;
+  const SUMMARY_TIMEOUT_MS = 30000;
+  const MIC_SILENT_WARNING_MS = 5000;
 
-  // The server answers errors as JSON {"error", "detail"}; fall back to the status line.
-  async function errorMessage(response) {
+  const HINT_FALLBACK_TEXT = {
+    pace_fast: "You're speaking quite fast. Slowing down a little helps you come across clearly.",
+    pace_slow: "Take your time, but try to keep a steady pace so your answer flows.",
+    too_quiet: "We can barely hear you. Try moving closer to your microphone or speaking up.",
+    long_silence: "Take a moment if you need it. When you're ready, go ahead with your answer.",
+  };
+
+  const MESSAGES = {
+    incomplete: "This interview link is incomplete. Use the full link from your invitation.",
+    invalid: "This link is not valid (it may have expired).",
+    invalidHelp: "Ask the person who invited you for a new link.",
+    notFound: "This interview could not be found.",
+    notFoundHelp: "Check that you used the full link from your invitation, or ask for a new one.",
+    completed: "This interview has already been completed.",
+    completedHelp: "Thank you. There is nothing more to do. You can close this page.",
+    busy: "The service is busy, try again in a moment.",
+    offline: "We couldn't reach the interview service.",
+    offlineHelp: "Check your internet connection, then try again.",
+  };
+
+  const state = {
+    emotion: "on", // from /healthz: whether facial expression is analysed
+    flow: [], // the questions shown, one at a time ({text, seconds}); OPEN_PROMPT without any
+    hasQuestions: false,
+    stream: null, // the camera and microphone
+    meter: null, // {ctx, analyser, buffer, timer, level, heardAt, startedAt}
+    pc: null, // the current RTCPeerConnection
+    oldPeers: [], // connections set aside by a reconnect, closed once it is settled
+    control: null, // its `control` data channel
+    controlQueue: [], // control messages not yet sent (the channel was not open)
+    lastQuestionMessage: null, // re-sent on a new connection after a reconnect
+    connectedAt: null, // performance.now() of the first connection: the interview's clock
+    connectTimer: null,
+    current: -1, // index into flow
+    questionSpentMs: 0, // time spent on the current question before the last resume
+    questionResumedAt: 0, // performance.now() when its countdown last (re)started
+    paused: true, // the countdown stops while the connection is lost
+    reminded: false,
+    tickTimer: null,
+    nextGuardTimer: null,
+    reconnect: null, // {since, attempt, timer} while a lost connection is being restored
+    finished: false,
+    switching: false,
+  };
+
+  // ---------------------------------------------------------------- small helpers
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // An HTTP failure: the status, the server's `detail` and, for 503, Retry-After (seconds).
+  class HttpError extends Error {
+    constructor(status, detail, retryAfterS) {
+      super(detail || `HTTP ${status}`);
+      this.status = status;
+      this.detail = detail || "";
+      this.retryAfterS = retryAfterS;
+    }
+  }
+
+  async function httpError(response) {
+    let detail = "";
     try {
       const body = await response.json();
-      if (body && (body.detail || body.error)) return String(body.detail || body.error);
+      if (body && (body.detail || body.error)) detail = String(body.detail || body.error);
     } catch (_) {
       // not JSON
     }
-    return `Request failed (HTTP ${response.status} ${response.statusText})`.trim();
+    const retryAfter = Number.parseInt(response.headers.get("Retry-After") || "", 10);
+    return new HttpError(response.status, detail, Number.isFinite(retryAfter) ? retryAfter : null);
   }
 
-  // ---------------------------------------------------------------- questions
+  async function getJson(url) {
+    const response = await fetch(url, {
+      headers: { Accept: "application/json" },
+      cache: "no-store",
+    });
+    if (!response.ok) throw await httpError(response);
+    return response.json();
+  }
 
-  async function loadQuestions() {
+  async function postJson(url, body, timeoutMs = 0) {
+    const controller = timeoutMs > 0 && window.AbortController ? new AbortController() : null;
+    const timer = controller ? setTimeout(() => controller.abort(), timeoutMs) : null;
+    let response;
     try {
-      const url = `${api}/questions?token=${encodeURIComponent(joinToken)}`;
-      const response = await fetch(url, { headers: { Accept: "application/json" } });
-      if (!response.ok) return; // 404: this session has no questions
-      const body = await response.json();
-      questions = Array.isArray(body.questions) ? body.questions : [];
-    } catch (_) {
-      questions = [];
+      response = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(body),
+        signal: controller ? controller.signal : undefined,
+      });
+    } finally {
+      clearTimeout(timer);
     }
-    renderQuestions();
+    if (!response.ok) throw await httpError(response);
+    return response.json();
   }
 
-  function renderQuestions() {
-    const list = $("question-list");
-    list.replaceChildren();
-    for (const q of questions) {
-      const li = document.createElement("li");
-      li.append(String(q.text ?? ""));
-      if (Number.isFinite(q.seconds)) {
-        const secs = document.createElement("span");
-        secs.className = "secs";
-        secs.textContent = `about ${Math.round(q.seconds)} s`;
-        li.append(secs);
+  const withToken = (path) => `${api}/${path}?token=${encodeURIComponent(joinToken)}`;
+  const isEndedConflict = (err) => err.status === 409 && /ended|complete/i.test(err.detail);
+
+  // ---------------------------------------------------------------- steps and messages
+
+  const STEP_SECTIONS = ["consent", "devices", "interview", "finishing", "summary"];
+  const STEP_NAV = {
+    consent: "consent",
+    devices: "devices",
+    interview: "interview",
+    finishing: "done",
+    summary: "done",
+  };
+
+  // Shows one step (or none, for a page that can only show an error) and moves focus to its
+  // heading so keyboard and screen reader users start there.
+  function showStep(name, { focus = true } = {}) {
+    for (const id of STEP_SECTIONS) $(id).hidden = id !== name;
+    const current = STEP_NAV[name];
+    let reached = true;
+    document.querySelectorAll(".steps li").forEach((li) => {
+      const isCurrent = li.dataset.step === current;
+      if (isCurrent) {
+        li.setAttribute("aria-current", "step");
+        reached = false;
+      } else {
+        li.removeAttribute("aria-current");
       }
-      list.append(li);
+      li.classList.toggle("done", reached && !isCurrent && current !== undefined);
+    });
+    if (focus && name) {
+      const heading = $(name) && $(name).querySelector("h2[tabindex]");
+      if (heading) heading.focus({ preventScroll: false });
     }
-    $("questions").hidden = questions.length === 0;
   }
 
-  // Highlights the question whose time slot the call is in, counting from connection.
-  function tickQuestions() {
-    if (connectedAt === null || questions.length === 0) return;
-    const elapsed = (performance.now() - connectedAt) / 1000;
-    let end = 0;
-    let current = questions.length - 1;
-    for (let i = 0; i < questions.length; i++) {
-      end += Number(questions[i].seconds) || 0;
-      if (elapsed < end) {
-        current = i;
-        break;
-      }
+  let retryHandler = null;
+  let retryCountdown = null;
+
+  // The error box: a clear message, how to fix it and, where trying again can help, a button.
+  function showError(message, { help = "", retry = null, retryLabel = "Try again", waitS = 0 } = {}) {
+    const box = $("error");
+    const button = box.querySelector(".problem-retry");
+    clearInterval(retryCountdown);
+    retryCountdown = null;
+    box.querySelector(".problem-message").textContent = message;
+    const helpEl = box.querySelector(".problem-help");
+    helpEl.textContent = help;
+    helpEl.hidden = !help;
+    retryHandler = retry;
+    box.querySelector(".problem-actions").hidden = !retry;
+    button.textContent = retryLabel;
+    button.disabled = false;
+    if (retry && waitS > 0) {
+      // Retry-After: the button unlocks when the server says a slot may be free.
+      // Capped: a long lock feels broken, and an early try only gets another 503.
+      let left = Math.min(Math.ceil(waitS), RETRY_WAIT_MAX_S);
+      button.disabled = true;
+      button.textContent = `${retryLabel} (${left})`;
+      retryCountdown = setInterval(() => {
+        left -= 1;
+        if (left > 0) {
+          button.textContent = `${retryLabel} (${left})`;
+        } else {
+          clearInterval(retryCountdown);
+          retryCountdown = null;
+          button.textContent = retryLabel;
+          button.disabled = false;
+        }
+      }, 1000);
     }
-    $("question-list")
-      .querySelectorAll("li")
-      .forEach((li, i) => li.classList.toggle("current", i === current));
+    box.hidden = !message;
   }
 
-  // ---------------------------------------------------------------- camera
+  function clearError() {
+    showError("");
+  }
+
+  $("error")
+    .querySelector(".problem-retry")
+    .addEventListener("click", () => {
+      const handler = retryHandler;
+      clearError();
+      if (handler) handler();
+    });
+
+  // A problem nothing on this page can fix (bad link, finished interview): only the message.
+  function showFatal(message, help) {
+    stopEverything();
+    showStep(null, { focus: false });
+    showError(message, { help });
+    setStatus("Not connected", "");
+  }
+
+  // ---------------------------------------------------------------- link check and consent
+
+  // Checks the link and loads the questions and the emotion setting. The consent is shown at
+  // once with the fullest disclosure (expression included); it is narrowed here when the
+  // server does not analyse expression. Resolves true when the interview can go ahead.
+  async function checkLink() {
+    if (!sessionId || !joinToken) {
+      showFatal(MESSAGES.incomplete, MESSAGES.invalidHelp);
+      return false;
+    }
+    const health = getJson("/healthz").catch(() => null); // optional: defaults to "on"
+    let questions;
+    try {
+      questions = await getJson(withToken("questions"));
+    } catch (err) {
+      if (err.status === 401) showFatal(MESSAGES.invalid, MESSAGES.invalidHelp);
+      else if (err.status === 404) showFatal(MESSAGES.notFound, MESSAGES.notFoundHelp);
+      else if (err instanceof HttpError)
+        showError(MESSAGES.busy, { retry: retryLink, waitS: err.retryAfterS || 0 });
+      else showError(MESSAGES.offline, { help: MESSAGES.offlineHelp, retry: retryLink });
+      return false;
+    }
+    if (questions.status === "ended") {
+      showFatal(MESSAGES.completed, MESSAGES.completedHelp);
+      return false;
+    }
+    const list = Array.isArray(questions.questions) ? questions.questions : [];
+    state.hasQuestions = list.length > 0;
+    state.flow = state.hasQuestions
+      ? list.map((q) => ({
+          text: String(q.text ?? ""),
+          seconds: Number.isFinite(q.seconds) && q.seconds > 0 ? q.seconds : null,
+        }))
+      : [OPEN_PROMPT];
+    const healthBody = await health;
+    state.emotion = healthBody && healthBody.emotion === "off" ? "off" : "on";
+    renderConsent();
+    renderOverview();
+    clearError(); // a retried check that now succeeds
+    return true;
+  }
+
+  let linkChecked = null; // the pending or settled checkLink()
+
+  function retryLink() {
+    linkChecked = checkLink();
+  }
+
+  function totalMinutes() {
+    const seconds = state.flow.reduce((sum, q) => sum + (q.seconds || 0), 0);
+    return Math.max(1, Math.round(seconds / 60));
+  }
+
+  function renderConsent() {
+    const video = $("analysed-video");
+    video.replaceChildren();
+    const label = document.createElement("strong");
+    label.textContent = "Video:";
+    video.append(
+      label,
+      state.emotion === "off"
+        ? " whether your face is visible to the camera."
+        : " whether your face is visible to the camera, and your facial expression."
+    );
+    const intro = $("consent-intro");
+    if (state.hasQuestions) {
+      const n = state.flow.length;
+      intro.textContent =
+        `This is a video interview with ${n} ${n === 1 ? "question" : "questions"}, ` +
+        `about ${totalMinutes()} ${totalMinutes() === 1 ? "minute" : "minutes"} in all. ` +
+        "You answer one question at a time, on camera.";
+    } else {
+      intro.textContent =
+        "This is a short video interview: one open question, answered on camera.";
+    }
+  }
+
+  function renderOverview() {
+    const n = state.flow.length;
+    $("overview").textContent = state.hasQuestions
+      ? `${n} ${n === 1 ? "question" : "questions"}, about ${totalMinutes()} ` +
+        `${totalMinutes() === 1 ? "minute" : "minutes"} in all. Questions are shown one ` +
+        "at a time once you start."
+      : "One open question with no time limit: tell us about yourself.";
+  }
+
+  // ---------------------------------------------------------------- camera and microphone
+
+  function mediaConstraints(cameraId, micId) {
+    const video = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15 } };
+    // Automatic gain control would flatten the loudness the server measures.
+    const audio = { echoCancellation: true, noiseSuppression: true, autoGainControl: false };
+    if (cameraId) video.deviceId = { exact: cameraId };
+    if (micId) audio.deviceId = { exact: micId };
+    return { video, audio };
+  }
+
+  // What went wrong with getUserMedia, and how the candidate can fix it.
+  function mediaProblem(err) {
+    const name = err && err.name;
+    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+      return {
+        message: "Camera or microphone access is blocked.",
+        help:
+          "To fix this, open your browser's site settings (the camera or lock icon at the left " +
+          "of the address bar), set Camera and Microphone to Allow for this site, then press " +
+          "Try again. On a phone, also check the browser is allowed to use the camera in the " +
+          "system settings.",
+      };
+    }
+    if (name === "NotFoundError" || name === "DevicesNotFoundError" || name === "OverconstrainedError") {
+      return {
+        message: "No camera or microphone was found.",
+        help: "Connect a camera and a microphone (or a headset), then press Try again.",
+      };
+    }
+    if (name === "NotReadableError" || name === "TrackStartError" || name === "AbortError") {
+      return {
+        message: "Your camera or microphone is being used by another application.",
+        help: "Close other apps or tabs that use the camera (such as video calls), then press Try again.",
+      };
+    }
+    return {
+      message: "The camera could not be started.",
+      help: `Your browser said: ${err && err.message ? err.message : String(err)}. Try again, or use a current version of Chrome, Edge, Firefox or Safari.`,
+    };
+  }
 
   async function startCamera() {
-    showError("");
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      showError("This browser cannot use the camera here. Open the link over HTTPS.");
+    $("agree").disabled = true;
+    const linkOk = await linkChecked;
+    $("agree").disabled = false;
+    if (!linkOk) return; // the failed check already says why (and offers a retry if useful)
+    clearError();
+    if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      showError("This browser cannot use the camera on this page.", {
+        help: "Open the interview link exactly as you received it (it must start with https://), in a current version of Chrome, Edge, Firefox or Safari.",
+      });
       return;
     }
     $("agree").disabled = true;
+    setStatus("Starting camera…", "warn");
     try {
-      stream = await navigator.mediaDevices.getUserMedia({
-        video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15 } },
-        // Automatic gain control would flatten the loudness the server measures.
-        audio: { echoCancellation: true, autoGainControl: false },
-      });
+      await useStream(await navigator.mediaDevices.getUserMedia(mediaConstraints()));
     } catch (err) {
       $("agree").disabled = false;
-      const name = err && err.name;
-      if (name === "NotAllowedError") {
-        showError("Camera and microphone access was denied. Allow it and try again.");
-      } else if (name === "NotFoundError") {
-        showError("No camera or microphone was found.");
-      } else {
-        showError(`Could not start the camera: ${err && err.message ? err.message : err}`);
-      }
+      setStatus("Not connected", "");
+      const problem = mediaProblem(err);
+      showError(problem.message, { help: problem.help, retry: startCamera });
       return;
     }
-    $("preview").srcObject = stream;
-    $("consent").hidden = true;
-    $("call").hidden = false;
-    $("connect").disabled = false;
+    showStep("devices");
+    await populateDevices();
     setStatus("Camera on", "");
+  }
+
+  // Shows `stream` in the previews, feeds the level meter, and enables Start when it is live.
+  async function useStream(stream) {
+    stopStream();
+    state.stream = stream;
+    $("preview").srcObject = stream;
+    $("self-view").srcObject = stream;
+    for (const track of stream.getTracks()) {
+      track.addEventListener("ended", () => onTrackEnded(track));
+    }
+    startMeter(stream);
+    updateStartButton();
+  }
+
+  function mediaLive() {
+    const s = state.stream;
+    if (!s) return false;
+    const live = (kind) => s.getTracks().some((t) => t.kind === kind && t.readyState === "live");
+    return live("video") && live("audio");
+  }
+
+  function updateStartButton() {
+    $("start").disabled = !mediaLive() || state.switching;
+  }
+
+  function onTrackEnded(track) {
+    if (!state.stream || !state.stream.getTracks().includes(track)) return; // replaced
+    updateStartButton();
+    if (state.finished) return;
+    const what = track.kind === "video" ? "camera" : "microphone";
+    if (state.pc) {
+      setNotice(`Your ${what} stopped working. Check that it is still connected.`);
+    } else {
+      showError(`Your ${what} stopped working.`, {
+        help: "Check that it is connected, or choose another one, then press Try again.",
+        retry: () => switchDevices(),
+      });
+    }
+  }
+
+  async function populateDevices() {
+    let devices = [];
+    try {
+      devices = await navigator.mediaDevices.enumerateDevices();
+    } catch (_) {
+      return;
+    }
+    const settings = (kind) => {
+      const track = state.stream && state.stream.getTracks().find((t) => t.kind === kind);
+      return track && track.getSettings ? track.getSettings() : {};
+    };
+    fillSelect($("camera-select"), devices, "videoinput", "Camera", settings("video").deviceId);
+    fillSelect($("mic-select"), devices, "audioinput", "Microphone", settings("audio").deviceId);
+  }
+
+  function fillSelect(select, devices, kind, noun, currentId) {
+    const found = devices.filter((d) => d.kind === kind && d.deviceId);
+    select.replaceChildren();
+    found.forEach((device, i) => {
+      const option = document.createElement("option");
+      option.value = device.deviceId;
+      option.textContent = device.label || `${noun} ${i + 1}`;
+      select.append(option);
+    });
+    if (found.length === 0) {
+      const option = document.createElement("option");
+      option.value = "";
+      option.textContent = `No ${noun.toLowerCase()} found`;
+      select.append(option);
+    }
+    if (currentId && found.some((d) => d.deviceId === currentId)) select.value = currentId;
+    select.disabled = found.length === 0;
+  }
+
+  // Re-acquires the stream with the chosen devices; falls back to the defaults on failure.
+  async function switchDevices() {
+    if (state.switching || state.pc) return;
+    const cameraId = $("camera-select").value;
+    const micId = $("mic-select").value;
+    state.switching = true;
+    updateStartButton();
+    $("camera-select").disabled = true;
+    $("mic-select").disabled = true;
+    clearError();
+    // Release the old devices first: some systems cannot open a camera twice.
+    stopStream();
+    try {
+      await useStream(await navigator.mediaDevices.getUserMedia(mediaConstraints(cameraId, micId)));
+    } catch (err) {
+      const problem = mediaProblem(err);
+      try {
+        await useStream(await navigator.mediaDevices.getUserMedia(mediaConstraints()));
+        showError(`That device could not be used. ${problem.message}`, { help: problem.help });
+      } catch (err2) {
+        const again = mediaProblem(err2);
+        showError(again.message, { help: again.help, retry: () => switchDevices() });
+      }
+    } finally {
+      state.switching = false;
+      await populateDevices();
+      updateStartButton();
+    }
+  }
+
+  function stopStream() {
+    stopMeter();
+    if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+    state.stream = null;
+    $("preview").srcObject = null;
+    $("self-view").srcObject = null;
+  }
+
+  // The microphone level: an AnalyserNode on the mic track, read ten times a second (timers,
+  // unlike animation frames, keep running in a background tab).
+  function startMeter(stream) {
+    stopMeter();
+    const track = stream.getAudioTracks()[0];
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (!track || !Context) return;
+    let ctx;
+    try {
+      ctx = new Context();
+    } catch (_) {
+      return;
+    }
+    const source = ctx.createMediaStreamSource(new MediaStream([track]));
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 1024;
+    source.connect(analyser);
+    ctx.resume().catch(() => {});
+    const meter = {
+      ctx,
+      analyser,
+      buffer: new Float32Array(analyser.fftSize),
+      level: 0,
+      heardAt: null,
+      startedAt: performance.now(),
+      timer: null,
+    };
+    meter.timer = setInterval(() => readMeter(meter), 100);
+    state.meter = meter;
+    $("mic-feedback").textContent = "Say a few words: the bar should move.";
+    $("mic-feedback").classList.remove("warn-text");
+  }
+
+  function readMeter(meter) {
+    if (meter.ctx.state === "suspended") meter.ctx.resume().catch(() => {});
+    meter.analyser.getFloatTimeDomainData(meter.buffer);
+    let sum = 0;
+    for (const x of meter.buffer) sum += x * x;
+    const rms = Math.sqrt(sum / meter.buffer.length);
+    const dbfs = rms > 0 ? 20 * Math.log10(rms) : -120;
+    const level = Math.min(1, Math.max(0, (dbfs + 60) / 60)); // -60 dBFS .. 0 dBFS
+    meter.level = Math.max(level, meter.level * 0.8); // rise at once, fall gently
+    const value = Math.round(meter.level * 100) / 100;
+    for (const id of ["mic-level", "live-mic-level"]) {
+      const el = $(id);
+      el.value = value;
+      el.textContent = `${Math.round(value * 100)}%`;
+    }
+    const now = performance.now();
+    const feedback = $("mic-feedback");
+    if (level > 0.25 && meter.heardAt === null) {
+      meter.heardAt = now;
+      feedback.textContent = "We can hear you.";
+      feedback.classList.remove("warn-text");
+    } else if (meter.heardAt === null && now - meter.startedAt > MIC_SILENT_WARNING_MS) {
+      if (!feedback.classList.contains("warn-text")) {
+        feedback.textContent =
+          "We can't hear anything yet. Check that your microphone is not muted, or choose another one.";
+        feedback.classList.add("warn-text");
+      }
+    }
+  }
+
+  function stopMeter() {
+    const meter = state.meter;
+    state.meter = null;
+    if (!meter) return;
+    clearInterval(meter.timer);
+    meter.ctx.close().catch(() => {});
+    for (const id of ["mic-level", "live-mic-level"]) $(id).value = 0;
   }
 
   // ---------------------------------------------------------------- connection
@@ -130,122 +581,613 @@
     });
   }
 
-  // The server decodes VP8; offer it first (with its retransmission codec) where supported.
-  function preferVp8(transceiver) {
-    if (!transceiver.setCodecPreferences || !RTCRtpSender.getCapabilities) return;
-    const caps = RTCRtpSender.getCapabilities("video");
+  // The server decodes VP8 video and Opus audio: offer those first where the browser lets us.
+  function preferCodecs(transceiver, kind) {
+    if (!transceiver.setCodecPreferences || !window.RTCRtpSender || !RTCRtpSender.getCapabilities) {
+      return;
+    }
+    const caps = RTCRtpSender.getCapabilities(kind);
     if (!caps) return;
-    const vp8 = caps.codecs.filter((c) => /^video\/vp8$/i.test(c.mimeType));
-    const rtx = caps.codecs.filter((c) => /^video\/rtx$/i.test(c.mimeType));
-    if (vp8.length === 0) return;
+    const wanted = kind === "video" ? /^video\/vp8$/i : /^audio\/opus$/i;
+    const first = caps.codecs.filter((c) => wanted.test(c.mimeType));
+    if (first.length === 0) return;
+    const rest = caps.codecs.filter((c) => !wanted.test(c.mimeType));
     try {
-      transceiver.setCodecPreferences([...vp8, ...rtx]);
+      transceiver.setCodecPreferences([...first, ...rest]);
     } catch (_) {
-      // Keep the browser's defaults; the server will reject the offer if it cannot decode.
+      // Keep the browser's defaults; the server rejects the offer if it cannot decode it.
     }
   }
 
-  function onConnectionState() {
-    if (!pc) return;
-    const state = pc.connectionState;
-    if (state === "connected") {
-      setStatus("Connected", "ok");
-      $("hangup").disabled = false;
-      if (connectedAt === null) {
-        connectedAt = performance.now();
-        questionTimer = setInterval(tickQuestions, 500);
-        tickQuestions();
+  // A new RTCPeerConnection, offered to the server with the join token. Resolves once the
+  // answer is applied; the connection state events do the rest. Throws HttpError or a
+  // network TypeError.
+  async function openConnection() {
+    const peer = new RTCPeerConnection({ iceServers: [] });
+    state.pc = peer;
+    // Created before the offer, so the offer negotiates SCTP for data channels.
+    const control = peer.createDataChannel("control");
+    state.control = control;
+    control.addEventListener("open", () => flushControl(control));
+    control.addEventListener("message", (event) => {
+      // The server answers a message it cannot use with {"type": "error"}; nothing to show.
+      console.warn("control channel:", event.data);
+    });
+    peer.addEventListener("datachannel", (event) => {
+      if (event.channel.label === "feedback") {
+        event.channel.addEventListener("message", (e) => onFeedback(e.data));
       }
-    } else if (state === "connecting" || state === "new") {
-      setStatus("Connecting…", "warn");
-    } else if (state === "disconnected") {
-      setStatus("Connection interrupted…", "warn");
-    } else if (state === "failed") {
-      setStatus("Connection failed", "bad");
-      showError("The connection to the interview server failed. Try connecting again.");
-      closePeer();
-      $("connect").disabled = false;
-    }
-  }
-
-  async function connect() {
-    if (!stream) return;
-    showError("");
-    $("connect").disabled = true;
-    setStatus("Connecting…", "warn");
-    pc = new RTCPeerConnection({ iceServers: [] });
-    pc.addEventListener("connectionstatechange", onConnectionState);
-    for (const track of stream.getTracks()) {
-      const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
-      if (track.kind === "video") preferVp8(transceiver);
-    }
-    try {
-      await pc.setLocalDescription(await pc.createOffer());
-      await iceGatheringComplete(pc, 5000);
-      const offer = pc.localDescription;
-      const response = await fetch(`${api}/offer`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ sdp: offer.sdp, type: offer.type, token: joinToken }),
+    });
+    peer.addEventListener("connectionstatechange", () => onConnectionState(peer));
+    for (const track of state.stream.getTracks()) {
+      const transceiver = peer.addTransceiver(track, {
+        direction: "sendonly",
+        streams: [state.stream],
       });
-      if (!response.ok) throw new Error(await errorMessage(response));
-      const answer = await response.json();
-      await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
-      $("hangup").disabled = false;
-    } catch (err) {
-      closePeer();
-      setStatus("Not connected", "bad");
-      showError(err && err.message ? err.message : String(err));
-      $("connect").disabled = false;
+      preferCodecs(transceiver, track.kind);
     }
+    await peer.setLocalDescription(await peer.createOffer());
+    await iceGatheringComplete(peer, ICE_GATHER_TIMEOUT_MS);
+    if (state.pc !== peer) throw new Error("superseded");
+    const offer = peer.localDescription;
+    const answer = await postJson(
+      `${api}/offer`,
+      { sdp: offer.sdp, type: offer.type, token: joinToken },
+      OFFER_TIMEOUT_MS
+    );
+    if (state.pc !== peer) throw new Error("superseded");
+    await peer.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
   }
 
   function closePeer() {
-    if (pc) {
-      pc.removeEventListener("connectionstatechange", onConnectionState);
-      pc.close();
-      pc = null;
+    const peers = [state.pc, ...state.oldPeers];
+    state.pc = null;
+    state.control = null;
+    state.oldPeers = [];
+    for (const peer of peers) {
+      if (!peer) continue;
+      try {
+        peer.close();
+      } catch (_) {
+        // already closed
+      }
     }
   }
 
-  async function hangUp() {
-    $("hangup").disabled = true;
-    $("connect").disabled = true;
-    let failure = "";
-    try {
-      const response = await fetch(`${api}/end`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ token: joinToken }),
+  // Sets the current connection aside for a reconnect without closing it: the server reads
+  // a close that reaches it as a hangup, which would end the interview. Its media stops, so
+  // the server sees the connection go silent and accepts the new offer in its place; it is
+  // closed once the new connection is up (or the interview is over).
+  function setPeerAside() {
+    const peer = state.pc;
+    state.pc = null;
+    state.control = null;
+    if (!peer) return;
+    state.oldPeers.push(peer);
+    for (const sender of peer.getSenders()) {
+      if (sender.track) sender.replaceTrack(null).catch(() => {});
+    }
+  }
+
+  function closeOldPeers() {
+    const peers = state.oldPeers;
+    state.oldPeers = [];
+    for (const peer of peers) {
+      try {
+        peer.close();
+      } catch (_) {
+        // already closed
+      }
+    }
+  }
+
+  async function beginInterview() {
+    if (!mediaLive()) {
+      showError("Your camera or microphone is not working.", {
+        help: "Check that they are connected, choose them above, then press Start again.",
       });
-      if (!response.ok) failure = await errorMessage(response);
+      return;
+    }
+    clearError();
+    $("start").disabled = true;
+    $("camera-select").disabled = true;
+    $("mic-select").disabled = true;
+    state.connectedAt = null;
+    state.controlQueue = [];
+    state.lastQuestionMessage = null;
+    renderConnecting();
+    showStep("interview");
+    setStatus("Connecting…", "warn");
+    try {
+      await openConnection();
     } catch (err) {
-      failure = `Could not reach the server to end the interview: ${err.message || err}`;
+      firstConnectionFailed(err);
+      return;
+    }
+    clearTimeout(state.connectTimer);
+    state.connectTimer = setTimeout(() => {
+      if (state.connectedAt === null && state.pc) firstConnectionFailed(new Error("timeout"));
+    }, CONNECT_TIMEOUT_MS);
+  }
+
+  function firstConnectionFailed(err) {
+    clearTimeout(state.connectTimer);
+    closePeer();
+    if (err && err.message === "superseded") return;
+    setStatus("Not connected", "bad");
+    if (err instanceof HttpError) {
+      if (err.status === 401) return showFatal(MESSAGES.invalid, MESSAGES.invalidHelp);
+      if (err.status === 404) return showFatal(MESSAGES.notFound, MESSAGES.notFoundHelp);
+      if (isEndedConflict(err)) return showFatal(MESSAGES.completed, MESSAGES.completedHelp);
+      backToDevices();
+      if (err.status === 409) {
+        return showError("This interview is already open in another window or tab.", {
+          help: "Close the other window, wait a few seconds, then try again.",
+          retry: beginInterview,
+        });
+      }
+      if (err.status === 503 || err.status === 429) {
+        return showError(MESSAGES.busy, { retry: beginInterview, waitS: err.retryAfterS || 5 });
+      }
+      if (err.status === 400 || err.status === 415) {
+        return showError("Your browser could not set up the video connection.", {
+          help: "Try a current version of Chrome, Edge, Firefox or Safari.",
+          retry: beginInterview,
+        });
+      }
+      return showError(MESSAGES.busy, { retry: beginInterview });
+    }
+    backToDevices();
+    if (err && err.message === "timeout") {
+      return showError("We couldn't connect your camera to the interview.", {
+        help:
+          "Your network may be blocking video calls (a company VPN or firewall, for example). " +
+          "Try another network, then try again.",
+        retry: beginInterview,
+      });
+    }
+    showError(MESSAGES.offline, { help: MESSAGES.offlineHelp, retry: beginInterview });
+  }
+
+  function backToDevices() {
+    showStep("devices", { focus: false });
+    const none = (id) => !$(id).value;
+    $("camera-select").disabled = none("camera-select");
+    $("mic-select").disabled = none("mic-select");
+    updateStartButton();
+  }
+
+  function onConnectionState(peer) {
+    if (peer !== state.pc || state.finished) return;
+    const s = peer.connectionState;
+    if (s === "connected") {
+      setStatus("Connected", "ok");
+      if (state.connectedAt === null) {
+        clearTimeout(state.connectTimer);
+        state.connectedAt = performance.now();
+        startQuestions();
+      } else if (state.reconnect) {
+        reconnected();
+      }
+    } else if (s === "connecting" || s === "new") {
+      if (!state.reconnect) setStatus("Connecting…", "warn");
+    } else if (s === "disconnected" || s === "failed") {
+      if (state.connectedAt === null) {
+        if (s === "failed") firstConnectionFailed(new Error("timeout"));
+        return;
+      }
+      if (!state.reconnect) beginReconnect();
+      else if (s === "failed") scheduleReconnect(nextReconnectDelay());
+    }
+  }
+
+  // ---------------------------------------------------------------- reconnect
+
+  function beginReconnect() {
+    const r = { since: performance.now(), attempt: 0, timer: null, giveUp: null };
+    state.reconnect = r;
+    // However the tries go (a hung request included), stop after the grace period.
+    r.giveUp = setTimeout(() => {
+      if (state.reconnect === r) reconnectGaveUp(false);
+    }, RECONNECT_GIVE_UP_MS + 2000);
+    pauseCountdown();
+    $("next").disabled = true;
+    setStatus("Reconnecting…", "warn");
+    setNotice("The connection was lost. Reconnecting… Your progress is kept.");
+    scheduleReconnect(nextReconnectDelay());
+  }
+
+  function nextReconnectDelay() {
+    const r = state.reconnect;
+    const delay = RECONNECT_DELAYS_MS[Math.min(r.attempt, RECONNECT_DELAYS_MS.length - 1)];
+    r.attempt += 1;
+    return delay;
+  }
+
+  function scheduleReconnect(delayMs) {
+    const r = state.reconnect;
+    if (!r) return;
+    clearTimeout(r.timer);
+    r.timer = setTimeout(reconnectAttempt, delayMs);
+  }
+
+  async function reconnectAttempt() {
+    const r = state.reconnect;
+    if (!r || state.finished) return;
+    // A "disconnected" connection can recover by itself.
+    if (state.pc && state.pc.connectionState === "connected") {
+      reconnected();
+      return;
+    }
+    if (performance.now() - r.since > RECONNECT_GIVE_UP_MS) {
+      reconnectGaveUp(false);
+      return;
+    }
+    setPeerAside();
+    // The new control channel re-states the current question (the server may have a new
+    // peer for the session); messages never sent are sent first.
+    if (state.controlQueue.length === 0 && state.lastQuestionMessage) {
+      state.controlQueue.push(state.lastQuestionMessage);
+    }
+    try {
+      await openConnection();
+    } catch (err) {
+      if (state.reconnect !== r || (err && err.message === "superseded")) return;
+      if (err instanceof HttpError && (err.status === 401 || err.status === 404 || isEndedConflict(err))) {
+        reconnectGaveUp(true); // the session has ended (or is gone): nothing to rejoin
+        return;
+      }
+      // Anything else, 409 "already live" included (the server has not yet seen the old
+      // connection go quiet), is worth another try.
+      scheduleReconnect(nextReconnectDelay());
+      return;
+    }
+    // Accepted: the connection state events take it from here; this catches a silent stall.
+    if (state.reconnect === r) scheduleReconnect(RECONNECT_ATTEMPT_WATCHDOG_MS);
+  }
+
+  function clearReconnect() {
+    const r = state.reconnect;
+    if (r) {
+      clearTimeout(r.timer);
+      clearTimeout(r.giveUp);
+    }
+    state.reconnect = null;
+  }
+
+  function reconnected() {
+    clearReconnect();
+    closeOldPeers();
+    state.reconnect = null;
+    setNotice("");
+    setStatus("Connected", "ok");
+    resumeCountdown();
+    guardNext();
+  }
+
+  function reconnectGaveUp(sessionEnded) {
+    clearReconnect();
+    state.finished = true;
+    stopQuestions();
+    closePeer();
+    stopStream();
+    setNotice("");
+    setStatus("Disconnected", "bad");
+    showStep(null, { focus: false });
+    showError(
+      sessionEnded
+        ? "The connection was lost and the interview has ended."
+        : "We lost the connection to the interview and could not reconnect.",
+      {
+        help:
+          "Your answers up to that point were saved. Check your internet connection, and " +
+          "contact the hiring team if you would like to continue.",
+      }
+    );
+    pollSummary({ quietOnTimeout: true });
+  }
+
+  function setNotice(text) {
+    const notice = $("connection-notice");
+    notice.textContent = text;
+    notice.hidden = !text;
+  }
+
+  // ---------------------------------------------------------------- data channels
+
+  function sendControl(message) {
+    state.controlQueue.push(message);
+    flushControl(state.control);
+  }
+
+  function flushControl(channel) {
+    if (!channel || channel !== state.control || channel.readyState !== "open") return;
+    while (state.controlQueue.length > 0) {
+      try {
+        channel.send(JSON.stringify(state.controlQueue[0]));
+      } catch (_) {
+        return; // closing: the next connection sends it
+      }
+      state.controlQueue.shift();
+    }
+  }
+
+  function onFeedback(data) {
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch (_) {
+      return;
+    }
+    if (!message || message.type !== "hint") return;
+    const code = typeof message.code === "string" ? message.code : "";
+    const text =
+      typeof message.text === "string" && message.text ? message.text : HINT_FALLBACK_TEXT[code];
+    if (text) addHint(code, text);
+  }
+
+  // A gentle note: it shows for a few seconds, then fades and is hidden (kept in the DOM).
+  function addHint(code, text) {
+    const container = $("hints");
+    const empty = container.querySelector(".hints-empty");
+    if (empty) empty.hidden = true;
+    const hint = document.createElement("div");
+    hint.className = "hint";
+    hint.dataset.code = code;
+    const body = document.createElement("p");
+    body.textContent = text;
+    const dismiss = document.createElement("button");
+    dismiss.type = "button";
+    dismiss.className = "hint-dismiss";
+    dismiss.setAttribute("aria-label", "Dismiss tip"); // the × is drawn by CSS
+    dismiss.addEventListener("click", () => hideHint(hint));
+    hint.append(body, dismiss);
+    container.append(hint);
+    const visible = [...container.querySelectorAll(".hint:not([hidden])")];
+    visible.slice(0, Math.max(0, visible.length - HINTS_SHOWN_MAX)).forEach(hideHint);
+    setTimeout(() => fadeHint(hint), HINT_VISIBLE_MS);
+  }
+
+  function fadeHint(hint) {
+    if (hint.hidden) return;
+    hint.classList.add("fading");
+    setTimeout(() => hideHint(hint), 600);
+  }
+
+  function hideHint(hint) {
+    if (hint.contains(document.activeElement)) $("next").focus();
+    hint.hidden = true;
+    hint.classList.remove("fading");
+    const container = $("hints");
+    const empty = container.querySelector(".hints-empty");
+    if (empty) empty.hidden = Boolean(container.querySelector(".hint:not([hidden])"));
+  }
+
+  // ---------------------------------------------------------------- questions
+
+  function renderConnecting() {
+    $("question-index").textContent = "Connecting…";
+    $("question-text").textContent = "Connecting to the interview…";
+    $("timer").hidden = true;
+    $("no-limit").hidden = true;
+    $("reminder").hidden = true;
+    $("next").disabled = true;
+    $("next").textContent = "Next question";
+    setNotice("");
+    const hints = $("hints");
+    hints.querySelectorAll(".hint").forEach((h) => h.remove());
+    const empty = hints.querySelector(".hints-empty");
+    if (empty) empty.hidden = false;
+  }
+
+  const secondsSinceConnected = () =>
+    Math.round((performance.now() - state.connectedAt) / 10) / 100;
+
+  function startQuestions() {
+    clearInterval(state.tickTimer);
+    state.tickTimer = setInterval(tick, 250);
+    showQuestion(0);
+  }
+
+  function stopQuestions() {
+    clearInterval(state.tickTimer);
+    state.tickTimer = null;
+    clearTimeout(state.nextGuardTimer);
+    state.paused = true;
+    $("next").disabled = true;
+  }
+
+  function showQuestion(index) {
+    const question = state.flow[index];
+    const last = index === state.flow.length - 1;
+    state.current = index;
+    state.questionSpentMs = 0;
+    state.questionResumedAt = performance.now();
+    state.paused = false;
+    state.reminded = false;
+
+    $("question-index").textContent = `Question ${index + 1} of ${state.flow.length}`;
+    $("question-text").textContent = question.text;
+    $("next").textContent = last ? "Finish" : "Next question";
+    $("reminder").hidden = true;
+    $("timer").hidden = !question.seconds;
+    $("no-limit").hidden = Boolean(question.seconds);
+    $("timer").classList.remove("low");
+    if (question.seconds) {
+      $("countdown").textContent = String(question.seconds);
+      $("timer-bar").style.width = "100%";
+    }
+    guardNext();
+
+    const message = { type: "question", index, at: secondsSinceConnected() };
+    state.lastQuestionMessage = message;
+    sendControl(message);
+  }
+
+  // The Next button waits a moment after each question appears: a double click must not
+  // skip the question that just appeared.
+  function guardNext() {
+    const next = $("next");
+    const hadFocus = document.activeElement === next;
+    next.disabled = true;
+    clearTimeout(state.nextGuardTimer);
+    state.nextGuardTimer = setTimeout(() => {
+      if (state.finished || state.reconnect || state.current < 0) return;
+      next.disabled = false;
+      if (hadFocus) next.focus();
+    }, NEXT_GUARD_MS);
+  }
+
+  function questionElapsedMs() {
+    return state.questionSpentMs + (state.paused ? 0 : performance.now() - state.questionResumedAt);
+  }
+
+  function pauseCountdown() {
+    if (state.paused) return;
+    state.questionSpentMs = questionElapsedMs();
+    state.paused = true;
+  }
+
+  function resumeCountdown() {
+    if (!state.paused || state.current < 0 || state.finished) return;
+    state.questionResumedAt = performance.now();
+    state.paused = false;
+  }
+
+  function tick() {
+    if (state.paused || state.current < 0 || state.finished) return;
+    const question = state.flow[state.current];
+    if (!question.seconds) return;
+    const totalMs = question.seconds * 1000;
+    const elapsed = questionElapsedMs();
+    const left = Math.max(0, Math.ceil((totalMs - elapsed) / 1000));
+    $("countdown").textContent = String(left);
+    $("timer-bar").style.width = `${Math.max(0, 100 * (1 - elapsed / totalMs))}%`;
+    if (!state.reminded && elapsed >= REMINDER_AT * totalMs) {
+      state.reminded = true;
+      $("reminder").hidden = false;
+      $("timer").classList.add("low");
+    }
+    if (elapsed >= totalMs) advance();
+  }
+
+  function advance() {
+    if (state.finished || state.current < 0) return;
+    if (state.current >= state.flow.length - 1) finish();
+    else showQuestion(state.current + 1);
+  }
+
+  // ---------------------------------------------------------------- finishing and summary
+
+  async function finish() {
+    if (state.finished) return;
+    state.finished = true;
+    clearReconnect();
+    stopQuestions();
+    setNotice("");
+    clearError();
+    showStep("finishing");
+    setStatus("Finishing…", "warn");
+    let endFailed = false;
+    try {
+      await postJson(`${api}/end`, { token: joinToken });
+    } catch (err) {
+      // 409: it has already ended (nothing to do). Otherwise the server ends the session
+      // itself when the connection closes.
+      endFailed = !(err instanceof HttpError && err.status === 409);
     }
     closePeer();
-    if (questionTimer !== null) clearInterval(questionTimer);
-    if (stream) stream.getTracks().forEach((t) => t.stop());
-    stream = null;
-    $("preview").srcObject = null;
+    stopStream();
     setStatus("Interview ended", "");
-    showError(failure);
+    await pollSummary({ endFailed });
   }
 
-  // Closing the tab mid-call: tell the server, best effort, so the session can finish.
+  // Polls the summary until the session has ended and its summary exists (about 30 s at
+  // most), then shows it. Only strengths and things to work on: never a score.
+  async function pollSummary({ endFailed = false, quietOnTimeout = false } = {}) {
+    const deadline = performance.now() + SUMMARY_TIMEOUT_MS;
+    while (performance.now() < deadline) {
+      try {
+        const summary = await getJson(withToken("summary"));
+        if (summary && summary.status === "ended") {
+          renderSummary(summary);
+          return;
+        }
+      } catch (err) {
+        if (err instanceof HttpError && err.status === 401) break;
+      }
+      await sleep(SUMMARY_POLL_MS);
+    }
+    if (quietOnTimeout) return; // the error box already says what happened
+    renderSummary(null, endFailed);
+  }
+
+  function fillList(list, items) {
+    list.replaceChildren();
+    for (const item of items) {
+      const li = document.createElement("li");
+      li.textContent = String(item);
+      list.append(li);
+    }
+    list.hidden = items.length === 0;
+    list.parentElement.querySelector(".summary-empty").hidden = items.length > 0;
+  }
+
+  function renderSummary(summary, endFailed = false) {
+    const strengths = summary && Array.isArray(summary.strengths) ? summary.strengths : [];
+    const improvements =
+      summary && Array.isArray(summary.improvements) ? summary.improvements : [];
+    fillList($("strengths"), strengths);
+    fillList($("improvements"), improvements);
+    $("summary-body").hidden = !summary;
+    if (summary) {
+      $("summary-intro").textContent = "Here is a short summary of how it went.";
+    } else if (endFailed) {
+      $("summary-intro").textContent =
+        "Your answers were received, but we could not confirm the end of the interview or " +
+        "prepare your summary. The hiring team will receive your results.";
+    } else {
+      $("summary-intro").textContent =
+        "Your answers were received. Your summary is not ready yet; the hiring team will " +
+        "receive your results.";
+    }
+    $("summary").hidden = false;
+    $("finishing").hidden = true;
+    showStep("summary");
+  }
+
+  // ---------------------------------------------------------------- teardown
+
+  function stopEverything() {
+    state.finished = true;
+    clearReconnect();
+    clearTimeout(state.connectTimer);
+    stopQuestions();
+    closePeer();
+    stopStream();
+  }
+
+  // Closing the tab mid-interview: tell the server, best effort, so the session finishes now.
   window.addEventListener("pagehide", () => {
-    if (!pc) return;
+    if (state.connectedAt === null || state.finished) return;
     const body = new Blob([JSON.stringify({ token: joinToken })], { type: "application/json" });
     navigator.sendBeacon(`${api}/end`, body);
   });
 
-  $("agree").addEventListener("click", startCamera);
-  $("connect").addEventListener("click", connect);
-  $("hangup").addEventListener("click", hangUp);
-
-  if (!sessionId || !joinToken) {
-    $("agree").disabled = true;
-    showError("This interview link is incomplete. Use the full link you were sent.");
-  } else {
-    loadQuestions();
+  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+    navigator.mediaDevices.addEventListener("devicechange", () => {
+      if (state.stream && !state.pc) populateDevices();
+    });
   }
+
+  $("agree").addEventListener("click", startCamera);
+  $("start").addEventListener("click", beginInterview);
+  $("next").addEventListener("click", () => {
+    if (!$("next").disabled) advance();
+  });
+  $("camera-select").addEventListener("change", switchDevices);
+  $("mic-select").addEventListener("change", switchDevices);
+
+  showStep("consent", { focus: false });
+  linkChecked = checkLink();
 })();
