@@ -128,6 +128,11 @@ class Metrics:
         self.analysis_cpu = Counter(
             "rtserver_analysis_cpu_seconds_total", "Thread CPU time spent in analysis, by path."
         )
+        self.stage_cpu = Counter(
+            "rtserver_stage_cpu_seconds_total",
+            "Thread CPU time by pipeline stage: luma, track, detect (video); crop, infer "
+            "(model batcher, per model as infer_<name>); audio_kernels, vad, fluency (audio).",
+        )
         self.media_seconds = Counter(
             "rtserver_media_seconds_total", "Seconds of media published as signals."
         )

@@ -188,6 +188,11 @@ async def test_live_interviews_end_to_end(
     assert live_status["live"] and 0 < live_status["analysis_cpu_per_media_s"] < 0.5
     assert "rtserver_live_sessions 2" in live_metrics
     assert "rtserver_model_batch_size_count 0" not in live_metrics
+    # Where the analysis time goes, stage by stage, for the throughput bench.
+    for stage in ("luma", "track", "detect", "crop", "infer_emotion", "audio_kernels", "vad"):
+        line = f'rtserver_stage_cpu_seconds_total{{stage="{stage}"}}'
+        values = [ln for ln in live_metrics.splitlines() if ln.startswith(line)]
+        assert values and float(values[0].split()[-1]) > 0, stage
 
     # Every signal carries its lag; on loopback it stays well under the wait bound.
     lags = [s["lag_ms"] for s in signals]

@@ -220,8 +220,13 @@ class AudioPath:
         pcm = np.concatenate(parts) if len(parts) > 1 else parts[0]
         samples = self.resampler.process(pcm)
         features = self.hops.process(samples)
+        stage = self.metrics.stage_cpu
+        stage.inc(time.thread_time() - started, stage="audio_kernels")
         if self.fluency is not None:
+            vad_before, decide_before = self.fluency.cpu_vad_s, self.fluency.cpu_decide_s
             features = self.fluency.process(samples, features)
+            stage.inc(self.fluency.cpu_vad_s - vad_before, stage="vad")
+            stage.inc(self.fluency.cpu_decide_s - decide_before, stage="fluency")
         spent = time.thread_time() - started
         self.cpu_s += spent
         self.metrics.analysis_cpu.inc(spent, path="audio")

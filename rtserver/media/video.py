@@ -167,14 +167,23 @@ class VideoPath:
         assert self.detector is not None
         started = time.thread_time()
         luma = luma_plane(frame)
+        stage = self.metrics.stage_cpu
+        lap = time.thread_time()
+        stage.inc(lap - started, stage="luma")
         reason = "scheduled" if self.tracker.due(media_time) else ""
         box = None if reason else self.tracker.follow(luma)
         if not reason and box is None:
             reason = "lost"
         if reason:
+            tracked = time.thread_time()
             faces = self.detector.detect(luma)
+            detected = time.thread_time()
+            stage.inc(detected - tracked, stage="detect")
             box = self.tracker.update(luma, media_time, faces[0] if faces else None)
+            stage.inc(tracked - lap + time.thread_time() - detected, stage="track")
             self.metrics.face_detections.inc(reason=reason)
+        else:
+            stage.inc(time.thread_time() - lap, stage="track")
         spent = time.thread_time() - started
         self.cpu_s += spent
         self.metrics.analysis_cpu.inc(spent, path="video")

@@ -162,7 +162,14 @@ class ModelBatcher:
         boxes = np.array([request.box for request in batch], np.float32)
         tensor = np.empty((len(batch), self.input_size, self.input_size), np.float32)
         self.cropper.crop(planes, boxes, np.arange(len(batch)), tensor)
-        outputs = {model.name: model.run(tensor) for model in self.models}
+        lap = time.thread_time()
+        self.metrics.stage_cpu.inc(lap - started, stage="crop")
+        outputs = {}
+        for model in self.models:
+            outputs[model.name] = model.run(tensor)
+            now = time.thread_time()
+            self.metrics.stage_cpu.inc(now - lap, stage=f"infer_{model.name}")
+            lap = now
         self.metrics.analysis_cpu.inc(time.thread_time() - started, path="models")
         self.metrics.model_batch.observe(len(batch))
         return outputs

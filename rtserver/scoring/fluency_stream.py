@@ -11,6 +11,8 @@ decisions.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from rtserver.kernels.audio import HopFeatures
@@ -51,6 +53,8 @@ class FluencyStream:
         self.gate = SpeechGate()
         self.syllables = SyllableDetector()
         self.pauses = PauseTracker()
+        self.cpu_vad_s = 0.0  # thread CPU spent in the VAD (s)
+        self.cpu_decide_s = 0.0  # ... and in the gate, syllables and pauses (s)
         self._pending = HopFeatures.empty()  # hops fed but not yet emitted
         self._speech = np.zeros(0, np.bool_)  # gate decisions of pending hops
         self._syllable = np.zeros(0, np.bool_)
@@ -63,12 +67,17 @@ class FluencyStream:
     def process(self, samples: np.ndarray, features: HopFeatures) -> HopFeatures:
         """Final hops so far, given the 16 kHz ``samples`` that ``features`` came from:
         ``speech`` replaced by the gate's decision, ``syllable`` and ``pause`` filled."""
+        started = time.thread_time()
         probs = self.vad.process(samples)
         if len(probs) != len(features):
             raise ValueError(f"VAD gave {len(probs)} hops for {len(features)} feature hops")
+        lap = time.thread_time()
+        self.cpu_vad_s += lap - started
         self._pending = HopFeatures.concat([self._pending, features])
         self._decide(self.gate.process(features, probs), final=False)
-        return self._emit()
+        emitted = self._emit()
+        self.cpu_decide_s += time.thread_time() - lap
+        return emitted
 
     def flush(self) -> HopFeatures:
         """Every pending hop, decided as the stream's end (no more audio) decides them."""
