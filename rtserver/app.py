@@ -11,7 +11,8 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from rtserver.analysis import build_analysis
-from rtserver.bus import MemoryBus
+from rtserver.bus import Bus, MemoryBus
 from rtserver.config import Config
 from rtserver.errors import (
     AtCapacity,
@@ -40,7 +41,7 @@ from rtserver.errors import (
     Unauthorized,
     http_status,
 )
-from rtserver.live import Publisher, Runtime, SessionManager, recover_interrupted
+from rtserver.live import Publisher, Runtime, SessionHost, SessionManager, recover_interrupted
 from rtserver.media.ice import quicken_consent_checks
 from rtserver.metrics import Metrics
 from rtserver.observers import stream_session
@@ -54,6 +55,7 @@ from rtserver.store import (
     SessionRecord,
     Store,
 )
+from rtserver.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +108,11 @@ def client_address(connection: HTTPConnection) -> str:
 class Api:
     """Route handlers, bound to one server's runtime."""
 
-    def __init__(self, runtime: Runtime, api_key: str) -> None:
+    def __init__(self, runtime: Runtime, api_key: str, host: SessionHost | None = None) -> None:
         self.runtime = runtime
         self.store = runtime.store
-        self.manager = SessionManager(runtime)
+        # Where the live sessions run: here, or in worker processes (rtserver/workers.py).
+        self.manager: SessionHost = host if host is not None else SessionManager(runtime)
         self._api_key = api_key
 
     # -- auth -------------------------------------------------------------------------
@@ -166,10 +169,10 @@ class Api:
         record = self.session_or_404(request.path_params["session_id"])
         self.store.audit(actor, "view_session", record.id)
         data = record.to_wire()
-        live = self.manager.live.get(record.id)
-        data["live"] = live is not None
-        data["signals"] = len(live.signals) if live else None
-        data["analysis_cpu_per_media_s"] = round(live.analysis_cost(), 5) if live else None
+        figures = await self.manager.live_figures(record.id)
+        data["live"] = figures is not None
+        data["signals"] = figures["signals"] if figures else None
+        data["analysis_cpu_per_media_s"] = figures["analysis_cpu_per_media_s"] if figures else None
         return JSONResponse(data)
 
     async def get_questions(self, request: Request) -> Response:
@@ -207,10 +210,7 @@ class Api:
         actor = self.require_hr(request)
         record = self.session_or_404(request.path_params["session_id"])
         offer = _parse_watch_offer(await read_json(request))
-        session = self.manager.live.get(record.id)
-        if session is None:
-            raise Conflict("session is not live")
-        answer = await session.relay.watch(offer)
+        answer = await self.manager.watch(record.id, offer)
         self.store.audit(actor, "watch", record.id)
         return JSONResponse({"sdp": answer.sdp, "type": answer.type})
 
@@ -326,17 +326,18 @@ class Api:
         return JSONResponse(
             {
                 "status": "ok",
-                "live_sessions": len(self.manager.live),
+                "live_sessions": self.manager.live_count(),
                 "analysis": config.analysis,
                 "emotion": config.emotion,
                 "detector": config.detector,
                 "backends": self.runtime.backends,
+                **self.manager.health(),
             }
         )
 
     async def metrics(self, request: Request) -> Response:
         return PlainTextResponse(
-            self.runtime.metrics.render(), media_type="text/plain; version=0.0.4"
+            await self.manager.render_metrics(), media_type="text/plain; version=0.0.4"
         )
 
 
@@ -417,14 +418,16 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-def build_runtime(config: Config) -> Runtime:
+def build_runtime(config: Config, bus: Bus | None = None) -> Runtime:
+    """Everything the sessions of one process share, models loaded (not yet warmed up);
+    ``bus`` defaults to an in-process :class:`MemoryBus`."""
     metrics = Metrics()
     executor = ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis")
     analysis = build_analysis(config, metrics, executor)
     return Runtime(
         config=config,
         store=Store(config.db_path),
-        bus=MemoryBus(),
+        bus=bus if bus is not None else MemoryBus(),
         metrics=metrics,
         executor=executor,
         detector=analysis.detector,
@@ -448,7 +451,29 @@ def warm_up(runtime: Runtime) -> None:
         runtime.detector.detect(np.zeros((240, 320), np.uint8))
 
 
+def build_front_runtime(config: Config) -> Runtime:
+    """The server process's runtime when worker processes run the sessions: storage, the
+    bus its observers subscribe to, metrics; no models."""
+    return Runtime(
+        config=config,
+        store=Store(config.db_path),
+        bus=MemoryBus(),
+        metrics=Metrics(),
+        executor=ThreadPoolExecutor(1, thread_name_prefix="front"),
+        detector=None,
+    )
+
+
+def worker_count(config: Config) -> int:
+    """Worker processes to run: as configured, or one per core."""
+    return config.workers or os.cpu_count() or 1
+
+
 def create_app(config: Config, api_key: str) -> Starlette:
+    """The server; with more than one worker (see :func:`worker_count`), the sessions run in
+    worker processes (rtserver/workers.py) and this process serves HTTP and observers."""
+    if worker_count(config) > 1:
+        return _create_front_app(config, api_key, worker_count(config))
     quicken_consent_checks()  # a vanished candidate is noticed in seconds (media/ice.py)
     runtime = build_runtime(config)
     api = Api(runtime, api_key)
@@ -470,6 +495,34 @@ def create_app(config: Config, api_key: str) -> Starlette:
             runtime.executor.shutdown(wait=False, cancel_futures=True)
             runtime.store.close()
 
+    return _app(api, lifespan)
+
+
+def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
+    runtime = build_front_runtime(config)
+    pool = WorkerPool(runtime, workers)
+    api = Api(runtime, api_key, pool)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Before any worker starts: what a crashed server left live is no worker's.
+        recovered = recover_interrupted(runtime)
+        if recovered:
+            log.warning("ended %d sessions interrupted by a restart", len(recovered))
+        try:
+            await pool.start()
+            yield
+        finally:
+            await pool.shutdown()
+            runtime.executor.shutdown(wait=False, cancel_futures=True)
+            runtime.store.close()
+
+    return _app(api, lifespan)
+
+
+def _app(
+    api: Api, lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]
+) -> Starlette:
     routes = [
         Route("/", api.index),
         Route("/favicon.ico", lambda request: Response(status_code=204)),

@@ -1,5 +1,9 @@
 """The message bus between session pipelines and observers.
 
+:class:`Bus` is the interface every bus implements: :class:`MemoryBus` (the embedded
+default, in-process), :class:`rtserver.ipc.IpcBus` (a worker process's bus, forwarding to
+the server process over its IPC channel) and, later, a Redis-backed bus for many hosts.
+
 The embedded default is in-process. Each subscriber has a bounded queue; a subscriber that
 falls a whole queue behind is cut off (``overflowed``) rather than silently skipping
 messages, and its observer reconnects and resumes from the store's backfill.
@@ -49,13 +53,21 @@ class Subscription:
 
 
 class Bus(Protocol):
-    def publish(self, message: StoredMessage) -> None: ...
+    """Carries each session's stored messages to the observers subscribed to it."""
 
-    def subscribe(self, session_id: str) -> Subscription: ...
+    def publish(self, message: StoredMessage) -> None:
+        """Fans ``message`` out to its session's subscribers; never blocks."""
+        ...
+
+    def subscribe(self, session_id: str) -> Subscription:
+        """A bounded subscription to the session's messages published from now on."""
+        ...
 
     def unsubscribe(self, subscription: Subscription) -> None: ...
 
-    def close_session(self, session_id: str) -> None: ...
+    def close_session(self, session_id: str) -> None:
+        """Ends every subscription of the session, after the messages already published."""
+        ...
 
 
 class MemoryBus:

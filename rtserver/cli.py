@@ -107,6 +107,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="observers that may watch one session's live video at once (default: 4)",
     )
     serve.add_argument("--analysis-threads", dest="analysis_threads", type=int)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes running the live sessions (default: one per core; "
+        "1: everything in one process)",
+    )
     serve.add_argument("--analysis", choices=["full", "decode"])
     serve.add_argument("--crop-device", dest="crop_device", choices=["cpu", "cuda", "auto"])
     serve.add_argument("--max-batch", dest="max_batch", type=int)
@@ -185,6 +191,7 @@ def serve(args: argparse.Namespace) -> int:
             "reconnect_grace_s",
             "max_watchers",
             "analysis_threads",
+            "workers",
             "analysis",
             "crop_device",
             "max_batch",

@@ -74,6 +74,9 @@ class Config:
     analysis_threads: int = 2
     # "full" analyses media; "decode" only decodes it (a baseline for benchmarks).
     analysis: str = "full"
+    # Worker processes that run the live sessions (peers, media paths, models); 0 means one
+    # per core (os.cpu_count()). 1 runs everything in the server's own process.
+    workers: int = 0
     log_level: str = "info"
 
     @property
@@ -145,6 +148,8 @@ def _validate(config: Config) -> Config:
         raise ConfigError("max_sessions must be at least 1")
     if not 0 <= config.reconnect_grace_s <= 600:
         raise ConfigError("reconnect_grace_s must be between 0 and 600 seconds")
+    if not 0 <= config.workers <= 256:
+        raise ConfigError("workers must be between 0 (one per core) and 256")
     if config.max_watchers < 0:
         raise ConfigError("max_watchers must be 0 or more")
     if config.crop_device not in {"cpu", "cuda", "auto"}:
@@ -184,3 +189,22 @@ def load_config(
     values.update(_from_env(environ))
     values.update({k: _coerce(k, v) for k, v in cli.items() if v is not None})
     return _validate(Config(**values))
+
+
+def config_to_wire(config: Config) -> dict[str, Any]:
+    """The configuration as plain values (paths as strings, tuples as lists), e.g. to hand
+    it to a worker process."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        value = getattr(config, f.name)
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        values[f.name] = value
+    return values
+
+
+def config_from_wire(values: Mapping[str, Any]) -> Config:
+    """Rebuilds what :func:`config_to_wire` wrote; ConfigError on an unknown setting."""
+    return Config(**{name: _coerce(name, value) for name, value in values.items()})

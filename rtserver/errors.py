@@ -47,6 +47,12 @@ class AtCapacity(RtServerError):
         self.retry_after_s = retry_after_s
 
 
+class WorkerLost(RtServerError):
+    """The worker process that runs (or would run) a session is gone or not ready yet."""
+
+    code = "worker_lost"
+
+
 HTTP_STATUS: dict[type[RtServerError], int] = {
     BadRequest: 400,
     BadSdp: 400,
@@ -55,6 +61,7 @@ HTTP_STATUS: dict[type[RtServerError], int] = {
     Conflict: 409,
     PayloadTooLarge: 413,
     AtCapacity: 503,
+    WorkerLost: 503,
     RtServerError: 500,
 }
 
@@ -65,3 +72,11 @@ def http_status(error: RtServerError) -> int:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]
     return 500
+
+
+def error_from_code(code: str, detail: str) -> RtServerError:
+    """Rebuilds a typed error from its ``code`` (as sent by a worker process)."""
+    for cls in HTTP_STATUS:
+        if cls.code == code:
+            return cls(detail)
+    return RtServerError(detail)

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Coroutine, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
@@ -463,6 +463,35 @@ class LiveSession:
         self._publish_seconds(range(self.aggregator.next_t, last))
 
 
+class SessionHost(Protocol):
+    """Where live sessions run: in this process (:class:`SessionManager`) or in worker
+    processes (:class:`rtserver.workers.WorkerPool`). The API asks only this."""
+
+    async def join(
+        self, session_id: str, offer: RTCSessionDescription, questions: Sequence[str] = ()
+    ) -> RTCSessionDescription: ...
+
+    async def reconnect(
+        self, session_id: str, offer: RTCSessionDescription
+    ) -> RTCSessionDescription: ...
+
+    async def end(self, session_id: str, reason: str) -> bool: ...
+
+    async def watch(
+        self, session_id: str, offer: RTCSessionDescription
+    ) -> RTCSessionDescription: ...
+
+    async def live_figures(self, session_id: str) -> dict[str, Any] | None: ...
+
+    def live_count(self) -> int: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    async def render_metrics(self) -> str: ...
+
+    async def shutdown(self) -> None: ...
+
+
 class SessionManager:
     """Holds the live sessions of this process and enforces capacity."""
 
@@ -528,6 +557,35 @@ class SessionManager:
         await session.end(reason)
         return True
 
+    async def watch(self, session_id: str, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """An HR observer's answer, relaying the live session's media; Conflict when the
+        session is not live here."""
+        session = self.live.get(session_id)
+        if session is None:
+            raise Conflict("session is not live")
+        return await session.relay.watch(offer)
+
+    async def live_figures(self, session_id: str) -> dict[str, Any] | None:
+        """A live session's figures: signals published so far and analysis CPU seconds per
+        second of media; None when it is not live here."""
+        live = self.live.get(session_id)
+        if live is None:
+            return None
+        return {
+            "signals": len(live.signals),
+            "analysis_cpu_per_media_s": round(live.analysis_cost(), 5),
+        }
+
+    def live_count(self) -> int:
+        return len(self.live)
+
+    def health(self) -> dict[str, Any]:
+        """Extra /healthz fields: none for a single process."""
+        return {}
+
+    async def render_metrics(self) -> str:
+        return self.runtime.metrics.render()
+
     async def shutdown(self) -> None:
         sessions = list(self.live.values())
         for session in sessions:
@@ -540,20 +598,31 @@ def recover_interrupted(runtime: Runtime) -> list[str]:
 
     Nothing already published is lost: the final score is computed from the stored signals.
     """
+    return finish_sessions(
+        runtime, runtime.store.sessions_with_status(STATUS_LIVE), "server_restart"
+    )
+
+
+def finish_sessions(runtime: Runtime, session_ids: Iterable[str], reason: str) -> list[str]:
+    """Ends those of ``session_ids`` still live in the store, whose process is gone: each
+    gets a final scored from its stored signals (unless it has one), then is marked ended
+    and its subscriptions close. Returns the sessions ended."""
     recovered = []
-    for session_id in runtime.store.sessions_with_status(STATUS_LIVE):
+    live = set(runtime.store.sessions_with_status(STATUS_LIVE))
+    for session_id in session_ids:
+        if session_id not in live:
+            continue
         stored = runtime.store.messages(session_id)
         if not any(m.kind == "final" for m in stored):
             signals = [signal_from_wire(m.payload) for m in stored if m.kind == "signal"]
             emotion_on = runtime.config.emotion == "on"
             record = runtime.store.get_session(session_id)
             texts = [q.text for q in record.questions] if record else []
-            final = score_interview(
-                Interview(session_id, signals, "server_restart", emotion_on, texts)
-            )
+            final = score_interview(Interview(session_id, signals, reason, emotion_on, texts))
             next_seq = stored[-1].seq + 1 if stored else 0
             Publisher(runtime, session_id, next_seq).publish(final)
-        runtime.store.mark_ended(session_id, "server_restart")
+        runtime.store.mark_ended(session_id, reason)
+        runtime.bus.close_session(session_id)
         recovered.append(session_id)
     return recovered
 

@@ -7,7 +7,7 @@ fields are never renamed, removed or changed in meaning.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 WIRE_VERSION = 1
@@ -164,3 +164,111 @@ def signal_from_wire(data: dict[str, Any]) -> SignalMessage:
         seq=int(data.get("seq", 0)),
         question=None if data.get("question") is None else int(data["question"]),
     )
+
+
+# -- between the server process and its worker processes (rtserver/workers.py) -----------
+
+IPC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WorkerStart:
+    """Server -> worker, first: the worker's index and the whole configuration (as
+    :func:`rtserver.config.config_to_wire` writes it)."""
+
+    index: int
+    config: dict[str, Any]
+    type: Literal["start"] = "start"
+    v: int = IPC_VERSION
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """Worker -> server: models loaded and warmed up; sessions may be placed here."""
+
+    index: int
+    pid: int
+    backends: dict[str, str]  # model name -> backend name
+    type: Literal["ready"] = "ready"
+    v: int = IPC_VERSION
+
+
+@dataclass(frozen=True)
+class WorkerCall:
+    """Server -> worker: a request about the worker's sessions, answered by one
+    :class:`WorkerReply` with the same ``id``."""
+
+    id: int
+    method: str  # join, reconnect, end, watch, live, metrics, shutdown
+    args: dict[str, Any]
+    type: Literal["call"] = "call"
+    v: int = IPC_VERSION
+
+
+@dataclass(frozen=True)
+class WorkerReply:
+    """Worker -> server: the result of a call, or the typed error it raised (by code)."""
+
+    id: int
+    value: Any = None
+    error: str | None = None  # an rtserver.errors code; None on success
+    detail: str = ""
+    type: Literal["reply"] = "reply"
+    v: int = IPC_VERSION
+
+
+@dataclass(frozen=True)
+class WorkerPublish:
+    """Worker -> server: a message of a session, already in the store."""
+
+    message: StoredMessage
+    type: Literal["publish"] = "publish"
+    v: int = IPC_VERSION
+
+
+@dataclass(frozen=True)
+class WorkerClose:
+    """Worker -> server: the session has ended; its subscriptions close."""
+
+    session: str
+    type: Literal["close"] = "close"
+    v: int = IPC_VERSION
+
+
+IpcMessage = WorkerStart | WorkerReady | WorkerCall | WorkerReply | WorkerPublish | WorkerClose
+
+
+def ipc_to_wire(message: IpcMessage) -> dict[str, Any]:
+    """The plain form of an IPC message (for msgpack)."""
+    if isinstance(message, WorkerPublish):
+        stored = message.message
+        return {
+            "type": message.type,
+            "v": message.v,
+            "session": stored.session,
+            "seq": stored.seq,
+            "kind": stored.kind,
+            "payload": stored.payload,
+        }
+    return {f.name: getattr(message, f.name) for f in fields(message)}
+
+
+def ipc_from_wire(data: dict[str, Any]) -> IpcMessage:
+    """Rebuilds an IPC message from its plain form; ValueError on an unknown type."""
+    kind = data.get("type")
+    if kind == "publish":
+        stored = StoredMessage(data["session"], data["seq"], data["kind"], data["payload"])
+        return WorkerPublish(stored)
+    cls = _IPC_TYPES.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown IPC message type {kind!r}")
+    return cls(**data)
+
+
+_IPC_TYPES: dict[str, Any] = {
+    "start": WorkerStart,
+    "ready": WorkerReady,
+    "call": WorkerCall,
+    "reply": WorkerReply,
+    "close": WorkerClose,
+}

@@ -23,6 +23,11 @@ from typing import Any
 
 from rtserver.messages import StoredMessage
 
+# Worker processes write messages and statuses while the server process reads and writes
+# sessions and the audit log: WAL lets readers go on during a write, and a writer that
+# finds the database locked by another process waits this long before failing (s).
+BUSY_TIMEOUT_S = 10.0
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
@@ -96,11 +101,17 @@ def hash_token(token: str) -> str:
 
 
 class Store:
-    """A thread-safe SQLite store. Calls are short single statements (well under 1 ms)."""
+    """A thread-safe SQLite store. Calls are short single statements (well under 1 ms).
+
+    Several processes may open the same file (the server and its workers), each with its
+    own Store: WAL mode and a busy timeout make their writes wait for each other.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
+        )
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         with self._locked() as db:
@@ -189,7 +200,9 @@ class Store:
     def erase(self, session_id: str) -> bool:
         """Erases a candidate's data: messages and personal fields. The audit log stays."""
         with self._locked() as db:
-            db.execute("BEGIN")
+            # IMMEDIATE takes the write lock up front (waiting out other processes' writes),
+            # so the transaction cannot fail half way on a lock it would need to upgrade.
+            db.execute("BEGIN IMMEDIATE")
             cursor = db.execute(
                 "UPDATE sessions SET candidate = NULL, job = NULL, questions = '[]', status = ?,"
                 " ended_at = COALESCE(ended_at, ?), end_reason = COALESCE(end_reason, 'erased')"

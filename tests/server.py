@@ -32,6 +32,9 @@ class ServerProcess:
     api_key: str = API_KEY
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # Worker processes (--workers); 1 keeps the whole server in one process, the default
+    # path of most tests. None leaves the flag out (one worker per core).
+    workers: int | None = 1
 
     @property
     def base_url(self) -> str:
@@ -53,6 +56,7 @@ class ServerProcess:
             "--data-dir", str(self.data_dir),
             "--ice-address", "127.0.0.1",
             "--models-dir", str(MODELS_DIR),
+            *([] if self.workers is None else ["--workers", str(self.workers)]),
             *self.options,
         ]  # fmt: skip
         log = self.log_path.open("ab")

@@ -88,3 +88,21 @@ def test_reconnect_grace_and_watchers() -> None:
     config = load_config({}, env)
     assert config.reconnect_grace_s == 5.0 and config.max_watchers == 2
     assert load_config({"reconnect_grace_s": 3.0}, env).reconnect_grace_s == 3.0  # CLI wins
+
+
+def test_config_crosses_to_a_worker_unchanged() -> None:
+    from rtserver.config import config_from_wire, config_to_wire
+
+    config = load_config(
+        {"workers": 3, "ice_addresses": ["127.0.0.1"], "data_dir": "/tmp/x", "emotion": "off"},
+        {},
+    )
+    assert config.workers == 3
+    assert config_from_wire(config_to_wire(config)) == config
+
+
+def test_workers_default_to_one_per_core_and_are_bounded() -> None:
+    assert load_config({}, {}).workers == 0  # resolved to os.cpu_count() at start
+    assert load_config({}, {"RTSERVER_WORKERS": "2"}).workers == 2
+    with pytest.raises(ConfigError):
+        load_config({"workers": -1}, {})

@@ -1,3 +1,4 @@
+import threading
 from pathlib import Path
 
 from rtserver.messages import StoredMessage
@@ -47,3 +48,29 @@ def test_erase_removes_candidate_data_but_keeps_audit(tmp_path: Path) -> None:
     assert store.messages(record.id) == []
     assert [entry["action"] for entry in store.audit_log(record.id)] == ["view_session"]
     assert store.sessions_with_status(STATUS_LIVE) == []
+
+
+def test_two_connections_write_at_once_without_losing_any(tmp_path: Path) -> None:
+    """Workers and the server each hold their own connection to the file (WAL + busy
+    timeout): concurrent writers wait for each other instead of failing."""
+    path = tmp_path / "db.sqlite3"
+    first = Store(path)
+    record, _ = first.create_session(None, None, [])
+    stores = [first, Store(path), Store(path)]
+
+    def write(store: Store, offset: int) -> None:
+        for i in range(200):
+            store.append_message(StoredMessage(record.id, offset + i, "signal", {"i": i}))
+            store.audit("test", "write", record.id)
+
+    threads = [
+        threading.Thread(target=write, args=(store, 1000 * n)) for n, store in enumerate(stores)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(first.messages(record.id)) == 600
+    assert len(stores[1].audit_log(record.id)) == 600
+    for store in stores:
+        store.close()

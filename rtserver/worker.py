@@ -1,0 +1,160 @@
+"""One worker process: runs whole live sessions for the server process (see workers.py).
+
+Started as ``python -m rtserver.worker FD PARENT_PID`` with FD its end of the channel. It
+reads its configuration from the channel, loads and warms up the models, says it is
+ready, then answers calls until the server asks it to shut down or goes away. It ignores
+SIGINT (a Ctrl-C reaches the whole process group; the server decides when workers stop)
+and ends its sessions on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiortc import RTCSessionDescription
+
+from rtserver.app import build_runtime, warm_up
+from rtserver.cli import setup_logging
+from rtserver.config import config_from_wire
+from rtserver.errors import BadRequest, RtServerError
+from rtserver.ipc import Channel, IpcBus
+from rtserver.live import SessionManager
+from rtserver.media.ice import quicken_consent_checks, restrict_host_addresses
+from rtserver.messages import WorkerCall, WorkerReady, WorkerReply, WorkerStart
+
+log = logging.getLogger("rtserver.worker")  # __name__ is __main__ under -m
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Asks Linux for SIGTERM when the server process dies, however it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # it died before the request took effect
+        sys.exit(0)
+
+
+class WorkerServer:
+    """Answers the server's calls with this process's :class:`SessionManager`."""
+
+    def __init__(self, manager: SessionManager, channel: Channel) -> None:
+        self.manager = manager
+        self.channel = channel
+        self.stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        """Answers calls until the channel closes or a shutdown is asked for."""
+        receiving = asyncio.create_task(self._receive())
+        await self.stop.wait()
+        receiving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiving
+
+    async def _receive(self) -> None:
+        while (message := await self.channel.recv()) is not None:
+            if isinstance(message, WorkerCall):
+                task = asyncio.create_task(self._answer(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        self.stop.set()  # the server is gone
+
+    async def _answer(self, call: WorkerCall) -> None:
+        try:
+            value = await self._dispatch(call.method, call.args)
+            reply = WorkerReply(call.id, value)
+        except RtServerError as error:
+            reply = WorkerReply(call.id, error=error.code, detail=error.detail)
+        except Exception as exc:
+            log.exception("call %s failed", call.method)
+            reply = WorkerReply(call.id, error="internal", detail=f"{exc!r}")
+        self.channel.send(reply)
+
+    async def _dispatch(self, method: str, args: dict[str, Any]) -> Any:
+        manager = self.manager
+        if method == "join":
+            offer = _offer(args)
+            answer = await manager.join(args["session"], offer, _texts(args["questions"]))
+            return {"sdp": answer.sdp, "type": answer.type}
+        if method == "reconnect":
+            answer = await manager.reconnect(args["session"], _offer(args))
+            return {"sdp": answer.sdp, "type": answer.type}
+        if method == "watch":
+            answer = await manager.watch(args["session"], _offer(args))
+            return {"sdp": answer.sdp, "type": answer.type}
+        if method == "end":
+            return await manager.end(args["session"], args["reason"])
+        if method == "live":
+            return await manager.live_figures(args["session"])
+        if method == "metrics":
+            return await manager.render_metrics()
+        if method == "shutdown":
+            await manager.shutdown()
+            self.stop.set()
+            return True
+        raise BadRequest(f"unknown worker call {method!r}")
+
+
+def _offer(args: dict[str, Any]) -> RTCSessionDescription:
+    return RTCSessionDescription(sdp=str(args["sdp"]), type=str(args["type"]))
+
+
+def _texts(raw: Sequence[Any]) -> list[str]:
+    return [str(text) for text in raw]
+
+
+async def run(sock: socket.socket) -> None:
+    """The worker's whole life, from its configuration to the end of its last session."""
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    channel = Channel(reader, writer)
+    start = await channel.recv()
+    if not isinstance(start, WorkerStart):
+        return
+    config = config_from_wire(start.config)
+    setup_logging(config.log_level)
+    restrict_host_addresses(config.ice_addresses)
+    quicken_consent_checks()
+    loop = asyncio.get_running_loop()
+    runtime = build_runtime(config, bus=IpcBus(channel))
+    manager = SessionManager(runtime)
+    server = WorkerServer(manager, channel)
+    loop.add_signal_handler(signal.SIGTERM, server.stop.set)
+    try:
+        await loop.run_in_executor(runtime.executor, warm_up, runtime)
+        if runtime.batcher is not None:
+            runtime.batcher.start()
+        channel.send(WorkerReady(start.index, os.getpid(), runtime.backends))
+        log.info("worker %d ready", start.index)
+        await server.serve()
+    finally:
+        await manager.shutdown()  # no-op after a shutdown call; else ends what is left
+        if runtime.batcher is not None:
+            await runtime.batcher.stop()
+        await channel.drain()
+        channel.close()
+        runtime.executor.shutdown(wait=False, cancel_futures=True)
+        runtime.store.close()
+
+
+def main(argv: Sequence[str]) -> int:
+    fd, parent_pid = int(argv[0]), int(argv[1])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    sock = socket.socket(fileno=fd)
+    asyncio.run(run(sock))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
