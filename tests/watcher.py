@@ -15,9 +15,11 @@ import av
 import httpx
 import numpy as np
 import numpy.typing as npt
-from aiortc import MediaStreamTrack, RTCIceTransport, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from peer import ApiError, Peer, new_peer_connection
+
+from rtserver.media.ingest import ice_transports
 
 KEPT_PICTURES = 40  # decoded pictures an observer keeps (downscaled luma) for content checks
 
@@ -103,15 +105,7 @@ async def drop_network(peer: Peer) -> None:
     """Makes the candidate's network vanish: its ICE transports close their sockets, so
     nothing more reaches the server (no RTCP BYE, no DTLS close_notify, no consent
     answers), as when a laptop's Wi-Fi dies. The server must notice by itself."""
-    transports: dict[int, RTCIceTransport] = {}
-    for transceiver in peer.pc.getTransceivers():
-        if transceiver.receiver.transport is not None:
-            ice = transceiver.receiver.transport.transport
-            transports[id(ice)] = ice
-    if peer.pc.sctp is not None:
-        ice = peer.pc.sctp.transport.transport
-        transports[id(ice)] = ice
-    for ice in transports.values():
+    for ice in ice_transports(peer.pc):
         await ice.stop()
     for track in peer.tracks:
         track.stop()

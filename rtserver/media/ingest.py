@@ -90,6 +90,20 @@ def parse_control(data: str | bytes) -> ControlMessage:
     return ControlMessage(index=index, at=float(at))
 
 
+def ice_transports(pc: RTCPeerConnection) -> list[RTCIceTransport]:
+    """Every ICE transport of ``pc`` (media and data channels), each once: with BUNDLE,
+    several transceivers share one."""
+    transports: dict[int, RTCIceTransport] = {}
+    for transceiver in pc.getTransceivers():
+        if transceiver.receiver.transport is not None:
+            ice = transceiver.receiver.transport.transport
+            transports[id(ice)] = ice
+    if pc.sctp is not None:
+        ice = pc.sctp.transport.transport
+        transports[id(ice)] = ice
+    return list(transports.values())
+
+
 class PeerIngest:
     """One peer connection; ``on_track`` gets each remote track, ``on_lost`` the reason,
     ``on_control`` each valid control message."""
@@ -217,15 +231,7 @@ class PeerIngest:
                     log.debug("transport stop failed", exc_info=True)
 
     def _watch_ice(self) -> None:
-        transports: dict[int, RTCIceTransport] = {}
-        for transceiver in self.pc.getTransceivers():
-            if transceiver.receiver.transport is not None:
-                ice = transceiver.receiver.transport.transport
-                transports[id(ice)] = ice
-        if self.pc.sctp is not None:
-            ice = self.pc.sctp.transport.transport
-            transports[id(ice)] = ice
-        for ice in transports.values():
+        for ice in ice_transports(self.pc):
             ice.on("statechange", functools.partial(self._on_ice_state, ice))
 
     def _on_ice_state(self, ice: RTCIceTransport) -> None:
