@@ -13,7 +13,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from rtserver.config import Config
-from rtserver.kernels.crops import make_cropper
+from rtserver.kernels.crops import CpuFaceCropper, make_cropper
 from rtserver.metrics import Metrics
 from rtserver.models.fetch import MODELS, ensure_models
 from rtserver.scoring.batcher import Model, ModelBatcher
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 class Analysis:
     detector: FaceDetector | None  # None: decode only
     batcher: ModelBatcher | None  # face-crop models for every session
-    backends: dict[str, str] = field(default_factory=dict)  # model name -> backend name
+    # model name -> backend name; "face_crops" -> where the crops are cut
+    backends: dict[str, str] = field(default_factory=dict)
     vad: SileroVad | None = None  # speech detection (ONNX Runtime, CPU) for every session
 
 
@@ -85,9 +86,11 @@ def build_analysis(config: Config, metrics: Metrics, executor: Executor) -> Anal
         models.append(EmotionModel(backend))
     else:
         log.info("emotion inference is off: no emotion model is loaded")
+    cropper = make_cropper(config.crop_device)
+    backends["face_crops"] = "cython-cpu" if isinstance(cropper, CpuFaceCropper) else "numba-cuda"
     batcher = ModelBatcher(
         models,
-        make_cropper(config.crop_device),
+        cropper,
         executor,
         metrics,
         max_batch=config.max_batch,

@@ -163,6 +163,32 @@ def test_make_cropper_picks_by_configuration(monkeypatch: pytest.MonkeyPatch) ->
         make_cropper("cuda")
 
 
+def test_a_cuda_cropper_that_cannot_launch_is_caught_at_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A GPU whose kernel cannot run (seen: numba-cuda against a NumPy it does not know)
+    falls back to the CPU under "auto" with a warning, and fails "cuda" at once, instead of
+    failing every batch later."""
+    pytest.importorskip("numba.cuda")
+    from rtserver.kernels import frame_cuda
+
+    class Unlaunchable:
+        def __init__(self, margin: float) -> None:
+            self.margin = margin
+
+        def crop(self, *args: object) -> np.ndarray:
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+
+    monkeypatch.setattr(crops, "cuda_available", lambda: True)
+    monkeypatch.setattr(frame_cuda, "CudaFaceCropper", Unlaunchable)
+    with caplog.at_level("WARNING", logger="rtserver.kernels.crops"):
+        cropper = make_cropper("auto", margin=6.0)
+    assert isinstance(cropper, CpuFaceCropper) and cropper.margin == 6.0
+    assert "row_stack" in caplog.text and "cropping on the CPU" in caplog.text
+    with pytest.raises(RuntimeError, match=r"failed their first launch.*row_stack"):
+        make_cropper("cuda")
+
+
 def test_make_cropper_on_this_machine() -> None:
     available = cuda_available()
     assert isinstance(available, bool)

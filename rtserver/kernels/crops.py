@@ -12,6 +12,7 @@ import them only when asked, so a CPU-only server never initialises a driver.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import Literal, Protocol
@@ -19,6 +20,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from rtserver.kernels.frame import crop_resize_normalize
+
+log = logging.getLogger(__name__)
 
 Device = Literal["cpu", "cuda", "auto"]
 
@@ -171,7 +174,28 @@ def make_cropper(device: str = "auto", margin: float = 10.0) -> FaceCropper:
         return CpuFaceCropper(margin)
     if device == "cuda" and not cuda_available():
         raise RuntimeError("no CUDA device: numba.cuda found no usable GPU (use device='cpu')")
-    # Imported here: the module compiles nothing at import, but it is CUDA-only code.
-    from rtserver.kernels.frame_cuda import CudaFaceCropper
+    try:
+        # Imported here: the module compiles nothing at import, but it is CUDA-only code.
+        from rtserver.kernels.frame_cuda import CudaFaceCropper
 
-    return CudaFaceCropper(margin)
+        cropper: FaceCropper = CudaFaceCropper(margin)
+        _first_launch(cropper)
+    except Exception as exc:
+        # A GPU is there but the kernel cannot run on it (a Numba, driver or NumPy mismatch):
+        # better told now, once, than by every batch of every session failing later.
+        if device == "cuda":
+            raise RuntimeError(f"CUDA face crops failed their first launch: {exc}") from exc
+        log.warning("CUDA face crops failed their first launch (%s); cropping on the CPU", exc)
+        return CpuFaceCropper(margin)
+    return cropper
+
+
+def _first_launch(cropper: FaceCropper) -> None:
+    """Crops one face from a small plane: compiles the kernel now, and checks that it runs."""
+    plane = np.zeros((48, 64), np.uint8)
+    cropper.crop(
+        [plane],
+        np.array([[8.0, 8.0, 24.0, 24.0]]),
+        np.zeros(1, np.int64),
+        np.empty((1, 8, 8), np.float32),
+    )

@@ -40,6 +40,11 @@ _FEW_BLOCKS = 128  # Numba's low-occupancy warning fires below this many blocks 
 # out of code that only Numba's compiler reads. A module global (not a local) because Numba's
 # CUDA simulator swaps the kernel's global `cuda` for its own. Importing numba.cuda neither
 # starts the driver nor compiles anything: that waits for the first launch.
+# numba-cuda registers an overload of np.row_stack when its CUDA target first loads (at the
+# first launch); NumPy 2.5 removed that old alias of np.vstack, so on such a machine every
+# launch fails with "module 'numpy' has no attribute 'row_stack'". Put the alias back.
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
 cuda: Any = importlib.import_module("numba.cuda")
 # Past this many pixels float64 rounding of start + i * scale can exceed the one-pixel slack
 # of the staged region, so such a box stages its whole plane instead (only absurd boxes).
