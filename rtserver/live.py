@@ -57,7 +57,9 @@ from rtserver.store import STATUS_LIVE, Store
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.05  # how often ready seconds are looked for; bounds the added lag
+# Ready seconds are looked for whenever a track's analysis passes a second, and at least this
+# often (for seconds published without media, and the end conditions).
+TICK_S = 0.05
 PARTIAL_SECOND_MIN_S = 0.25  # a last, partial second is published if it holds this much media
 # A new offer with the join token replaces a connection that still looks up when no media
 # has come over it for this long: the candidate's page noticed the drop before ICE did.
@@ -127,7 +129,9 @@ class LiveSession:
         self.id = session_id
         self.questions = tuple(questions)  # the question texts, by index
         self.clock = MediaClock()
-        self.aggregator = SecondAggregator()
+        # Set when a track's analysis passes a whole second: publishing looks at once.
+        self._progressed = asyncio.Event()
+        self.aggregator = SecondAggregator(on_second=self._progressed.set)
         self.publisher = Publisher(runtime, session_id)
         self.relay = SessionRelay(session_id, runtime.config)
         self.signals: list[SignalMessage] = []
@@ -339,7 +343,10 @@ class LiveSession:
     async def _tick_loop(self) -> None:
         config = self.runtime.config
         while True:
-            await asyncio.sleep(TICK_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_S):
+                    await self._progressed.wait()
+            self._progressed.clear()
             try:
                 self._publish_ready(config.max_signal_wait_s)
             except Exception:

@@ -10,6 +10,7 @@ without the GIL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import Executor
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 PENDING_FRAMES = 100  # 2 s of 20 ms frames
 # Audio is analysed in blocks of about this many 20 ms frames (100 ms): every block costs a
 # fixed few hundred microseconds of Python and model-call overhead whatever its length, so
-# analysing each 20 ms frame alone would cost several times the CPU. The price is up to
-# 80 ms more signal lag.
+# analysing each 20 ms frame alone would cost several times the CPU. The frame that lets the
+# next second out does not wait for its block to fill, so blocks add no signal lag.
 BLOCK_FRAMES = 5
 FRAME_S = 0.02
 MAX_GAP_FILL_S = 2.0  # gaps up to this are filled with silence; longer ones re-anchor
@@ -134,6 +135,11 @@ class AudioPath:
         self.hops_done = 0  # hops handed to the aggregator
         self._pending: DropOldest[PcmChunk] = DropOldest(bound=PENDING_FRAMES)
         self._busy = False
+        # Media time (s) between the input's end and the analysis's end: what the
+        # resampler, the hop frames and the fluency lookahead hold back. Measured per block.
+        self._held_s = 0.0
+        self._flush_now = asyncio.Event()  # analyse the queued frames without waiting
+        self._flushed_second = -1  # the last second a flush was for
 
     async def run(self, track: MediaStreamTrack) -> None:
         progress = self.aggregator.audio
@@ -154,6 +160,8 @@ class AudioPath:
                     continue
                 if not self._pending.put(PcmChunk(pcm_of(frame), media_time)):
                     self.metrics.frames_skipped.inc(reason="audio_overflow")
+                if self._completes_a_second(media_time + duration):
+                    self._flush_now.set()
         finally:
             await finish_worker(worker, lambda: not self._busy and not self._pending)
             self.finish()
@@ -180,16 +188,30 @@ class AudioPath:
         """Hands the next ``features`` (in stream order) to the aggregator."""
         self.aggregator.add_hops(self.timeline.hop_start_time(self.hops_done), features)
         self.hops_done += len(features)
+        self._held_s = self.timeline.expected_time() - self.timeline_end()
+
+    def _completes_a_second(self, input_end: float) -> bool:
+        """Whether the frames queued up to media time ``input_end`` (s), once analysed, take
+        the analysis past the end of the next second not yet published (once per second)."""
+        due = max(self.aggregator.next_t, self._flushed_second + 1)
+        if input_end - self._held_s < due + 1:
+            return False
+        self._flushed_second = due
+        return True
 
     async def _analyse_loop(self) -> None:
         loop = asyncio.get_running_loop()
         progress = self.aggregator.audio
         while True:
             await self._pending.wait()
-            if len(self._pending) < BLOCK_FRAMES:
-                # Let a block gather; the frames stay queued meanwhile, so a track that
-                # ends now still has them analysed (finish_worker waits for the queue).
-                await asyncio.sleep((BLOCK_FRAMES - len(self._pending)) * FRAME_S)
+            if len(self._pending) < BLOCK_FRAMES and not self._flush_now.is_set():
+                # Let a block gather, unless a frame lets a second out; the frames stay
+                # queued meanwhile, so a track that ends now still has them analysed
+                # (finish_worker waits for the queue).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout((BLOCK_FRAMES - len(self._pending)) * FRAME_S):
+                        await self._flush_now.wait()
+            self._flush_now.clear()
             chunks = self._pending.take_all()
             self._busy = True
             try:
@@ -197,8 +219,8 @@ class AudioPath:
             finally:
                 self._busy = False
             self.add_features(features)
-            if not self._pending:
-                progress.done_until = self.timeline.hop_start_time(self.hops_done)
+            # Exact whatever is still queued: the queued frames are later media.
+            progress.done_until = self.timeline.hop_start_time(self.hops_done)
 
     def analyse_chunks(self, chunks: list[PcmChunk]) -> HopFeatures:
         """Runs in a worker thread: resample the chunks and compute their hop features and,

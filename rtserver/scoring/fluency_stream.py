@@ -3,10 +3,16 @@
 :class:`FluencyStream` turns hop features into final per-hop decisions: speech (Silero VAD
 combined with our energy and voicing, ``scoring/speech.py``), syllable nuclei (de Jong &
 Wempe's method on our intensity contour, ``scoring/syllables.py``) and pauses (silences of
-at least ``MIN_PAUSE_S`` after speech). The gate and the syllable detector each need a
-little of the future (the gate's lookahead, a syllable's following dip), so hops come out a
-little after they went in, always in order, and any split of the stream gives the same
-decisions.
+at least ``MIN_PAUSE_S`` after speech). Hops come out once the gate has decided them (its
+lookahead, 270 ms, after they went in), always in order, and any split of the stream gives
+the same decisions.
+
+The syllable detector needs a little more of the future: a nucleus is confirmed by the dip
+after it, up to ``MAX_PENDING_HOPS`` (300 ms) after its peak. Hops do not wait for that:
+each nucleus is counted at the hop that confirmed it, as ``PauseTracker`` counts a pause's
+first hops at its first marked hop. So the count of nuclei is exact, each lands at most
+300 ms after its peak (in the next second, if its peak was within that of a second's end),
+any split of the stream still gives the same flags, and no signal waits for a dip.
 """
 
 from __future__ import annotations
@@ -88,12 +94,15 @@ class FluencyStream:
         start = len(self._speech)
         self._speech = np.concatenate([self._speech, speech])
         hops = self._pending.slice(start, start + len(speech))
-        syllables = self.syllables.process(hops.intensity_db, hops.pitch_hz, hops.voicing, speech)
-        pauses = self.pauses.process(speech)
+        self.syllables.process(hops.intensity_db, hops.pitch_hz, hops.voicing, speech)
+        syllables = self.syllables.confirmed
         if final:
-            syllables = np.concatenate([syllables, self.syllables.flush()])
+            self.syllables.flush()
+            # The end confirms at most one nucleus: it goes on the last hop free of one.
+            free = np.flatnonzero(~syllables)[::-1][: self.syllables.confirmed_at_end]
+            syllables[free] = True
         self._syllable = np.concatenate([self._syllable, syllables])
-        self._pause = np.concatenate([self._pause, pauses])
+        self._pause = np.concatenate([self._pause, self.pauses.process(speech)])
 
     def _emit(self) -> HopFeatures:
         n = min(len(self._speech), len(self._syllable), len(self._pause))

@@ -8,6 +8,7 @@ a stalled track delays a signal by at most that much and never blocks it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,23 +62,43 @@ class SecondSummary:
     fluency: dict[str, Any] | None = None
 
 
-@dataclass
 class TrackProgress:
-    """How far a track's analysis has got on the session timeline (seconds)."""
+    """How far a track's analysis has got on the session timeline (seconds).
 
-    active: bool = False
-    done_until: float = 0.0  # analysis is complete up to here
-    received_until: float = 0.0  # media has arrived up to here
-    ended: bool = False
+    ``on_second`` is called whenever ``done_until`` passes a whole second, so that a
+    publisher can look for ready seconds at once instead of at its next tick.
+    """
+
+    def __init__(self, on_second: Callable[[], None] | None = None) -> None:
+        self.active = False
+        self.received_until = 0.0  # media has arrived up to here
+        self.ended = False
+        self._done_until = 0.0  # analysis is complete up to here
+        self._on_second = on_second
+
+    @property
+    def done_until(self) -> float:
+        return self._done_until
+
+    @done_until.setter
+    def done_until(self, value: float) -> None:
+        passed = math.floor(value) > math.floor(self._done_until)
+        self._done_until = value
+        if passed and self._on_second is not None:
+            self._on_second()
 
 
 class SecondAggregator:
-    """Collects results per second and says which seconds may be published."""
+    """Collects results per second and says which seconds may be published.
 
-    def __init__(self) -> None:
+    ``on_second``: called when either track's analysis passes a whole second (see
+    :class:`TrackProgress`).
+    """
+
+    def __init__(self, on_second: Callable[[], None] | None = None) -> None:
         self.next_t = 0  # the next second index to publish; everything before it is out
-        self.video = TrackProgress()
-        self.audio = TrackProgress()
+        self.video = TrackProgress(on_second)
+        self.audio = TrackProgress(on_second)
         self.late_results = 0
         self._buckets: dict[int, _Bucket] = {}
         self._fluency = FluencyWindow()

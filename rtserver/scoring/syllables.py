@@ -139,11 +139,14 @@ def _detect(
     istate: np.ndarray,
     fstate: np.ndarray,
     out: np.ndarray,
+    confirmed: np.ndarray,
 ) -> int:
     """Feed hops; write the flags of the hops that became final to ``out``; return how many.
 
     ``out`` must hold istate[_SEEN] - istate[_EMITTED] + len(intensity_db) flags and be
-    all False; out[0] is hop istate[_EMITTED]. All other arguments are the state, updated.
+    all False; out[0] is hop istate[_EMITTED]. ``confirmed`` (one all-False flag per hop
+    fed) gets the hops at which a nucleus was confirmed. All other arguments are the
+    state, updated.
     """
     base = istate[_EMITTED]
     window = ring.shape[0]
@@ -178,6 +181,7 @@ def _detect(
         ):
             if istate[_PENDING_OK] == 1:
                 out[pending - base] = True
+                confirmed[i] = True
             pending = _NO_HOP
         istate[_PENDING] = pending
 
@@ -226,9 +230,15 @@ class SyllableDetector:
     over all calls the flags returned number the hops fed less ``pending``. ``flush`` ends
     the stream, returns the rest and leaves the detector ready for a new stream. Any split
     of a stream into calls gives the same flags.
+
+    Where a nucleus is known without waiting: after each ``process``, ``confirmed`` flags
+    the hops of that call at which a nucleus was confirmed (its dip, or its time up), final
+    at once; after ``flush``, ``confirmed_at_end`` counts those the end confirmed (0 or 1).
     """
 
     def __init__(self) -> None:
+        self.confirmed = np.zeros(0, np.bool_)
+        self.confirmed_at_end = 0
         self._hist = np.zeros(HIST_BINS, np.int64)
         self._ring = np.zeros(LOUDNESS_WINDOW_HOPS, np.int64)
         self._istate = np.zeros(_ISTATE, np.int64)
@@ -274,6 +284,7 @@ class SyllableDetector:
                 f"voicing {periodicity.shape[0]}, speech {is_speech.shape[0]}"
             )
         out = np.zeros(self.pending + n, np.bool_)
+        self.confirmed = np.zeros(n, np.bool_)
         done = _detect(
             x,
             pitch,
@@ -284,6 +295,7 @@ class SyllableDetector:
             self._istate,
             self._fstate,
             out,
+            self.confirmed,
         )
         return out[:done]
 
@@ -297,6 +309,7 @@ class SyllableDetector:
         seen = int(self._istate[_SEEN])
         pending = self.pending
         out = np.zeros(pending + 1, np.bool_)
+        at_end = np.zeros(1, np.bool_)
         _detect(
             np.full(1, HIST_LOW_DB, np.float32),
             np.zeros(1, np.float32),
@@ -307,11 +320,14 @@ class SyllableDetector:
             self._istate,
             self._fstate,
             out,
+            at_end,
         )
+        self.confirmed_at_end = int(at_end[0])
         # Whatever is still undecided is kept, as when its time is up.
         candidate = int(self._istate[_PENDING])
         if candidate != _NO_HOP and self._istate[_PENDING_OK] == 1:
             out[candidate - (seen - pending)] = True
+            self.confirmed_at_end += 1
         self.reset()
         return out[:pending]
 
