@@ -6,7 +6,9 @@ runs that file its own way:
 - ``onnxruntime-cpu``: ONNX Runtime on the CPU, the default and the reference;
 - ``tensorrt``: a serialized FP16 engine built from the ONNX (``engine_tensorrt``);
 - ``onnxruntime-cuda``: ONNX Runtime's CUDA execution provider;
-- ``torch-cuda``: the ONNX graph interpreted with torch on a CUDA device (``engine_torch``).
+- ``torch-cuda``: the ONNX graph interpreted with torch on a CUDA device (``engine_torch``);
+  only when asked for: its per-op Python dispatch costs more server CPU than ONNX Runtime
+  on the CPU for models this small (see ``Config.engine``).
 
 ``load_engine`` tries the backends in the configured order and logs one line naming the one
 chosen and, for each one passed over, why.

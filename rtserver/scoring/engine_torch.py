@@ -872,6 +872,14 @@ class TorchBackend:
         self.device = _device(device)
         self.half = half
         self.name = "torch-cuda" if self.device.type == "cuda" else "torch-cpu"
+        if self.device.type == "cuda" and not half:
+            # torch runs float32 convolutions as TF32 on Ampere and later by default: a
+            # 10-bit mantissa. On an H200 that put the emotion model 2e-3 and BlazeFace 0.1
+            # (in box pixels) away from ONNX Runtime. Float32 here means float32; the fast
+            # path is half=True (or TensorRT's FP16), chosen knowingly. Process-wide: torch
+            # keeps these flags per process, and this process runs only our models.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self._program = _build_program(_load_onnx(onnx_path), self.device, half)
         # Outputs that are constants or the input itself would hand out our own (or the
         # caller's) buffer on the CPU; only those are copied.
