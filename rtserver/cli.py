@@ -92,6 +92,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     serve.add_argument("--public-url", dest="public_url")
     serve.add_argument("--max-sessions", dest="max_sessions", type=int)
+    serve.add_argument(
+        "--max-loop-lag",
+        dest="max_loop_lag_s",
+        type=float,
+        help="refuse new sessions (503 overloaded) while the event loop runs this late (s; 0: off)",
+    )
+    serve.add_argument(
+        "--max-signal-lag",
+        dest="max_signal_lag_s",
+        type=float,
+        help="refuse new sessions (503 overloaded) while signals go out this late (s; 0: off)",
+    )
     serve.add_argument("--analysis-fps", dest="analysis_fps", type=float)
     serve.add_argument("--media-timeout", dest="media_timeout_s", type=float)
     serve.add_argument(
@@ -186,6 +198,8 @@ def serve(args: argparse.Namespace) -> int:
             "ice_servers",
             "public_url",
             "max_sessions",
+            "max_loop_lag_s",
+            "max_signal_lag_s",
             "analysis_fps",
             "media_timeout_s",
             "reconnect_grace_s",

@@ -35,6 +35,12 @@ class Config:
     public_url: str = ""
     # Live sessions above this are refused with 503 and Retry-After.
     max_sessions: int = 8
+    # A process whose event loop runs this late (mean over 2 s, seconds), or whose signals go
+    # out this late (mean over 3 s, seconds whose media had arrived), takes no new session:
+    # 503 "overloaded" with Retry-After. 0 turns a check off. With analysis, signals are
+    # about 0.3 s late by design (the speech gate's lookahead); decode-only, under 0.1 s.
+    max_loop_lag_s: float = 0.15
+    max_signal_lag_s: float = 0.75
     # Video frames analysed per second, chosen by media timestamp (fps).
     analysis_fps: float = 10.0
     # Face detector: "blazeface" (a DNN, the default) or "haar" (OpenCV's cascade, the
@@ -149,6 +155,10 @@ def _validate(config: Config) -> Config:
         raise ConfigError("analysis_fps must be between 0.5 and 60")
     if config.max_sessions < 1:
         raise ConfigError("max_sessions must be at least 1")
+    if not 0 <= config.max_loop_lag_s <= 60:
+        raise ConfigError("max_loop_lag_s must be between 0 (off) and 60 seconds")
+    if not 0 <= config.max_signal_lag_s <= 60:
+        raise ConfigError("max_signal_lag_s must be between 0 (off) and 60 seconds")
     if not 0 <= config.reconnect_grace_s <= 600:
         raise ConfigError("reconnect_grace_s must be between 0 and 600 seconds")
     if not 0 <= config.workers <= 256:

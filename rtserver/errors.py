@@ -47,6 +47,16 @@ class AtCapacity(RtServerError):
         self.retry_after_s = retry_after_s
 
 
+class Overloaded(AtCapacity):
+    """The process that would run the session is too busy to take it without harming the
+    sessions it already holds (its event loop runs late)."""
+
+    code = "overloaded"
+
+    def __init__(self, detail: str, retry_after_s: int = 10) -> None:
+        super().__init__(detail, retry_after_s)
+
+
 class WorkerLost(RtServerError):
     """The worker process that runs (or would run) a session is gone or not ready yet."""
 
@@ -61,6 +71,7 @@ HTTP_STATUS: dict[type[RtServerError], int] = {
     Conflict: 409,
     PayloadTooLarge: 413,
     AtCapacity: 503,
+    Overloaded: 503,
     WorkerLost: 503,
     RtServerError: 500,
 }

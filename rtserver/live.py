@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from rtserver.admission import Admission, RecentSignalLag
 from rtserver.bus import Bus
 from rtserver.config import Config
 from rtserver.errors import AtCapacity, Conflict
@@ -79,6 +80,8 @@ class Runtime:
     batcher: ModelBatcher | None = None
     backends: dict[str, str] = field(default_factory=dict)  # model name -> backend name
     vad: SileroVad | None = None  # speech detection for every session's fluency decisions
+    # How late this process's signals have gone out lately (admission control reads it).
+    signal_lag: RecentSignalLag = field(default_factory=RecentSignalLag)
 
 
 class Publisher:
@@ -401,6 +404,8 @@ class LiveSession:
             )
             self.publisher.publish(signal)
             self._unpublished.popleft()
+            if self.aggregator.media_received(t + 1):
+                self.runtime.signal_lag.add(lag_s)  # late from load, not from missing media
             self.signals.append(signal)
             for hint in self.hints.on_second(signal, self.question_open):
                 self.link.ingest.send_hint(hint)
@@ -500,12 +505,14 @@ class SessionHost(Protocol):
 
 
 class SessionManager:
-    """Holds the live sessions of this process and enforces capacity."""
+    """Holds the live sessions of this process and enforces capacity: a session count, and
+    no new session while the process falls behind (``rtserver.admission``)."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.live: dict[str, LiveSession] = {}
         self._joining: set[str] = set()
+        self.admission = Admission(runtime.config, runtime.signal_lag)
 
     def _update_gauge(self) -> None:
         self.runtime.metrics.live_sessions.set(len(self.live))
@@ -520,6 +527,7 @@ class SessionManager:
             raise Conflict("session is already live")
         if len(self.live) + len(self._joining) >= capacity:
             raise AtCapacity(f"server is at its capacity of {capacity} live sessions")
+        self.admission.check()
         self._joining.add(session_id)
         try:
             session = LiveSession(self.runtime, session_id, questions)
@@ -591,9 +599,12 @@ class SessionManager:
         return {}
 
     async def render_metrics(self) -> str:
+        self.runtime.metrics.loop_lag.set(self.admission.loop_lag.lag_s)
+        self.runtime.metrics.recent_signal_lag.set(self.runtime.signal_lag.mean_s())
         return self.runtime.metrics.render()
 
     async def shutdown(self) -> None:
+        await self.admission.stop()
         sessions = list(self.live.values())
         for session in sessions:
             with contextlib.suppress(Exception):

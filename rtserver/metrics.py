@@ -100,6 +100,15 @@ class Metrics:
     def __init__(self) -> None:
         self.live_sessions = Gauge("rtserver_live_sessions", "Sessions with a live peer.")
         self.observers = Gauge("rtserver_observers", "Connected observer websockets.")
+        self.loop_lag = Gauge(
+            "rtserver_event_loop_lag_seconds",
+            "How late the event loop wakes, mean over the last 2 s (admission control reads it).",
+        )
+        self.recent_signal_lag = Gauge(
+            "rtserver_recent_signal_lag_seconds",
+            "Mean lag of the signals published in the last 3 s whose media had all arrived"
+            " (admission control reads it).",
+        )
         self.sessions_total = Counter("rtserver_sessions_total", "Sessions started, by outcome.")
         self.reconnects = Counter(
             "rtserver_reconnects_total", "Candidates who came back after a dropped connection."

@@ -54,7 +54,7 @@ from typing import Any
 from aiortc import RTCSessionDescription
 
 from rtserver.config import config_to_wire
-from rtserver.errors import AtCapacity, Conflict, WorkerLost, error_from_code
+from rtserver.errors import AtCapacity, Conflict, Overloaded, WorkerLost, error_from_code
 from rtserver.ipc import Channel
 from rtserver.live import Runtime, finish_sessions
 from rtserver.messages import (
@@ -238,12 +238,12 @@ class WorkerPool:
                 return worker
         return None
 
-    def _place(self) -> Worker:
-        """The least-loaded ready worker: fewest sessions, then lowest index."""
+    def _placements(self) -> list[Worker]:
+        """The ready workers, least loaded first: fewest sessions, then lowest index."""
         ready = [w for w in self.workers if w.ready.is_set()]
         if not ready:
             raise WorkerLost("no worker is ready; try again in a few seconds")
-        return min(ready, key=lambda w: (len(w.sessions), w.index))
+        return sorted(ready, key=lambda w: (len(w.sessions), w.index))
 
     # -- SessionHost ------------------------------------------------------------------
 
@@ -255,19 +255,23 @@ class WorkerPool:
         capacity = self.runtime.config.max_sessions
         if self.live_count() >= capacity:
             raise AtCapacity(f"server is at its capacity of {capacity} live sessions")
-        worker = self._place()
-        worker.sessions.add(session_id)
-        try:
-            answer = await self._call(
-                worker,
-                "join",
-                {"session": session_id, **_offer(offer), "questions": list(questions)},
-            )
-        except BaseException:
-            worker.sessions.discard(session_id)
-            raise
-        log.info("placed on worker %d", worker.index, extra={"session": session_id})
-        return RTCSessionDescription(sdp=answer["sdp"], type=answer["type"])
+        args = {"session": session_id, **_offer(offer), "questions": list(questions)}
+        refusals: list[Overloaded] = []
+        for worker in self._placements():
+            worker.sessions.add(session_id)
+            try:
+                answer = await self._call(worker, "join", args)
+            except Overloaded as exc:
+                # That worker's loop runs late; another may still have room.
+                worker.sessions.discard(session_id)
+                refusals.append(exc)
+                continue
+            except BaseException:
+                worker.sessions.discard(session_id)
+                raise
+            log.info("placed on worker %d", worker.index, extra={"session": session_id})
+            return RTCSessionDescription(sdp=answer["sdp"], type=answer["type"])
+        raise Overloaded(f"every worker is overloaded: {refusals[-1].detail}")
 
     async def reconnect(
         self, session_id: str, offer: RTCSessionDescription

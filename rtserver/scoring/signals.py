@@ -197,6 +197,11 @@ class SecondAggregator:
             t += 1
         return seconds
 
+    def media_received(self, until: float) -> bool:
+        """Whether every active track's media has arrived up to ``until`` (s)."""
+        tracks = [t for t in (self.video, self.audio) if t.active]
+        return bool(tracks) and all(t.received_until >= until for t in tracks)
+
     def take(self, t: int) -> SecondSummary:
         """Summarises second ``t`` (which must be ``next_t``) and moves past it."""
         if t != self.next_t:
