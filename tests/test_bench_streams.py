@@ -58,6 +58,7 @@ def test_tiny_ramp_in_both_modes_writes_json_and_plot(
     assert streams.main(argv) == 0
     printed = capsys.readouterr().out
     assert "targets:" in printed and "where the server's CPU goes" in printed
+    assert "where the signal lag goes" in printed
 
     report = json.loads(out.read_text())
     assert {"config", "steps", "comparison", "max_sustainable", "targets"} <= set(report)
@@ -81,6 +82,10 @@ def test_tiny_ramp_in_both_modes_writes_json_and_plot(
             assert _finite(step[key]), (where, key, step[key])
         for q in ("p50", "p95", "p99"):
             assert _finite(step["lag_ms"][q]) and step["lag_ms"][q] > 0, (where, q)
+        # The server's part of the lag is inside the whole: what comes before it (the
+        # network, jitter buffers, decoding) is never negative by more than clock noise.
+        assert step["server_lag_ms"]["p50"] <= step["lag_ms"]["p50"], where
+        assert step["before_server_lag_ms"]["p50"] > -5.0, where
         assert step["server_cpu_per_stream"] > 0 and step["frames_decoded_per_s"] > 0, where
         breakdown = step["breakdown"]
         assert _finite(breakdown["other"]), where
