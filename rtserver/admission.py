@@ -6,8 +6,9 @@ Two readings say it does not, each with its own limit (0 turns one off):
   connection's RTP, DTLS and ICE shares that loop, so past this, ICE consent answers miss
   their deadlines and connections drop;
 - its signals go out late (``max_signal_lag_s``): the analysis threads cannot keep up, so
-  every session's seconds publish later and later. Only seconds whose media had all arrived
-  count: a candidate whose camera stalls makes signals late without any load.
+  every session's seconds publish later and later. Only seconds held by analysis count
+  (``SecondAggregator.lag_measures_load``): a candidate whose media stalls makes a second
+  late without any load.
 
 The limits are checked at each join; a refusal is a 503 ``overloaded`` with the reason and
 Retry-After, and the sessions already live are untouched.

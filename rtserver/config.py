@@ -36,7 +36,7 @@ class Config:
     # Live sessions above this are refused with 503 and Retry-After.
     max_sessions: int = 8
     # A process whose event loop runs this late (mean over 2 s, seconds), or whose signals go
-    # out this late (mean over 3 s, seconds whose media had arrived), takes no new session:
+    # out this late (mean over 3 s, seconds analysis held back), takes no new session:
     # 503 "overloaded" with Retry-After. 0 turns a check off. With analysis, signals are
     # about 0.3 s late by design (the speech gate's lookahead); decode-only, under 0.1 s.
     max_loop_lag_s: float = 0.15

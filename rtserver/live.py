@@ -404,8 +404,8 @@ class LiveSession:
             )
             self.publisher.publish(signal)
             self._unpublished.popleft()
-            if self.aggregator.media_received(t + 1):
-                self.runtime.signal_lag.add(lag_s)  # late from load, not from missing media
+            if self.aggregator.lag_measures_load(t):
+                self.runtime.signal_lag.add(lag_s)
             self.signals.append(signal)
             for hint in self.hints.on_second(signal, self.question_open):
                 self.link.ingest.send_hint(hint)

@@ -106,7 +106,7 @@ class Metrics:
         )
         self.recent_signal_lag = Gauge(
             "rtserver_recent_signal_lag_seconds",
-            "Mean lag of the signals published in the last 3 s whose media had all arrived"
+            "Mean lag of the signals published in the last 3 s that only analysis held back"
             " (admission control reads it).",
         )
         self.sessions_total = Counter("rtserver_sessions_total", "Sessions started, by outcome.")

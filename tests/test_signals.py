@@ -114,3 +114,24 @@ def test_pauses_and_syllables_are_counted_whatever_the_blocks(split: int) -> Non
     # The pause's 0.8 s is all counted, its first 0.24 s at the hop that revealed it.
     assert sum(f["pause_s"] for f in fluency) == pytest.approx(0.8)  # type: ignore[index]
     assert seconds[0].audio.speech == pytest.approx(0.6)
+
+
+def test_only_seconds_held_by_analysis_measure_load() -> None:
+    """Admission control reads the lag of seconds that analysis held back, not of seconds
+    that waited for media that stopped coming."""
+    agg = SecondAggregator()
+    assert not agg.lag_measures_load(0)  # no track yet
+    for track in (agg.video, agg.audio):
+        track.active = True
+        track.received_until = 1.4
+    agg.video.done_until = agg.audio.done_until = 1.05
+    assert agg.lag_measures_load(0)  # complete when published
+    agg.audio.done_until = 0.8
+    assert not agg.lag_measures_load(0)  # waits for audio that stopped at 1.4 s
+    agg.video.received_until = agg.audio.received_until = 2.3
+    assert agg.lag_measures_load(0)  # media went on a second past it: analysis is behind
+    agg.audio.ended = True
+    agg.video.done_until = 0.5
+    assert agg.lag_measures_load(0)  # an ended track no longer counts
+    agg.video.ended = True
+    assert not agg.lag_measures_load(0)

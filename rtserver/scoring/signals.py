@@ -197,10 +197,16 @@ class SecondAggregator:
             t += 1
         return seconds
 
-    def media_received(self, until: float) -> bool:
-        """Whether every active track's media has arrived up to ``until`` (s)."""
-        tracks = [t for t in (self.video, self.audio) if t.active]
-        return bool(tracks) and all(t.received_until >= until for t in tracks)
+    def lag_measures_load(self, t: int) -> bool:
+        """Whether second ``t``, published now, was held only by analysis: it is complete,
+        or media a whole second past it has arrived and it still waited. Not so when the
+        media itself stopped: the last second before a stall waits for the speech gate's
+        lookahead, which only more audio brings."""
+        tracks = [p for p in (self.video, self.audio) if p.active and not p.ended]
+        if not tracks:
+            return False
+        complete = all(p.done_until >= t + 1 for p in tracks)
+        return complete or all(p.received_until >= t + 2 for p in tracks)
 
     def take(self, t: int) -> SecondSummary:
         """Summarises second ``t`` (which must be ``next_t``) and moves past it."""
