@@ -1,4 +1,4 @@
-"""Smoke test of the concurrent-streams benchmark (bench/streams.py): one tiny real run.
+"""Smoke test of the concurrent-streams benchmark (bench/streams/): one tiny real run.
 
 Two steps (1 and 2 streams, 6 s each) in both modes against real servers, with real aiortc
 peers replaying pre-encoded VP8 and Opus from a generator process. It checks the JSON report's

@@ -1,0 +1,248 @@
+"""Concurrent streams: signal lag, server CPU and memory per stream, analysis on against off.
+
+    python -m bench.streams [--ramp 1,2,4,8,12,16 | --clients N] [--seconds 20]
+        [--analysis on|off|both] [--workers N] [--json out.json] [--plot out.png]
+        [--server URL --key KEY [--server-pid PID]] [--server-args "..."] [--data-dir DIR]
+
+For each mode (``off`` = ``rtserver serve --analysis decode``, the baseline, then ``on`` =
+``--analysis full``) it starts one real server (``--max-sessions 64`` or more; ``--workers N``
+when given and the server has that flag, else the server's default) and climbs the ramp. At
+each step of N streams:
+
+- N sessions are created through the HR API (``POST /api/v1/sessions``), and N aiortc client
+  peers join them from generator processes (multiprocessing, spawn; ``--peers-per-process``
+  peers share one event loop in each). Every peer also holds an observer websocket
+  (``/api/v1/sessions/{id}/signals``) in its generator process.
+- Peers send pre-encoded media, so the generator costs little: a face video (the astronaut of
+  ``tests/media.py``, 640x480 at 15 fps as the candidate page asks for) is encoded once to VP8
+  and espeak-ng speech once to Opus, in memory, and every peer replays those packets in real
+  time, looped (20 s), through a MediaStreamTrack whose ``recv()`` returns ``av.Packet``s
+  (aiortc packetizes them without re-encoding). VP8 has a keyframe every 2 s: a replay cannot
+  answer the server's keyframe requests, so periodic keyframes stand in for that.
+- All peers start sending at the same instant and send ``--seconds`` S of media (a little more,
+  until second S-1 is published, so the last second is not held back waiting for media), then
+  hang up and wait for the final message.
+
+Figures per step:
+
+- signal lag p50/p95/p99 on the sender's clock: from the moment the last packet of media second
+  t (both tracks) was handed to aiortc's sender to the arrival of that second's signal at the
+  observer (same host, same process, monotonic clock); every second 0..S-1 of every session
+  counts. The server's own ``lag_ms`` (end of the second on its clock to publication) is kept
+  beside it: the difference is what the server cannot see (transport, jitter buffers, decode).
+- missing and duplicate seconds: each session's ``t`` must run 0, 1, 2... with no gap or repeat,
+  and cover 0..S-1 at least. Also from the signals: video frames decoded per stream-second,
+  and seconds with no video or no audio at all (a stalled track, not slow analysis).
+- server CPU, in cores per stream, from /proc for the server's process tree (the server and its
+  children: workers) over the steady part of the step (after ``--settle`` seconds), and the tree's
+  RSS (peak over the step; per stream above the idle server's).
+- frames analysed per second and crops dropped, from ``/metrics`` deltas over the same window.
+- where the CPU goes: every ``rtserver_stage_cpu_seconds_total{stage}`` and
+  ``rtserver_analysis_cpu_seconds_total{path}`` series, as cores per stream, and "other" = tree
+  CPU minus the stages (minus the paths where the server exports no stages): decode, RTP, DTLS
+  and the event loop, split by thread into the processes' main threads (event loops) and the
+  rest (aiortc's decoder threads, ONNX Runtime's pools). Stages subdivide paths: not added.
+- the generator's own CPU per stream (its processes, from /proc), and how late it sent (p99).
+- how each session ended (the final message's ``end_reason``: ``hangup`` when all is well) and
+  the server log's warnings and errors during the step (kept with ``--data-dir``).
+
+A step is sustainable when its p95 lag is at most 1 s and no second is missing; a mode stops
+climbing after its first step that is not. The targets (JSON ``"targets"``):
+
+- analysis-on CPU per stream at most 1.25x decode-only, at the largest step both modes sustain;
+- the most streams sustained with analysis at least 0.8x the most sustained decode-only (a mode
+  that sustains the top of the ramp has a lower bound only: the name shows it as "16+");
+- p95 signal lag at most 250 ms at half the most streams sustained with analysis (the largest
+  step at or below half).
+
+On a GPU machine, with inference on the GPU (16 cores):
+
+    python -m bench.streams --ramp 8,16,32,48,64,96,128 --seconds 30 --peers-per-process 16 \\
+        --workers 4 --server-args "--engine tensorrt --engine onnxruntime-cuda \\
+            --engine onnxruntime-cpu --crop-device cuda" \\
+        --json gpu.json --plot gpu.png
+
+and the same with ``--analysis on --server-args "--engine onnxruntime-cpu --crop-device cpu"``
+for the CPU-inference line to compare with (``--engine torch-cuda`` tries our torch
+interpreter). Measured on an H200 machine (16 cores, 4 workers, 10 s steps, TensorRT and
+onnxruntime-gpu not installed, so inference ran on torch-cuda): torch-cuda held 32 streams
+(p95 362 ms; 48 failed at p95 1589 ms) at 0.145 server cores per stream, while ONNX Runtime
+on the CPU held all 48 (p95 362 ms) at 0.110; decode-only: 48+ at 0.071. Face detection, one
+frame per call, was the difference: 31-36 thousandths of a core per stream on torch-cuda
+against 12 on the CPU.
+
+``--server-args`` go to both modes' servers (decode-only loads no model). The line the bench
+prints per mode shows the backend each model got (from ``/healthz``): check it says tensorrt
+or onnxruntime-cuda, not onnxruntime-cpu. Each worker process holds its own models and CUDA
+context, so compare ``--workers`` 2, 4 and 8 rather than the one-per-core default. CPU figures
+are the server's CPU only; GPU time is not in them. The generator needs about 0.01-0.02 of a
+core per stream (less per stream as its processes fill up), so at 128 streams it takes about
+one or two of the 16 cores. To run the server yourself, point the bench at it with ``--server
+URL --key KEY --analysis on`` (one mode per server), adding ``--server-pid PID`` when it runs
+on this machine: without it, CPU and RSS are not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.streams.generator import Generators
+from bench.streams.media import encode_media
+from bench.streams.ramp import Bench
+from bench.streams.reporting import comparison, max_sustained, plot, report, targets
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def server_has_workers() -> bool:
+    """Whether this checkout's ``rtserver serve`` takes ``--workers``."""
+    out = subprocess.run(
+        [sys.executable, "-m", "rtserver", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    return "--workers" in out.stdout
+
+
+def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    load = parser.add_mutually_exclusive_group()
+    load.add_argument("--clients", type=int, help="one step of N streams")
+    load.add_argument("--ramp", default="1,2,4,8,12,16", help="steps, e.g. 1,2,4,8,12,16")
+    parser.add_argument("--seconds", type=int, default=20, help="media seconds per step")
+    parser.add_argument(
+        "--settle", type=float, default=2.0, help="seconds after the start before CPU is measured"
+    )
+    parser.add_argument("--analysis", choices=["on", "off", "both"], default="both")
+    parser.add_argument("--server", help="an already running server's URL (default: start one)")
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("RTSERVER_API_KEY", ""),
+        help="HR API key of --server (default: $RTSERVER_API_KEY)",
+    )
+    parser.add_argument("--server-pid", type=int, help="pid of --server, for /proc CPU and RSS")
+    parser.add_argument("--workers", type=int, help="rtserver serve --workers N, if it exists")
+    parser.add_argument("--server-args", default="", help="more `rtserver serve` options")
+    parser.add_argument("--max-sessions", type=int, default=64)
+    parser.add_argument("--peers-per-process", type=int, default=12)
+    parser.add_argument("--fps", type=int, default=15)
+    parser.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
+    parser.add_argument("--video-kbps", type=int, default=600)
+    parser.add_argument("--audio-kbps", type=int, default=32)
+    parser.add_argument(
+        "--media-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "rtserver-bench-streams",
+        help="cache of the generated media",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="keep the servers' data and logs here (default: removed)"
+    )
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args(argv)
+    args.ramp = [args.clients] if args.clients else [int(x) for x in args.ramp.split(",") if x]
+    if not args.ramp or min(args.ramp) < 1 or args.ramp != sorted(set(args.ramp)):
+        parser.error("--ramp wants increasing stream counts >= 1")
+    if args.seconds < 2:
+        parser.error("--seconds must be at least 2")
+    args.size = (args.size[0], args.size[1])
+    args.max_sessions = max(args.max_sessions, max(args.ramp))
+    if args.server and args.analysis == "both":
+        parser.error("--server runs one mode: give --analysis on or off")
+    if args.server and not args.key:
+        parser.error("--server needs --key (or $RTSERVER_API_KEY)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Runs the bench; `prog` names it in usage lines (argparse's default when None)."""
+    args = parse_args(argv, prog)
+    notes = []
+    args.workers_supported = False
+    if args.workers is not None and not args.server:
+        args.workers_supported = server_has_workers()
+        if not args.workers_supported:
+            notes.append(f"rtserver serve has no --workers flag: --workers {args.workers} omitted")
+    if args.server and args.server_pid is None:
+        notes.append("no --server-pid: server CPU and RSS are not measured")
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    args.media_dir.mkdir(parents=True, exist_ok=True)
+    media = encode_media(args.media_dir, args.fps, args.size, args.video_kbps, args.audio_kbps)
+    print(
+        f"media: {args.size[0]}x{args.size[1]} {args.fps} fps VP8 {media.video_kbps:.0f} kbps,"
+        f" Opus {media.audio_kbps:.0f} kbps, {media.loop_s:.0f} s loop",
+        flush=True,
+    )
+    processes = math.ceil(max(args.ramp) / args.peers_per_process)
+    generators = Generators(processes, media)
+    modes = ["off", "on"] if args.analysis == "both" else [args.analysis]
+    steps: list[dict[str, Any]] = []
+    bench = Bench(args, generators)
+    try:
+        with contextlib.ExitStack() as stack:
+            data = args.data_dir or Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="rtserver-streams-"))
+            )
+            for mode in modes:
+                steps += bench.run_mode(mode, data)
+    finally:
+        generators.close()
+    on = [s for s in steps if s["mode"] == "on"]
+    off = [s for s in steps if s["mode"] == "off"]
+    rows = comparison(on, off)
+    gen = [s["generator_cpu_per_stream"] for s in steps]
+    result: dict[str, Any] = {
+        "config": {
+            "ramp": args.ramp,
+            "seconds": args.seconds,
+            "settle_s": args.settle,
+            "analysis": args.analysis,
+            "server": args.server or "local",
+            "workers": args.workers if args.workers_supported else None,
+            "server_args": args.server_args,
+            "generator_processes": processes,
+            "peers_per_process": args.peers_per_process,
+            "media": {
+                "size": list(args.size),
+                "fps": args.fps,
+                "video_kbps": media.video_kbps,
+                "audio_kbps": media.audio_kbps,
+                "loop_s": media.loop_s,
+            },
+        },
+        "servers": bench.healths,
+        "steps": steps,
+        "comparison": rows,
+        "max_sustainable": {
+            mode: dict(zip(("streams", "ramp_top"), max_sustained(group, args.ramp), strict=True))
+            for mode, group in (("on", on), ("off", off))
+            if group
+        },
+        "generator_cpu_per_stream": float(np.mean(gen)) if gen else 0.0,
+        "targets": [vars(t) for t in targets(on, off, rows, args.ramp)] if on and off else [],
+        "notes": notes,
+    }
+    print("\n" + report(result), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    if args.plot:
+        plot(result, args.plot)
+    return 0

@@ -1,0 +1,211 @@
+"""One step of the ramp: N peers stream to the server at once, and the step's figures."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+
+from bench.streams.measure import (
+    Usage,
+    percentiles,
+    series,
+    session_seconds,
+    total,
+    tree_usage,
+)
+
+if TYPE_CHECKING:
+    # Only a type here: the ramp imports this module to run its steps.
+    from bench.streams.ramp import Bench
+
+MODES = {"off": "decode", "on": "full"}  # bench mode -> the server's --analysis
+SUSTAINABLE_P95_MS = 1000.0
+
+
+class Step:
+    """Runs one step of `streams` peers against a server and computes its figures."""
+
+    def __init__(self, bench: Bench, mode: str, streams: int) -> None:
+        self.bench, self.mode, self.streams = bench, mode, streams
+
+    def run(self) -> dict[str, Any]:
+        bench, seconds = self.bench, self.bench.args.seconds
+        settle = min(bench.args.settle, seconds / 3)
+        bench.wait_idle()
+        log_offset = bench.log_offset()
+        with httpx.Client(trust_env=False, timeout=30.0) as http:
+            sessions = [bench.create_session(http) for _ in range(self.streams)]
+        conns = bench.generators.conns
+        shares = {conns[i]: sessions[i :: len(conns)] for i in range(len(conns))}
+        used = [conn for conn, share in shares.items() if share]
+        for conn in used:
+            conn.send(
+                {"cmd": "connect", "sessions": shares[conn], "base": bench.base, "key": bench.key}
+            )
+        connected = sum(r["connected"] for r in bench.generators.collect(used, 120.0))
+
+        # Every peer starts sending at the same instant; CPU is measured once they settle.
+        start_at = time.monotonic() + 1.0
+        for conn in used:
+            conn.send({"cmd": "run", "start_at": start_at, "seconds": seconds})
+        time.sleep(max(0.0, start_at + settle - time.monotonic()))
+        server0, gen0 = bench.server_usage(), tree_usage(bench.generators.pids)
+        metrics0, at0 = bench.scrape(), time.monotonic()
+        rss_peak = 0.0
+        while (left := start_at + seconds - time.monotonic()) > 0:
+            time.sleep(min(1.0, left))
+            rss_peak = max(rss_peak, bench.server_rss())
+        server1, gen1 = bench.server_usage(), tree_usage(bench.generators.pids)
+        metrics1, at1 = bench.scrape(), time.monotonic()
+        rss_peak = max(rss_peak, bench.server_rss())
+        results = [r for reply in bench.generators.collect(used, seconds + 120.0) for r in reply]
+        step = self.signal_figures(results, connected)
+        problems = bench.log_problems(log_offset)
+        step["server_log_problems"] = {"count": len(problems), "first": problems[:10]}
+        window_s, per_stream = at1 - at0, 1.0 / ((at1 - at0) * self.streams)
+        step["window_s"] = round(window_s, 3)
+        step.update(self.server_figures(server0, server1, rss_peak, window_s))
+        step.update(self.metrics_figures(metrics0, metrics1, window_s))
+        step["generator_cpu_per_stream"] = (gen1.cpu_s - gen0.cpu_s) * per_stream
+        step["generator_late_p99_ms"] = max(r["late_p99_ms"] for r in results)
+        step["breakdown"] = self.breakdown(step, metrics0, metrics1, server0, server1, per_stream)
+        p95 = step["lag_ms"]["p95"]
+        step["sustainable"] = (
+            p95 is not None
+            and p95 <= SUSTAINABLE_P95_MS
+            and step["seconds_missing"] == 0
+            and connected == self.streams
+        )
+        step["sessions"] = step.pop("sessions")  # last: the long part of the JSON
+        return step
+
+    def signal_figures(self, results: list[dict[str, Any]], connected: int) -> dict[str, Any]:
+        """Lag on the sender's clock, and missing or repeated seconds."""
+        seconds = self.bench.args.seconds
+        lags, server_lags, before, frames, no_video, no_audio = [], [], [], [], 0, 0
+        for result in results:
+            for t, at, lag_ms, video_frames, hops in result["arrivals"]:
+                sent = result["last_sent"].get(str(t))
+                if t < seconds and sent is not None:
+                    lags.append((at - sent) * 1000.0)
+                    server_lags.append(lag_ms)
+                    before.append(lags[-1] - lag_ms)
+                    frames.append(video_frames)
+                    no_video += video_frames == 0
+                    no_audio += hops == 0
+        sessions = [session_seconds(r, seconds) for r in results]
+        return {
+            "mode": self.mode,
+            "server_analysis": MODES[self.mode],
+            "streams": self.streams,
+            "connected": connected,
+            "seconds": seconds,
+            "lag_ms": percentiles(lags),
+            "server_lag_ms": percentiles(server_lags),
+            # Per signal, sender-clock lag less the server's own: transport, the jitter buffers,
+            # decoding, and the server's clock reading the second's end a little late.
+            "before_server_lag_ms": percentiles(before),
+            "seconds_expected": self.streams * seconds,
+            "seconds_missing": sum(len([t for t in s["missing"] if t < seconds]) for s in sessions),
+            "seconds_duplicate": sum(s["duplicates"] for s in sessions),
+            "contiguous": all(s["contiguous"] for s in sessions),
+            "finals": sum(s["final"] for s in sessions),
+            "end_reasons": dict(Counter(s["end_reason"] or "none" for s in sessions)),
+            # Video frames the server decoded per second of a stream (from the signals), and
+            # seconds in which a track delivered nothing: a stalled decoder, not slow analysis.
+            "video_fps_decoded": float(np.mean(frames)) if frames else None,
+            "seconds_without_video": no_video,
+            # Decode-only analyses no audio hop, so the signals cannot tell there.
+            "seconds_without_audio": no_audio if self.mode == "on" else None,
+            "sessions": sessions,
+        }
+
+    def server_figures(
+        self, before: Usage | None, after: Usage | None, rss_peak: float, window_s: float
+    ) -> dict[str, Any]:
+        """CPU and memory of the server's process tree (None without its pid)."""
+        if before is None or after is None:
+            keys = (
+                "server_cpu_cores",
+                "server_cpu_per_stream",
+                "server_idle_cores",
+                "rss_mb",
+                "rss_idle_mb",
+                "rss_per_stream_mb",
+            )
+            return dict.fromkeys(keys)
+        cores = (after.cpu_s - before.cpu_s) / window_s
+        bench = self.bench
+        return {
+            "server_cpu_cores": cores,
+            "server_cpu_per_stream": cores / self.streams,
+            "server_idle_cores": bench.idle_cores,
+            "rss_mb": rss_peak / 2**20,
+            "rss_idle_mb": bench.idle_rss / 2**20,
+            "rss_per_stream_mb": (rss_peak - bench.idle_rss) / 2**20 / self.streams,
+        }
+
+    def metrics_figures(
+        self, before: dict[Any, float], after: dict[Any, float], window_s: float
+    ) -> dict[str, Any]:
+        """Rates from /metrics over the measured window."""
+        analysed = total(before, after, "rtserver_frames_analysed_total") / window_s
+        crops = series(before, after, "rtserver_crops_dropped_total", "reason")
+        return {
+            "frames_decoded_per_s": total(before, after, "rtserver_frames_decoded_total")
+            / window_s,
+            "frames_analysed_per_s": analysed,
+            "frames_analysed_per_stream_s": analysed / self.streams,
+            "crops_dropped": {reason: int(n) for reason, n in crops.items() if n},
+            # The latest reading of the most loaded process's event loop lag (mean over its
+            # last 2 s): what admission control compares with --max-loop-lag.
+            "loop_lag_ms": max(
+                (
+                    v * 1000.0
+                    for (m, _), v in after.items()
+                    if m == "rtserver_event_loop_lag_seconds"
+                ),
+                default=None,
+            ),
+            "refused_overloaded": int(
+                sum(
+                    v - before.get((m, k), 0.0)
+                    for (m, k), v in after.items()
+                    if m == "rtserver_rejected_total" and dict(k).get("code") == "overloaded"
+                )
+            ),
+        }
+
+    def breakdown(
+        self,
+        step: dict[str, Any],
+        before: dict[Any, float],
+        after: dict[Any, float],
+        server0: Usage | None,
+        server1: Usage | None,
+        per_stream: float,
+    ) -> dict[str, Any]:
+        """The server's CPU per stream by stage (its own counters), and what is left."""
+        stages = series(before, after, "rtserver_stage_cpu_seconds_total", "stage")
+        paths = series(before, after, "rtserver_analysis_cpu_seconds_total", "path")
+        listed = sum(stages.values()) if stages else sum(paths.values())
+        tree = step["server_cpu_per_stream"]
+        other = event_loop = None
+        if tree is not None and server0 is not None and server1 is not None:
+            other = tree - listed * per_stream
+            event_loop = (server1.main_thread_s - server0.main_thread_s) * per_stream
+        return {
+            "stages": {k: v * per_stream for k, v in sorted(stages.items())},
+            "paths": {k: v * per_stream for k, v in sorted(paths.items())},
+            "other": other,
+            "other_is_tree_minus": "stages" if stages else "paths",
+            # "other" split by thread: the processes' main threads (the event loop: RTP, DTLS,
+            # asyncio, publishing) and the rest (aiortc's decoder threads, ONNX Runtime's
+            # pools, analysis work outside the timed stages).
+            "other_main_threads": event_loop,
+            "other_rest": None if other is None or event_loop is None else other - event_loop,
+        }
