@@ -4,7 +4,7 @@ decisions of ``scoring/fluency_stream.py``.
 :class:`FluencyWindow` summarises each second over the last ``WINDOW_S`` seconds of the
 session, with the fluency literature's measures:
 
-  ``syllables``        nuclei in this second;
+  ``syllables``        nuclei confirmed in this second (each at most 300 ms after its peak);
   ``rate_sps``         speech rate: syllables per second of the window (pauses included);
   ``articulation_sps`` syllables per second of speech in the window (pauses excluded);
   ``pause_count``      pauses that began in this second; ``pause_s`` pause time in it;
