@@ -262,7 +262,7 @@ class WorkerPool:
             try:
                 answer = await self._call(worker, "join", args)
             except Overloaded as exc:
-                # That worker's loop runs late; another may still have room.
+                # That worker is falling behind; another may still have room.
                 worker.sessions.discard(session_id)
                 refusals.append(exc)
                 continue
