@@ -47,6 +47,7 @@ from rtserver.metrics import Metrics
 from rtserver.observers import stream_session
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.scoring.summary import summarise
+from rtserver.security import SecuredStarlette
 from rtserver.store import (
     STATUS_ENDED,
     STATUS_ERASED,
@@ -317,9 +318,7 @@ class Api:
         return FileResponse(WEB_CLIENT / "observer.html")
 
     async def index(self, request: Request) -> Response:
-        return PlainTextResponse(
-            "rtserver is running. HR: POST /api/v1/sessions with your API key.\n"
-        )
+        return FileResponse(WEB_CLIENT / "index.html")
 
     async def healthz(self, request: Request) -> Response:
         config = self.runtime.config
@@ -545,7 +544,7 @@ def _app(
         Route("/observe/{session_id}", api.observer_page),
         Mount("/static", app=StaticFiles(directory=WEB_CLIENT, check_dir=False), name="static"),
     ]
-    app = Starlette(
+    app = SecuredStarlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={RtServerError: handle_error},
