@@ -86,8 +86,9 @@ class FinalMessage:
     emotion_analysis: str = "on"
     notes: tuple[str, ...] = ()  # what the score leaves out and why (extension field)
     # One entry per question answered: {"index", "text", "start_s", "end_s", "seconds",
-    # "speech_ratio", "rate_sps", "syllables", "pause_count", "face", "dominant_emotion"};
-    # numbers are None when not measured (extension field).
+    # "speech_ratio", "rate_sps", "syllables", "pause_count", "face", "dominant_emotion",
+    # "speech_s" (added: the question's speech time, s)}; numbers are None when not
+    # measured (extension field).
     questions: tuple[dict[str, Any], ...] = ()
     type: Literal["final"] = "final"
     v: int = WIRE_VERSION

@@ -1,3 +1,4 @@
+import re
 from dataclasses import replace
 
 import pytest
@@ -9,6 +10,7 @@ from rtserver.scoring.rubric import (
     WEIGHTS,
     Interview,
     score_interview,
+    speech_time,
 )
 
 
@@ -144,6 +146,7 @@ def test_questions_are_broken_down_from_the_seconds_that_carry_them() -> None:
         "end_s": 6.0,
         "seconds": 4,
         "speech_ratio": 0.6,
+        "speech_s": 2.4,
         "rate_sps": 4.0,
         "syllables": 16,
         "pause_count": 2,
@@ -167,5 +170,37 @@ def test_questions_are_broken_down_from_the_seconds_that_carry_them() -> None:
     )
     (entry,) = score_interview(Interview("s", [silent], "hangup")).questions
     assert entry["speech_ratio"] is None and entry["rate_sps"] is None
+    assert entry["speech_s"] is None
     assert entry["syllables"] is None and entry["face"] is None
     assert entry["dominant_emotion"] is None and entry["seconds"] == 1
+
+
+def test_one_definition_of_speech_time_in_every_figure() -> None:
+    """HR read "Spoke for 14 of 30 s" beside "over 18 spoken seconds": two definitions of
+    speech. Now every figure is the speech time of :func:`speech_time` (each second's speech
+    fraction weighted by the audio it held), and the evidence says so."""
+    signals = []
+    for t in range(30):
+        signal = with_fluency(second(t, 1.0, 0.7 if t % 3 else 0.2, -22.0), 80.0, 3, t % 4 == 0)
+        if t == 29:  # the last second is partial: 0.4 s of audio
+            signal = replace(signal, audio=replace(signal.audio, hops=40))
+        signals.append(replace(signal, question=0 if t < 12 else 1))
+    speech_s, heard_s = speech_time(signals)
+    assert speech_s == pytest.approx(sum(s.audio.speech * s.audio.hops for s in signals) / 100)
+    assert heard_s == pytest.approx(29.4)
+    final = score_interview(Interview("s", signals, "hangup", emotion_on=False))
+    speaking = final.dimensions["speaking"].evidence
+    assert f"Speech time {speech_s:.0f} s of {heard_s:.0f} s heard" in speaking
+    assert f"speaking share {speech_s / heard_s:.0%}" in speaking
+    fluency = final.dimensions["fluency"].evidence
+    assert f"over {speech_s:.0f} s of speech time" in fluency
+    assert f"in {heard_s:.0f} s heard" in fluency
+    # The loudness evidence names which seconds it used without a second count of speech.
+    audibility = final.dimensions["audibility"].evidence
+    assert not re.search(r"\d+ (s|seconds)\b", audibility), audibility
+    assert "at least 30% speech" in audibility
+    # The per-question speech times add up to the same total.
+    assert sum(q["speech_s"] for q in final.questions) == pytest.approx(speech_s, abs=0.1)
+    assert final.questions[0]["speech_ratio"] == pytest.approx(
+        sum(s.audio.speech for s in signals[:12]) / 12, abs=1e-3
+    )

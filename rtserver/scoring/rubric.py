@@ -42,6 +42,8 @@ NO_FLUENCY_NOTE = "No speech was measured for fluency, so it is not part of the 
 SPEAKING_BAND = (0.35, 0.75)
 # Speech loudness a listener hears comfortably (dBFS of the captured signal).
 LOUDNESS_BAND = (-32.0, -12.0)
+# A second whose loudness speaks for the voice: at least this share of it is speech (0-1).
+MOSTLY_SPEECH = 0.3
 
 
 @dataclass(frozen=True)
@@ -72,31 +74,47 @@ def _band_score(
 
 
 def presence(signals: Sequence[SignalMessage]) -> Dimension:
+    """How much of the analysed video showed a face. The evidence also counts the analysed
+    seconds in which no frame had a face at all: a long absence, not a detector missing a
+    face now and then (the candidate's summary relies on that count)."""
     analysed = [s for s in signals if s.video.fps > 0]
     if not analysed:
         return Dimension(0.0, WEIGHTS["presence"], "No video was analysed.")
     face = statistics.fmean(s.video.face for s in analysed)
+    absent = sum(1 for s in analysed if s.video.face == 0.0)
     score = _clamp((face - 0.2) / 0.7 * 100.0)
     return Dimension(
         round(score, 1),
         WEIGHTS["presence"],
-        f"Face visible in {face:.0%} of analysed frames over {len(analysed)} s of video.",
+        f"Face visible in {face:.0%} of analysed frames over {len(analysed)} s of video; "
+        f"no face in any frame in {absent} of those {len(analysed)} s.",
     )
 
 
+def speech_time(signals: Sequence[SignalMessage]) -> tuple[float, float]:
+    """``(speech_s, heard_s)``: seconds of speech and seconds of audio heard.
+
+    The one definition of speech time that every figure HR sees uses (the speaking and
+    fluency evidence, the per-question breakdown): each second's speech fraction weighted by
+    the audio it held (10 ms hops), summed. The speaking share is ``speech_s / heard_s``.
+    """
+    heard_s = sum(s.audio.hops for s in signals) / 100.0
+    speech_s = sum(s.audio.speech * s.audio.hops for s in signals) / 100.0
+    return speech_s, heard_s
+
+
 def speaking(signals: Sequence[SignalMessage]) -> Dimension:
-    heard = [s for s in signals if s.audio.hops > 0]
-    if not heard:
+    speech_s, heard_s = speech_time(signals)
+    if heard_s <= 0:
         return Dimension(0.0, WEIGHTS["speaking"], "No audio was received.")
-    share = statistics.fmean(s.audio.speech for s in heard)
+    share = speech_s / heard_s
     # Full marks inside the band, falling to 0 at silence and to 60 at non-stop talk.
     score = _band_score(share, SPEAKING_BAND, 100.0 / SPEAKING_BAND[0], 160.0)
-    spoken_s = sum(s.audio.speech for s in heard)
     return Dimension(
         round(score, 1),
         WEIGHTS["speaking"],
-        f"Spoke for {spoken_s:.0f} of {len(heard)} s ({share:.0%}); "
-        f"{SPEAKING_BAND[0]:.0%}-{SPEAKING_BAND[1]:.0%} scores full marks.",
+        f"Speech time {speech_s:.0f} s of {heard_s:.0f} s heard (speaking share {share:.0%}); "
+        f"a share of {SPEAKING_BAND[0]:.0%}-{SPEAKING_BAND[1]:.0%} scores full marks.",
     )
 
 
@@ -104,7 +122,7 @@ def audibility(signals: Sequence[SignalMessage]) -> Dimension:
     spoken = [
         s.audio.loudness_dbfs
         for s in signals
-        if s.audio.speech >= 0.3 and s.audio.loudness_dbfs is not None
+        if s.audio.speech >= MOSTLY_SPEECH and s.audio.loudness_dbfs is not None
     ]
     if not spoken:
         return Dimension(0.0, WEIGHTS["audibility"], "No second had enough speech to judge.")
@@ -113,8 +131,11 @@ def audibility(signals: Sequence[SignalMessage]) -> Dimension:
     return Dimension(
         round(score, 1),
         WEIGHTS["audibility"],
-        f"Median speech level {level:.1f} dBFS over {len(spoken)} spoken seconds; "
-        f"{LOUDNESS_BAND[0]:.0f} to {LOUDNESS_BAND[1]:.0f} dBFS scores full marks.",
+        # No count of these seconds here: beside the speaking evidence's speech time it
+        # would read as a second, different amount of speech.
+        f"Median speech level {level:.1f} dBFS, over the seconds that were at least "
+        f"{MOSTLY_SPEECH:.0%} speech; {LOUDNESS_BAND[0]:.0f} to {LOUDNESS_BAND[1]:.0f} dBFS "
+        "scores full marks.",
     )
 
 
@@ -154,26 +175,28 @@ def fluency(signals: Sequence[SignalMessage]) -> Dimension | None:
     spoken = [f for f in measured if f["speech_ratio"] > 0]
     if not spoken:
         return None
-    heard_s = sum(s.audio.hops for s in signals) / 100.0
-    speech_s = sum(s.audio.speech * s.audio.hops for s in signals) / 100.0
+    speech_s, heard_s = speech_time(signals)
     syllables = sum(int(f["syllables"]) for f in measured)
     pauses = sum(int(f["pause_count"]) for f in measured)
     pause_s = sum(float(f["pause_s"]) for f in measured)
     score = statistics.fmean(float(f["score"]) for f in spoken)
     articulation = syllables / speech_s if speech_s else 0.0
+    pause_share = pause_s / heard_s if heard_s else 0.0
+    spreads = [float(f["pitch_var_st"]) for f in spoken if f.get("pitch_var_st") is not None]
+    pitch = f"; median pitch spread {statistics.median(spreads):.1f} semitones" if spreads else ""
     return Dimension(
         round(score, 1),
         FLUENCY_WEIGHT,
-        f"{syllables} syllables in {heard_s:.0f} s: speech rate "
-        f"{syllables / heard_s if heard_s else 0:.1f} syll/s, articulation {articulation:.1f} "
-        f"syll/s; {pauses} pauses ({pause_s:.1f} s). 3-5.5 syll/s scores best; long or "
-        f"frequent pauses and a monotone pitch lower the score.",
+        f"{syllables} syllables in {heard_s:.0f} s heard: speech rate "
+        f"{syllables / heard_s if heard_s else 0:.1f} syll/s; articulation {articulation:.1f} "
+        f"syll/s over {speech_s:.0f} s of speech time; {pauses} pauses ({pause_s:.1f} s, "
+        f"{pause_share:.0%} of the time heard){pitch}. 3-5.5 syll/s scores best; long or "
+        "frequent pauses and a monotone pitch lower the score.",
     )
 
 
 def _question_entry(index: int, text: str | None, seconds: list[SignalMessage]) -> dict[str, Any]:
-    heard = [s for s in seconds if s.audio.hops > 0]
-    heard_s = sum(s.audio.hops for s in seconds) / 100.0
+    speech_s, heard_s = speech_time(seconds)
     measured = [s.fluency for s in seconds if s.fluency]
     syllables = sum(int(f["syllables"]) for f in measured) if measured else None
     analysed = [s for s in seconds if s.video.fps > 0]
@@ -184,9 +207,8 @@ def _question_entry(index: int, text: str | None, seconds: list[SignalMessage]) 
         "start_s": float(seconds[0].t),
         "end_s": float(seconds[-1].t + 1),
         "seconds": len(seconds),
-        "speech_ratio": (
-            round(statistics.fmean(s.audio.speech for s in heard), 3) if heard else None
-        ),
+        "speech_ratio": round(speech_s / heard_s, 3) if heard_s else None,
+        "speech_s": round(speech_s, 1) if heard_s else None,
         "rate_sps": (round(syllables / heard_s, 2) if syllables is not None and heard_s else None),
         "syllables": syllables,
         "pause_count": sum(int(f["pause_count"]) for f in measured) if measured else None,
@@ -201,9 +223,11 @@ def question_breakdown(
     """One entry per question answered, by index, from the seconds that carry it.
 
     ``start_s`` and ``end_s`` bound the question's seconds on the session timeline (s);
-    ``seconds`` counts them (a question revisited counts every second spent on it). Rates
-    are syllables per second of audio heard; ``face`` is the mean share (0-1) of analysed
-    frames with a face; a figure nothing measured is None.
+    ``seconds`` counts them (a question revisited counts every second spent on it).
+    ``speech_s`` is the question's speech time and ``speech_ratio`` its speaking share, as
+    :func:`speech_time` defines them. Rates are syllables per second of audio heard;
+    ``face`` is the mean share (0-1) of analysed frames with a face; a figure nothing
+    measured is None.
     """
     by_index: dict[int, list[SignalMessage]] = {}
     for signal in signals:
