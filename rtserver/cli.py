@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from rtserver.config import Config, ConfigError, load_config
+from rtserver.demo import demo_session
 from rtserver.media.ice import restrict_host_addresses
 from rtserver.store import Store
 
@@ -172,19 +173,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def create_demo_session(config: Config, api_key: str) -> None:
+    """Prints the demo's links: the unused demo session of an earlier start, or a new one."""
     store = Store(config.db_path)
     try:
-        record, join_token = store.create_session(
-            "Demo candidate",
-            "Demo role",
-            [],
-        )
-        store.audit("cli", "create", record.id, "demo session")
+        demo = demo_session(store, config.data_dir)
     finally:
         store.close()
     base = config.public_url or f"http://{config.host}:{config.port}"
-    print(f"Demo candidate link: {base}/candidate/{record.id}?token={join_token}", flush=True)
-    print(f"Demo observer link:  {base}/observe/{record.id}#token={api_key}", flush=True)
+    state = "new" if demo.created else "not used yet, reused"
+    print(f"Demo session ({state}):", flush=True)
+    print(f"Demo candidate link: {base}/candidate/{demo.id}?token={demo.join_token}", flush=True)
+    print(f"Demo observer link:  {base}/observe/{demo.id}#token={api_key}", flush=True)
 
 
 def serve(args: argparse.Namespace) -> int:
