@@ -35,6 +35,9 @@ class ServerProcess:
     # Worker processes (--workers); 1 keeps the whole server in one process, the default
     # path of most tests. None leaves the flag out (one worker per core).
     workers: int | None = 1
+    # What runs `serve`: the rtserver command, or a script standing in for it (see
+    # serve_without_websockets.py).
+    launcher: list[str] = field(default_factory=lambda: ["-m", "rtserver"])
 
     @property
     def base_url(self) -> str:
@@ -50,7 +53,7 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, RTSERVER_API_KEY=self.api_key, PYTHONUNBUFFERED="1")
         command = [
-            sys.executable, "-m", "rtserver", "serve",
+            sys.executable, *self.launcher, "serve",
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--data-dir", str(self.data_dir),

@@ -2,18 +2,29 @@
 
 Chromium's fake capture devices play the generated face video and speech, so the whole path
 is real: getUserMedia, the page's RTCPeerConnection, the server, the observer websocket.
+
+Every page runs under the server's Content-Security-Policy; each test records Chromium's
+``securitypolicyviolation`` events and its console's CSP errors, and asserts there are none
+(after checking, once, that an injected inline script is blocked and reported, so the
+recorder is known to work). Screenshots of each step go to ``tests/artifacts/`` (git-ignored).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import re
 import shutil
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from media import SpeechTrack
-from peer import create_session
+from peer import connect_peer, create_session, end_session, use_loopback_only
 from server import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -23,6 +34,13 @@ playwright_api = pytest.importorskip("playwright.async_api", reason="playwright 
 
 if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SCREEN = {"width": 1280, "height": 900}  # the observer's window (CSS px)
+NAVIGATION_TYPE = "() => performance.getEntriesByType('navigation')[0].type"  # "reload" after one
+# A4's width less the observer's print margins (12 mm each side), in CSS pixels (96/in).
+A4_PRINTABLE_PX = round((210 - 2 * 12) / 25.4 * 96)
+WITHOUT_WEBSOCKETS = [str(Path(__file__).resolve().parent / "serve_without_websockets.py")]
 
 
 def chromium_args(video: Path, audio: Path) -> list[str]:
@@ -57,14 +75,117 @@ async def launch(playwright: Any, video: Path, audio: Path, *extra: str) -> Any:
     )
 
 
+# ------------------------------------------------------------------ what went wrong in pages
+
+# Runs in every page before its own scripts (as a DevTools init script, outside the CSP).
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__rtCspViolation(
+    `${e.effectiveDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`
+  );
+});
+"""
+
+
+@dataclass
+class Problems:
+    """What went wrong in the pages of the contexts made by :meth:`context`: uncaught script
+    errors, CSP violation events, and CSP errors on the console."""
+
+    errors: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+    async def context(self, browser: Any, **options: Any) -> Any:
+        context = await browser.new_context(**options)
+        await context.expose_binding(
+            "__rtCspViolation", lambda source, text: self.violations.append(text)
+        )
+        await context.add_init_script(CSP_LISTENER)
+        context.on("console", self._console)
+        context.on("weberror", lambda error: self.errors.append(str(error.error)))
+        return context
+
+    def _console(self, message: Any) -> None:
+        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
+            self.violations.append(f"console: {message.text}")
+
+    async def prove_csp_is_enforced(self, page: Any) -> None:
+        """An inline script injected into the page must not run, and must be reported: the
+        proof that the policy holds and that this recorder would see a violation."""
+        before = len(self.violations)
+        ran = await page.evaluate(
+            """() => new Promise((resolve) => {
+                 const script = document.createElement("script");
+                 script.textContent = "window.__inlineRan = true";
+                 document.body.append(script);
+                 setTimeout(() => resolve(window.__inlineRan === true), 300);
+               })"""
+        )
+        assert ran is False
+        for _ in range(50):
+            if len(self.violations) > before:
+                break
+            await asyncio.sleep(0.05)
+        caught = self.violations[before:]
+        assert any("script-src" in v for v in caught), caught
+        del self.violations[before:]  # the one this check caused on purpose
+
+    def assert_none(self) -> None:
+        assert self.errors == [], self.errors
+        assert self.violations == [], self.violations
+
+
+def assert_security_headers(headers: dict[str, str]) -> None:
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp, csp
+    assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp, csp
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert "camera=(self)" in headers["permissions-policy"]
+    assert "microphone=(self)" in headers["permissions-policy"]
+
+
+class Screenshots:
+    """Full-page screenshots of one test's steps, numbered in order, in tests/artifacts/."""
+
+    def __init__(self, name: str) -> None:
+        self.folder = ARTIFACTS / name
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        self.count = 0
+
+    async def take(self, page: Any, step: str) -> Path:
+        self.count += 1
+        path = self.folder / f"{self.count:02d}-{step}.png"
+        await page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+def clock(seconds: float) -> str:
+    """The observer page's m:ss, to the nearest second (halves up, as JavaScript rounds)."""
+    s = math.floor(seconds + 0.5)
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def pdf_pages(pdf: bytes) -> int:
+    """Pages in a PDF Chromium wrote (its page objects, not the /Pages tree node)."""
+    return len(re.findall(rb"/Type\s*/Page(?![s\w])", pdf))
+
+
+# ------------------------------------------------------------------ tests
+
+
 async def test_interview_in_chromium_with_a_live_observer(
     tmp_path: Path, face_video: Path, speech_wav: SpeechTrack
 ) -> None:
     """The candidate consents, answers two questions and finishes; an HR observer in a
     second context sees the relayed video and at least 10 live chart updates, then the
-    report with the score."""
+    report with the score as soon as the final arrives on the websocket. Every step is
+    screenshotted; the pages run under the CSP with no violation."""
     server = ServerProcess(tmp_path / "data").start()
-    errors: list[str] = []
+    problems = Problems()
+    shots = Screenshots("interview")
+    watch_posts: list[float] = []
     try:
         async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
             session = await create_session(
@@ -73,36 +194,50 @@ async def test_interview_in_chromium_with_a_live_observer(
             )  # fmt: skip
         async with playwright_api.async_playwright() as playwright:
             browser = await launch(playwright, face_video, speech_wav.path)
-            candidate_context = await browser.new_context()
+            candidate_context = await problems.context(browser)
             await candidate_context.grant_permissions(["camera", "microphone"])
-            observer_context = await browser.new_context()
+            observer_context = await problems.context(browser, viewport=SCREEN)
             candidate = await candidate_context.new_page()
             observer = await observer_context.new_page()
-            for page in (candidate, observer):
-                page.on("pageerror", lambda error: errors.append(str(error)))
+            observer.on(
+                "request",
+                lambda r: (
+                    watch_posts.append(time.monotonic())
+                    if r.method == "POST" and r.url.endswith("/watch")
+                    else None
+                ),
+            )
 
-            # Consent first: nothing is captured before it.
-            await candidate.goto(session["candidate_url"])
-            consent = await candidate.inner_text("#consent")
-            assert "not stored" in consent.lower() or "not recorded" in consent.lower(), consent
-            assert "expression" in consent.lower() and "pace" in consent.lower(), consent
+            # Consent first: nothing is captured before it, and it says what is true.
+            response = await candidate.goto(session["candidate_url"])
+            assert_security_headers(await response.all_headers())
+            await problems.prove_csp_is_enforced(candidate)
+            consent = (await candidate.inner_text("#consent")).lower()
+            assert "nothing is recorded" in consent, consent
+            assert "turned recording on" not in consent and "unless" not in consent, consent
+            assert "watch and listen to the interview live" in consent, consent
+            assert "erase" in consent and "logged" in consent, consent
+            assert "facial expression" in consent and "pace" in consent, consent
             assert await candidate.evaluate("document.querySelector('#preview').srcObject") is None
+            await shots.take(candidate, "candidate-consent")
             await candidate.click("#agree")
             # Device check: a live preview and a moving microphone meter.
             await candidate.wait_for_function(
-                "document.querySelector('#preview').videoWidth > 0", timeout=15_000
+                "() => document.querySelector('#preview').videoWidth > 0", timeout=15_000
             )
             await candidate.wait_for_selector("#start:not([disabled])", timeout=15_000)
+            await shots.take(candidate, "candidate-device-check")
             await candidate.click("#start")
             await candidate.wait_for_function(
-                "document.querySelector('#question-text').textContent.includes('proud of')",
+                "() => document.querySelector('#question-text').textContent.includes('proud of')",
                 timeout=20_000,
             )
+            await shots.take(candidate, "candidate-interview")
 
             await observer.goto(f"{server.base_url}/observe/{session['id']}#token={server.api_key}")
             # The relayed video plays in the observer, and frames advance.
             await observer.wait_for_function(
-                "document.querySelector('#video').videoWidth > 0", timeout=30_000
+                "() => document.querySelector('#video').videoWidth > 0", timeout=30_000
             )
             first = await observer.evaluate("document.querySelector('#video').currentTime")
             await observer.wait_for_timeout(1500)
@@ -114,23 +249,76 @@ async def test_interview_in_chromium_with_a_live_observer(
             await candidate.wait_for_timeout(5000)
             await candidate.click("#next")
             await candidate.wait_for_function(
-                "document.querySelector('#question-text').textContent.includes('change')",
+                "() => document.querySelector('#question-text').textContent.includes('change')",
                 timeout=10_000,
             )
             assert "2" in await candidate.inner_text("#question-index")
             await observer.wait_for_function(
-                f"Number(document.body.dataset.chartUpdates || 0) >= {backfilled + 10}",
+                f"() => Number(document.body.dataset.chartUpdates || 0) >= {backfilled + 10}",
                 timeout=30_000,
             )
+            # The expression tile names how clearly the model read it, never "% sure".
+            await observer.wait_for_function(
+                "() => /\\((clear|mixed|unclear)\\)/.test(document.querySelector('#now-emotion')"
+                ".textContent)",
+                timeout=10_000,
+            )
+            tile = await observer.inner_text("#now-emotion")
+            assert "sure" not in tile and "%" not in tile, tile
+            markers = await observer.evaluate("window.rtObserverLayout.markers()")
+            await shots.take(observer, "observer-live")
             await candidate.wait_for_timeout(3000)
             await candidate.click("#next")  # the last question's button finishes
+            finished_at = time.monotonic()
             await candidate.wait_for_selector("#summary:not([hidden])", timeout=40_000)
+            await shots.take(candidate, "candidate-summary")
             strengths = await candidate.inner_text("#strengths")
             summary_text = await candidate.inner_text("#summary")
 
+            # The report replaces the live view without a reload, from the websocket's final.
             await observer.wait_for_selector("#report:not([hidden])", timeout=30_000)
+            report_after_s = time.monotonic() - finished_at
+            ws_attempts = await observer.evaluate("Number(document.body.dataset.wsAttempts)")
+            navigations = await observer.evaluate(NAVIGATION_TYPE)
             score_text = await observer.inner_text("#report-score")
             dimensions_text = await observer.inner_text("#dimensions")
+            breakdown_text = await observer.inner_text("#questions-breakdown")
+            async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+                record = (
+                    await client.get(
+                        f"{server.base_url}/api/v1/sessions/{session['id']}",
+                        headers=server.hr_headers,
+                    )
+                ).json()
+            length = clock(record["ended_at"] - record["started_at"])
+            await observer.wait_for_function(
+                "(length) => [...document.querySelectorAll('#report-facts div')].some("
+                "(d) => d.textContent.startsWith('Length') && d.textContent.endsWith(length))",
+                arg=length,
+                timeout=10_000,
+            )
+            report_shown_at = time.monotonic()
+            await shots.take(observer, "observer-report")
+
+            # Printed: the charts take the page's width and share one page. On paper the
+            # layout is as wide as the printable area: A4 less the page's 12 mm margins.
+            pdf = await observer.pdf(format="A4", print_background=True)
+            (shots.folder / "observer-report.pdf").write_bytes(pdf)
+            await observer.set_viewport_size({"width": A4_PRINTABLE_PX, "height": 1000})
+            await observer.emulate_media(media="print")
+            await observer.wait_for_timeout(500)
+            print_layout = await observer.evaluate("window.rtObserverLayout.print()")
+            await shots.take(observer, "observer-report-print")
+            await observer.emulate_media(media="screen")
+            await observer.set_viewport_size(SCREEN)
+
+            # The list shows the same length as the report.
+            await observer.wait_for_timeout(4000)  # /watch would have been retried by now
+            await observer.click("#nav-sessions")
+            row = f"#sessions-body tr[data-id='{session['id']}']"
+            await observer.wait_for_selector(row, timeout=10_000)
+            list_length = await observer.inner_text(f"{row} .duration")
+            await shots.take(observer, "observer-list")
             await browser.close()
 
         async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
@@ -141,13 +329,33 @@ async def test_interview_in_chromium_with_a_live_observer(
     finally:
         server.stop()
 
-    assert errors == []
+    problems.assert_none()
     assert report.status_code == 200, report.text
     final, signals = report.json()["final"], report.json()["signals"]
     assert final["end_reason"] == "ended_by_candidate"
+    # The report came live: one websocket, no reload, within seconds of the end; then no
+    # more /watch tries.
+    assert ws_attempts == 1 and navigations == "navigate", (ws_attempts, navigations)
+    assert report_after_s < 15, report_after_s
+    assert [t for t in watch_posts if t > report_shown_at] == []
+    # One length, one rounding: the list and the report agree with the record.
+    assert list_length == length, (list_length, length)
     # The page shows the score rounded to a whole number (JavaScript rounds halves up).
     assert abs(float(score_text) - final["score"]) <= 0.5, (score_text, final["score"])
     assert "presence" in dimensions_text.lower()
+    speaking = final["dimensions"]["speaking"]["evidence"]
+    assert speaking in dimensions_text and "speech time" in speaking.lower()
+    assert "%" in breakdown_text and " s (" in breakdown_text, breakdown_text
+    # Question markers sit in their own band above the plot, clear of every axis label.
+    assert any(chart["labels"] for chart in markers), markers
+    for chart in markers:
+        for label in chart["labels"]:
+            assert label["bottom"] <= chart["plotTop"], chart
+            assert chart["plotLeft"] <= label["left"] and label["right"] <= chart["plotRight"]
+    # Printed: every chart as wide as the page's printable area, the whole report on at most
+    # two A4 pages, the charts together on the last one.
+    assert all(w >= 0.95 * print_layout["printWidth"] for w in print_layout["chartWidths"])
+    assert pdf_pages(pdf) <= 2, pdf_pages(pdf)
     # The candidate sees strengths and things to work on, never the HR score.
     assert strengths.strip()
     assert f"{final['score']:.1f}" not in summary_text
@@ -169,6 +377,7 @@ async def test_candidate_page_explains_what_went_wrong(
 ) -> None:
     """A wrong link, a used link and a denied camera each get a clear message."""
     server = ServerProcess(tmp_path / "data").start()
+    problems = Problems()
     try:
         async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
             base, key = server.base_url, server.api_key
@@ -179,7 +388,7 @@ async def test_candidate_page_explains_what_went_wrong(
             assert ended.status_code == 200
         async with playwright_api.async_playwright() as playwright:
             browser = await launch(playwright, face_video, speech_wav.path)
-            page = await browser.new_page()
+            page = await (await problems.context(browser)).new_page()
             await page.goto(f"{base}/candidate/{session['id']}?token=not-the-token")
             await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
             assert "not valid" in (await page.inner_text("#error")).lower()
@@ -193,7 +402,7 @@ async def test_candidate_page_explains_what_went_wrong(
             denied = await playwright.chromium.launch(
                 executable_path=CHROMIUM, args=args, headless=True
             )
-            page = await (await denied.new_context(permissions=[])).new_page()
+            page = await (await problems.context(denied, permissions=[])).new_page()
             await page.goto(session["candidate_url"])
             await page.click("#agree")
             await page.wait_for_selector("#error:not([hidden])", timeout=15_000)
@@ -202,3 +411,393 @@ async def test_candidate_page_explains_what_went_wrong(
             await denied.close()
     finally:
         server.stop()
+    problems.assert_none()
+
+
+async def test_observer_copes_with_a_server_that_refuses_websockets(
+    tmp_path: Path, face_video: Path, speech_wav: SpeechTrack
+) -> None:
+    """Issue 12, part 0, from the observer's side: uvicorn without a WebSocket library
+    answers 404 to the signals websocket. The page says so, stops after a bounded number of
+    tries (no loop), shows the report when the interview ends without a reload, and stops
+    POSTing /watch once it has ended."""
+    use_loopback_only()
+    server = ServerProcess(tmp_path / "data", launcher=WITHOUT_WEBSOCKETS).start()
+    problems = Problems()
+    shots = Screenshots("observer-without-websockets")
+    watch_posts: list[float] = []
+    sockets: list[str] = []
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            session = await create_session(
+                client, server.base_url, server.api_key, candidate="Di", questions=QUESTIONS
+            )
+        async with playwright_api.async_playwright() as playwright:
+            browser = await launch(playwright, face_video, speech_wav.path)
+            observer = await (await problems.context(browser)).new_page()
+            observer.on("websocket", lambda socket: sockets.append(socket.url))
+            observer.on(
+                "request",
+                lambda r: (
+                    watch_posts.append(time.monotonic())
+                    if r.method == "POST" and r.url.endswith("/watch")
+                    else None
+                ),
+            )
+            await observer.goto(f"{server.base_url}/observe/{session['id']}#token={server.api_key}")
+            peer = await connect_peer(
+                server.base_url, session["id"], session["join_token"], face_video,
+                speech_wav.path, channels=["control"],
+            )  # fmt: skip
+            try:
+                await peer.wait_connected()
+                # The page gives the websocket up with a clear status, and says why.
+                await observer.wait_for_function(
+                    "() => document.body.dataset.signals === 'unavailable'", timeout=40_000
+                )
+                status = await observer.inner_text("#status")
+                error = await observer.inner_text("#error")
+                await shots.take(observer, "observer-signals-unavailable")
+                await asyncio.sleep(3)
+            finally:
+                async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+                    token = session["join_token"]
+                    ended = await end_session(client, server.base_url, session["id"], token)
+                    assert ended.status_code == 200, ended.text
+                ended_at = time.monotonic()
+                await peer.close()
+            # The report appears over REST, without a reload.
+            await observer.wait_for_selector("#report:not([hidden])", timeout=20_000)
+            report_after_s = time.monotonic() - ended_at
+            report_shown_at = time.monotonic()
+            await shots.take(observer, "observer-report")
+            tries_then = len(sockets)
+            await observer.wait_for_timeout(8000)
+            navigations = await observer.evaluate(NAVIGATION_TYPE)
+            await browser.close()
+    finally:
+        server.stop()
+    problems.assert_none()
+    assert "unavailable" in status.lower(), status
+    assert "websocket" in error.lower() and "report" in error.lower(), error
+    assert 1 <= len(sockets) <= 5 and len(sockets) == tries_then, sockets
+    assert report_after_s < 12, report_after_s
+    assert navigations == "navigate"
+    assert [t for t in watch_posts if t > report_shown_at] == [], watch_posts
+
+
+async def test_observer_takes_a_key_added_to_the_url_later(
+    tmp_path: Path, face_video: Path, speech_wav: SpeechTrack
+) -> None:
+    """HR opens /observe with no key and then adds #token= in the same tab: the list opens
+    at once, and the key leaves the address bar. The home page links to the observer."""
+    server = ServerProcess(tmp_path / "data").start()
+    problems = Problems()
+    shots = Screenshots("observer-key")
+    try:
+        async with playwright_api.async_playwright() as playwright:
+            browser = await launch(playwright, face_video, speech_wav.path)
+            page = await (await problems.context(browser)).new_page()
+            home = await page.goto(server.base_url + "/")
+            assert_security_headers(await home.all_headers())
+            assert "text/html" in (await home.all_headers())["content-type"]
+            await shots.take(page, "home")
+            await page.click("a[href='/observe']")
+            await page.wait_for_selector("#login:not([hidden])", timeout=10_000)
+            await problems.prove_csp_is_enforced(page)
+            await page.evaluate(f"location.hash = '#token={server.api_key}'")
+            await page.wait_for_selector("#list-view:not([hidden])", timeout=10_000)
+            await page.wait_for_function(
+                "() => document.querySelector('#list-count').textContent.includes('interview')",
+                timeout=10_000,
+            )
+            url = page.url
+            await shots.take(page, "observer-list")
+            await browser.close()
+    finally:
+        server.stop()
+    problems.assert_none()
+    assert server.api_key not in url and url.endswith("/observe"), url
+
+
+async def test_consent_leaves_expression_out_when_emotion_is_off(
+    tmp_path: Path, face_video: Path, speech_wav: SpeechTrack
+) -> None:
+    """With --emotion off, the consent does not say that expression is analysed."""
+    server = ServerProcess(tmp_path / "data", options=["--emotion", "off"]).start()
+    problems = Problems()
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            session = await create_session(client, server.base_url, server.api_key)
+        async with playwright_api.async_playwright() as playwright:
+            browser = await launch(playwright, face_video, speech_wav.path)
+            page = await (await problems.context(browser)).new_page()
+            await page.goto(session["candidate_url"])
+            await page.wait_for_function(
+                "() => document.querySelector('#analysed-video').textContent"
+                ".includes('not analysed')",
+                timeout=10_000,
+            )
+            video = await page.inner_text("#analysed-video")
+            await browser.close()
+    finally:
+        server.stop()
+    problems.assert_none()
+    assert "expression is not analysed" in video and "and your facial expression" not in video
+
+
+# Records every RTCPeerConnection the page makes, so a test can make one look lost.
+PEER_RECORDER = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__rtPeers = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.__rtPeers.push(this);
+    }
+  };
+})();
+"""
+
+# What the page sees when its network drops: the connection reports "failed". (Chromium
+# cannot drop a loopback connection on its own; everything after this event is real: the
+# page sets the connection aside, its media stops, and it re-offers to the real server.)
+LOSE_CONNECTION = """
+() => {
+  const pc = window.__rtPeers[window.__rtPeers.length - 1];
+  Object.defineProperty(pc, "connectionState", { get: () => "failed" });
+  pc.dispatchEvent(new Event("connectionstatechange"));
+}
+"""
+
+
+def server_supports(flag: str) -> bool:
+    """Whether `rtserver serve` has ``flag`` (parts of the server land in parallel)."""
+    import subprocess
+
+    usage = subprocess.run(
+        [sys.executable, "-m", "rtserver", "serve", "--help"], capture_output=True, text=True
+    ).stdout
+    return flag in usage
+
+
+async def test_candidate_rejoins_with_its_resume_secret(
+    tmp_path: Path, face_video: Path, speech_wav: SpeechTrack
+) -> None:
+    """After a lost connection the page re-offers on its own with the `resume` secret of its
+    first answer (api.md item 4), and the interview goes on with no gap in the timeline. The
+    secret never reaches storage, cookies or the URL."""
+    server = ServerProcess(tmp_path / "data").start()
+    problems = Problems()
+    shots = Screenshots("candidate-reconnect")
+    offers: list[dict[str, Any]] = []
+    answers: list[tuple[int, dict[str, Any]]] = []
+
+    async def on_response(response: Any) -> None:
+        if response.request.method == "POST" and response.url.endswith("/offer"):
+            answers.append((response.status, await response.json()))
+
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            session = await create_session(
+                client, server.base_url, server.api_key, candidate="Eve", questions=QUESTIONS
+            )
+        async with playwright_api.async_playwright() as playwright:
+            browser = await launch(playwright, face_video, speech_wav.path)
+            context = await problems.context(browser)
+            await context.grant_permissions(["camera", "microphone"])
+            await context.add_init_script(PEER_RECORDER)
+            page = await context.new_page()
+            page.on(
+                "request",
+                lambda r: (
+                    offers.append(r.post_data_json)
+                    if r.method == "POST" and r.url.endswith("/offer")
+                    else None
+                ),
+            )
+            page.on("response", on_response)
+            await page.goto(session["candidate_url"])
+            await page.click("#agree")
+            await page.wait_for_selector("#start:not([disabled])", timeout=15_000)
+            await page.click("#start")
+            await page.wait_for_function(
+                "() => document.querySelector('#status').textContent === 'Connected'",
+                timeout=20_000,
+            )
+            await page.wait_for_timeout(3000)
+            await page.evaluate(LOSE_CONNECTION)
+            await page.wait_for_function(
+                "() => document.querySelector('#status').textContent.startsWith('Reconnecting')",
+                timeout=5_000,
+            )
+            await shots.take(page, "candidate-reconnecting")
+            await page.wait_for_function(
+                "() => document.querySelector('#status').textContent === 'Connected'"
+                " && window.__rtPeers.length >= 2",
+                timeout=30_000,
+            )
+            await page.wait_for_timeout(3000)
+            stored = await page.evaluate(
+                "() => JSON.stringify([{...localStorage}, {...sessionStorage}, document.cookie,"
+                " location.href])"
+            )
+            await page.click("#next")
+            await page.wait_for_timeout(2000)
+            await page.click("#next")
+            await page.wait_for_selector("#summary:not([hidden])", timeout=40_000)
+            await browser.close()
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            report = await client.get(
+                f"{server.base_url}/api/v1/sessions/{session['id']}/report",
+                headers=server.hr_headers,
+            )
+    finally:
+        server.stop()
+    problems.assert_none()
+    assert len(offers) >= 2 and "resume" not in offers[0], offers
+    accepted = [body for status, body in answers if status == 200]
+    assert len(accepted) >= 2, answers
+    secret = accepted[0].get("resume")
+    if secret:  # a server that issues the secret (api.md item 4)
+        assert all(offer.get("resume") == secret for offer in offers[1:]), offers
+        assert secret not in stored, stored
+    else:
+        assert all("resume" not in offer for offer in offers[1:]), offers
+    signals = report.json()["signals"]
+    assert [s["t"] for s in signals] == list(range(len(signals)))  # no gap, no repeat
+    assert report.json()["final"]["end_reason"] == "ended_by_candidate"
+
+
+async def test_a_second_window_cannot_take_over_a_live_interview(
+    tmp_path: Path, face_video: Path, speech_wav: SpeechTrack
+) -> None:
+    """The same link opened in a second browser while the interview runs: its offer is
+    refused (401 resume_required where the server asks for the secret, else 409), and the
+    page says the interview is under way in another window; the first goes on."""
+    server = ServerProcess(tmp_path / "data").start()
+    problems = Problems()
+    shots = Screenshots("candidate-second-window")
+    refused: list[tuple[int, Any]] = []
+
+    async def on_response(response: Any) -> None:
+        offer = response.request.method == "POST" and response.url.endswith("/offer")
+        if offer and response.status != 200:
+            refused.append((response.status, await response.json()))
+
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            session = await create_session(
+                client, server.base_url, server.api_key, candidate="Fay", questions=QUESTIONS
+            )
+        async with playwright_api.async_playwright() as playwright:
+            browser = await launch(playwright, face_video, speech_wav.path)
+            pages = []
+            for _ in range(2):
+                context = await problems.context(browser)
+                await context.grant_permissions(["camera", "microphone"])
+                pages.append(await context.new_page())
+            first, second = pages
+            await first.goto(session["candidate_url"])
+            await first.click("#agree")
+            await first.wait_for_selector("#start:not([disabled])", timeout=15_000)
+            await first.click("#start")
+            await first.wait_for_function(
+                "() => document.querySelector('#status').textContent === 'Connected'",
+                timeout=20_000,
+            )
+            second.on("response", on_response)
+            await second.goto(session["candidate_url"])
+            await second.click("#agree")
+            await second.wait_for_selector("#start:not([disabled])", timeout=15_000)
+            await second.click("#start")
+            await second.wait_for_selector("#error:not([hidden])", timeout=20_000)
+            message = await second.inner_text("#error")
+            await shots.take(second, "second-window-refused")
+            first_status = await first.inner_text("#status")
+            await browser.close()
+    finally:
+        server.stop()
+    problems.assert_none()
+    assert refused, "the second window's offer was accepted"
+    status, body = refused[0]
+    assert "another window" in message.lower(), message
+    if status == 401:
+        assert body["error"] == "resume_required", body
+        assert "under way" in message.lower(), message
+    else:
+        assert status == 409, (status, body)
+    assert first_status == "Connected"
+
+
+async def test_an_expired_link_says_so(
+    tmp_path: Path, face_video: Path, speech_wav: SpeechTrack
+) -> None:
+    """A join link past its expiry (api.md items 1 and 3: 410 "expired") gets a plain
+    message and a way forward, before anything is captured."""
+    server = ServerProcess(tmp_path / "data").start()
+    problems = Problems()
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            session = await create_session(client, server.base_url, server.api_key, expires_in=1)
+        if "expires_at" not in session:
+            pytest.skip("this server's links do not expire yet (expires_in is not supported)")
+        await asyncio.sleep(1.5)
+        async with playwright_api.async_playwright() as playwright:
+            browser = await launch(playwright, face_video, speech_wav.path)
+            page = await (await problems.context(browser)).new_page()
+            await page.goto(session["candidate_url"])
+            await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+            message = await page.inner_text("#error")
+            consent_hidden = await page.evaluate("() => document.querySelector('#consent').hidden")
+            await browser.close()
+    finally:
+        server.stop()
+    problems.assert_none()
+    assert "expired" in message.lower() and "new link" in message.lower(), message
+    assert consent_hidden
+
+
+async def test_an_interview_at_the_maximum_length_ends_plainly(
+    tmp_path: Path, face_video: Path, speech_wav: SpeechTrack
+) -> None:
+    """With --max-interview 8, the interview ends after 8 s (end_reason max_length) and the
+    candidate page says it reached its maximum length, then shows the summary."""
+    if not server_supports("--max-interview"):
+        pytest.skip("this server has no --max-interview yet")
+    server = ServerProcess(tmp_path / "data", options=["--max-interview", "8"]).start()
+    problems = Problems()
+    shots = Screenshots("candidate-max-length")
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            session = await create_session(
+                client, server.base_url, server.api_key, candidate="Gus", questions=QUESTIONS
+            )
+        async with playwright_api.async_playwright() as playwright:
+            browser = await launch(playwright, face_video, speech_wav.path)
+            context = await problems.context(browser)
+            await context.grant_permissions(["camera", "microphone"])
+            page = await context.new_page()
+            await page.goto(session["candidate_url"])
+            limits = await page.inner_text("#consent-limits")
+            await page.click("#agree")
+            await page.wait_for_selector("#start:not([disabled])", timeout=15_000)
+            await page.click("#start")
+            await page.wait_for_selector("#summary:not([hidden])", timeout=40_000)
+            intro = await page.inner_text("#summary-intro")
+            await shots.take(page, "candidate-summary-max-length")
+            await browser.close()
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            record = (
+                await client.get(
+                    f"{server.base_url}/api/v1/sessions/{session['id']}",
+                    headers=server.hr_headers,
+                )
+            ).json()
+    finally:
+        server.stop()
+    problems.assert_none()
+    assert "1 minute" in limits, limits  # 8 s, said in whole minutes
+    assert "maximum length" in intro.lower(), intro
+    assert record["end_reason"] == "max_length", record

@@ -5,7 +5,10 @@
 // gathering completes. The page opens a `control` data channel before its offer (so SCTP is
 // negotiated) and tells the server when each question is shown; the server opens `feedback`
 // for live hints. A lost connection is re-offered with the same join token while the server
-// keeps the session open (its reconnect grace).
+// keeps the session open (its reconnect grace), with the `resume` secret the first answer
+// carried: the server lets only the holder of that secret take over a live session. It is
+// kept in this page's memory only (never in storage, cookies or the URL), so a reload
+// cannot resume a live interview.
 "use strict";
 
 (() => {
@@ -49,10 +52,22 @@
     busy: "The service is busy, try again in a moment.",
     offline: "We couldn't reach the interview service.",
     offlineHelp: "Check your internet connection, then try again.",
+    expired: "This interview link has expired.",
+    expiredHelp: "Ask the person who invited you for a new link.",
+    resumeRequired: "This interview is already under way in another window or tab.",
+    resumeRequiredHelp:
+      "For your security, an interview that has started can only continue in the window " +
+      "where it began. If you closed that window, contact the hiring team.",
+    maxLength: "The interview reached its maximum length and has ended.",
   };
 
   const state = {
-    emotion: "on", // from /healthz: whether facial expression is analysed
+    emotion: "on", // from the questions answer: whether facial expression is analysed
+    expiresAt: null, // unix s when the join link expires (questions answer), if it says
+    maxInterviewS: null, // the server's longest interview (s), if it says
+    resume: null, // the secret of the first offer's answer; memory only, sent on re-offers
+    endReason: null, // "max_length" when the interview ran into the server's limit
+    maxLengthTimer: null,
     flow: [], // the questions shown, one at a time ({text, seconds}); OPEN_PROMPT without any
     hasQuestions: false,
     stream: null, // the camera and microphone
@@ -80,26 +95,31 @@
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  // An HTTP failure: the status, the server's `detail` and, for 503, Retry-After (seconds).
+  // An HTTP failure: the status, the server's error `code` and `detail` and, for 503,
+  // Retry-After (seconds).
   class HttpError extends Error {
-    constructor(status, detail, retryAfterS) {
+    constructor(status, detail, retryAfterS, code) {
       super(detail || `HTTP ${status}`);
       this.status = status;
       this.detail = detail || "";
       this.retryAfterS = retryAfterS;
+      this.code = code || "";
     }
   }
 
   async function httpError(response) {
     let detail = "";
+    let code = "";
     try {
       const body = await response.json();
       if (body && (body.detail || body.error)) detail = String(body.detail || body.error);
+      if (body && typeof body.error === "string") code = body.error;
     } catch (_) {
       // not JSON
     }
     const retryAfter = Number.parseInt(response.headers.get("Retry-After") || "", 10);
-    return new HttpError(response.status, detail, Number.isFinite(retryAfter) ? retryAfter : null);
+    const wait = Number.isFinite(retryAfter) ? retryAfter : null;
+    return new HttpError(response.status, detail, wait, code);
   }
 
   async function getJson(url) {
@@ -131,6 +151,11 @@
 
   const withToken = (path) => `${api}/${path}?token=${encodeURIComponent(joinToken)}`;
   const isEndedConflict = (err) => err.status === 409 && /ended|complete/i.test(err.detail);
+  // 410: the join link has expired (the server says so on questions, offer and summary).
+  const isExpired = (err) => err instanceof HttpError && err.status === 410;
+  // 401 resume_required: the session is live and this page does not hold its resume secret.
+  const isResumeRequired = (err) =>
+    err instanceof HttpError && err.status === 401 && err.code === "resume_required";
 
   // ---------------------------------------------------------------- steps and messages
 
@@ -225,20 +250,21 @@
 
   // ---------------------------------------------------------------- link check and consent
 
-  // Checks the link and loads the questions and the emotion setting. The consent is shown at
-  // once with the fullest disclosure (expression included); it is narrowed here when the
-  // server does not analyse expression. Resolves true when the interview can go ahead.
+  // Checks the link and loads the questions, the emotion setting and the link's limits. The
+  // consent is shown at once with the fullest disclosure (expression included); it is
+  // narrowed here when the server does not analyse expression. Resolves true when the
+  // interview can go ahead.
   async function checkLink() {
     if (!sessionId || !joinToken) {
       showFatal(MESSAGES.incomplete, MESSAGES.invalidHelp);
       return false;
     }
-    const health = getJson("/healthz").catch(() => null); // optional: defaults to "on"
     let questions;
     try {
       questions = await getJson(withToken("questions"));
     } catch (err) {
-      if (err.status === 401) showFatal(MESSAGES.invalid, MESSAGES.invalidHelp);
+      if (isExpired(err)) showFatal(MESSAGES.expired, MESSAGES.expiredHelp);
+      else if (err.status === 401) showFatal(MESSAGES.invalid, MESSAGES.invalidHelp);
       else if (err.status === 404) showFatal(MESSAGES.notFound, MESSAGES.notFoundHelp);
       else if (err instanceof HttpError)
         showError(MESSAGES.busy, { retry: retryLink, waitS: err.retryAfterS || 0 });
@@ -257,12 +283,23 @@
           seconds: Number.isFinite(q.seconds) && q.seconds > 0 ? q.seconds : null,
         }))
       : [OPEN_PROMPT];
-    const healthBody = await health;
-    state.emotion = healthBody && healthBody.emotion === "off" ? "off" : "on";
+    state.emotion = await emotionSetting(questions);
+    state.expiresAt = positive(questions.expires_at);
+    state.maxInterviewS = positive(questions.max_interview_s);
     renderConsent();
     renderOverview();
     clearError(); // a retried check that now succeeds
     return true;
+  }
+
+  const positive = (v) => (typeof v === "number" && Number.isFinite(v) && v > 0 ? v : null);
+
+  // "on" or "off". The questions answer says it; a server that predates that field said it
+  // on /healthz. When neither says, the consent keeps its fullest disclosure ("on").
+  async function emotionSetting(questions) {
+    if (questions.emotion === "on" || questions.emotion === "off") return questions.emotion;
+    const health = await getJson("/healthz").catch(() => null);
+    return health && health.emotion === "off" ? "off" : "on";
   }
 
   let linkChecked = null; // the pending or settled checkLink()
@@ -284,8 +321,10 @@
     video.append(
       label,
       state.emotion === "off"
-        ? " whether your face is visible to the camera."
-        : " whether your face is visible to the camera, and your facial expression."
+        ? " whether your face is visible to the camera and how well it is lit. Your facial " +
+            "expression is not analysed."
+        : " whether your face is visible to the camera and how well it is lit, and your " +
+            "facial expression."
     );
     const intro = $("consent-intro");
     if (state.hasQuestions) {
@@ -298,6 +337,26 @@
       intro.textContent =
         "This is a short video interview: one open question, answered on camera.";
     }
+    const limits = [];
+    if (state.expiresAt) {
+      const until = new Date(state.expiresAt * 1000).toLocaleString(undefined, {
+        dateStyle: "long",
+        timeStyle: "short",
+      });
+      limits.push(`This link works until ${until}.`);
+    }
+    if (state.maxInterviewS) {
+      limits.push(
+        `An interview ends automatically after ${minutesText(state.maxInterviewS)}.`
+      );
+    }
+    $("consent-limits").textContent = limits.join(" ");
+    $("consent-limits").hidden = limits.length === 0;
+  }
+
+  function minutesText(seconds) {
+    const minutes = Math.max(1, Math.round(seconds / 60));
+    return `${minutes} ${minutes === 1 ? "minute" : "minutes"}`;
   }
 
   function renderOverview() {
@@ -630,12 +689,11 @@
     await iceGatheringComplete(peer, ICE_GATHER_TIMEOUT_MS);
     if (state.pc !== peer) throw new Error("superseded");
     const offer = peer.localDescription;
-    const answer = await postJson(
-      `${api}/offer`,
-      { sdp: offer.sdp, type: offer.type, token: joinToken },
-      OFFER_TIMEOUT_MS
-    );
+    const body = { sdp: offer.sdp, type: offer.type, token: joinToken };
+    if (state.resume) body.resume = state.resume; // a re-offer proves it is this page
+    const answer = await postJson(`${api}/offer`, body, OFFER_TIMEOUT_MS);
     if (state.pc !== peer) throw new Error("superseded");
+    if (typeof answer.resume === "string" && answer.resume) state.resume = answer.resume;
     await peer.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
   }
 
@@ -716,6 +774,10 @@
     if (err && err.message === "superseded") return;
     setStatus("Not connected", "bad");
     if (err instanceof HttpError) {
+      if (isExpired(err)) return showFatal(MESSAGES.expired, MESSAGES.expiredHelp);
+      if (isResumeRequired(err)) {
+        return showFatal(MESSAGES.resumeRequired, MESSAGES.resumeRequiredHelp);
+      }
       if (err.status === 401) return showFatal(MESSAGES.invalid, MESSAGES.invalidHelp);
       if (err.status === 404) return showFatal(MESSAGES.notFound, MESSAGES.notFoundHelp);
       if (isEndedConflict(err)) return showFatal(MESSAGES.completed, MESSAGES.completedHelp);
@@ -788,7 +850,7 @@
     state.reconnect = r;
     // However the tries go (a hung request included), stop after the grace period.
     r.giveUp = setTimeout(() => {
-      if (state.reconnect === r) reconnectGaveUp(false);
+      if (state.reconnect === r) reconnectGaveUp("lost");
     }, RECONNECT_GIVE_UP_MS + 2000);
     pauseCountdown();
     $("next").disabled = true;
@@ -820,7 +882,7 @@
       return;
     }
     if (performance.now() - r.since > RECONNECT_GIVE_UP_MS) {
-      reconnectGaveUp(false);
+      reconnectGaveUp("lost");
       return;
     }
     setPeerAside();
@@ -833,8 +895,10 @@
       await openConnection();
     } catch (err) {
       if (state.reconnect !== r || (err && err.message === "superseded")) return;
+      if (isExpired(err)) return reconnectGaveUp("expired");
+      if (isResumeRequired(err)) return reconnectGaveUp("resume_required");
       if (err instanceof HttpError && (err.status === 401 || err.status === 404 || isEndedConflict(err))) {
-        reconnectGaveUp(true); // the session has ended (or is gone): nothing to rejoin
+        reconnectGaveUp("ended"); // the session has ended (or is gone): nothing to rejoin
         return;
       }
       // Anything else, 409 "already live" included (the server has not yet seen the old
@@ -865,7 +929,10 @@
     guardNext();
   }
 
-  function reconnectGaveUp(sessionEnded) {
+  // Why the reconnection stopped: "ended" (the server has ended the session), "expired"
+  // (the link expired), "resume_required" (the server did not accept this page's secret)
+  // or "lost" (no try got through in the grace period).
+  function reconnectGaveUp(why) {
     clearReconnect();
     state.finished = true;
     stopQuestions();
@@ -873,18 +940,36 @@
     stopStream();
     setNotice("");
     setStatus("Disconnected", "bad");
+    if (why === "ended" && reachedMaxLength()) {
+      // The server ended it at its maximum length: not a failure, so the summary follows.
+      state.endReason = "max_length";
+      showStep("finishing");
+      pollSummary();
+      return;
+    }
     showStep(null, { focus: false });
-    showError(
-      sessionEnded
-        ? "The connection was lost and the interview has ended."
-        : "We lost the connection to the interview and could not reconnect.",
-      {
-        help:
-          "Your answers up to that point were saved. Check your internet connection, and " +
-          "contact the hiring team if you would like to continue.",
-      }
-    );
+    const saved =
+      "Your answers up to that point were saved. Check your internet connection, and " +
+      "contact the hiring team if you would like to continue.";
+    if (why === "expired") showError(MESSAGES.expired, { help: saved });
+    else if (why === "resume_required") {
+      showError(MESSAGES.resumeRequired, { help: MESSAGES.resumeRequiredHelp });
+    } else {
+      showError(
+        why === "ended"
+          ? "The connection was lost and the interview has ended."
+          : "We lost the connection to the interview and could not reconnect.",
+        { help: saved }
+      );
+    }
     pollSummary({ quietOnTimeout: true });
+  }
+
+  // Whether the interview has run (about) as long as the server allows. The page's own
+  // clock starts at the first connection, a little after the server's, hence the margin.
+  function reachedMaxLength() {
+    if (!state.maxInterviewS || state.connectedAt === null) return false;
+    return (performance.now() - state.connectedAt) / 1000 >= state.maxInterviewS - 5;
   }
 
   function setNotice(text) {
@@ -986,12 +1071,36 @@
   function startQuestions() {
     clearInterval(state.tickTimer);
     state.tickTimer = setInterval(tick, 250);
+    armMaxLength();
     showQuestion(0);
+  }
+
+  // At the server's maximum length the server ends the interview (end_reason max_length);
+  // the page finishes it at the same moment so the candidate sees why, not a lost
+  // connection. A minute before, a notice says it is coming.
+  function armMaxLength() {
+    clearTimeout(state.maxLengthTimer);
+    const limitS = state.maxInterviewS;
+    if (!limitS) return;
+    const warnMs = (limitS - 60) * 1000;
+    if (warnMs > 0) {
+      setTimeout(() => {
+        if (!state.finished && !state.reconnect) {
+          setNotice("The interview ends automatically in one minute (its maximum length).");
+        }
+      }, warnMs);
+    }
+    state.maxLengthTimer = setTimeout(() => {
+      if (state.finished) return;
+      state.endReason = "max_length";
+      finish();
+    }, limitS * 1000);
   }
 
   function stopQuestions() {
     clearInterval(state.tickTimer);
     state.tickTimer = null;
+    clearTimeout(state.maxLengthTimer);
     clearTimeout(state.nextGuardTimer);
     state.paused = true;
     $("next").disabled = true;
@@ -1110,11 +1219,12 @@
       try {
         const summary = await getJson(withToken("summary"));
         if (summary && summary.status === "ended") {
+          if (summary.end_reason === "max_length") state.endReason = "max_length";
           renderSummary(summary);
           return;
         }
       } catch (err) {
-        if (err instanceof HttpError && err.status === 401) break;
+        if (err instanceof HttpError && (err.status === 401 || err.status === 410)) break;
       }
       await sleep(SUMMARY_POLL_MS);
     }
@@ -1140,8 +1250,12 @@
     fillList($("strengths"), strengths);
     fillList($("improvements"), improvements);
     $("summary-body").hidden = !summary;
+    const ended = state.endReason === "max_length" ? `${MESSAGES.maxLength} ` : "";
     if (summary) {
-      $("summary-intro").textContent = "Here is a short summary of how it went.";
+      $("summary-intro").textContent = `${ended}Here is a short summary of how it went.`;
+    } else if (ended) {
+      $("summary-intro").textContent =
+        `${ended}Your answers were received; the hiring team will receive your results.`;
     } else if (endFailed) {
       $("summary-intro").textContent =
         "Your answers were received, but we could not confirm the end of the interview or " +

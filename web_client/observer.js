@@ -15,6 +15,10 @@
   const WATCH_RETRY_MS = 2000;
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 15000;
+  // Websocket tries in a row that deliver nothing before the page stops trying (about 15 s
+  // of backoff in all) and follows the session over REST instead.
+  const WS_MAX_FAILURES = 5;
+  const REPORT_POLL_MS = 5000; // how often the REST fallback asks whether the report exists
   const ICE_GATHER_TIMEOUT_MS = 5000;
 
   // Stacking order of the expression chart, bottom to top (labels of the emotion model).
@@ -51,6 +55,7 @@
     server_restart: "Server restarted",
     server_shutdown: "Server shut down",
     erased: "Erased",
+    max_length: "Reached the maximum length",
   };
 
   const sessionId = pathSegmentAfter("observe");
@@ -62,9 +67,25 @@
   const pct = (v) => (isNum(v) ? `${Math.round(v * 100)}\u00a0%` : "–");
   const cap = (s) => (s ? s.charAt(0).toUpperCase() + s.slice(1) : "");
 
+  // An emotion reading's `confidence` is 1 minus the normalised entropy of the model's seven
+  // outputs: how peaked they are, not a probability of being right. It is shown in words.
+  const CLARITY_HELP =
+    "How clearly one expression stands out in the model's output (1 minus its normalised " +
+    "entropy); not a probability that the reading is right.";
+  function clarity(confidence) {
+    if (!isNum(confidence)) return "";
+    return confidence >= 0.5 ? "clear" : confidence >= 0.25 ? "mixed" : "unclear";
+  }
+  function reading(dominant, confidence) {
+    const word = clarity(confidence);
+    return cap(dominant) + (word ? ` (${word})` : "");
+  }
+
+  // m:ss (h:mm:ss past an hour), to the nearest second: the one rounding of every time and
+  // length on this page, as the report's evidence rounds its seconds.
   function clock(seconds) {
     if (!isNum(seconds) || seconds < 0) return "–";
-    const s = Math.floor(seconds);
+    const s = Math.round(seconds);
     const h = Math.floor(s / 3600);
     const m = Math.floor((s % 3600) / 60);
     const ss = String(s % 60).padStart(2, "0");
@@ -150,8 +171,11 @@
   const STATUS_LABEL = { live: "Live", created: "Waiting", ended: "Ended", erased: "Erased" };
   const STATUS_RANK = { live: 0, created: 1, ended: 2, erased: 3 };
 
+  // The one length of an interview everywhere on this page (the list, the session header,
+  // the report): from the candidate joining to the end, or to now while it is live, in
+  // seconds; shown through clock() and its one rounding.
   function sessionDuration(s, nowS) {
-    if (!isNum(s.started_at)) return null;
+    if (!s || !isNum(s.started_at)) return null;
     const end = isNum(s.ended_at) ? s.ended_at : s.status === "live" ? nowS : null;
     return end === null ? null : Math.max(0, end - s.started_at);
   }
@@ -341,31 +365,53 @@
 
   const pctAxis = (u, splits) => splits.map((v) => `${Math.round(v * 100)}%`);
 
-  // Dashed vertical lines where each question began, labelled Q1, Q2…
-  function markerPlugin() {
+  // Dashed vertical lines where each question began, labelled Q1, Q2… The labels sit in a
+  // band of their own above the plot (MARKER_BAND_PX of top padding), kept inside the plot's
+  // width, so they never cover an axis label, the data, or each other (a label that would
+  // touch the one before it is left out; its line stays).
+  const MARKER_BAND_PX = 16;
+  const markerBoxes = {}; // chart name -> label boxes drawn last, CSS px in the canvas
+
+  function markerPlugin(name) {
     return {
       hooks: {
         draw: [
           (u) => {
+            const boxes = [];
+            markerBoxes[name] = boxes;
             if (!markers.length) return;
             const { ctx } = u;
             const { top, height, left, width } = u.bbox;
-            const dpr = window.devicePixelRatio || 1;
+            const dpr = window.uPlot.pxRatio || window.devicePixelRatio || 1;
+            const fontPx = 11;
             ctx.save();
             ctx.strokeStyle = COLORS.marker;
-            ctx.fillStyle = COLORS.marker;
+            ctx.fillStyle = COLORS.axis;
             ctx.lineWidth = dpr;
-            ctx.setLineDash([4 * dpr, 3 * dpr]);
-            ctx.font = `${11 * dpr}px system-ui, sans-serif`;
-            ctx.textBaseline = "top";
+            ctx.font = `${fontPx * dpr}px system-ui, sans-serif`;
+            ctx.textBaseline = "bottom";
+            let lastRight = -Infinity;
             for (const m of markers) {
               const x = Math.round(u.valToPos(m.t, "x", true));
               if (x < left || x > left + width) continue;
+              ctx.setLineDash([4 * dpr, 3 * dpr]);
               ctx.beginPath();
               ctx.moveTo(x, top);
               ctx.lineTo(x, top + height);
               ctx.stroke();
-              ctx.fillText(m.label, x + 3 * dpr, top + 2 * dpr);
+              const textWidth = ctx.measureText(m.label).width;
+              const tx = Math.max(left, Math.min(x + 3 * dpr, left + width - textWidth));
+              if (tx < lastRight + 4 * dpr) continue;
+              const ty = top - 2 * dpr;
+              ctx.fillText(m.label, tx, ty);
+              lastRight = tx + textWidth;
+              boxes.push({
+                label: m.label,
+                left: tx / dpr,
+                right: (tx + textWidth) / dpr,
+                top: ty / dpr - fontPx,
+                bottom: ty / dpr,
+              });
             }
             ctx.restore();
           },
@@ -404,16 +450,27 @@
     return { hooks: { setCursor: [showLatest], setData: [showLatest] } };
   }
 
-  function baseOptions(el, height, series, axes, scales, extra = {}) {
+  // Chart heights (CSS px) on screen and on paper; on paper the four fit on one A4 page.
+  const CHART_HEIGHTS = {
+    screen: { emotion: 220, fluency: 200, speech: 200, face: 160 },
+    print: { emotion: 170, fluency: 165, speech: 165, face: 120 },
+  };
+  // Charts are drawn this wide for printing (CSS px): about the printable width of A4 and
+  // Letter paper; print CSS scales them to the exact width of the page.
+  const PRINT_WIDTH_PX = 700;
+  let printing = false;
+
+  function baseOptions(name, el, series, axes, scales, extra = {}) {
     return {
       width: Math.max(280, el.clientWidth || 600),
-      height,
+      height: CHART_HEIGHTS.screen[name],
       series: [{ label: "Time", value: (u, v) => (v === null ? "–" : clock(v)) }, ...series],
       axes: [axisTime(), ...axes],
       scales: { x: { time: false }, ...scales },
       cursor: { sync: { key: "rt-observer" }, drag: { x: true, y: false, setScale: false } },
       legend: { live: true },
-      plugins: [markerPlugin(), zoomPlugin(), legendPlugin()],
+      padding: [MARKER_BAND_PX, null, null, null],
+      plugins: [markerPlugin(name), zoomPlugin(), legendPlugin()],
       ...extra,
     };
   }
@@ -444,8 +501,8 @@
     }));
     charts.emotion = new uPlot(
       baseOptions(
+        "emotion",
         emotionEl,
-        220,
         emotionSeries,
         [axisY({ values: pctAxis, splits: () => [0, 0.25, 0.5, 0.75, 1] })],
         { y: { range: [0, 1] } },
@@ -457,8 +514,8 @@
     const fluencyEl = $("chart-fluency");
     charts.fluency = new uPlot(
       baseOptions(
+        "fluency",
         fluencyEl,
-        200,
         [
           {
             label: "Speech rate",
@@ -521,8 +578,8 @@
     const speechEl = $("chart-speech");
     charts.speech = new uPlot(
       baseOptions(
+        "speech",
         speechEl,
-        200,
         [
           {
             label: "Speaking",
@@ -563,8 +620,8 @@
     const faceEl = $("chart-face");
     charts.face = new uPlot(
       baseOptions(
+        "face",
         faceEl,
-        160,
         [
           {
             label: "Face visible",
@@ -588,11 +645,12 @@
     }
   }
 
-  function resizeCharts(widthOverride) {
+  function resizeCharts() {
     for (const [name, u] of Object.entries(charts)) {
       const box = $(`chart-${name}`);
-      const width = Math.max(280, Math.floor(widthOverride || box.clientWidth || 600));
-      if (Math.abs(u.width - width) > 1) u.setSize({ width, height: u.height });
+      const width = printing ? PRINT_WIDTH_PX : Math.max(280, Math.floor(box.clientWidth || 600));
+      const height = CHART_HEIGHTS[printing ? "print" : "screen"][name];
+      if (Math.abs(u.width - width) > 1 || u.height !== height) u.setSize({ width, height });
     }
   }
 
@@ -701,12 +759,12 @@
       }
     }
     $("now-pauses").textContent = String(pauses);
-    if (state.emotionOff) $("now-emotion").textContent = "Not measured";
+    const tile = $("now-emotion");
+    if (state.emotionOff) tile.textContent = "Not measured";
     else if (last.emotion && last.emotion.dominant) {
-      const c = last.emotion.confidence;
-      $("now-emotion").textContent =
-        cap(last.emotion.dominant) + (isNum(c) ? ` (${Math.round(c * 100)}% sure)` : "");
-    } else $("now-emotion").textContent = "no face";
+      tile.textContent = reading(last.emotion.dominant, last.emotion.confidence);
+    } else tile.textContent = "no face";
+    tile.title = state.emotionOff ? "" : CLARITY_HELP;
   }
 
   function renderQuestion(rows) {
@@ -783,12 +841,8 @@
     if (s.job) parts.push(s.job);
     if (isNum(s.started_at)) parts.push(`Started ${dateTime(s.started_at)}`);
     else if (isNum(s.created_at)) parts.push(`Created ${dateTime(s.created_at)}`);
-    const duration = state.final && isNum(state.final.duration_s)
-      ? state.final.duration_s
-      : rows.length
-        ? rows[rows.length - 1].t + 1
-        : null;
-    if (duration !== null) parts.push(`${clock(duration)} analysed`);
+    const duration = sessionDuration(s, Date.now() / 1000);
+    if (duration !== null) parts.push(`Length ${clock(duration)}`);
     parts.push(`Session ${sessionId}`);
     $("session-meta").textContent = parts.join(" · ");
     const status = state.finished ? "ended" : rows.length ? "live" : s.status || "";
@@ -798,6 +852,11 @@
   }
 
   // ================================================================ report
+
+  function lengthText(s) {
+    const d = sessionDuration(s, Date.now() / 1000);
+    return d === null ? "–" : clock(d);
+  }
 
   function scoreTone(score) {
     return score >= 70 ? "good" : score >= 40 ? "fair" : "poor";
@@ -816,7 +875,7 @@
       ["Candidate", s.candidate || "–"],
       ["Job", s.job || "–"],
       ["Date", dateTime(s.started_at || s.created_at)],
-      ["Length", clock(final.duration_s)],
+      ["Length", lengthText(s)],
       ["Ended", END_REASONS[final.end_reason] || final.end_reason || "–"],
       ["Expression analysis", final.emotion_analysis === "off" ? "Off" : "On"],
     ];
@@ -856,10 +915,7 @@
               "aria-valuemax": 100,
               "aria-valuenow": rounded === null ? 0 : rounded,
             },
-            el("span", {
-              class: rounded === null ? "" : scoreTone(rounded),
-              style: `width: ${rounded === null ? 0 : Math.max(1, Math.min(100, value))}%`,
-            }),
+            barFill(rounded === null ? "" : scoreTone(rounded), rounded === null ? 0 : value),
           ),
           el("p", { class: "evidence", text: dim && dim.evidence ? String(dim.evidence) : "" }),
         );
@@ -888,11 +944,11 @@
             el("span", { text: clock(length) }),
             span ? el("div", { class: "muted tiny", text: span }) : null,
           ),
-          el("td", { class: "num", text: pct(q.speech_ratio) }),
+          el("td", { class: "num", text: speakingText(q) }),
           el("td", { class: "num", text: num(q.rate_sps, 1) }),
           el("td", { class: "num", text: isNum(q.pause_count) ? String(q.pause_count) : "–" }),
           el("td", { class: "num", text: pct(q.face) }),
-          el("td", { class: "col-emotion", text: q.dominant_emotion ? cap(q.dominant_emotion) : "–" }),
+          el("td", { class: "col-emotion", text: questionReading(q, index), title: CLARITY_HELP }),
         );
       }),
     );
@@ -902,9 +958,36 @@
     if (final.emotion_analysis === "off") setEmotionOff(true);
   }
 
+  // The bar's width is set through the CSSOM: the CSP allows no inline style attribute.
+  function barFill(tone, value) {
+    const fill = el("span", { class: tone });
+    fill.style.width = `${value ? Math.max(1, Math.min(100, value)) : 0}%`;
+    return fill;
+  }
+
+  // A question's clearest-read expression: its most frequent dominant label and how clearly
+  // the model read it there (mean confidence over the question's seconds with that label).
+  function questionReading(q, index) {
+    if (!q.dominant_emotion) return "–";
+    const seconds = sortedSignals().filter(
+      (s) => s.question === index && s.emotion && s.emotion.dominant === q.dominant_emotion,
+    );
+    const cs = seconds.map((s) => s.emotion.confidence).filter(isNum);
+    const mean = cs.length ? cs.reduce((a, b) => a + b, 0) / cs.length : null;
+    return reading(q.dominant_emotion, mean);
+  }
+
+  // Speech time and speaking share, as the rubric defines them (speech seconds out of the
+  // seconds heard); older reports carry only the share.
+  function speakingText(q) {
+    if (!isNum(q.speech_ratio)) return "–";
+    return isNum(q.speech_s) ? `${Math.round(q.speech_s)} s (${pct(q.speech_ratio)})` : pct(q.speech_ratio);
+  }
+
   function setEmotionOff(off) {
     state.emotionOff = off;
     $("emotion-off").hidden = !off;
+    $("definition-expression").hidden = off;
     $("charts").classList.toggle("no-emotion", off);
   }
 
@@ -1031,6 +1114,8 @@
       if (s === "connected") {
         clearTimeout(watch.disconnectTimer);
         videoState("Live", video.readyState >= 2 ? "" : "Starting video…");
+        // The candidate is connected; without live signals the record says it is live.
+        if (state.session && state.session.status !== "live" && !state.refreshed) refreshSession();
       } else if (s === "disconnected") {
         videoState("Connection unstable…", "Reconnecting video…");
         clearTimeout(watch.disconnectTimer);
@@ -1065,6 +1150,10 @@
       }
       closeWatch();
       if (status === 409) {
+        // Not live: the candidate has not joined yet, or the interview is over. The report
+        // says which, without an audit row until there is one to show.
+        if (await checkReport()) return;
+        if (state.finished) return;
         videoState("Candidate not connected", "Waiting for the candidate to connect…");
         retryWatch(WATCH_RETRY_MS);
       } else if (status === 404 && body && body.error) {
@@ -1113,7 +1202,19 @@
 
   // ================================================================ signals websocket
 
-  const ws = { socket: null, backoffMs: BACKOFF_MIN_MS, retryTimer: null };
+  // The signals websocket. Every close that did not bring the final is followed by a REST
+  // check (GET /report: 200 once the report exists, 409 while it does not, never audited
+  // before it is shown), so an ended interview shows its report however the socket ended.
+  // Tries that deliver nothing back off up to BACKOFF_MAX_MS; after WS_MAX_FAILURES of them
+  // in a row the page stops trying, says so, and polls the report over REST instead.
+  const ws = {
+    socket: null,
+    backoffMs: BACKOFF_MIN_MS,
+    retryTimer: null,
+    failures: 0, // tries in a row that delivered no message
+    attempts: 0, // every websocket opened (body.dataset.wsAttempts, for the tests)
+    pollTimer: null,
+  };
 
   function onSignal(msg) {
     const t = typeof msg.t === "number" ? msg.t : Number(msg.t);
@@ -1125,17 +1226,23 @@
     }
   }
 
+  // Fetches the session record again, and again a few times until it has `ended_at` once
+  // the interview is over (the final is published just before the record is marked ended).
   async function refreshSession() {
     state.refreshed = true;
-    try {
-      const { ok, body } = await api(sessionPath(sessionId));
-      if (ok && body) {
-        state.session = body;
-        renderHeader();
-        if (state.final) renderReport(state.final);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        const { ok, body } = await api(sessionPath(sessionId));
+        if (ok && body) {
+          state.session = body;
+          renderHeader();
+          if (state.final) renderReport(state.final);
+          if (!state.final || isNum(body.ended_at)) return;
+        }
+      } catch (error) {
+        if (error instanceof AuthError) return askForKey(error.message);
       }
-    } catch (_) {
-      // the header keeps what it has
+      await new Promise((resolve) => setTimeout(resolve, 400 * (attempt + 1)));
     }
   }
 
@@ -1143,12 +1250,71 @@
     if (state.finished && state.final) return;
     state.finished = true;
     state.final = msg;
+    stopSignals();
     stopWatch("Interview ended", "The interview has ended.");
+    showError("");
     setStatus("Interview ended", "ok");
     renderReport(msg);
     scheduleRender();
     // Live, the record now has ended_at and end_reason; GET /report already brought them.
     if (!fromReport) await refreshSession();
+  }
+
+  // The interview ended without a report to show (erased, or no final was stored).
+  function endedWithoutReport(detail) {
+    state.finished = true;
+    stopSignals();
+    stopWatch("Interview ended", "The interview has ended.");
+    setStatus("Interview ended", "");
+    showError(`This interview has ended, but it has no report${detail ? ` (${detail})` : ""}.`);
+  }
+
+  // Asks the REST API whether the interview is over: shows the report and resolves true when
+  // it is (or when there is nothing more to follow); false while it is not over.
+  async function checkReport() {
+    let reply;
+    try {
+      reply = await api(sessionPath(sessionId, "/report"));
+    } catch (error) {
+      if (error instanceof AuthError) {
+        askForKey(error.message);
+        return true;
+      }
+      return false; // offline: the caller tries again later
+    }
+    const { status, body } = reply;
+    if (status === 200 && body && body.final) {
+      if (body.session) state.session = { ...state.session, ...body.session };
+      for (const s of Array.isArray(body.signals) ? body.signals : []) onSignal(s);
+      await onFinal(body.final, true);
+      return true;
+    }
+    if (status === 404) {
+      state.finished = true;
+      stopSignals();
+      stopWatch("Unknown session", "No video: unknown session.");
+      setStatus("Unknown session", "bad");
+      showError("There is no interview with this id. It may have been erased.");
+      return true;
+    }
+    const detail = body && body.detail ? String(body.detail) : "";
+    if (status === 409 && /session is (ended|erased)/.test(detail)) {
+      endedWithoutReport(detail.split(";")[0]);
+      return true;
+    }
+    return false;
+  }
+
+  function stopSignals() {
+    clearTimeout(ws.retryTimer);
+    ws.retryTimer = null;
+    clearTimeout(ws.pollTimer);
+    ws.pollTimer = null;
+    if (ws.socket) {
+      const socket = ws.socket;
+      ws.socket = null;
+      socket.close();
+    }
   }
 
   function signalsUrl() {
@@ -1160,22 +1326,29 @@
     clearTimeout(ws.retryTimer);
     ws.retryTimer = null;
     if (state.finished || !apiKey()) return;
-    setStatus(ws.backoffMs > BACKOFF_MIN_MS ? "Reconnecting…" : "Connecting…", "warn");
+    setStatus(ws.failures > 0 ? "Reconnecting…" : "Connecting…", "warn");
     const socket = new WebSocket(signalsUrl());
     ws.socket = socket;
-    let opened = false;
+    ws.attempts += 1;
+    document.body.dataset.wsAttempts = String(ws.attempts);
+    let delivered = false;
     socket.addEventListener("open", () => {
-      opened = true;
-      ws.backoffMs = BACKOFF_MIN_MS;
-      showError("");
+      if (ws.socket !== socket) return;
       setStatus(state.signals.size ? "Live" : "Connected, waiting for media", "ok");
     });
     socket.addEventListener("message", (event) => {
+      if (ws.socket !== socket) return;
       let msg;
       try {
         msg = JSON.parse(event.data);
       } catch (_) {
         return;
+      }
+      if (!delivered) {
+        delivered = true;
+        ws.failures = 0;
+        ws.backoffMs = BACKOFF_MIN_MS;
+        showError("");
       }
       if (msg && msg.type === "signal") {
         onSignal(msg);
@@ -1183,41 +1356,57 @@
       } else if (msg && msg.type === "final") onFinal(msg);
     });
     socket.addEventListener("close", (event) => {
-      if (ws.socket === socket) ws.socket = null;
+      if (ws.socket !== socket) return; // closed on purpose
+      ws.socket = null;
       if (state.finished) return;
       if (event.code === 1008 || event.code === 4401 || event.code === 4403) {
         askForKey(event.reason || "The API key was not accepted.");
         return;
       }
-      if (!opened) {
-        explainRefusal();
-        return;
-      }
-      scheduleReconnect(true);
+      if (!delivered) ws.failures += 1;
+      afterClose(delivered);
     });
   }
 
-  // A refused upgrade shows up as 1006 only; the REST API says whether it was the key.
-  async function explainRefusal() {
-    try {
-      const { status } = await api(sessionPath(sessionId));
-      if (status === 404) {
-        setStatus("Unknown session", "bad");
-        showError("There is no interview with this id.");
-        return;
-      }
-    } catch (error) {
-      if (error instanceof AuthError) return askForKey(error.message);
+  async function afterClose(delivered) {
+    setStatus("Disconnected, checking…", "warn");
+    if (await checkReport()) return;
+    if (state.finished) return;
+    if (ws.failures >= WS_MAX_FAILURES) {
+      giveUpSignals();
+      return;
     }
-    scheduleReconnect(false);
-  }
-
-  function scheduleReconnect(wasOpen) {
-    const delay = wasOpen ? BACKOFF_MIN_MS : ws.backoffMs;
-    ws.backoffMs = Math.min(ws.backoffMs * 2, BACKOFF_MAX_MS);
+    // A socket that was delivering reconnects at once (the backfill fills any gap).
+    const delay = delivered ? BACKOFF_MIN_MS : ws.backoffMs;
+    if (!delivered) ws.backoffMs = Math.min(ws.backoffMs * 2, BACKOFF_MAX_MS);
     const jittered = delay * (0.75 + Math.random() * 0.5);
     setStatus(`Disconnected, retrying in ${Math.ceil(jittered / 1000)} s`, "bad");
     ws.retryTimer = setTimeout(connectSignals, jittered);
+  }
+
+  // The websocket cannot be opened (a proxy or server without websocket support, say): the
+  // live charts stay empty, the video still plays, and the report comes over REST.
+  function giveUpSignals() {
+    setStatus("Live signals unavailable", "bad");
+    document.body.dataset.signals = "unavailable";
+    if (!state.signals.size) {
+      $("charts-empty").textContent = "No live signals; the timeline comes with the report.";
+    }
+    showError(
+      `The live signals could not be received: the connection for them (a websocket) failed ` +
+        `${ws.failures} times in a row, so this page has stopped trying. The video still ` +
+        "plays where the candidate is connected, and the report appears here as soon as the " +
+        "interview ends. Reload the page to try the live signals again.",
+    );
+    pollReport();
+  }
+
+  async function pollReport() {
+    clearTimeout(ws.pollTimer);
+    ws.pollTimer = null;
+    if (state.finished) return;
+    if (await checkReport()) return;
+    if (!state.finished) ws.pollTimer = setTimeout(pollReport, REPORT_POLL_MS);
   }
 
   window.addEventListener("online", () => {
@@ -1225,15 +1414,6 @@
   });
 
   // ================================================================ session view
-
-  async function loadReport() {
-    const { status, body } = await api(sessionPath(sessionId, "/report"));
-    if (status !== 200 || !body || !body.final) return false;
-    if (body.session) state.session = { ...state.session, ...body.session };
-    for (const s of Array.isArray(body.signals) ? body.signals : []) onSignal(s);
-    await onFinal(body.final, true);
-    return true;
-  }
 
   async function startSession() {
     document.body.dataset.view = "session";
@@ -1265,11 +1445,7 @@
     renderQuestion([]);
 
     if (record.status === "ended") {
-      try {
-        if (await loadReport()) return;
-      } catch (error) {
-        if (error instanceof AuthError) return askForKey(error.message);
-      }
+      if (await checkReport()) return;
       // No final stored: the websocket still sends whatever there is.
       connectSignals();
       return;
@@ -1277,10 +1453,10 @@
 
     $("live-view").hidden = false;
     videoState("Connecting…", "Waiting for the candidate's video…");
-    fetch("/healthz", { cache: "no-store" })
-      .then((r) => (r.ok ? r.json() : null))
-      .then((health) => {
-        if (health && health.emotion === "off" && !state.final) setEmotionOff(true);
+    // With the HR key, /healthz says whether emotion inference runs (without it, only "ok").
+    api("/healthz")
+      .then(({ body }) => {
+        if (body && body.emotion === "off" && !state.final) setEmotionOff(true);
       })
       .catch(() => {});
     connectSignals();
@@ -1292,13 +1468,8 @@
   function stopEverything() {
     clearTimeout(list.timer);
     clearInterval(list.tick);
-    clearTimeout(ws.retryTimer);
-    if (ws.socket) {
-      const socket = ws.socket;
-      ws.socket = null;
-      state.finished = true; // no reconnects from the close handler
-      socket.close();
-    }
+    state.finished = true; // no reconnects from close handlers
+    stopSignals();
     clearTimeout(watch.timer);
     closeWatch();
   }
@@ -1324,16 +1495,48 @@
   $("download-csv").addEventListener("click", downloadCsv);
   setupUnmute();
 
-  // Printing: charts drawn at a page's width, then back to the screen's.
+  // Printing: charts drawn for the page (PRINT_WIDTH_PX, shorter), then back to the screen's.
   const printQuery = window.matchMedia("print");
-  const onPrint = (printing) => {
-    if (!Object.keys(charts).length) return;
-    if (printing) resizeCharts(660);
-    else resizeCharts();
+  const onPrint = (on) => {
+    printing = on;
+    if (Object.keys(charts).length) resizeCharts();
   };
   window.addEventListener("beforeprint", () => onPrint(true));
   window.addEventListener("afterprint", () => onPrint(false));
   if (printQuery.addEventListener) printQuery.addEventListener("change", (e) => onPrint(e.matches));
+
+  // Layout figures of the charts, in CSS px, for the browser tests and for debugging:
+  // where the question labels were drawn against the plot area, and how wide the charts are
+  // against their container (the page's width when printing).
+  window.rtObserverLayout = {
+    markers: () =>
+      Object.entries(charts).map(([name, u]) => {
+        const dpr = window.uPlot.pxRatio || window.devicePixelRatio || 1;
+        return {
+          chart: name,
+          plotTop: u.bbox.top / dpr,
+          plotLeft: u.bbox.left / dpr,
+          plotRight: (u.bbox.left + u.bbox.width) / dpr,
+          labels: markerBoxes[name] || [],
+        };
+      }),
+    print: () => ({
+      printWidth: $("charts").getBoundingClientRect().width,
+      chartWidths: Object.keys(charts)
+        .map((name) => $(`chart-${name}`))
+        .filter((box) => box.offsetParent !== null)
+        .map((box) => box.querySelector("canvas").getBoundingClientRect().width),
+    }),
+  };
+
+  // A key added to the URL later (#token=... in the same tab): a clean start with it, as the
+  // key form does.
+  window.addEventListener("hashchange", () => {
+    const key = new URLSearchParams(location.hash.replace(/^#/, "")).get("token");
+    if (!key) return;
+    takeKeyFromFragment();
+    location.reload();
+  });
 
   takeKeyFromFragment();
   $("nav-sessions").href = "/observe";
