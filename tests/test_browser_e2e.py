@@ -463,7 +463,8 @@ async def test_observer_copes_with_a_server_that_refuses_websockets(
                 async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
                     token = session["join_token"]
                     ended = await end_session(client, server.base_url, session["id"], token)
-                    assert ended.status_code == 200, ended.text
+                    # 409: the server ended it already (its media ran out long ago).
+                    assert ended.status_code in (200, 409), ended.text
                 ended_at = time.monotonic()
                 await peer.close()
             # The report appears over REST, without a reload.
