@@ -101,7 +101,14 @@ import numpy as np
 from bench.streams.generator import Generators
 from bench.streams.media import encode_media
 from bench.streams.ramp import Bench
-from bench.streams.reporting import comparison, max_sustained, plot, report, targets
+from bench.streams.reporting import (
+    comparison,
+    defaults_targets,
+    max_sustained,
+    plot,
+    report,
+    targets,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,7 +146,24 @@ def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.
     parser.add_argument("--server-pid", type=int, help="pid of --server, for /proc CPU and RSS")
     parser.add_argument("--workers", type=int, help="rtserver serve --workers N, if it exists")
     parser.add_argument("--server-args", default="", help="more `rtserver serve` options")
-    parser.add_argument("--max-sessions", type=int, default=64)
+    parser.add_argument(
+        "--limits",
+        choices=["off", "defaults"],
+        default="off",
+        help="off: the server's admission limits lifted, to find the real maximum (default);"
+        " defaults: the server's own limits, refused sessions counted",
+    )
+    parser.add_argument(
+        "--until-fail",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after the ramp, keep climbing by its last increment until a step fails",
+    )
+    parser.add_argument("--ramp-max", type=int, default=64, help="where --until-fail stops")
+    parser.add_argument(
+        "--burst", type=int, default=0, help="after the ramp, N sessions join at once"
+    )
+    parser.add_argument("--max-sessions", type=int, default=64, help="with --limits off")
     parser.add_argument("--peers-per-process", type=int, default=12)
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
@@ -163,7 +187,8 @@ def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.
     if args.seconds < 2:
         parser.error("--seconds must be at least 2")
     args.size = (args.size[0], args.size[1])
-    args.max_sessions = max(args.max_sessions, max(args.ramp))
+    args.ramp_max = max(args.ramp_max, max(args.ramp))
+    args.max_sessions = max(args.max_sessions, args.ramp_max, args.burst)
     if args.server and args.analysis == "both":
         parser.error("--server runs one mode: give --analysis on or off")
     if args.server and not args.key:
@@ -191,7 +216,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         f" Opus {media.audio_kbps:.0f} kbps, {media.loop_s:.0f} s loop",
         flush=True,
     )
-    processes = math.ceil(max(args.ramp) / args.peers_per_process)
+    most = max(args.ramp_max if args.until_fail else max(args.ramp), args.burst)
+    processes = math.ceil(most / args.peers_per_process)
     generators = Generators(processes, media)
     modes = ["off", "on"] if args.analysis == "both" else [args.analysis]
     steps: list[dict[str, Any]] = []
@@ -208,12 +234,22 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     on = [s for s in steps if s["mode"] == "on"]
     off = [s for s in steps if s["mode"] == "off"]
     rows = comparison(on, off)
+    top = args.ramp_max if args.until_fail else max(args.ramp)
+    chosen_targets = []
+    if args.limits == "defaults" and on:
+        chosen_targets = defaults_targets(on, top)
+    elif on and off:
+        chosen_targets = targets(on, off, rows, top)
     gen = [s["generator_cpu_per_stream"] for s in steps]
     result: dict[str, Any] = {
         "config": {
             "ramp": args.ramp,
             "seconds": args.seconds,
             "settle_s": args.settle,
+            "limits": args.limits,
+            "until_fail": args.until_fail,
+            "ramp_max": args.ramp_max,
+            "burst": args.burst,
             "analysis": args.analysis,
             "server": args.server or "local",
             "workers": args.workers if args.workers_supported else None,
@@ -232,12 +268,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         "steps": steps,
         "comparison": rows,
         "max_sustainable": {
-            mode: dict(zip(("streams", "ramp_top"), max_sustained(group, args.ramp), strict=True))
+            mode: dict(zip(("streams", "ramp_top"), max_sustained(group, top), strict=True))
             for mode, group in (("on", on), ("off", off))
             if group
         },
         "generator_cpu_per_stream": float(np.mean(gen)) if gen else 0.0,
-        "targets": [vars(t) for t in targets(on, off, rows, args.ramp)] if on and off else [],
+        "targets": [vars(t) for t in chosen_targets],
         "notes": notes,
     }
     print("\n" + report(result), flush=True)
