@@ -33,6 +33,7 @@
   const SUMMARY_POLL_MS = 1000;
   const SUMMARY_TIMEOUT_MS = 30000;
   const MIC_SILENT_WARNING_MS = 5000;
+  const MAX_LENGTH_GRACE_MS = 3000; // after the server's maximum length, by this page's clock
 
   const HINT_FALLBACK_TEXT = {
     pace_fast: "You're speaking quite fast. Slowing down a little helps you come across clearly.",
@@ -355,8 +356,9 @@
   }
 
   function minutesText(seconds) {
-    const minutes = Math.max(1, Math.round(seconds / 60));
-    return `${minutes} ${minutes === 1 ? "minute" : "minutes"}`;
+    if (seconds < 120) return `${Math.round(seconds)} seconds`;
+    const minutes = Math.round(seconds / 60);
+    return `${minutes} minutes`;
   }
 
   function renderOverview() {
@@ -1075,9 +1077,11 @@
     showQuestion(0);
   }
 
-  // At the server's maximum length the server ends the interview (end_reason max_length);
-  // the page finishes it at the same moment so the candidate sees why, not a lost
-  // connection. A minute before, a notice says it is coming.
+  // At the server's maximum length the server ends the interview (end_reason max_length),
+  // and the page learns it when its re-offer is refused (see reconnectGaveUp). Should the
+  // connection outlive the limit, the page finishes by itself a moment later
+  // (MAX_LENGTH_GRACE_MS: the server's end comes first and keeps its reason). A minute
+  // before the limit, a notice says it is coming.
   function armMaxLength() {
     clearTimeout(state.maxLengthTimer);
     const limitS = state.maxInterviewS;
@@ -1094,7 +1098,7 @@
       if (state.finished) return;
       state.endReason = "max_length";
       finish();
-    }, limitS * 1000);
+    }, limitS * 1000 + MAX_LENGTH_GRACE_MS);
   }
 
   function stopQuestions() {
