@@ -90,7 +90,7 @@ document.addEventListener("securitypolicyviolation", (e) => {
 @dataclass
 class Problems:
     """What went wrong in the pages of the contexts made by :meth:`context`: uncaught script
-    errors, CSP violation events, and CSP errors on the console."""
+    errors, CSP violation events, and CSP or Permissions-Policy errors on the console."""
 
     errors: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -106,8 +106,9 @@ class Problems:
         return context
 
     def _console(self, message: Any) -> None:
-        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
-            self.violations.append(f"console: {message.text}")
+        # CSP errors, and errors in the Permissions-Policy header (an unknown feature name).
+        if re.search(r"Content.Security.Policy|Permissions.Policy", message.text, re.I):
+            self.violations.append(f"console {message.type}: {message.text}")
 
     async def prove_csp_is_enforced(self, page: Any) -> None:
         """An inline script injected into the page must not run, and must be reported: the
