@@ -60,8 +60,19 @@ from rtserver.workers import WorkerPool
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-WEB_CLIENT = Path(__file__).resolve().parent.parent / "web_client"
 MAX_QUESTIONS = 50
+
+
+def find_web_client() -> Path:
+    """The pages' directory: inside the installed package, where a wheel ships them
+    (setup.py copies web_client/ there), else the source checkout's top-level web_client/
+    (an editable install, or running from the repository)."""
+    package = Path(__file__).resolve().parent
+    shipped = package / "web_client"
+    return shipped if shipped.is_dir() else package.parent / "web_client"
+
+
+WEB_CLIENT = find_web_client()
 
 
 # -- request helpers ------------------------------------------------------------------
