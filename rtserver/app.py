@@ -43,6 +43,7 @@ from rtserver.errors import (
 )
 from rtserver.live import Publisher, Runtime, SessionHost, SessionManager, recover_interrupted
 from rtserver.media.ice import quicken_consent_checks
+from rtserver.media.turn import page_ice_configuration
 from rtserver.metrics import Metrics
 from rtserver.observers import stream_session
 from rtserver.scoring.rubric import Interview, score_interview
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_QUESTIONS = 50
+NO_STORE = {"Cache-Control": "no-store"}  # responses that carry credentials
 
 
 def find_web_client() -> Path:
@@ -192,7 +194,12 @@ class Api:
         if not self.store.check_join_token(record.id, request.query_params.get("token", "")):
             raise Unauthorized("wrong join token")
         questions = [{"text": q.text, "seconds": q.seconds} for q in record.questions]
-        return JSONResponse({"questions": questions, "status": record.status})
+        # The page's STUN/TURN servers come with it: one TURN credential per fetch, so the
+        # page fetches this again before each connection; never cached.
+        ice = page_ice_configuration(self.runtime.config, record.id)
+        return JSONResponse(
+            {"questions": questions, "status": record.status, **ice}, headers=NO_STORE
+        )
 
     async def offer(self, request: Request) -> Response:
         """The candidate joins, or, while the session is live, comes back after a drop."""
@@ -214,6 +221,11 @@ class Api:
             answer = await self.manager.join(record.id, offer, texts)
             self.store.audit(actor, "join", record.id)
         return JSONResponse({"sdp": answer.sdp, "type": answer.type})
+
+    async def ice_servers(self, request: Request) -> Response:
+        """The observer page's STUN/TURN servers for /watch, with a fresh TURN credential."""
+        self.require_hr(request)
+        return JSONResponse(page_ice_configuration(self.runtime.config, "hr"), headers=NO_STORE)
 
     async def watch(self, request: Request) -> Response:
         """An HR observer's recvonly offer, answered with the candidate's live video and
@@ -539,6 +551,7 @@ def _app(
         Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/healthz", api.healthz),
         Route("/metrics", api.metrics),
+        Route("/api/v1/ice-servers", api.ice_servers, methods=["GET"]),
         Route("/api/v1/sessions", api.create_session, methods=["POST"]),
         Route("/api/v1/sessions", api.list_sessions, methods=["GET"]),
         Route("/api/v1/sessions/{session_id}", api.get_session, methods=["GET"]),
