@@ -113,6 +113,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="seconds a dropped candidate may take to reconnect (default: 20)",
     )
     serve.add_argument(
+        "--max-interview",
+        dest="max_interview_s",
+        type=float,
+        help="seconds after which a live interview is ended as max_length (default: 3600)",
+    )
+    serve.add_argument(
         "--max-watchers",
         dest="max_watchers",
         type=int,
@@ -203,6 +209,7 @@ def serve(args: argparse.Namespace) -> int:
             "analysis_fps",
             "media_timeout_s",
             "reconnect_grace_s",
+            "max_interview_s",
             "max_watchers",
             "analysis_threads",
             "workers",
