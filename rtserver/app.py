@@ -322,6 +322,10 @@ class Api:
         )
 
     async def healthz(self, request: Request) -> Response:
+        """``{"status": "ok"}`` for anyone (load balancers, uptime checks); the rest (live
+        sessions, backends, worker pids) only with the HR key."""
+        if not self.is_hr(request):
+            return JSONResponse({"status": "ok"})
         config = self.runtime.config
         return JSONResponse(
             {
@@ -336,6 +340,8 @@ class Api:
         )
 
     async def metrics(self, request: Request) -> Response:
+        """Prometheus metrics; HR key only (Prometheus sends it as a bearer token)."""
+        self.require_hr(request)
         return PlainTextResponse(
             await self.manager.render_metrics(), media_type="text/plain; version=0.0.4"
         )

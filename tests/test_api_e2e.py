@@ -214,7 +214,7 @@ async def test_live_conflict_capacity_and_media_timeout(
     assert len(signals) >= 2
 
     # The capacity is free again: the second session can join now.
-    metrics = (await client.get(f"{base}/metrics")).text
+    metrics = (await client.get(f"{base}/metrics", headers=server.hr_headers)).text
     assert "rtserver_live_sessions 0" in metrics
     assert "rtserver_signal_lag_seconds_count" in metrics
     assert 'rtserver_rejected_total{code="at_capacity"} 2' in metrics

@@ -123,7 +123,7 @@ async def test_candidate_reconnects_to_the_same_session(
             assert ended.status_code == 200, ended.text
             messages = await asyncio.wait_for(signals_task, 30)
             await asyncio.wait_for(observer.ended.wait(), 10)
-            metrics = (await client.get(f"{base}/metrics")).text
+            metrics = (await client.get(f"{base}/metrics", headers=server.hr_headers)).text
             audit = await client.get(
                 f"{base}/api/v1/sessions/{sid}/audit", headers=server.hr_headers
             )
