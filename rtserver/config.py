@@ -8,6 +8,7 @@ Precedence, highest first: CLI flags, environment variables (``RTSERVER_*``), a 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "RTSERVER_"
+# The default session ceiling per core. Decode-only costs 0.047 cores per 640x480 stream on
+# a 2-core x86 machine, so no core holds more than ~20 streams even without analysis.
+SESSIONS_PER_CORE = 16
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,19 @@ class Config:
     ice_transport_policy: str = "all"
     # Public base URL used to build candidate and observer links; empty derives it.
     public_url: str = ""
-    # Live sessions above this are refused with 503 and Retry-After.
-    max_sessions: int = 8
+    # Live sessions above this are refused with 503 "at_capacity" and Retry-After; 0 means
+    # SESSIONS_PER_CORE per core. A ceiling, not the limit that binds: the CPU budget below
+    # refuses first on every machine measured (a 2-core machine holds about 17 analysed
+    # 640x480 streams).
+    max_sessions: int = 0
+    # Share (0-1) of the machine's cores that live sessions may keep busy: a new session
+    # that would take the machine past it, by the measured cost per session (a prior before
+    # any is measured), gets 503 "overloaded" (rtserver/cpu_budget.py). 0 turns it off.
+    max_cpu: float = 0.9
+    # What one session costs before any has been measured (cores); 0 takes the figure
+    # measured for the analysis mode (rtserver/cpu_budget.py). A burst from idle is admitted
+    # on this alone, so set it for hardware far from a 2-core x86 machine.
+    session_cpu: float = 0.0
     # A process whose event loop runs this late (mean over 2 s, seconds), or whose signals go
     # out this late (mean over 3 s, seconds analysis held back), takes no new session:
     # 503 "overloaded" with Retry-After. 0 turns a check off. With analysis, signals are
@@ -88,6 +103,9 @@ class Config:
     # long for the candidate to reconnect with the same join token (seconds); then it ends
     # with "connection_lost".
     reconnect_grace_s: float = 20.0
+    # A live interview is ended (end_reason "max_length") this long after it started
+    # (seconds), whatever the candidate does.
+    max_interview_s: float = 3600.0
     # Observers watching one session's relayed video and audio at once; more are refused.
     max_watchers: int = 4
     # How long a second may wait for late analysis before it is published anyway (seconds).
@@ -102,6 +120,11 @@ class Config:
     log_level: str = "info"
 
     @property
+    def session_limit(self) -> int:
+        """Live sessions allowed at once: ``max_sessions``, or SESSIONS_PER_CORE per core."""
+        return self.max_sessions or SESSIONS_PER_CORE * (os.cpu_count() or 1)
+
+    @property
     def db_path(self) -> Path:
         return self.data_dir / "rtserver.sqlite3"
 
@@ -112,6 +135,9 @@ class Config:
     @property
     def models_path(self) -> Path:
         return Path(self.models_dir) if self.models_dir else self.data_dir / "models"
+
+
+MAX_INTERVIEW_LIMIT_S = 24 * 3600.0  # the longest --max-interview accepted (s)
 
 
 class ConfigError(ValueError):
@@ -166,14 +192,22 @@ def _validate(config: Config) -> Config:
         raise ConfigError("analysis must be 'full' or 'decode'")
     if not 0.5 <= config.analysis_fps <= 60:
         raise ConfigError("analysis_fps must be between 0.5 and 60")
-    if config.max_sessions < 1:
-        raise ConfigError("max_sessions must be at least 1")
+    if config.max_sessions < 0:
+        raise ConfigError("max_sessions must be 0 (16 per core) or more")
+    if not 0 <= config.max_cpu <= 1:
+        raise ConfigError("max_cpu must be between 0 (off) and 1 (every core)")
+    if not 0 <= config.session_cpu <= 64:
+        raise ConfigError("session_cpu must be between 0 (the measured default) and 64 cores")
     if not 0 <= config.max_loop_lag_s <= 60:
         raise ConfigError("max_loop_lag_s must be between 0 (off) and 60 seconds")
     if not 0 <= config.max_signal_lag_s <= 60:
         raise ConfigError("max_signal_lag_s must be between 0 (off) and 60 seconds")
     if not 0 <= config.reconnect_grace_s <= 600:
         raise ConfigError("reconnect_grace_s must be between 0 and 600 seconds")
+    if not 1 <= config.max_interview_s <= MAX_INTERVIEW_LIMIT_S:
+        raise ConfigError(
+            f"max_interview_s must be between 1 and {MAX_INTERVIEW_LIMIT_S:.0f} seconds"
+        )
     if not 0 <= config.workers <= 256:
         raise ConfigError("workers must be between 0 (one per core) and 256")
     if config.max_watchers < 0:

@@ -34,7 +34,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from rtserver.admission import Admission, RecentSignalLag
 from rtserver.bus import Bus
 from rtserver.config import Config
-from rtserver.errors import AtCapacity, Conflict
+from rtserver.cpu_budget import CpuBudget
+from rtserver.errors import AtCapacity, Conflict, ControlRefused
 from rtserver.media.audio import AudioPath
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
@@ -48,6 +49,7 @@ from rtserver.messages import (
     signal_from_wire,
 )
 from rtserver.metrics import Metrics
+from rtserver.questions import QuestionTimeline
 from rtserver.scoring.batcher import ModelBatcher
 from rtserver.scoring.faces import FaceDetector
 from rtserver.scoring.hints import HintRules
@@ -139,10 +141,10 @@ class LiveSession:
         self.relay = SessionRelay(session_id, runtime.config)
         self.signals: list[SignalMessage] = []
         self.hints = HintRules()
-        self.question: int | None = None  # the candidate page's current question
-        # When each question began, in arrival order: (session time in s, index).
-        self._question_starts: list[tuple[float, int]] = []
-        self.started_at = time.monotonic()
+        # When each question began, by the candidate page's control messages.
+        self.timeline = QuestionTimeline(len(self.questions))
+        self._refusal_logged = False  # one log line per session for refused control messages
+        self.started_at = time.monotonic()  # reset when the first offer is answered
         self.ended = asyncio.Event()
         self.end_reason = ""
         self.link = self._new_link()
@@ -190,6 +192,7 @@ class LiveSession:
             functools.partial(self._on_track, link),
             functools.partial(self._on_connection_lost, link),
             self._on_control,
+            self._on_control_refused,
         )
         return link
 
@@ -198,7 +201,7 @@ class LiveSession:
     async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Answers the candidate's offer and starts publishing. Raises BadSdp on a bad offer."""
         answer = await self.link.ingest.answer(offer)
-        self.link.connected_at = time.monotonic()
+        self.link.connected_at = self.started_at = time.monotonic()
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"ticker-{self.id}")
         return answer
 
@@ -280,25 +283,40 @@ class LiveSession:
         )
 
     def _on_control(self, message: ControlMessage) -> None:
+        """A question began; raises ControlRefused for one the session does not have or
+        that is behind the current one (see ``rtserver/questions.py``)."""
         at_s = self.clock.elapsed()
-        log.info(
-            "question %d began at %.1f s (page: %.1f s)",
-            message.index,
-            at_s,
-            message.at,
-            extra={"session": self.id},
-        )
-        self.question = message.index
-        self._question_starts.append((at_s, message.index))
+        if self.timeline.begin(message.index, at_s):
+            log.info(
+                "question %d began at %.1f s (page: %.1f s)",
+                message.index,
+                at_s,
+                message.at,
+                extra={"session": self.id},
+            )
+
+    def _on_control_refused(self, refusal: ControlRefused) -> None:
+        """Counts a refused control message; only the session's first is logged, so a
+        flood of them cannot flood the log."""
+        self.runtime.metrics.control_refused.inc(reason=refusal.reason)
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            log.info(
+                "control message refused (%s): %s; further refusals in this session are only "
+                "counted (rtserver_control_messages_refused_total)",
+                refusal.reason,
+                refusal.detail,
+                extra={"session": self.id},
+            )
+
+    @property
+    def question(self) -> int | None:
+        """The candidate page's current question; None before the first."""
+        return self.timeline.current
 
     def question_at(self, t: int) -> int | None:
         """The question index in force when second ``t`` began; None before the first."""
-        index = None
-        for start_s, started in self._question_starts:
-            if start_s > t:
-                break
-            index = started
-        return index
+        return self.timeline.at(t)
 
     @property
     def question_open(self) -> bool:
@@ -365,6 +383,8 @@ class LiveSession:
         """Why the session should end now, or '' while it should go on."""
         config = self.runtime.config
         now = time.monotonic()
+        if now - self.started_at >= config.max_interview_s:
+            return "max_length"
         if self._dropped_at is not None:
             lost = now - self._dropped_at >= config.reconnect_grace_s
             return "connection_lost" if lost else ""
@@ -411,7 +431,6 @@ class LiveSession:
                 self.link.ingest.send_hint(hint)
                 self.runtime.metrics.hints.inc(code=hint.code)
             metrics = self.runtime.metrics
-            metrics.session_cost.set(round(self.analysis_cost(), 5), session=self.id)
             metrics.signals.inc()
             metrics.media_seconds.inc()
             metrics.signal_lag.observe(lag_s)
@@ -440,7 +459,8 @@ class LiveSession:
             self.publisher.publish(final)
             self.runtime.store.mark_ended(self.id, reason)
             self.runtime.metrics.late_results.inc(self.aggregator.late_results)
-            self.runtime.metrics.session_cost.remove(session=self.id)
+            if self.signals:
+                self.runtime.metrics.session_cost.observe(self.analysis_cost())
             log.info(
                 "session ended (%s): %d signals, score %.1f",
                 reason,
@@ -505,14 +525,22 @@ class SessionHost(Protocol):
 
 
 class SessionManager:
-    """Holds the live sessions of this process and enforces capacity: a session count, and
-    no new session while the process falls behind (``rtserver.admission``)."""
+    """Holds the live sessions of this process and enforces capacity: a session count, the
+    machine's CPU budget when this process places sessions itself (``rtserver.cpu_budget``;
+    a worker process leaves that to the server process), and no new session while the
+    process falls behind (``rtserver.admission``)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, places_sessions: bool = True) -> None:
         self.runtime = runtime
         self.live: dict[str, LiveSession] = {}
         self._joining: set[str] = set()
         self.admission = Admission(runtime.config, runtime.signal_lag)
+        self.cpu_budget: CpuBudget | None = None
+        if places_sessions:
+            config = runtime.config
+            self.cpu_budget = CpuBudget(
+                config.max_cpu, config.analysis, self.live_count, prior_cores=config.session_cpu
+            )
 
     def _update_gauge(self) -> None:
         self.runtime.metrics.live_sessions.set(len(self.live))
@@ -522,11 +550,14 @@ class SessionManager:
     ) -> RTCSessionDescription:
         """Starts a session from the candidate's offer and returns the server's answer;
         ``questions`` are the session's question texts, by index."""
-        capacity = self.runtime.config.max_sessions
+        capacity = self.runtime.config.session_limit
         if session_id in self.live or session_id in self._joining:
             raise Conflict("session is already live")
-        if len(self.live) + len(self._joining) >= capacity:
+        if self.live_count() >= capacity:
             raise AtCapacity(f"server is at its capacity of {capacity} live sessions")
+        if self.cpu_budget is not None:
+            self.cpu_budget.start()
+            self.cpu_budget.check()
         self.admission.check()
         self._joining.add(session_id)
         try:
@@ -542,6 +573,8 @@ class SessionManager:
             self.live[session_id] = session
         finally:
             self._joining.discard(session_id)
+        if self.cpu_budget is not None:
+            self.cpu_budget.admitted()
         self.runtime.metrics.sessions_total.inc(outcome="started")
         self._update_gauge()
         session._spawn(self._forget_when_ended(session))
@@ -592,7 +625,8 @@ class SessionManager:
         }
 
     def live_count(self) -> int:
-        return len(self.live)
+        """Live sessions, and those joining now."""
+        return len(self.live) + len(self._joining)
 
     def health(self) -> dict[str, Any]:
         """Extra /healthz fields: none for a single process."""
@@ -601,10 +635,14 @@ class SessionManager:
     async def render_metrics(self) -> str:
         self.runtime.metrics.loop_lag.set(self.admission.loop_lag.lag_s)
         self.runtime.metrics.recent_signal_lag.set(self.runtime.signal_lag.mean_s())
+        if self.cpu_budget is not None:
+            self.runtime.metrics.observe_cpu_budget(self.cpu_budget)
         return self.runtime.metrics.render()
 
     async def shutdown(self) -> None:
         await self.admission.stop()
+        if self.cpu_budget is not None:
+            await self.cpu_budget.stop()
         sessions = list(self.live.values())
         for session in sessions:
             with contextlib.suppress(Exception):

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -67,6 +68,10 @@ class ServerProcess:
             "--ice-address", "127.0.0.1",
             "--models-dir", str(MODELS_DIR),
             *([] if self.workers is None else ["--workers", str(self.workers)]),
+            # The tests' own peers, browsers and servers share the machine's few cores, so
+            # the CPU budget (rtserver/cpu_budget.py) would refuse joins by what else runs;
+            # it is tested where a test names --max-cpu, and by bench.streams --limits defaults.
+            *([] if "--max-cpu" in self.options else ["--max-cpu", "0"]),
             *self.options,
         ]  # fmt: skip
         log = self.log_path.open("ab")
@@ -106,3 +111,17 @@ class ServerProcess:
     def healthy(self) -> bool:
         response = httpx.get(self.base_url + "/healthz", timeout=2.0)
         return response.status_code == 200 and response.json()["status"] == "ok"
+
+    def health(self) -> dict[str, Any]:
+        """The whole /healthz (workers, backends...): it needs the HR key; without it the
+        server answers only its status."""
+        response = httpx.get(self.base_url + "/healthz", headers=self.hr_headers, timeout=5.0)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def metrics(self) -> str:
+        """The Prometheus page, which needs the HR key."""
+        response = httpx.get(self.base_url + "/metrics", headers=self.hr_headers, timeout=10.0)
+        response.raise_for_status()
+        return response.text

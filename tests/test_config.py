@@ -41,7 +41,9 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ({}, {"RTSERVER_MAX_SESSIONS": "many"}),
         ({"analysis": "everything"}, {}),
         ({"analysis_fps": 0.0}, {}),
-        ({"max_sessions": 0}, {}),
+        ({"max_sessions": -1}, {}),
+        ({"max_cpu": 1.5}, {}),
+        ({}, {"RTSERVER_SESSION_CPU": "-0.1"}),
         ({}, {"RTSERVER_EMOTION": "maybe"}),
         ({"detector": "mtcnn"}, {}),
         ({}, {"RTSERVER_ENGINE": "tensorrt,openvino"}),
@@ -106,3 +108,23 @@ def test_workers_default_to_one_per_core_and_are_bounded() -> None:
     assert load_config({}, {"RTSERVER_WORKERS": "2"}).workers == 2
     with pytest.raises(ConfigError):
         load_config({"workers": -1}, {})
+
+
+def test_max_interview_length() -> None:
+    assert load_config({}, {}).max_interview_s == 3600.0
+    assert load_config({}, {"RTSERVER_MAX_INTERVIEW_S": "1800"}).max_interview_s == 1800.0
+    assert load_config({"max_interview_s": 60.0}, {}).max_interview_s == 60.0
+    for bad in (0.0, -1.0, 7 * 24 * 3600.0):
+        with pytest.raises(ConfigError, match="max_interview_s"):
+            load_config({"max_interview_s": bad}, {})
+
+
+def test_the_session_ceiling_follows_the_machine() -> None:
+    import os
+
+    from rtserver.config import SESSIONS_PER_CORE
+
+    config = load_config({}, {})
+    assert config.max_sessions == 0 and config.max_cpu == 0.9
+    assert config.session_limit == SESSIONS_PER_CORE * (os.cpu_count() or 1)
+    assert load_config({"max_sessions": 5}, {}).session_limit == 5
