@@ -600,12 +600,26 @@
     }
   }
 
+  // The STUN/TURN servers and ICE policy for a new connection, fetched fresh each time (TURN
+  // credentials expire). When that fetch fails, the last configuration serves: the offer
+  // that follows says what is wrong, and a live session may be rejoined even after its
+  // link has expired (410 on /questions).
+  let lastIceConfiguration = null;
+  async function iceConfiguration() {
+    try {
+      const body = await getJson(withToken("questions"));
+      lastIceConfiguration = window.rtPage.peerConfiguration(body);
+    } catch (err) {
+      if (!lastIceConfiguration) throw err;
+    }
+    return lastIceConfiguration;
+  }
+
   // A new RTCPeerConnection, offered to the server with the join token. Resolves once the
   // answer is applied; the connection state events do the rest. Throws HttpError or a
   // network TypeError.
   async function openConnection() {
-    const ice = window.rtPage.peerConfiguration(await getJson(withToken("questions")));
-    const peer = new RTCPeerConnection(ice);
+    const peer = new RTCPeerConnection(await iceConfiguration());
     state.pc = peer;
     // Created before the offer, so the offer negotiates SCTP for data channels.
     const control = peer.createDataChannel("control");
