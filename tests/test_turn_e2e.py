@@ -108,11 +108,13 @@ def turn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TurnServer]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, turn: TurnServer) -> Iterator[ServerProcess]:
     """rtserver with coturn as its only ICE server and the pages on relay only; the secret
-    comes from the environment, as the README advises."""
+    comes from the environment, as the README advises. Two workers: the sessions' peers run
+    in worker processes, which get the secret from the server process, as by default."""
     process = ServerProcess(
         tmp_path_factory.mktemp("turn-api") / "data",
         options=["--ice-server", turn.url, "--ice-transport-policy", "relay"],
         env=dict(os.environ, RTSERVER_TURN_SECRET=turn.secret),
+        workers=2,
     ).start()
     yield process
     process.stop()

@@ -9,8 +9,9 @@ clean venv catches that class of bug, so this test:
 - builds a wheel from the files a fresh clone has (pip's isolated build, as a user's);
 - installs it, with no extras, into a new venv (dependencies from pip's configured index
   and cache);
-- starts that venv's ``rtserver serve`` on its defaults (one worker per core), loopback
-  only, with the repository's converted models (``--models-dir``: nothing is converted);
+- starts that venv's ``rtserver serve`` on its defaults (one worker per core; only the CPU
+  budget is off, as in every test: see tests/server.py), loopback only, with the
+  repository's converted models (``--models-dir``: nothing is converted);
 - checks that both pages and every static file are served from the installed package;
 - connects an observer websocket and receives a signal made from a real aiortc peer's
   media (the peer runs in the test's own venv, see ``tests/peer.py``).
