@@ -85,6 +85,8 @@ def test_quick_run_writes_a_complete_json_report(
         assert 0 < recall["ours"] <= 1 and 0 <= recall["peer"] <= 1
         cost = faces[f"{height} px, s/frame: now vs before"]
         assert cost["ours"] > 0 and cost["peer"] > 0
+        live = faces[f"{height} px, live: s/detection now vs before"]
+        assert live["ours"] > 0 and "face in " in live["note"]
     assert "no-face images: s/frame now vs before" in faces
     # The sparse full-range variant is measured beside the dense one, or said to be skipped.
     sparse_skipped = any(line.startswith("skipped: faces by size, sparse") for line in skipped)
@@ -99,7 +101,8 @@ def test_quick_run_writes_a_complete_json_report(
     ]
     for height in (48, 64, 80, 100, 130, 200):
         assert f"recall at {height} px" in names
-        assert f"median ms per frame at {height} px, one thread" in names
+        assert f"median ms per frame on its own at {height} px, one thread" in names
+        assert f"median ms per detection in a live stream at {height} px, one thread" in names
     assert any(name.startswith("false detections on ") for name in names)
 
 
