@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from rtserver.files import sha256_of, write_atomically
+from rtserver.models.onnx_copy import copy_checked_onnx
 from rtserver.models.sources import (
     EMOTION_LABELS,
     EMOTION_SOURCE,
@@ -84,14 +85,6 @@ def _convert_emotion(source: Path, onnx_path: Path) -> None:
     from rtserver.models.emotion_h5 import convert_emotion_h5
 
     convert_emotion_h5(source, onnx_path)
-
-
-def _copy_vad(source: Path, onnx_path: Path) -> None:
-    """Silero ships ONNX already: it is checked and copied as it is."""
-    import onnx
-
-    onnx.checker.check_model(onnx.load(str(source)))
-    onnx_path.write_bytes(source.read_bytes())
 
 
 def _convert_face_detector(source: Path, onnx_path: Path) -> None:
@@ -147,8 +140,8 @@ MODELS: dict[str, ModelSpec] = {
         "vad",
         "vad.onnx",
         VAD_SOURCE,
-        _copy_vad,
-        "rtserver.models.fetch",
+        copy_checked_onnx,
+        "rtserver.models.onnx_copy",
         {
             "input": "input (N, 64 + 512) float32 16 kHz (64 samples of context, then the "
             "chunk), state (2, N, 128), sr int64 16000",
@@ -159,8 +152,8 @@ MODELS: dict[str, ModelSpec] = {
         "vad_sequence",
         "vad_sequence.onnx",
         VAD_SEQUENCE_SOURCE,
-        _copy_vad,
-        "rtserver.models.fetch",
+        copy_checked_onnx,
+        "rtserver.models.onnx_copy",
         {
             "input": "input (K, 64 + 512) float32 16 kHz: K consecutive chunks of one stream, "
             "h and c (1, 1, 128)",
