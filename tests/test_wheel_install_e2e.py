@@ -159,10 +159,12 @@ def test_the_install_holds_no_extras_and_runs_from_the_venv(installed: Path) -> 
 async def test_installed_server_serves_pages_and_live_signals(
     installed: Path,
     tmp_path: Path,
+    models_dir: Path,
     face_video: Path,
     speech_wav: SpeechTrack,
     timings: Timings,
 ) -> None:
+    models_before = model_files(models_dir)
     started = time.monotonic()
     server = ServerProcess(
         tmp_path / "data",
@@ -201,11 +203,22 @@ async def test_installed_server_serves_pages_and_live_signals(
             await peer.close()
         server.stop()
     log = server.log()
+    # The installed package took the repository's models as they were: nothing converted.
+    assert model_files(models_dir) == models_before
     assert "No supported WebSocket library" not in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     # A second of the peer's media, analysed by the installed package.
     assert signal["session"] == session["id"] and signal["t"] == 0, signal
     assert signal["audio"]["hops"] > 0 and signal["video"]["fps"] > 0, signal
+
+
+def model_files(models_dir: Path) -> dict[str, int]:
+    """Each file of the models directory, by name, with its modification time (ns)."""
+    return {
+        str(path.relative_to(models_dir)): path.stat().st_mtime_ns
+        for path in models_dir.rglob("*")
+        if path.is_file() and not path.name.startswith(".")
+    }
 
 
 async def next_signal(url: str, timeout_s: float) -> dict[str, Any]:
