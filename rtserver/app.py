@@ -312,6 +312,8 @@ class Api:
                 "status": "ended",
                 "strengths": list(summary.strengths),
                 "improvements": list(summary.improvements),
+                # Why it ended (e.g. max_length), so the page can say so plainly.
+                "end_reason": final.payload.get("end_reason") or None,
             }
         )
 

@@ -800,9 +800,16 @@ async def test_an_interview_at_the_maximum_length_ends_plainly(
                     headers=server.hr_headers,
                 )
             ).json()
+            summary = (
+                await client.get(
+                    f"{server.base_url}/api/v1/sessions/{session['id']}/summary",
+                    params={"token": session["join_token"]},
+                )
+            ).json()
     finally:
         server.stop()
     problems.assert_none()
     assert "ends automatically after 8 seconds" in limits, limits
     assert "maximum length" in intro.lower(), intro
     assert record["end_reason"] == "max_length", record
+    assert summary["end_reason"] == "max_length", summary

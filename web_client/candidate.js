@@ -61,6 +61,7 @@
       "For your security, an interview that has started can only continue in the window " +
       "where it began. If you closed that window, contact the hiring team.",
     maxLength: "The interview reached its maximum length and has ended.",
+    endedByHr: "The hiring team ended the interview.",
   };
 
   const state = {
@@ -1239,7 +1240,8 @@
       try {
         const summary = await getJson(withToken("summary"));
         if (summary && summary.status === "ended") {
-          if (summary.end_reason === "max_length") state.endReason = "max_length";
+          const reason = summary.end_reason;
+          if (reason === "max_length" || reason === "ended_by_hr") state.endReason = reason;
           renderSummary(summary);
           return;
         }
@@ -1270,7 +1272,12 @@
     fillList($("strengths"), strengths);
     fillList($("improvements"), improvements);
     $("summary-body").hidden = !summary;
-    const ended = state.endReason === "max_length" ? `${MESSAGES.maxLength} ` : "";
+    const ended =
+      state.endReason === "max_length"
+        ? `${MESSAGES.maxLength} `
+        : state.endReason === "ended_by_hr"
+          ? `${MESSAGES.endedByHr} `
+          : "";
     if (summary) {
       $("summary-intro").textContent = `${ended}Here is a short summary of how it went.`;
     } else if (ended) {
