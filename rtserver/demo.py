@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +58,7 @@ def _still_unused(store: Store, session_id: str, token: str) -> bool:
     record = store.get_session(session_id)
     if record is None or record.status != STATUS_CREATED:
         return False
-    if not store.check_join_token(session_id, token):
-        return False
-    # Links may expire (expires_at, unix s); a record without the field never does.
-    expires_at = getattr(record, "expires_at", None)
-    return not (isinstance(expires_at, int | float) and expires_at <= time.time())
+    return store.check_join_token(session_id, token) and not record.is_expired()
 
 
 def _save(path: Path, session_id: str, token: str) -> None:

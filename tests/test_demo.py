@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +65,18 @@ def test_a_broken_or_stale_link_file_gives_a_new_demo(
     demo = demo_session(store, tmp_path)
     assert demo.created and store.check_join_token(demo.id, demo.join_token)
     assert stat.S_IMODE(demo_file(tmp_path).stat().st_mode) == 0o600
+
+
+def test_an_expired_demo_link_gives_a_new_demo(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = demo_session(store, tmp_path)
+    record = store.get_session(first.id)
+    assert record is not None
+    later = record.expires_at + 1.0
+    monkeypatch.setattr(time, "time", lambda: later)
+    second = demo_session(store, tmp_path)
+    assert second.created and second.id != first.id
 
 
 def test_a_wrong_token_in_the_file_gives_a_new_demo(store: Store, tmp_path: Path) -> None:
