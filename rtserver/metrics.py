@@ -150,6 +150,22 @@ class Metrics:
             "Analysis CPU seconds per second of media, per live session.",
         )
         self.rejected = Counter("rtserver_rejected_total", "Refused API requests, by error code.")
+        self.store_queue = Gauge(
+            "rtserver_store_write_queue", "Store writes waiting for the writer thread."
+        )
+        self.store_retries = Counter(
+            "rtserver_store_write_retries_total",
+            "Store writes that failed and were tried again (the database was locked, the"
+            " disk full or failing).",
+        )
+        self.store_failures = Counter(
+            "rtserver_store_write_failures_total",
+            "Store writes that failed for good (not retried: a broken constraint).",
+        )
+        self.store_backlogged = Counter(
+            "rtserver_store_backlogged_total",
+            "Messages the writer's full queue turned back; each session offers them again.",
+        )
         self.model_batch = Histogram(
             "rtserver_model_batch_size",
             "Faces per model batch (crops from all live sessions).",
