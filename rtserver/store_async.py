@@ -132,6 +132,13 @@ class StoreWriter:
         await self.wait_for_room()
         return await self._enqueue(_Write(write, then, None, session))
 
+    def queue_action(
+        self, then: Callable[[], None], session: str | None = None
+    ) -> asyncio.Future[Any]:
+        """Queues ``then`` after every write queued so far, whatever the bound: it holds no
+        data, and a close that waited for room could be lost to a cancellation."""
+        return self._enqueue(_Write(None, then, None, session))
+
     async def wait_for_room(self) -> None:
         """Returns once the queue is below its bound."""
         while self._pending >= self.bound:
@@ -180,7 +187,10 @@ class StoreWriter:
                 item = self._queue.popleft()
             self._write(item)
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._done, item)
+            try:
+                self._loop.call_soon_threadsafe(self._done, item)
+            except RuntimeError:
+                return  # the event loop is closed: nobody is left to tell
 
     def _write(self, item: _Write) -> None:
         """Runs one write, retrying what may pass (OperationalError) until it does."""
@@ -292,13 +302,20 @@ class AsyncStore:
         ``then`` has run."""
         await self.writer.submit(lambda store: store.append_message(message), then, message.session)
 
-    async def after_writes(self, action: Callable[[], None], session: str | None = None) -> None:
-        """Runs ``action`` on the loop once every write queued so far is done (e.g. a
-        session's bus close, after its final); at once if the writer is closed."""
+    def after_writes(
+        self, action: Callable[[], None], session: str | None = None
+    ) -> asyncio.Future[Any]:
+        """Queues ``action`` to run on the loop once every write queued so far is done (a
+        session's bus close, after its final); at once if the writer is closed. Queued
+        whatever the bound (it carries no data), so it is never lost to a cancelled wait;
+        await the future to know it has run."""
         try:
-            await self.writer.submit(None, action, session)
+            return self.writer.queue_action(action, session)
         except StoreClosed:
             action()
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
 
     async def messages(self, session_id: str, after_seq: int = -1) -> list[StoredMessage]:
         """Read: the session's log after ``after_seq``, in order."""
