@@ -40,6 +40,7 @@ from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
 from rtserver.media.relay import SessionRelay
 from rtserver.media.video import VideoPath
+from rtserver.memory import HeapTrimmer
 from rtserver.messages import (
     ControlMessage,
     FinalMessage,
@@ -555,6 +556,8 @@ class SessionManager:
         self.live: dict[str, LiveSession] = {}
         self._joining: set[str] = set()
         self.admission = Admission(runtime.config, runtime.signal_lag)
+        # Gives back the memory that ended sessions freed (rtserver/memory.py says why).
+        self.trimmer = HeapTrimmer()
 
     def _update_gauge(self) -> None:
         self.runtime.metrics.live_sessions.set(len(self.live))
@@ -605,6 +608,7 @@ class SessionManager:
         self.live.pop(session.id, None)
         self.runtime.metrics.sessions_total.inc(outcome=session.end_reason or "ended")
         self._update_gauge()
+        self.trimmer.session_ended()
 
     async def end(self, session_id: str, reason: str) -> bool:
         """Ends a live session; False when it is not live in this process."""
@@ -651,6 +655,7 @@ class SessionManager:
         for session in sessions:
             with contextlib.suppress(Exception):
                 await session.end("server_shutdown")
+        await self.trimmer.stop()
 
 
 async def recover_interrupted(runtime: Runtime) -> list[str]:
