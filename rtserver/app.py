@@ -504,6 +504,8 @@ def create_app(config: Config, api_key: str) -> Starlette:
         await asyncio.get_running_loop().run_in_executor(runtime.executor, warm_up, runtime)
         if runtime.batcher is not None:
             runtime.batcher.start()
+        if isinstance(api.manager, SessionManager) and api.manager.cpu_budget is not None:
+            api.manager.cpu_budget.start()  # readings of the idle machine before any join
         try:
             yield
         finally:

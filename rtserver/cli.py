@@ -91,7 +91,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="STUN/TURN URL (repeatable; default: none)",
     )
     serve.add_argument("--public-url", dest="public_url")
-    serve.add_argument("--max-sessions", dest="max_sessions", type=int)
+    serve.add_argument(
+        "--max-sessions",
+        dest="max_sessions",
+        type=int,
+        help="live sessions at most (503 at_capacity beyond; default 0: 16 per core)",
+    )
+    serve.add_argument(
+        "--max-cpu",
+        dest="max_cpu",
+        type=float,
+        help="share (0-1) of the cores live sessions may keep busy; a session that would take"
+        " the machine past it gets 503 overloaded (default 0.9; 0: off)",
+    )
+    serve.add_argument(
+        "--session-cpu",
+        dest="session_cpu",
+        type=float,
+        help="cores one session costs before any is measured (default 0: 0.1 with analysis,"
+        " 0.06 decode-only)",
+    )
     serve.add_argument(
         "--max-loop-lag",
         dest="max_loop_lag_s",
@@ -198,6 +217,8 @@ def serve(args: argparse.Namespace) -> int:
             "ice_servers",
             "public_url",
             "max_sessions",
+            "max_cpu",
+            "session_cpu",
             "max_loop_lag_s",
             "max_signal_lag_s",
             "analysis_fps",

@@ -8,6 +8,7 @@ Precedence, highest first: CLI flags, environment variables (``RTSERVER_*``), a 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "RTSERVER_"
+# The default session ceiling per core. Decode-only costs 0.047 cores per 640x480 stream on
+# a 2-core x86 machine, so no core holds more than ~20 streams even without analysis.
+SESSIONS_PER_CORE = 16
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,19 @@ class Config:
     ice_servers: tuple[str, ...] = ()
     # Public base URL used to build candidate and observer links; empty derives it.
     public_url: str = ""
-    # Live sessions above this are refused with 503 and Retry-After.
-    max_sessions: int = 8
+    # Live sessions above this are refused with 503 "at_capacity" and Retry-After; 0 means
+    # SESSIONS_PER_CORE per core. A ceiling, not the limit that binds: the CPU budget below
+    # refuses first on every machine measured (a 2-core machine holds about 17 analysed
+    # 640x480 streams).
+    max_sessions: int = 0
+    # Share (0-1) of the machine's cores that live sessions may keep busy: a new session
+    # that would take the machine past it, by the measured cost per session (a prior before
+    # any is measured), gets 503 "overloaded" (rtserver/cpu_budget.py). 0 turns it off.
+    max_cpu: float = 0.9
+    # What one session costs before any has been measured (cores); 0 takes the figure
+    # measured for the analysis mode (rtserver/cpu_budget.py). A burst from idle is admitted
+    # on this alone, so set it for hardware far from a 2-core x86 machine.
+    session_cpu: float = 0.0
     # A process whose event loop runs this late (mean over 2 s, seconds), or whose signals go
     # out this late (mean over 3 s, seconds analysis held back), takes no new session:
     # 503 "overloaded" with Retry-After. 0 turns a check off. With analysis, signals are
@@ -90,6 +105,11 @@ class Config:
     # per core (os.cpu_count()). 1 runs everything in the server's own process.
     workers: int = 0
     log_level: str = "info"
+
+    @property
+    def session_limit(self) -> int:
+        """Live sessions allowed at once: ``max_sessions``, or SESSIONS_PER_CORE per core."""
+        return self.max_sessions or SESSIONS_PER_CORE * (os.cpu_count() or 1)
 
     @property
     def db_path(self) -> Path:
@@ -156,8 +176,12 @@ def _validate(config: Config) -> Config:
         raise ConfigError("analysis must be 'full' or 'decode'")
     if not 0.5 <= config.analysis_fps <= 60:
         raise ConfigError("analysis_fps must be between 0.5 and 60")
-    if config.max_sessions < 1:
-        raise ConfigError("max_sessions must be at least 1")
+    if config.max_sessions < 0:
+        raise ConfigError("max_sessions must be 0 (16 per core) or more")
+    if not 0 <= config.max_cpu <= 1:
+        raise ConfigError("max_cpu must be between 0 (off) and 1 (every core)")
+    if not 0 <= config.session_cpu <= 64:
+        raise ConfigError("session_cpu must be between 0 (the measured default) and 64 cores")
     if not 0 <= config.max_loop_lag_s <= 60:
         raise ConfigError("max_loop_lag_s must be between 0 (off) and 60 seconds")
     if not 0 <= config.max_signal_lag_s <= 60:

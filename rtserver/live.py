@@ -34,6 +34,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from rtserver.admission import Admission, RecentSignalLag
 from rtserver.bus import Bus
 from rtserver.config import Config
+from rtserver.cpu_budget import CpuBudget
 from rtserver.errors import AtCapacity, Conflict
 from rtserver.media.audio import AudioPath
 from rtserver.media.clock import MediaClock
@@ -548,14 +549,22 @@ class SessionHost(Protocol):
 
 
 class SessionManager:
-    """Holds the live sessions of this process and enforces capacity: a session count, and
-    no new session while the process falls behind (``rtserver.admission``)."""
+    """Holds the live sessions of this process and enforces capacity: a session count, the
+    machine's CPU budget when this process places sessions itself (``rtserver.cpu_budget``;
+    a worker process leaves that to the server process), and no new session while the
+    process falls behind (``rtserver.admission``)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, places_sessions: bool = True) -> None:
         self.runtime = runtime
         self.live: dict[str, LiveSession] = {}
         self._joining: set[str] = set()
         self.admission = Admission(runtime.config, runtime.signal_lag)
+        self.cpu_budget: CpuBudget | None = None
+        if places_sessions:
+            config = runtime.config
+            self.cpu_budget = CpuBudget(
+                config.max_cpu, config.analysis, self.live_count, prior_cores=config.session_cpu
+            )
         # Gives back the memory that ended sessions freed (rtserver/memory.py says why).
         self.trimmer = HeapTrimmer()
 
@@ -567,11 +576,14 @@ class SessionManager:
     ) -> RTCSessionDescription:
         """Starts a session from the candidate's offer and returns the server's answer;
         ``questions`` are the session's question texts, by index."""
-        capacity = self.runtime.config.max_sessions
+        capacity = self.runtime.config.session_limit
         if session_id in self.live or session_id in self._joining:
             raise Conflict("session is already live")
-        if len(self.live) + len(self._joining) >= capacity:
+        if self.live_count() >= capacity:
             raise AtCapacity(f"server is at its capacity of {capacity} live sessions")
+        if self.cpu_budget is not None:
+            self.cpu_budget.start()
+            self.cpu_budget.check()
         self.admission.check()
         self._joining.add(session_id)
         try:
@@ -587,6 +599,8 @@ class SessionManager:
             self.live[session_id] = session
         finally:
             self._joining.discard(session_id)
+        if self.cpu_budget is not None:
+            self.cpu_budget.admitted()
         self.runtime.metrics.sessions_total.inc(outcome="started")
         self._update_gauge()
         session._spawn(self._forget_when_ended(session))
@@ -638,7 +652,8 @@ class SessionManager:
         }
 
     def live_count(self) -> int:
-        return len(self.live)
+        """Live sessions, and those joining now."""
+        return len(self.live) + len(self._joining)
 
     def health(self) -> dict[str, Any]:
         """Extra /healthz fields: none for a single process."""
@@ -647,10 +662,14 @@ class SessionManager:
     async def render_metrics(self) -> str:
         self.runtime.metrics.loop_lag.set(self.admission.loop_lag.lag_s)
         self.runtime.metrics.recent_signal_lag.set(self.runtime.signal_lag.mean_s())
+        if self.cpu_budget is not None:
+            self.runtime.metrics.observe_cpu_budget(self.cpu_budget)
         return self.runtime.metrics.render()
 
     async def shutdown(self) -> None:
         await self.admission.stop()
+        if self.cpu_budget is not None:
+            await self.cpu_budget.stop()
         sessions = list(self.live.values())
         for session in sessions:
             with contextlib.suppress(Exception):

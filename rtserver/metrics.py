@@ -11,6 +11,10 @@ import bisect
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rtserver.cpu_budget import CpuBudget
 
 
 def _labels_text(labels: tuple[tuple[str, str], ...]) -> str:
@@ -109,6 +113,18 @@ class Metrics:
             "Mean lag of the signals published in the last 3 s that only analysis held back"
             " (admission control reads it).",
         )
+        self.cpu_busy = Gauge(
+            "rtserver_cpu_busy_cores",
+            "Cores the machine keeps busy, mean over the last 2 s (the CPU budget reads it).",
+        )
+        self.cpu_session_cost = Gauge(
+            "rtserver_cpu_session_cores",
+            "What one live session costs, measured (or the prior before any): the CPU budget.",
+        )
+        self.cpu_headroom = Gauge(
+            "rtserver_cpu_headroom_sessions",
+            "More sessions the CPU budget would admit now (-1: the budget is off).",
+        )
         self.sessions_total = Counter("rtserver_sessions_total", "Sessions started, by outcome.")
         self.reconnects = Counter(
             "rtserver_reconnects_total", "Candidates who came back after a dropped connection."
@@ -176,6 +192,12 @@ class Metrics:
             "End of a second of media to publication of its signal.",
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
         )
+
+    def observe_cpu_budget(self, budget: CpuBudget) -> None:
+        """Copies the CPU budget's readings into their gauges (before a render)."""
+        self.cpu_busy.set(round(budget.busy_cores() or 0.0, 4))
+        self.cpu_session_cost.set(round(budget.session_cores(), 4))
+        self.cpu_headroom.set(budget.headroom_sessions())
 
     def render(self) -> str:
         lines: list[str] = []

@@ -127,7 +127,7 @@ async def run(sock: socket.socket) -> None:
     quicken_consent_checks()
     loop = asyncio.get_running_loop()
     runtime = build_runtime(config, bus=IpcBus(channel))
-    manager = SessionManager(runtime)
+    manager = SessionManager(runtime, places_sessions=False)  # the server keeps the CPU budget
     server = WorkerServer(manager, channel)
     loop.add_signal_handler(signal.SIGTERM, server.stop.set)
     try:

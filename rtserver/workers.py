@@ -56,6 +56,7 @@ from typing import Any
 from aiortc import RTCSessionDescription
 
 from rtserver.config import config_to_wire
+from rtserver.cpu_budget import CpuBudget
 from rtserver.errors import AtCapacity, Conflict, Overloaded, WorkerLost, error_from_code
 from rtserver.ipc import Channel
 from rtserver.live import Runtime, finish_sessions
@@ -102,6 +103,11 @@ class WorkerPool:
         self.runtime = runtime
         self.workers = [Worker(i) for i in range(count)]
         self._ids = itertools.count(1)
+        # The machine's CPU budget: this process places every session, so it alone keeps it.
+        config = runtime.config
+        self.cpu_budget = CpuBudget(
+            config.max_cpu, config.analysis, self.live_count, prior_cores=config.session_cpu
+        )
         self._stopping = False
         # Set when a worker dies before it was ever ready: the server cannot start.
         self._broken: asyncio.Event = asyncio.Event()
@@ -110,6 +116,7 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Starts every worker and waits until all have loaded their models."""
+        self.cpu_budget.start()  # readings of the idle machine before any join
         for worker in self.workers:
             await self._spawn(worker)
         ready: asyncio.Future[Any] = asyncio.gather(*(w.ready.wait() for w in self.workers))
@@ -198,6 +205,7 @@ class WorkerPool:
     async def shutdown(self) -> None:
         """Ends every worker's sessions, then stops the workers (killed if they hang)."""
         self._stopping = True
+        await self.cpu_budget.stop()
         calls = [
             self._call(w, "shutdown", timeout_s=SHUTDOWN_TIMEOUT_S)
             for w in self.workers
@@ -254,9 +262,11 @@ class WorkerPool:
     ) -> RTCSessionDescription:
         if self._owner(session_id) is not None:
             raise Conflict("session is already live")
-        capacity = self.runtime.config.max_sessions
+        capacity = self.runtime.config.session_limit
         if self.live_count() >= capacity:
             raise AtCapacity(f"server is at its capacity of {capacity} live sessions")
+        self.cpu_budget.start()
+        self.cpu_budget.check()
         args = {"session": session_id, **_offer(offer), "questions": list(questions)}
         refusals: list[Overloaded] = []
         for worker in self._placements():
@@ -272,6 +282,7 @@ class WorkerPool:
                 worker.sessions.discard(session_id)
                 raise
             log.info("placed on worker %d", worker.index, extra={"session": session_id})
+            self.cpu_budget.admitted()
             return RTCSessionDescription(sdp=answer["sdp"], type=answer["type"])
         raise Overloaded(f"every worker is overloaded: {refusals[-1].detail}")
 
@@ -334,6 +345,7 @@ class WorkerPool:
             return str(worker.index), str(text)
 
         texts = await asyncio.gather(*(one(w) for w in self.workers if w.ready.is_set()))
+        self.runtime.metrics.observe_cpu_budget(self.cpu_budget)
         return merge_metrics(self.runtime.metrics.render(), texts)
 
 

@@ -57,6 +57,10 @@ class ServerProcess:
             "--ice-address", "127.0.0.1",
             "--models-dir", str(MODELS_DIR),
             *([] if self.workers is None else ["--workers", str(self.workers)]),
+            # The tests' own peers, browsers and servers share the machine's few cores, so
+            # the CPU budget (rtserver/cpu_budget.py) would refuse joins by what else runs;
+            # it is tested where a test names --max-cpu, and by bench.streams --limits defaults.
+            *([] if "--max-cpu" in self.options else ["--max-cpu", "0"]),
             *self.options,
         ]  # fmt: skip
         log = self.log_path.open("ab")

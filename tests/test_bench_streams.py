@@ -46,7 +46,7 @@ def test_tiny_ramp_in_both_modes_writes_json_and_plot(
     tmp_path: Path, models_dir: Path, media_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, png = tmp_path / "streams.json", tmp_path / "streams.png"
-    argv = ["--ramp", "1,2", "--seconds", str(SECONDS), "--analysis", "both"]
+    argv = ["--ramp", "1,2", "--no-until-fail", "--seconds", str(SECONDS), "--analysis", "both"]
     argv += [
         "--json",
         str(out),
@@ -98,10 +98,68 @@ def test_tiny_ramp_in_both_modes_writes_json_and_plot(
     assert all(_finite(row["ratio"]) for row in report["comparison"])
     assert set(report["max_sustainable"]) == {"on", "off"}
     targets = report["targets"]
-    assert len(targets) == 3
+    assert len(targets) == 4
     for target in targets:
         assert set(target) == {"name", "value", "target", "met"}
         assert isinstance(target["name"], str) and isinstance(target["met"], bool)
         assert _finite(target["target"])
         assert target["value"] is None or _finite(target["value"])
     assert png.is_file() and png.stat().st_size > 10_000
+
+
+def test_defaults_with_a_burst_counts_refusals(
+    tmp_path: Path, models_dir: Path, media_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On the server's own limits (here a ceiling of 2 sessions), a burst of 3 has its
+    excess refused with a 503 code, counted; the admitted sessions run complete."""
+    out = tmp_path / "defaults.json"
+    argv = ["--ramp", "1", "--no-until-fail", "--seconds", "4", "--analysis", "on"]
+    argv += ["--limits", "defaults", "--burst", "3", "--server-args", "--max-sessions 2"]
+    argv += ["--json", str(out), "--media-dir", str(media_dir / "bench-streams")]
+    assert streams.main(argv) == 0
+    assert "burst of 3" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    ramp, burst = report["steps"]
+    assert ramp["streams"] == 1 and ramp["admitted"] == 1 and ramp["refused"] == {}
+    assert burst["burst"] and burst["streams"] == 3
+    refused = burst["refused"]
+    assert sum(refused.values()) >= 1 and set(refused) <= {"at_capacity", "overloaded"}
+    assert burst["admitted"] + sum(refused.values()) == 3
+    assert len(burst["sessions"]) == burst["admitted"] >= 1
+    for session in burst["sessions"]:
+        assert session["contiguous"] and session["final"], session
+    assert burst["seconds_missing"] == 0
+    names = [t["name"] for t in report["targets"]]
+    assert names[0].startswith("streams sustained on the server's defaults")
+    assert any(name.startswith("burst of 3") for name in names)
+
+
+def _step(streams: int, sustainable: bool = True, **extra: Any) -> dict[str, Any]:
+    return {"streams": streams, "sustainable": sustainable, "refused": {}, **extra}
+
+
+def test_max_sustained_stops_at_the_first_failure_or_refusal() -> None:
+    from bench.streams.reporting import max_sustained
+
+    assert max_sustained([_step(1), _step(2), _step(4, False), _step(8)], 16) == (2, False)
+    refused = _step(4, refused={"overloaded": 1})
+    assert max_sustained([_step(1), _step(2), refused], 16) == (2, False)
+    assert max_sustained([_step(8), _step(16)], 16) == (16, True)
+    burst = _step(24, burst=True, refused={"overloaded": 7})
+    assert max_sustained([_step(8), burst], 16) == (8, False)
+
+
+def test_ramp_climbs_on_until_a_step_fails() -> None:
+    import argparse
+
+    from bench.streams.ramp import ramp_steps
+
+    args = argparse.Namespace(ramp=[1, 2, 4, 8], until_fail=True, ramp_max=20)
+    done: list[dict[str, Any]] = []
+    seen = []
+    for n in ramp_steps(args, done):
+        seen.append(n)
+        done.append(_step(n, sustainable=n < 16))
+    assert seen == [1, 2, 4, 8, 12, 16]
+    args.until_fail = False
+    assert list(ramp_steps(args, [])) == [1, 2, 4, 8]

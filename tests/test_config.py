@@ -41,7 +41,9 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ({}, {"RTSERVER_MAX_SESSIONS": "many"}),
         ({"analysis": "everything"}, {}),
         ({"analysis_fps": 0.0}, {}),
-        ({"max_sessions": 0}, {}),
+        ({"max_sessions": -1}, {}),
+        ({"max_cpu": 1.5}, {}),
+        ({}, {"RTSERVER_SESSION_CPU": "-0.1"}),
         ({}, {"RTSERVER_EMOTION": "maybe"}),
         ({"detector": "mtcnn"}, {}),
         ({}, {"RTSERVER_ENGINE": "tensorrt,openvino"}),
@@ -106,3 +108,14 @@ def test_workers_default_to_one_per_core_and_are_bounded() -> None:
     assert load_config({}, {"RTSERVER_WORKERS": "2"}).workers == 2
     with pytest.raises(ConfigError):
         load_config({"workers": -1}, {})
+
+
+def test_the_session_ceiling_follows_the_machine() -> None:
+    import os
+
+    from rtserver.config import SESSIONS_PER_CORE
+
+    config = load_config({}, {})
+    assert config.max_sessions == 0 and config.max_cpu == 0.9
+    assert config.session_limit == SESSIONS_PER_CORE * (os.cpu_count() or 1)
+    assert load_config({"max_sessions": 5}, {}).session_limit == 5

@@ -1,13 +1,21 @@
 """Concurrent streams: signal lag, server CPU and memory per stream, analysis on against off.
 
     python -m bench.streams [--ramp 1,2,4,8,12,16 | --clients N] [--seconds 20]
-        [--analysis on|off|both] [--workers N] [--json out.json] [--plot out.png]
+        [--analysis on|off|both] [--limits off|defaults] [--[no-]until-fail] [--ramp-max 64]
+        [--burst N] [--workers N] [--json out.json] [--plot out.png]
         [--server URL --key KEY [--server-pid PID]] [--server-args "..."] [--data-dir DIR]
 
 For each mode (``off`` = ``rtserver serve --analysis decode``, the baseline, then ``on`` =
-``--analysis full``) it starts one real server (``--max-sessions 64`` or more; ``--workers N``
-when given and the server has that flag, else the server's default) and climbs the ramp. At
-each step of N streams:
+``--analysis full``) it starts one real server (``--workers N`` when given, else the server's
+default) and climbs the ramp. With ``--limits off`` (the default) every admission limit of the
+server is lifted (``--max-sessions`` 64 or more, ``--max-cpu 0 --max-loop-lag 0
+--max-signal-lag 0``), so that a step fails by overload, not by refusal, and with
+``--until-fail`` (the default) the ramp goes on past its last step, by its last increment (at
+least 4), until a step fails or ``--ramp-max``: the maxima compared are real ones. With
+``--limits defaults`` the server runs on its own defaults: refused sessions are counted by
+error code, and a step counts as sustained only when none was refused. ``--burst N`` ends each
+mode with N sessions joining at once (refusals allowed): how the server meets a burst. At each
+step of N streams:
 
 - N sessions are created through the HR API (``POST /api/v1/sessions``), and N aiortc client
   peers join them from generator processes (multiprocessing, spawn; ``--peers-per-process``
@@ -46,14 +54,24 @@ Figures per step:
 - how each session ended (the final message's ``end_reason``: ``hangup`` when all is well) and
   the server log's warnings and errors during the step (kept with ``--data-dir``).
 
-A step is sustainable when its p95 lag is at most 1 s and no second is missing; a mode stops
-climbing after its first step that is not. The targets (JSON ``"targets"``):
+A step is sustainable when its p95 lag is at most 1 s, no second is missing and every
+admitted session connected; a mode stops climbing after its first step that is not. The targets
+(JSON ``"targets"``), with ``--limits off``:
 
 - analysis-on CPU per stream at most 1.25x decode-only, at the largest step both modes sustain;
 - the most streams sustained with analysis at least 0.8x the most sustained decode-only (a mode
-  that sustains the top of the ramp has a lower bound only: the name shows it as "16+");
-- p95 signal lag at most 250 ms at half the most streams sustained with analysis (the largest
-  step at or below half).
+  that sustains ``--ramp-max`` has a lower bound only: the name shows it as "64+");
+- at the most streams sustained with analysis: p95 signal lag (sender clock) at most 400 ms, and
+  what the server adds beyond the speech gate's declared 270 ms lookahead (its own ``lag_ms``
+  p95 less 270) at most 60 ms.
+
+With ``--limits defaults`` (analysis on): the server's defaults sustain at least 16 streams with
+none refused and no second missing; and each burst refuses only with a 503 reason
+(``overloaded``, ``at_capacity``), with no admitted session lost (every one ends by its hangup)
+and no second missing. On this 2-core machine:
+
+    python -m bench.streams --analysis on --limits defaults --ramp 1,2,4,8,12,16 \\
+        --no-until-fail --burst 24
 
 On a GPU machine, with inference on the GPU (16 cores):
 
@@ -101,7 +119,14 @@ import numpy as np
 from bench.streams.generator import Generators
 from bench.streams.media import encode_media
 from bench.streams.ramp import Bench
-from bench.streams.reporting import comparison, max_sustained, plot, report, targets
+from bench.streams.reporting import (
+    comparison,
+    defaults_targets,
+    max_sustained,
+    plot,
+    report,
+    targets,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,7 +164,24 @@ def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.
     parser.add_argument("--server-pid", type=int, help="pid of --server, for /proc CPU and RSS")
     parser.add_argument("--workers", type=int, help="rtserver serve --workers N, if it exists")
     parser.add_argument("--server-args", default="", help="more `rtserver serve` options")
-    parser.add_argument("--max-sessions", type=int, default=64)
+    parser.add_argument(
+        "--limits",
+        choices=["off", "defaults"],
+        default="off",
+        help="off: the server's admission limits lifted, to find the real maximum (default);"
+        " defaults: the server's own limits, refused sessions counted",
+    )
+    parser.add_argument(
+        "--until-fail",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after the ramp, keep climbing by its last increment until a step fails",
+    )
+    parser.add_argument("--ramp-max", type=int, default=64, help="where --until-fail stops")
+    parser.add_argument(
+        "--burst", type=int, default=0, help="after the ramp, N sessions join at once"
+    )
+    parser.add_argument("--max-sessions", type=int, default=64, help="with --limits off")
     parser.add_argument("--peers-per-process", type=int, default=12)
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
@@ -163,7 +205,8 @@ def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.
     if args.seconds < 2:
         parser.error("--seconds must be at least 2")
     args.size = (args.size[0], args.size[1])
-    args.max_sessions = max(args.max_sessions, max(args.ramp))
+    args.ramp_max = max(args.ramp_max, max(args.ramp))
+    args.max_sessions = max(args.max_sessions, args.ramp_max, args.burst)
     if args.server and args.analysis == "both":
         parser.error("--server runs one mode: give --analysis on or off")
     if args.server and not args.key:
@@ -191,7 +234,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         f" Opus {media.audio_kbps:.0f} kbps, {media.loop_s:.0f} s loop",
         flush=True,
     )
-    processes = math.ceil(max(args.ramp) / args.peers_per_process)
+    most = max(args.ramp_max if args.until_fail else max(args.ramp), args.burst)
+    processes = math.ceil(most / args.peers_per_process)
     generators = Generators(processes, media)
     modes = ["off", "on"] if args.analysis == "both" else [args.analysis]
     steps: list[dict[str, Any]] = []
@@ -208,12 +252,22 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     on = [s for s in steps if s["mode"] == "on"]
     off = [s for s in steps if s["mode"] == "off"]
     rows = comparison(on, off)
+    top = args.ramp_max if args.until_fail else max(args.ramp)
+    chosen_targets = []
+    if args.limits == "defaults" and on:
+        chosen_targets = defaults_targets(on, top)
+    elif on and off:
+        chosen_targets = targets(on, off, rows, top)
     gen = [s["generator_cpu_per_stream"] for s in steps]
     result: dict[str, Any] = {
         "config": {
             "ramp": args.ramp,
             "seconds": args.seconds,
             "settle_s": args.settle,
+            "limits": args.limits,
+            "until_fail": args.until_fail,
+            "ramp_max": args.ramp_max,
+            "burst": args.burst,
             "analysis": args.analysis,
             "server": args.server or "local",
             "workers": args.workers if args.workers_supported else None,
@@ -232,12 +286,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         "steps": steps,
         "comparison": rows,
         "max_sustainable": {
-            mode: dict(zip(("streams", "ramp_top"), max_sustained(group, args.ramp), strict=True))
+            mode: dict(zip(("streams", "ramp_top"), max_sustained(group, top), strict=True))
             for mode, group in (("on", on), ("off", off))
             if group
         },
         "generator_cpu_per_stream": float(np.mean(gen)) if gen else 0.0,
-        "targets": [vars(t) for t in targets(on, off, rows, args.ramp)] if on and off else [],
+        "targets": [vars(t) for t in chosen_targets],
         "notes": notes,
     }
     print("\n" + report(result), flush=True)

@@ -62,6 +62,9 @@ class ClientPeer:
     final: asyncio.Event = field(default_factory=asyncio.Event)
     reader: asyncio.Task[None] | None = None
     error: str = ""
+    # The server's error code when it refused the offer (503 overloaded, at_capacity): a
+    # refused peer sends nothing, and its session's seconds are not expected.
+    refused: str = ""
     wanted_t: int = -1  # the last second the run waits for
     end_reason: str = ""  # the final message's: "hangup" when the peer's hangup ended it
 
@@ -146,6 +149,7 @@ class ClientPeer:
         return {
             "session": self.session,
             "error": self.error,
+            "refused": self.refused,
             "final": self.final.is_set() and not self.error,
             "end_reason": self.end_reason,
             "last_sent": {str(t): at for t, at in self.clock.last_sent.items()},
@@ -153,6 +157,13 @@ class ClientPeer:
             "sent_until_s": self.clock.sent_until,
             "late_p99_ms": float(np.percentile(late, 99)),
         }
+
+
+def _error_code(body: Any) -> str:
+    """The ``error`` code of an API error body (JSON text), or "unknown"."""
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        return str(json.loads(body)["error"])
+    return "unknown"
 
 
 def generator_main(conn: Connection, media: EncodedMedia) -> None:
@@ -176,6 +187,8 @@ async def _generator_loop(conn: Connection, media: EncodedMedia) -> None:
                     return_exceptions=True,
                 )
                 for peer, outcome in zip(peers, outcomes, strict=True):
+                    if isinstance(outcome, OfferRejected) and outcome.status == 503:
+                        peer.refused = _error_code(outcome.body)
                     if isinstance(outcome, BaseException):
                         peer.error = f"connect: {outcome!r}"
                 conn.send({"connected": sum(not p.error for p in peers)})

@@ -8,6 +8,7 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ class Bench:
             self.base = args.server.rstrip("/")
             yield
             return
-        options = ["--analysis", MODES[mode], "--max-sessions", str(args.max_sessions)]
+        options = ["--analysis", MODES[mode], *limit_options(args)]
         if args.workers is not None and args.workers_supported:
             options += ["--workers", str(args.workers)]
         options += shlex.split(args.server_args)
@@ -150,21 +151,56 @@ class Bench:
                     f" {self.idle_rss / 2**20:.0f} MB RSS",
                     flush=True,
                 )
-            for streams in self.args.ramp:
-                started = time.monotonic()
-                step = Step(self, mode, streams).run()
+            for streams in ramp_steps(self.args, steps):
+                step = self.run_step(mode, streams, self.args.limits == "defaults")
                 steps.append(step)
-                print(step_line(step) + f"  ({time.monotonic() - started:.0f} s)", flush=True)
-                if set(step["end_reasons"]) != {"hangup"}:
-                    print(f"  sessions ended by: {step['end_reasons']}", flush=True)
-                problems = step["server_log_problems"]
-                if problems["count"]:
-                    where = (
-                        f" in {self.server.log_path}" if self.args.data_dir and self.server else ""
-                    )
-                    print(f"  {problems['count']} server log warnings/errors{where}, first:")
-                    print("\n".join(f"    {line[:160]}" for line in problems["first"][:3]))
                 if not step["sustainable"]:
                     print(f"  analysis {mode}: not sustainable at {streams}; stopping", flush=True)
                     break
+            if self.args.burst:
+                print(f"  burst: {self.args.burst} sessions join at once", flush=True)
+                burst = self.run_step(mode, self.args.burst, refusals_allowed=True)
+                burst["burst"] = True
+                steps.append(burst)
         return steps
+
+    def run_step(self, mode: str, streams: int, refusals_allowed: bool) -> dict[str, Any]:
+        """Runs one step and prints its line and anything that went wrong in it."""
+        started = time.monotonic()
+        step = Step(self, mode, streams, refusals_allowed).run()
+        print(step_line(step) + f"  ({time.monotonic() - started:.0f} s)", flush=True)
+        if step["refused"]:
+            print(f"  admitted {step['admitted']}, refused: {step['refused']}", flush=True)
+        if set(step["end_reasons"]) != {"hangup"}:
+            print(f"  sessions ended by: {step['end_reasons']}", flush=True)
+        problems = step["server_log_problems"]
+        if problems["count"]:
+            where = f" in {self.server.log_path}" if self.args.data_dir and self.server else ""
+            print(f"  {problems['count']} server log warnings/errors{where}, first:")
+            print("\n".join(f"    {line[:160]}" for line in problems["first"][:3]))
+        return step
+
+
+def limit_options(args: argparse.Namespace) -> list[str]:
+    """The server's admission flags: none on ``--limits defaults``; with ``--limits off``
+    every limit is lifted, so that a step fails by overload rather than by refusal and the
+    ramp finds the real maximum."""
+    if args.limits == "defaults":
+        return []
+    return [
+        *("--max-sessions", str(args.max_sessions)),
+        *("--max-cpu", "0", "--max-loop-lag", "0", "--max-signal-lag", "0"),
+    ]
+
+
+def ramp_steps(args: argparse.Namespace, done: list[dict[str, Any]]) -> Iterator[int]:
+    """The ramp's stream counts, then (``--until-fail``) more, by the ramp's last increment
+    (at least 4), while the last step was sustainable, up to ``--ramp-max``."""
+    yield from args.ramp
+    if not args.until_fail:
+        return
+    increment = max(4, args.ramp[-1] - args.ramp[-2]) if len(args.ramp) > 1 else 4
+    streams = args.ramp[-1] + increment
+    while streams <= args.ramp_max and done and done[-1]["sustainable"]:
+        yield streams
+        streams += increment

@@ -27,10 +27,19 @@ SUSTAINABLE_P95_MS = 1000.0
 
 
 class Step:
-    """Runs one step of `streams` peers against a server and computes its figures."""
+    """Runs one step of `streams` peers against a server and computes its figures.
 
-    def __init__(self, bench: Bench, mode: str, streams: int) -> None:
+    With ``refusals_allowed`` (a server on its own admission limits), peers the server
+    refuses with a 503 are counted by error code and left out of the signal figures; the step
+    is sustainable when every admitted session is. Otherwise every peer must be admitted.
+    """
+
+    def __init__(
+        self, bench: Bench, mode: str, streams: int, refusals_allowed: bool = False
+    ) -> None:
         self.bench, self.mode, self.streams = bench, mode, streams
+        self.refusals_allowed = refusals_allowed
+        self.active = streams  # the sessions admitted: what per-stream figures divide by
 
     def run(self) -> dict[str, Any]:
         bench, seconds = self.bench, self.bench.args.seconds
@@ -62,23 +71,28 @@ class Step:
         server1, gen1 = bench.server_usage(), tree_usage(bench.generators.pids)
         metrics1, at1 = bench.scrape(), time.monotonic()
         rss_peak = max(rss_peak, bench.server_rss())
-        results = [r for reply in bench.generators.collect(used, seconds + 120.0) for r in reply]
+        everyone = [r for reply in bench.generators.collect(used, seconds + 120.0) for r in reply]
+        results = [r for r in everyone if not r["refused"]]
+        self.active = max(1, len(results))
         step = self.signal_figures(results, connected)
+        step["admitted"] = len(results)
+        step["refused"] = dict(Counter(r["refused"] for r in everyone if r["refused"]))
         problems = bench.log_problems(log_offset)
         step["server_log_problems"] = {"count": len(problems), "first": problems[:10]}
-        window_s, per_stream = at1 - at0, 1.0 / ((at1 - at0) * self.streams)
+        window_s, per_stream = at1 - at0, 1.0 / ((at1 - at0) * self.active)
         step["window_s"] = round(window_s, 3)
         step.update(self.server_figures(server0, server1, rss_peak, window_s))
         step.update(self.metrics_figures(metrics0, metrics1, window_s))
         step["generator_cpu_per_stream"] = (gen1.cpu_s - gen0.cpu_s) * per_stream
-        step["generator_late_p99_ms"] = max(r["late_p99_ms"] for r in results)
+        step["generator_late_p99_ms"] = max(r["late_p99_ms"] for r in everyone)
         step["breakdown"] = self.breakdown(step, metrics0, metrics1, server0, server1, per_stream)
         p95 = step["lag_ms"]["p95"]
+        admitted = len(results) if self.refusals_allowed else self.streams
         step["sustainable"] = (
             p95 is not None
             and p95 <= SUSTAINABLE_P95_MS
             and step["seconds_missing"] == 0
-            and connected == self.streams
+            and connected == admitted
         )
         step["sessions"] = step.pop("sessions")  # last: the long part of the JSON
         return step
@@ -109,7 +123,7 @@ class Step:
             # Per signal, sender-clock lag less the server's own: transport, the jitter buffers,
             # decoding, and the server's clock reading the second's end a little late.
             "before_server_lag_ms": percentiles(before),
-            "seconds_expected": self.streams * seconds,
+            "seconds_expected": len(results) * seconds,
             "seconds_missing": sum(len([t for t in s["missing"] if t < seconds]) for s in sessions),
             "seconds_duplicate": sum(s["duplicates"] for s in sessions),
             "contiguous": all(s["contiguous"] for s in sessions),
@@ -142,11 +156,11 @@ class Step:
         bench = self.bench
         return {
             "server_cpu_cores": cores,
-            "server_cpu_per_stream": cores / self.streams,
+            "server_cpu_per_stream": cores / self.active,
             "server_idle_cores": bench.idle_cores,
             "rss_mb": rss_peak / 2**20,
             "rss_idle_mb": bench.idle_rss / 2**20,
-            "rss_per_stream_mb": (rss_peak - bench.idle_rss) / 2**20 / self.streams,
+            "rss_per_stream_mb": (rss_peak - bench.idle_rss) / 2**20 / self.active,
         }
 
     def metrics_figures(
@@ -159,7 +173,7 @@ class Step:
             "frames_decoded_per_s": total(before, after, "rtserver_frames_decoded_total")
             / window_s,
             "frames_analysed_per_s": analysed,
-            "frames_analysed_per_stream_s": analysed / self.streams,
+            "frames_analysed_per_stream_s": analysed / self.active,
             "crops_dropped": {reason: int(n) for reason, n in crops.items() if n},
             # The latest reading of the most loaded process's event loop lag (mean over its
             # last 2 s): what admission control compares with --max-loop-lag.
