@@ -4,8 +4,9 @@
         [--server-args "..."] [--data-dir DIR] [--json out.json]
 
 It starts one real server on its defaults (``rtserver serve`` with only the loopback and test
-options every bench passes: ``--ice-address 127.0.0.1``, the models directory, a free port;
-worker processes, capacity and analysis as the defaults say), then runs ``--sessions``
+options every bench passes: ``--ice-address 127.0.0.1``, the models directory, a free port,
+and ``--max-cpu 0`` as in every test server, since the generator shares the cores; worker
+processes, session limit and analysis as the defaults say), then runs ``--sessions``
 sessions in rounds of ``--per-round``. In each round:
 
 - the sessions are created through the HR API, and as many real aiortc peers join them from a
