@@ -105,28 +105,30 @@ class Publisher:
         self.session_id = session_id
         self.next_seq = next_seq
 
-    def _stored(self, message: SignalMessage | FinalMessage) -> StoredMessage:
-        payload = message.to_wire()
-        payload["seq"] = self.next_seq
-        return StoredMessage(self.session_id, self.next_seq, message.type, payload)
-
     def publish(self, message: SignalMessage | FinalMessage) -> StoredMessage:
         """Hands the message to the store's writer without waiting. Raises StoreBacklogged
         when the writer's queue is full: the message is not taken and its seq stays free."""
-        stored = self._stored(message)
-        bus = self.runtime.bus
-        self.runtime.db.offer_message(stored, functools.partial(bus.publish, stored))
-        self.next_seq += 1
-        return stored
+        return self._offer(message)[0]
 
     async def publish_and_wait(self, message: SignalMessage | FinalMessage) -> StoredMessage:
         """Publishes the message, waiting for room in the writer's queue, and returns once
-        it is committed and on the bus."""
-        stored = self._stored(message)
-        self.next_seq += 1
-        bus = self.runtime.bus
-        await self.runtime.db.append_message(stored, functools.partial(bus.publish, stored))
+        it is committed and on the bus. Its seq is given once there is room, so the
+        session's messages stay in seq order in the queue."""
+        await self.runtime.db.writer.wait_for_room()
+        stored, committed = self._offer(message)  # no await since: the room is still there
+        await committed
         return stored
+
+    def _offer(
+        self, message: SignalMessage | FinalMessage
+    ) -> tuple[StoredMessage, asyncio.Future[Any]]:
+        payload = message.to_wire()
+        payload["seq"] = self.next_seq
+        stored = StoredMessage(self.session_id, self.next_seq, message.type, payload)
+        bus = self.runtime.bus
+        committed = self.runtime.db.offer_message(stored, functools.partial(bus.publish, stored))
+        self.next_seq += 1
+        return stored, committed
 
 
 @dataclass

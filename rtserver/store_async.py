@@ -292,15 +292,13 @@ class AsyncStore:
 
     # -- messages ---------------------------------------------------------------------
 
-    def offer_message(self, message: StoredMessage, then: Callable[[], None]) -> None:
+    def offer_message(
+        self, message: StoredMessage, then: Callable[[], None]
+    ) -> asyncio.Future[Any]:
         """Queues ``message`` for the log without waiting; ``then`` (its fan-out) runs once
-        it is committed. Raises StoreBacklogged at the bound (the message is not taken)."""
-        self.writer.offer(lambda store: store.append_message(message), then, message.session)
-
-    async def append_message(self, message: StoredMessage, then: Callable[[], None]) -> None:
-        """Writes ``message`` (waiting for room) and returns once it is committed and
-        ``then`` has run."""
-        await self.writer.submit(lambda store: store.append_message(message), then, message.session)
+        it is committed, and then the future resolves. Raises StoreBacklogged at the bound
+        (the message is not taken)."""
+        return self.writer.offer(lambda store: store.append_message(message), then, message.session)
 
     def after_writes(
         self, action: Callable[[], None], session: str | None = None
