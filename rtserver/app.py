@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import json
 import logging
@@ -256,10 +255,7 @@ class Api:
             emotion_on = self.runtime.config.emotion == "on"
             texts = [q.text for q in record.questions]
             final = score_interview(Interview(record.id, [], ended_by, emotion_on, texts))
-            await Publisher(self.runtime, record.id).publish_and_wait(final)
-            await self.db.mark_ended(record.id, ended_by)
-            bus = self.runtime.bus
-            await self.db.after_writes(functools.partial(bus.close_session, record.id))
+            await Publisher(self.runtime, record.id).finish(final, ended_by)
         await self.db.audit(actor, "end", record.id)
         ended = await self.session_or_404(session_id)
         return JSONResponse(ended.to_wire())

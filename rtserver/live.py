@@ -119,12 +119,37 @@ class Publisher:
         await committed
         return stored
 
+    async def finish(self, final: FinalMessage, reason: str) -> StoredMessage:
+        """Publishes the session's final, marks the session ended (``reason``) and closes
+        its subscriptions. The final reaches the bus only once both writes are committed,
+        and the close follows it in the same step: whoever sees the final and then asks the
+        server finds the session ended, as when the store was written on the loop."""
+        runtime = self.runtime
+        writer, bus, session = runtime.db.writer, runtime.bus, self.session_id
+        await writer.wait_for_room()
+        stored = self._stored(final)
+        written = writer.offer(lambda store: store.append_message(stored), None, session)
+        self.next_seq += 1
+
+        def announce() -> None:
+            # `written` resolved first (the writer's follow-ups run in order); a final
+            # that could not be stored is never sent.
+            if written.done() and not written.cancelled() and written.exception() is None:
+                bus.publish(stored)
+            bus.close_session(session)
+
+        await writer.submit(lambda store: store.mark_ended(session, reason), announce, session)
+        return stored
+
+    def _stored(self, message: SignalMessage | FinalMessage) -> StoredMessage:
+        payload = message.to_wire()
+        payload["seq"] = self.next_seq
+        return StoredMessage(self.session_id, self.next_seq, message.type, payload)
+
     def _offer(
         self, message: SignalMessage | FinalMessage
     ) -> tuple[StoredMessage, asyncio.Future[Any]]:
-        payload = message.to_wire()
-        payload["seq"] = self.next_seq
-        stored = StoredMessage(self.session_id, self.next_seq, message.type, payload)
+        stored = self._stored(message)
         bus = self.runtime.bus
         committed = self.runtime.db.offer_message(stored, functools.partial(bus.publish, stored))
         self.next_seq += 1
@@ -460,6 +485,7 @@ class LiveSession:
         self._ending = True
         self.end_reason = reason
         link = self.link
+        closed = False
         try:
             if self._ticker is not None:
                 self._ticker.cancel()
@@ -471,8 +497,8 @@ class LiveSession:
             final = score_interview(
                 Interview(self.id, self.signals, reason, emotion_on, self.questions)
             )
-            await self.publisher.publish_and_wait(final)
-            await self.runtime.db.mark_ended(self.id, reason)
+            await self.publisher.finish(final, reason)
+            closed = True
             self.runtime.metrics.late_results.inc(self.aggregator.late_results)
             self.runtime.metrics.session_cost.remove(session=self.id)
             log.info(
@@ -485,11 +511,12 @@ class LiveSession:
         finally:
             for task in link.drains.values():
                 task.cancel()
-            # Through the writer: the close must follow the final onto the bus.
-            bus = self.runtime.bus
-            await self.runtime.db.after_writes(
-                functools.partial(bus.close_session, self.id), self.id
-            )
+            if not closed:
+                # Something failed before the final: still close, after what was queued.
+                bus = self.runtime.bus
+                await self.runtime.db.after_writes(
+                    functools.partial(bus.close_session, self.id), self.id
+                )
             self.ended.set()
 
     async def _stop_drains(self, link: Link) -> None:
@@ -706,9 +733,10 @@ async def finish_sessions(runtime: Runtime, session_ids: Iterable[str], reason: 
             texts = [q.text for q in record.questions] if record else []
             final = score_interview(Interview(session_id, signals, reason, emotion_on, texts))
             next_seq = stored[-1].seq + 1 if stored else 0
-            await Publisher(runtime, session_id, next_seq).publish_and_wait(final)
-        await db.mark_ended(session_id, reason)
-        await db.after_writes(functools.partial(runtime.bus.close_session, session_id))
+            await Publisher(runtime, session_id, next_seq).finish(final, reason)
+        else:
+            await db.mark_ended(session_id, reason)
+            await db.after_writes(functools.partial(runtime.bus.close_session, session_id))
         recovered.append(session_id)
     return recovered
 

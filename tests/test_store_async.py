@@ -98,6 +98,7 @@ class CheckingBus(MemoryBus):
         self.check = sqlite3.connect(path, check_same_thread=False)
         self.events: list[tuple[str, str, int]] = []  # (what, session, seq)
         self.uncommitted: list[tuple[str, int]] = []
+        self.status_at_final: dict[str, str | None] = {}  # session -> its status then
 
     def publish(self, message: StoredMessage) -> None:
         row = self.check.execute(
@@ -106,6 +107,11 @@ class CheckingBus(MemoryBus):
         ).fetchone()
         if row is None:
             self.uncommitted.append((message.session, message.seq))
+        if message.kind == "final":
+            status = self.check.execute(
+                "SELECT status FROM sessions WHERE id = ?", (message.session,)
+            ).fetchone()
+            self.status_at_final[message.session] = status[0] if status else None
         self.events.append((message.kind, message.session, message.seq))
         super().publish(message)
 
@@ -174,25 +180,27 @@ async def test_each_sessions_messages_reach_the_bus_in_order_after_commit_then_c
 ) -> None:
     """Three sessions publish interleaved, as their tickers do, through a store whose writes
     fail now and then (a locked database) and take varying time. Each observer gets its
-    session's messages in seq order, each only once committed, the final last, then the
-    close; nothing is lost or repeated."""
+    session's messages in seq order, each only once committed, the final last (once the
+    session reads as ended), then the close; nothing is lost or repeated."""
     random.seed(7)
     path = tmp_path / "db.sqlite3"
-    sessions = ["a", "b", "c"]
+    setup = Store(path)
+    sessions = [setup.create_session(None, None, [])[0].id for _ in range(3)]
+    for session in sessions:
+        assert setup.mark_live(session)
+    counts = dict(zip(sessions, (15, 9, 12), strict=True))
     failing = {(s, seq): random.choice([1, 2]) for s in sessions for seq in (0, 3, 7, 12)}
     bus = CheckingBus(path)
     runtime = make_runtime(path, FlakyStore(path, failing), bus)
     subscriptions = {s: bus.subscribe(s) for s in sessions}
     publishers = {s: Publisher(runtime, s) for s in sessions}
-    counts = {"a": 15, "b": 9, "c": 12}
 
     async def run_session(session: str) -> None:
         for t in range(counts[session]):
             publishers[session].publish(signal(session, t))
             await asyncio.sleep(random.uniform(0.0, 0.003))
         final = score_interview(Interview(session, [], "hangup", True, ()))
-        await publishers[session].publish_and_wait(final)
-        await runtime.db.after_writes(lambda: bus.close_session(session), session)
+        await publishers[session].finish(final, "hangup")
 
     await asyncio.gather(*(run_session(s) for s in sessions))
     received = {s: await drain(subscriptions[s]) for s in sessions}
@@ -210,6 +218,7 @@ async def test_each_sessions_messages_reach_the_bus_in_order_after_commit_then_c
         assert mine[-1] == ("close", session, -1) and mine[-2][0] == "final"
         stored = runtime.store.messages(session)
         assert [m.seq for m in stored] == seqs
+        assert bus.status_at_final[session] == STATUS_ENDED
 
 
 # -- failures, the bound, shutdown ------------------------------------------------------
