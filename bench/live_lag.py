@@ -122,7 +122,7 @@ async def run_once(mode: str, peers: int, video: Path, audio: Path, seconds: flo
                     await peer.close()
                 results = await asyncio.gather(*observers)
                 cpu = process_cpu_seconds(server.process.pid) - cpu_before
-                metrics = (await client.get(f"{base}/metrics")).text
+                metrics = (await client.get(f"{base}/metrics", headers=server.hr_headers)).text
         finally:
             server.stop()
     signals = [m for messages in results for m in messages if m["type"] == "signal"]

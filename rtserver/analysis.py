@@ -2,8 +2,9 @@
 the face detector, the inference backends and the cross-session model batcher.
 
 Models are fetched and converted on first start when missing (``rtserver models fetch``
-does the same ahead of time). With ``emotion = "off"`` the emotion model is neither fetched
-nor loaded, so no emotion inference can run.
+does the same ahead of time); worker processes only verify them, since the server process
+fetched them before starting any worker. With ``emotion = "off"`` the emotion model is
+neither fetched nor loaded, so no emotion inference can run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from rtserver.config import Config
 from rtserver.kernels.crops import CpuFaceCropper, make_cropper
 from rtserver.metrics import Metrics
-from rtserver.models.fetch import MODELS, ensure_models
+from rtserver.models.fetch import MODELS, ensure_models, verify_models
 from rtserver.scoring.batcher import Model, ModelBatcher
 from rtserver.scoring.emotion import EmotionModel
 from rtserver.scoring.engine import EngineOptions, load_engine
@@ -53,12 +54,19 @@ def engine_options(config: Config) -> EngineOptions:
     )
 
 
-def build_analysis(config: Config, metrics: Metrics, executor: Executor) -> Analysis:
-    """Fetches missing models, then loads the detector, the engines and the batcher."""
+def build_analysis(
+    config: Config, metrics: Metrics, executor: Executor, fetch_missing: bool = True
+) -> Analysis:
+    """Fetches missing models (or, without ``fetch_missing``, only checks that they are
+    there and current: ModelFetchError otherwise), then loads the detector, the engines
+    and the batcher."""
     if config.analysis != "full":
         return Analysis(None, None)
     models_dir = config.models_path
-    ensure_models(models_dir, needed_models(config))
+    if fetch_missing:
+        ensure_models(models_dir, needed_models(config))
+    else:
+        verify_models(models_dir, needed_models(config))
     options = engine_options(config)
     backends: dict[str, str] = {}
     detector: FaceDetector

@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +28,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from rtserver.analysis import build_analysis
+from rtserver.analysis import build_analysis, needed_models
 from rtserver.bus import Bus, MemoryBus
 from rtserver.config import Config
 from rtserver.errors import (
@@ -35,8 +36,10 @@ from rtserver.errors import (
     BadRequest,
     BadSdp,
     Conflict,
+    Expired,
     NotFound,
     PayloadTooLarge,
+    ResumeRequired,
     RtServerError,
     Unauthorized,
     http_status,
@@ -45,10 +48,12 @@ from rtserver.live import Publisher, Runtime, SessionHost, SessionManager, recov
 from rtserver.media.ice import quicken_consent_checks
 from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
+from rtserver.models.fetch import ensure_models
 from rtserver.observers import stream_session
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.scoring.summary import summarise
 from rtserver.store import (
+    DEFAULT_EXPIRES_IN_S,
     STATUS_ENDED,
     STATUS_ERASED,
     STATUS_LIVE,
@@ -64,6 +69,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 WEB_CLIENT = Path(__file__).resolve().parent.parent / "web_client"
 MAX_QUESTIONS = 50
+MAX_EXPIRES_IN_S = 365 * 24 * 3600  # the longest a join link may last (s)
 
 
 # -- request helpers ------------------------------------------------------------------
@@ -139,6 +145,17 @@ class Api:
             raise NotFound(f"no session {session_id}")
         return record
 
+    async def candidate_session(self, session_id: str, token: Any) -> SessionRecord:
+        """The session a join token holder asks about: 404 unknown, 401 wrong token, 410
+        once its link has expired (checked after the token, so that only its holder
+        learns it)."""
+        record = await self.session_or_404(session_id)
+        if not isinstance(token, str) or not await self.db.check_join_token(record.id, token):
+            raise Unauthorized("wrong or missing join token")
+        if record.is_expired():
+            raise Expired("this interview link has expired; ask for a new one")
+        return record
+
     def base_url(self, request: Request) -> str:
         configured = self.runtime.config.public_url
         return (configured or str(request.base_url)).rstrip("/")
@@ -151,7 +168,8 @@ class Api:
         candidate = _optional_str(body, "candidate")
         job = _optional_str(body, "job")
         questions = _questions(body.get("questions"))
-        record, join_token = await self.db.create_session(candidate, job, questions)
+        expires_in_s = _expires_in(body.get("expires_in"))
+        record, join_token = await self.db.create_session(candidate, job, questions, expires_in_s)
         await self.db.audit(actor, "create", record.id)
         base = self.base_url(request)
         return JSONResponse(
@@ -160,6 +178,7 @@ class Api:
                 "join_token": join_token,
                 "candidate_url": f"{base}/candidate/{record.id}?token={join_token}",
                 "observe_url": f"{base}/observe/{record.id}",
+                "expires_at": record.expires_at,
             },
             status_code=201,
         )
@@ -182,33 +201,71 @@ class Api:
         return JSONResponse(data)
 
     async def get_questions(self, request: Request) -> Response:
-        """The interview questions, for the candidate page (join token)."""
-        record = await self.session_or_404(request.path_params["session_id"])
-        if not await self.db.check_join_token(record.id, request.query_params.get("token", "")):
-            raise Unauthorized("wrong join token")
+        """The interview questions and what the candidate page needs to know before it
+        starts (join token)."""
+        token = request.query_params.get("token", "")
+        record = await self.candidate_session(request.path_params["session_id"], token)
+        config = self.runtime.config
         questions = [{"text": q.text, "seconds": q.seconds} for q in record.questions]
-        return JSONResponse({"questions": questions, "status": record.status})
+        return JSONResponse(
+            {
+                "questions": questions,
+                "status": record.status,
+                "emotion": config.emotion,
+                "expires_at": record.expires_at,
+                "max_interview_s": config.max_interview_s,
+            }
+        )
 
     async def offer(self, request: Request) -> Response:
-        """The candidate joins, or, while the session is live, comes back after a drop."""
+        """The candidate joins, or, while the session is live, comes back after a drop.
+
+        The first answer carries the session's resume secret; a rejoin of the live session
+        must send it back (its hash is checked here, in the process that checks the join
+        token, wherever the session runs), so a join link alone cannot take a live session
+        over. A live session is not cut off by its link expiring: its rejoin needs the
+        secret, and ``--max-interview`` bounds it.
+        """
         session_id = request.path_params["session_id"]
         record = await self.session_or_404(session_id)
         body = await read_json(request)
         token = body.get("token")
         if not isinstance(token, str) or not await self.db.check_join_token(record.id, token):
             raise Unauthorized("wrong or missing join token")
-        if record.status == STATUS_ENDED:
-            raise Conflict("session has already ended")
-        offer = _parse_offer(body)
         actor = "candidate@" + client_address(request)
         if record.status == STATUS_LIVE:
-            answer = await self.manager.reconnect(record.id, offer)
+            resume = await self._check_resume(record, body.get("resume"), actor)
+            answer = await self.manager.reconnect(record.id, _parse_candidate_offer(body))
             await self.db.audit(actor, "rejoin", record.id)
+            return _answer_response(answer, resume)
+        if record.is_expired():
+            raise Expired("this interview link has expired; ask for a new one")
+        if record.status == STATUS_ENDED:
+            raise Conflict("session has already ended")
+        offer = _parse_candidate_offer(body)
+        texts = [q.text for q in record.questions]
+        answer = await self.manager.join(record.id, offer, texts)
+        resume = secrets.token_urlsafe(32)
+        if not await self.db.set_resume_secret(record.id, resume):
+            # Only the one join that made the session live gets here (store.mark_live).
+            log.error("session already had a resume secret", extra={"session": record.id})
+        await self.db.audit(actor, "join", record.id)
+        return _answer_response(answer, resume)
+
+    async def _check_resume(self, record: SessionRecord, resume: Any, actor: str) -> str:
+        """The resume secret a rejoin of live ``record`` carries; raises ResumeRequired
+        (audited) when it is missing or wrong."""
+        if not isinstance(resume, str) or not resume:
+            problem = "no resume secret"
+        elif not await self.db.check_resume_secret(record.id, resume):
+            problem = "wrong resume secret"
         else:
-            texts = [q.text for q in record.questions]
-            answer = await self.manager.join(record.id, offer, texts)
-            await self.db.audit(actor, "join", record.id)
-        return JSONResponse({"sdp": answer.sdp, "type": answer.type})
+            return resume
+        await self.db.audit(actor, "rejoin_refused", record.id, problem)
+        raise ResumeRequired(
+            f"this session is live: {problem}. A rejoin must send the resume secret of the "
+            'first answer ("resume")'
+        )
 
     async def watch(self, request: Request) -> Response:
         """An HR observer's recvonly offer, answered with the candidate's live video and
@@ -223,9 +280,8 @@ class Api:
     async def summary(self, request: Request) -> Response:
         """The candidate's summary (join token): plain strengths and things to work on,
         once the final exists; never the score."""
-        record = await self.session_or_404(request.path_params["session_id"])
-        if not await self.db.check_join_token(record.id, request.query_params.get("token", "")):
-            raise Unauthorized("wrong join token")
+        token = request.query_params.get("token", "")
+        record = await self.candidate_session(request.path_params["session_id"], token)
         final = await self.db.final_message(record.id)
         if final is None:
             status = "live" if record.status == STATUS_LIVE else "pending"
@@ -323,6 +379,10 @@ class Api:
         )
 
     async def healthz(self, request: Request) -> Response:
+        """``{"status": "ok"}`` for anyone (load balancers, uptime checks); the rest (live
+        sessions, backends, worker pids) only with the HR key."""
+        if not self.is_hr(request):
+            return JSONResponse({"status": "ok"})
         config = self.runtime.config
         return JSONResponse(
             {
@@ -337,6 +397,8 @@ class Api:
         )
 
     async def metrics(self, request: Request) -> Response:
+        """Prometheus metrics; HR key only (Prometheus sends it as a bearer token)."""
+        self.require_hr(request)
         return PlainTextResponse(
             await self.manager.render_metrics(), media_type="text/plain; version=0.0.4"
         )
@@ -360,6 +422,17 @@ def _optional_str(body: dict[str, Any], key: str, limit: int = 500) -> str | Non
     return value
 
 
+def _expires_in(raw: Any) -> float:
+    """How long a new session's join link lasts (s): ``expires_in``, 1 s to a year, or the
+    default week when absent."""
+    if raw is None:
+        return DEFAULT_EXPIRES_IN_S
+    number = isinstance(raw, int | float) and not isinstance(raw, bool)
+    if not number or not 1 <= raw <= MAX_EXPIRES_IN_S:
+        raise BadRequest(f"expires_in must be a number of seconds from 1 to {MAX_EXPIRES_IN_S}")
+    return float(raw)
+
+
 def _questions(raw: Any) -> list[Question]:
     if raw is None:
         return []
@@ -374,6 +447,10 @@ def _questions(raw: Any) -> list[Question]:
             raise BadRequest("question seconds must be an integer from 1 to 3600")
         questions.append(Question(item["text"][:2000], seconds))
     return questions
+
+
+def _answer_response(answer: RTCSessionDescription, resume: str) -> JSONResponse:
+    return JSONResponse({"sdp": answer.sdp, "type": answer.type, "resume": resume})
 
 
 def _parse_offer(body: dict[str, Any]) -> RTCSessionDescription:
@@ -391,6 +468,21 @@ def _parse_offer(body: dict[str, Any]) -> RTCSessionDescription:
     if not any(media.kind in ("audio", "video") for media in parsed.media):
         raise BadSdp("the offer has no audio or video m-line")
     return RTCSessionDescription(sdp=sdp, type="offer")
+
+
+def _parse_candidate_offer(body: dict[str, Any]) -> RTCSessionDescription:
+    """Validates a candidate's offer: as :func:`_parse_offer`, with at most one audio, one
+    video and one application (data channels) m-line. A track beyond those would never be
+    drained, and aiortc queues its packets without bound."""
+    offer = _parse_offer(body)
+    kinds = [media.kind for media in SessionDescription.parse(offer.sdp).media]
+    for kind in ("audio", "video", "application"):
+        if kinds.count(kind) > 1:
+            raise BadSdp(
+                f"the offer has more than one {kind} m-line: an interview takes one camera "
+                "and one microphone"
+            )
+    return offer
 
 
 def _parse_watch_offer(body: dict[str, Any]) -> RTCSessionDescription:
@@ -428,12 +520,15 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-def build_runtime(config: Config, bus: Bus | None = None) -> Runtime:
+def build_runtime(
+    config: Config, bus: Bus | None = None, fetch_missing_models: bool = True
+) -> Runtime:
     """Everything the sessions of one process share, models loaded (not yet warmed up);
-    ``bus`` defaults to an in-process :class:`MemoryBus`."""
+    ``bus`` defaults to an in-process :class:`MemoryBus`. A worker process passes
+    ``fetch_missing_models=False``: the server process fetched them before starting it."""
     metrics = Metrics()
     executor = ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis")
-    analysis = build_analysis(config, metrics, executor)
+    analysis = build_analysis(config, metrics, executor, fetch_missing_models)
     store = Store(config.db_path)
     return Runtime(
         config=config,
@@ -526,6 +621,9 @@ def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
         recovered = await recover_interrupted(runtime)
         if recovered:
             log.warning("ended %d sessions interrupted by a restart", len(recovered))
+        # Models are fetched here, once, before any worker starts: workers only verify
+        # them (under the models directory's lock, rtserver/models/fetch.py).
+        await asyncio.to_thread(ensure_models, config.models_path, needed_models(config))
         try:
             await pool.start()
             yield

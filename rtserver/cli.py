@@ -132,6 +132,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="seconds a dropped candidate may take to reconnect (default: 20)",
     )
     serve.add_argument(
+        "--max-interview",
+        dest="max_interview_s",
+        type=float,
+        help="seconds after which a live interview is ended as max_length (default: 3600)",
+    )
+    serve.add_argument(
         "--max-watchers",
         dest="max_watchers",
         type=int,
@@ -190,7 +196,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def create_demo_session(config: Config, api_key: str) -> None:
+def create_demo_session(config: Config, api_key: str, show_key: bool) -> None:
+    """Creates a demo session and prints its links; the observer link carries the HR key
+    only when ``show_key`` (the key was just generated and printed anyway)."""
     store = Store(config.db_path)
     try:
         record, join_token = store.create_session(
@@ -203,7 +211,11 @@ def create_demo_session(config: Config, api_key: str) -> None:
         store.close()
     base = config.public_url or f"http://{config.host}:{config.port}"
     print(f"Demo candidate link: {base}/candidate/{record.id}?token={join_token}", flush=True)
-    print(f"Demo observer link:  {base}/observe/{record.id}#token={api_key}", flush=True)
+    observe = f"{base}/observe/{record.id}"
+    if show_key:
+        print(f"Demo observer link:  {observe}#token={api_key}", flush=True)
+    else:
+        print(f"Demo observer link:  {observe} (the page asks for the HR key)", flush=True)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -224,6 +236,7 @@ def serve(args: argparse.Namespace) -> int:
             "analysis_fps",
             "media_timeout_s",
             "reconnect_grace_s",
+            "max_interview_s",
             "max_watchers",
             "analysis_threads",
             "workers",
@@ -246,13 +259,17 @@ def serve(args: argparse.Namespace) -> int:
     setup_logging(config.log_level)
     restrict_host_addresses(config.ice_addresses)
     api_key, generated = resolve_api_key(config)
-    if config.api_key:
+    # Printed once, when it is made: a key printed on every start ends up in every log
+    # collector and scrollback that sees the server's output.
+    if generated:
+        print(f"HR API key (new, stored in {config.key_path.resolve()}): {api_key}", flush=True)
+    elif config.api_key:
         print("HR API key: as set in the configuration (RTSERVER_API_KEY)", flush=True)
     else:
-        print(f"HR API key{' (new)' if generated else ''}: {api_key}", flush=True)
+        print(f"HR API key: stored in {config.key_path.resolve()}", flush=True)
     print(f"Data directory: {config.data_dir.resolve()}", flush=True)
     if args.demo:
-        create_demo_session(config, api_key)
+        create_demo_session(config, api_key, show_key=generated)
     from rtserver.app import create_app
 
     app = create_app(config, api_key)

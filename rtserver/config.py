@@ -93,6 +93,9 @@ class Config:
     # long for the candidate to reconnect with the same join token (seconds); then it ends
     # with "connection_lost".
     reconnect_grace_s: float = 20.0
+    # A live interview is ended (end_reason "max_length") this long after it started
+    # (seconds), whatever the candidate does.
+    max_interview_s: float = 3600.0
     # Observers watching one session's relayed video and audio at once; more are refused.
     max_watchers: int = 4
     # How long a second may wait for late analysis before it is published anyway (seconds).
@@ -122,6 +125,9 @@ class Config:
     @property
     def models_path(self) -> Path:
         return Path(self.models_dir) if self.models_dir else self.data_dir / "models"
+
+
+MAX_INTERVIEW_LIMIT_S = 24 * 3600.0  # the longest --max-interview accepted (s)
 
 
 class ConfigError(ValueError):
@@ -188,6 +194,10 @@ def _validate(config: Config) -> Config:
         raise ConfigError("max_signal_lag_s must be between 0 (off) and 60 seconds")
     if not 0 <= config.reconnect_grace_s <= 600:
         raise ConfigError("reconnect_grace_s must be between 0 and 600 seconds")
+    if not 1 <= config.max_interview_s <= MAX_INTERVIEW_LIMIT_S:
+        raise ConfigError(
+            f"max_interview_s must be between 1 and {MAX_INTERVIEW_LIMIT_S:.0f} seconds"
+        )
     if not 0 <= config.workers <= 256:
         raise ConfigError("workers must be between 0 (one per core) and 256")
     if config.max_watchers < 0:

@@ -21,8 +21,26 @@ class BadSdp(BadRequest):
     code = "bad_sdp"
 
 
+class ControlRefused(BadRequest):
+    """A message on a live session's ``control`` data channel that changes nothing. It never
+    reaches HTTP: it is answered on the channel and counted by ``reason``, one of a fixed
+    few (the label of ``rtserver_control_messages_refused_total``)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 class Unauthorized(RtServerError):
     code = "unauthorized"
+
+
+class ResumeRequired(Unauthorized):
+    """A new offer for a session that is already live without its resume secret (the one
+    the first answer carried), or with a wrong one: the join link alone cannot take a live
+    session over."""
+
+    code = "resume_required"
 
 
 class NotFound(RtServerError):
@@ -31,6 +49,12 @@ class NotFound(RtServerError):
 
 class Conflict(RtServerError):
     code = "conflict"
+
+
+class Expired(RtServerError):
+    """The session's join link is past its ``expires_at``."""
+
+    code = "expired"
 
 
 class PayloadTooLarge(RtServerError):
@@ -67,8 +91,10 @@ HTTP_STATUS: dict[type[RtServerError], int] = {
     BadRequest: 400,
     BadSdp: 400,
     Unauthorized: 401,
+    ResumeRequired: 401,
     NotFound: 404,
     Conflict: 409,
+    Expired: 410,
     PayloadTooLarge: 413,
     AtCapacity: 503,
     Overloaded: 503,

@@ -35,7 +35,7 @@ from rtserver.admission import Admission, RecentSignalLag
 from rtserver.bus import Bus
 from rtserver.config import Config
 from rtserver.cpu_budget import CpuBudget
-from rtserver.errors import AtCapacity, Conflict
+from rtserver.errors import AtCapacity, Conflict, ControlRefused
 from rtserver.media.audio import AudioPath
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
@@ -50,6 +50,7 @@ from rtserver.messages import (
     signal_from_wire,
 )
 from rtserver.metrics import Metrics
+from rtserver.questions import QuestionTimeline
 from rtserver.scoring.batcher import ModelBatcher
 from rtserver.scoring.faces import FaceDetector
 from rtserver.scoring.hints import HintRules
@@ -193,10 +194,10 @@ class LiveSession:
         self.relay = SessionRelay(session_id, runtime.config)
         self.signals: list[SignalMessage] = []
         self.hints = HintRules()
-        self.question: int | None = None  # the candidate page's current question
-        # When each question began, in arrival order: (session time in s, index).
-        self._question_starts: list[tuple[float, int]] = []
-        self.started_at = time.monotonic()
+        # When each question began, by the candidate page's control messages.
+        self.timeline = QuestionTimeline(len(self.questions))
+        self._refusal_logged = False  # one log line per session for refused control messages
+        self.started_at = time.monotonic()  # reset when the first offer is answered
         self.ended = asyncio.Event()
         self.end_reason = ""
         self.link = self._new_link()
@@ -244,6 +245,7 @@ class LiveSession:
             functools.partial(self._on_track, link),
             functools.partial(self._on_connection_lost, link),
             self._on_control,
+            self._on_control_refused,
         )
         return link
 
@@ -252,7 +254,7 @@ class LiveSession:
     async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Answers the candidate's offer and starts publishing. Raises BadSdp on a bad offer."""
         answer = await self.link.ingest.answer(offer)
-        self.link.connected_at = time.monotonic()
+        self.link.connected_at = self.started_at = time.monotonic()
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"ticker-{self.id}")
         return answer
 
@@ -334,25 +336,40 @@ class LiveSession:
         )
 
     def _on_control(self, message: ControlMessage) -> None:
+        """A question began; raises ControlRefused for one the session does not have or
+        that is behind the current one (see ``rtserver/questions.py``)."""
         at_s = self.clock.elapsed()
-        log.info(
-            "question %d began at %.1f s (page: %.1f s)",
-            message.index,
-            at_s,
-            message.at,
-            extra={"session": self.id},
-        )
-        self.question = message.index
-        self._question_starts.append((at_s, message.index))
+        if self.timeline.begin(message.index, at_s):
+            log.info(
+                "question %d began at %.1f s (page: %.1f s)",
+                message.index,
+                at_s,
+                message.at,
+                extra={"session": self.id},
+            )
+
+    def _on_control_refused(self, refusal: ControlRefused) -> None:
+        """Counts a refused control message; only the session's first is logged, so a
+        flood of them cannot flood the log."""
+        self.runtime.metrics.control_refused.inc(reason=refusal.reason)
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            log.info(
+                "control message refused (%s): %s; further refusals in this session are only "
+                "counted (rtserver_control_messages_refused_total)",
+                refusal.reason,
+                refusal.detail,
+                extra={"session": self.id},
+            )
+
+    @property
+    def question(self) -> int | None:
+        """The candidate page's current question; None before the first."""
+        return self.timeline.current
 
     def question_at(self, t: int) -> int | None:
         """The question index in force when second ``t`` began; None before the first."""
-        index = None
-        for start_s, started in self._question_starts:
-            if start_s > t:
-                break
-            index = started
-        return index
+        return self.timeline.at(t)
 
     @property
     def question_open(self) -> bool:
@@ -424,6 +441,8 @@ class LiveSession:
         """Why the session should end now, or '' while it should go on."""
         config = self.runtime.config
         now = time.monotonic()
+        if now - self.started_at >= config.max_interview_s:
+            return "max_length"
         if self._dropped_at is not None:
             lost = now - self._dropped_at >= config.reconnect_grace_s
             return "connection_lost" if lost else ""
@@ -470,7 +489,6 @@ class LiveSession:
                 self.link.ingest.send_hint(hint)
                 self.runtime.metrics.hints.inc(code=hint.code)
             metrics = self.runtime.metrics
-            metrics.session_cost.set(round(self.analysis_cost(), 5), session=self.id)
             metrics.signals.inc()
             metrics.media_seconds.inc()
             metrics.signal_lag.observe(lag_s)
@@ -500,7 +518,8 @@ class LiveSession:
             await self.publisher.finish(final, reason)
             closed = True
             self.runtime.metrics.late_results.inc(self.aggregator.late_results)
-            self.runtime.metrics.session_cost.remove(session=self.id)
+            if self.signals:
+                self.runtime.metrics.session_cost.observe(self.analysis_cost())
             log.info(
                 "session ended (%s): %d signals, score %.1f",
                 reason,

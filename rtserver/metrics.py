@@ -161,9 +161,13 @@ class Metrics:
         self.media_seconds = Counter(
             "rtserver_media_seconds_total", "Seconds of media published as signals."
         )
-        self.session_cost = Gauge(
+        # Over sessions, not per session: a label per session id would grow without bound
+        # and name every candidate's session to whoever reads the metrics. A live
+        # session's own figure is in its HR status (GET /api/v1/sessions/{id}).
+        self.session_cost = Histogram(
             "rtserver_session_analysis_cpu_ratio",
-            "Analysis CPU seconds per second of media, per live session.",
+            "Analysis CPU seconds per second of media of each session, observed when it ends.",
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0),
         )
         self.rejected = Counter("rtserver_rejected_total", "Refused API requests, by error code.")
         self.store_queue = Gauge(
@@ -181,6 +185,11 @@ class Metrics:
         self.store_backlogged = Counter(
             "rtserver_store_backlogged_total",
             "Messages the writer's full queue turned back; each session offers them again.",
+        )
+        self.control_refused = Counter(
+            "rtserver_control_messages_refused_total",
+            "Candidate control-channel messages refused, by reason (too_large, not_json, "
+            "malformed, unknown_question, backwards).",
         )
         self.model_batch = Histogram(
             "rtserver_model_batch_size",

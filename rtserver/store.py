@@ -1,8 +1,9 @@
 """Durable state on SQLite: sessions, their message logs, reports and the audit log.
 
 The message log is the source of truth for observer backfill and for reports, so both
-survive a restart. Join tokens are stored only as SHA-256 hashes: they are 256-bit random
-strings, so a plain hash is enough to make a stolen database useless for joining.
+survive a restart. Join tokens and resume secrets are stored only as SHA-256 hashes: they
+are 256-bit random strings, so a plain hash is enough to make a stolen database useless for
+joining or rejoining.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at REAL NOT NULL,
     started_at REAL,
     ended_at REAL,
-    end_reason TEXT
+    end_reason TEXT,
+    expires_at REAL,
+    resume_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS messages (
     session_id TEXT NOT NULL,
@@ -57,6 +60,15 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL DEFAULT ''
 );
 """
+
+# A join link lasts this long unless the session was created with another expires_in (s).
+DEFAULT_EXPIRES_IN_S = 7 * 24 * 3600.0
+# Columns added to `sessions` since its first release, with the value rows of an older
+# database get: each is added on open when missing.
+_ADDED_SESSION_COLUMNS = (
+    ("expires_at", "REAL", f"created_at + {DEFAULT_EXPIRES_IN_S!r}"),
+    ("resume_hash", "TEXT", None),
+)
 
 STATUS_CREATED = "created"
 STATUS_LIVE = "live"
@@ -81,6 +93,11 @@ class SessionRecord:
     started_at: float | None
     ended_at: float | None
     end_reason: str | None
+    expires_at: float  # unix time (s) after which the join link is refused
+
+    def is_expired(self, now: float | None = None) -> bool:
+        """Whether the join link has expired at unix time ``now`` (s; default: now)."""
+        return (time.time() if now is None else now) >= self.expires_at
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -93,6 +110,7 @@ class SessionRecord:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "end_reason": self.end_reason,
+            "expires_at": self.expires_at,
         }
 
 
@@ -118,6 +136,7 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            _add_missing_columns(db)
 
     @contextmanager
     def _locked(self) -> Iterator[sqlite3.Connection]:
@@ -131,9 +150,14 @@ class Store:
     # -- sessions ---------------------------------------------------------------------
 
     def create_session(
-        self, candidate: str | None, job: str | None, questions: list[Question]
+        self,
+        candidate: str | None,
+        job: str | None,
+        questions: list[Question],
+        expires_in_s: float = DEFAULT_EXPIRES_IN_S,
     ) -> tuple[SessionRecord, str]:
-        """Creates a session; returns it with its join token (the only time it is seen)."""
+        """Creates a session whose join link lasts ``expires_in_s`` seconds; returns it with
+        its join token (the only time it is seen)."""
         session_id = uuid.uuid4().hex
         join_token = secrets.token_urlsafe(32)
         now = time.time()
@@ -141,7 +165,7 @@ class Store:
         with self._locked() as db:
             db.execute(
                 "INSERT INTO sessions (id, candidate, job, questions, token_hash, status,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     session_id,
                     candidate,
@@ -150,6 +174,7 @@ class Store:
                     hash_token(join_token),
                     STATUS_CREATED,
                     now,
+                    now + expires_in_s,
                 ),
             )
         record = self.get_session(session_id)
@@ -174,6 +199,25 @@ class Store:
                 "SELECT token_hash FROM sessions WHERE id = ?", (session_id,)
             ).fetchone()
         return bool(row) and hmac.compare_digest(row["token_hash"], hash_token(token))
+
+    def set_resume_secret(self, session_id: str, secret: str) -> bool:
+        """Stores the hash of the session's resume secret, issued at its first join; False
+        when the session already has one (there is one secret per session)."""
+        with self._locked() as db:
+            cursor = db.execute(
+                "UPDATE sessions SET resume_hash = ? WHERE id = ? AND resume_hash IS NULL",
+                (hash_token(secret), session_id),
+            )
+        return cursor.rowcount == 1
+
+    def check_resume_secret(self, session_id: str, secret: str) -> bool:
+        """Whether ``secret`` is the session's resume secret (False before one is issued)."""
+        with self._locked() as db:
+            row = db.execute(
+                "SELECT resume_hash FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        stored = row["resume_hash"] if row else None
+        return isinstance(stored, str) and hmac.compare_digest(stored, hash_token(secret))
 
     def mark_live(self, session_id: str) -> bool:
         """Moves created -> live; False when the session was not waiting for its peer."""
@@ -265,6 +309,26 @@ class Store:
         return [dict(row) for row in rows]
 
 
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Migrates a database made by an older release: adds the columns it lacks, filling
+    them for its rows. Several processes may open it at once (the server and its workers),
+    so the check and the change run in one write transaction: the first migrates, the
+    others find the columns there."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        present = {row["name"] for row in db.execute("PRAGMA table_info(sessions)")}
+        for name, kind, fill in _ADDED_SESSION_COLUMNS:
+            if name in present:
+                continue
+            db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
+            if fill is not None:
+                db.execute(f"UPDATE sessions SET {name} = {fill} WHERE {name} IS NULL")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 def _session_from_row(row: sqlite3.Row) -> SessionRecord:
     questions = tuple(Question(q["text"], int(q["seconds"])) for q in json.loads(row["questions"]))
     return SessionRecord(
@@ -277,4 +341,5 @@ def _session_from_row(row: sqlite3.Row) -> SessionRecord:
         started_at=row["started_at"],
         ended_at=row["ended_at"],
         end_reason=row["end_reason"],
+        expires_at=row["expires_at"],
     )

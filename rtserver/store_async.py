@@ -44,7 +44,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
-from rtserver.store import Question, SessionRecord, Store
+from rtserver.store import DEFAULT_EXPIRES_IN_S, Question, SessionRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -333,10 +333,16 @@ class AsyncStore:
     # -- sessions ---------------------------------------------------------------------
 
     async def create_session(
-        self, candidate: str | None, job: str | None, questions: list[Question]
+        self,
+        candidate: str | None,
+        job: str | None,
+        questions: list[Question],
+        expires_in_s: float = DEFAULT_EXPIRES_IN_S,
     ) -> tuple[SessionRecord, str]:
-        """Write: a new session and its join token."""
-        return await self.write(lambda store: store.create_session(candidate, job, questions))
+        """Write: a new session whose join link lasts ``expires_in_s``, and its join token."""
+        return await self.write(
+            lambda store: store.create_session(candidate, job, questions, expires_in_s)
+        )
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         """Read."""
@@ -349,6 +355,14 @@ class AsyncStore:
     async def check_join_token(self, session_id: str, token: str) -> bool:
         """Read."""
         return await self.read(lambda store: store.check_join_token(session_id, token))
+
+    async def set_resume_secret(self, session_id: str, secret: str) -> bool:
+        """Write: the hash of the session's resume secret; False when it already has one."""
+        return await self.write(lambda store: store.set_resume_secret(session_id, secret))
+
+    async def check_resume_secret(self, session_id: str, secret: str) -> bool:
+        """Read."""
+        return await self.read(lambda store: store.check_resume_secret(session_id, secret))
 
     async def sessions_with_status(self, status: str) -> list[str]:
         """Read."""

@@ -126,7 +126,8 @@ async def run(sock: socket.socket) -> None:
     restrict_host_addresses(config.ice_addresses)
     quicken_consent_checks()
     loop = asyncio.get_running_loop()
-    runtime = build_runtime(config, bus=IpcBus(channel))
+    # The server process fetched the models before starting this worker: verify only.
+    runtime = build_runtime(config, bus=IpcBus(channel), fetch_missing_models=False)
     manager = SessionManager(runtime, places_sessions=False)  # the server keeps the CPU budget
     server = WorkerServer(manager, channel)
     loop.add_signal_handler(signal.SIGTERM, server.stop.set)

@@ -120,6 +120,9 @@ class Peer:
     players: list[MediaPlayer] = field(default_factory=list)
     tracks: list[MediaStreamTrack] = field(default_factory=list)
     answer: RTCSessionDescription | None = None
+    # The session's resume secret from the server's answer (api.md item 4): a rejoin of the
+    # live session must send it. None when the answer carried none.
+    resume: str | None = None
     # Data channels this peer opened, by label, and every message received on any channel
     # (its own or one the server opened), by label, decoded from JSON when it is JSON.
     channels: dict[str, RTCDataChannel] = field(default_factory=dict)
@@ -242,18 +245,24 @@ async def connect_peer(
     *,
     client: httpx.AsyncClient | None = None,
     channels: Sequence[str] = (),
+    resume: str | None = None,
 ) -> Peer:
     """Join session `session_id` as the candidate, sending `video` and/or `audio` for real,
     with data channels `channels` opened by the candidate (e.g. "control").
 
     POSTs the complete offer to ``{base_url}/api/v1/sessions/{session_id}/offer`` with the
-    join token and applies the answer. Raises :class:`OfferRejected` on a non-200 reply
-    (the peer is closed first) and :class:`NegotiationError` if the answer is not VP8/Opus.
+    join token (and `resume`, the secret a rejoin of a live session needs) and applies the
+    answer; the answer's resume secret is kept in ``Peer.resume``. Raises
+    :class:`OfferRejected` on a non-200 reply (the peer is closed first) and
+    :class:`NegotiationError` if the answer is not VP8/Opus.
     """
     url = f"{base_url.rstrip('/')}/api/v1/sessions/{session_id}/offer"
+    peer = open_peer(video, audio)
 
     async def post_offer(offer: RTCSessionDescription) -> RTCSessionDescription:
         body = {"sdp": offer.sdp, "type": offer.type, "token": join_token}
+        if resume is not None:
+            body["resume"] = resume
         if client is not None:
             response = await client.post(url, json=body)
         else:
@@ -262,9 +271,9 @@ async def connect_peer(
         if response.status_code != 200:
             raise OfferRejected(response.status_code, _body(response))
         reply = response.json()
+        peer.resume = reply.get("resume")
         return RTCSessionDescription(sdp=reply["sdp"], type=reply["type"])
 
-    peer = open_peer(video, audio)
     for label in channels:
         peer.open_channel(label)
     try:

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -98,3 +99,17 @@ class ServerProcess:
     def healthy(self) -> bool:
         response = httpx.get(self.base_url + "/healthz", timeout=2.0)
         return response.status_code == 200 and response.json()["status"] == "ok"
+
+    def health(self) -> dict[str, Any]:
+        """The whole /healthz (workers, backends...): it needs the HR key; without it the
+        server answers only its status."""
+        response = httpx.get(self.base_url + "/healthz", headers=self.hr_headers, timeout=5.0)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def metrics(self) -> str:
+        """The Prometheus page, which needs the HR key."""
+        response = httpx.get(self.base_url + "/metrics", headers=self.hr_headers, timeout=10.0)
+        response.raise_for_status()
+        return response.text

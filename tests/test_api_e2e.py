@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,16 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from aiortc.contrib.media import MediaPlayer
 from media import SpeechTrack
 from peer import (
     OfferRejected,
+    Peer,
     collect_signals,
     connect_peer,
     create_session,
     new_peer_connection,
+    open_peer,
     signals_url,
 )
 from server import ServerProcess
@@ -180,10 +184,19 @@ async def test_live_conflict_capacity_and_media_timeout(
     )
     try:
         await peer.wait_connected()
-        with pytest.raises(OfferRejected) as live:
+        # A second offer for the live session: without its resume secret, refused as a
+        # takeover; with it, refused while the connection it would replace carries media.
+        with pytest.raises(OfferRejected) as takeover:
             await connect_peer(
                 base, first["id"], first["join_token"], face_video, None, client=client
             )
+        assert takeover.value.status == 401
+        assert takeover.value.body["error"] == "resume_required"
+        with pytest.raises(OfferRejected) as live:
+            await connect_peer(
+                base, first["id"], first["join_token"], face_video, None, client=client,
+                resume=peer.resume,
+            )  # fmt: skip
         assert live.value.status == 409
         with pytest.raises(OfferRejected) as full:
             await connect_peer(
@@ -214,7 +227,7 @@ async def test_live_conflict_capacity_and_media_timeout(
     assert len(signals) >= 2
 
     # The capacity is free again: the second session can join now.
-    metrics = (await client.get(f"{base}/metrics")).text
+    metrics = (await client.get(f"{base}/metrics", headers=server.hr_headers)).text
     assert "rtserver_live_sessions 0" in metrics
     assert "rtserver_signal_lag_seconds_count" in metrics
     assert 'rtserver_rejected_total{code="at_capacity"} 2' in metrics
@@ -254,3 +267,113 @@ async def test_garbled_offers_get_400_or_an_answer_never_a_crash(
     assert set(statuses) <= {200, 400}
     assert 400 in statuses and 200 in statuses
     assert server.healthy()
+
+
+async def post_offer_of(
+    client: httpx.AsyncClient, server: ServerProcess, session: dict[str, Any], peer: Peer
+) -> httpx.Response:
+    """Offers ``peer``'s complete offer for ``session``; the raw response."""
+    await peer.pc.setLocalDescription(await peer.pc.createOffer())
+    offer = peer.pc.localDescription
+    body = {"sdp": offer.sdp, "type": offer.type, "token": session["join_token"]}
+    return await post_offer(client, server, session["id"], json=body)
+
+
+@pytest.mark.parametrize("extra", ["video", "audio"])
+async def test_offers_with_extra_tracks_are_refused(
+    server: ServerProcess,
+    client: httpx.AsyncClient,
+    face_video: Path,
+    speech_wav: SpeechTrack,
+    extra: str,
+) -> None:
+    """An offer with a second audio or video m-line gets 400 bad_sdp: its media would never
+    be drained, and aiortc's receive queue is unbounded."""
+    session = await new_session(client, server)
+    peer = open_peer(face_video, speech_wav.path)
+    player = MediaPlayer(str(face_video if extra == "video" else speech_wav.path))
+    peer.players.append(player)
+    track = player.video if extra == "video" else player.audio
+    assert track is not None
+    peer.tracks.append(track)
+    peer.pc.addTransceiver(track, direction="sendonly")
+    try:
+        response = await post_offer_of(client, server, session, peer)
+    finally:
+        await peer.close()
+    assert_error(response, 400, "bad_sdp")
+    assert f"more than one {extra} m-line" in response.json()["detail"]
+    record = await client.get(
+        f"{server.base_url}/api/v1/sessions/{session['id']}", headers=server.hr_headers
+    )
+    assert record.json()["status"] == "created"  # the refused offer did not start it
+    assert server.healthy()
+
+
+async def test_join_links_expire(server: ServerProcess, client: httpx.AsyncClient) -> None:
+    base = server.base_url
+    default = await new_session(client, server)
+    record = (
+        await client.get(f"{base}/api/v1/sessions/{default['id']}", headers=server.hr_headers)
+    ).json()
+    assert record["expires_at"] == default["expires_at"]
+    assert abs(record["expires_at"] - record["created_at"] - 7 * 24 * 3600) < 1.0
+    for bad in (0, -5, "60", True, 400 * 24 * 3600):
+        refused = await client.post(
+            f"{base}/api/v1/sessions", headers=server.hr_headers, json={"expires_in": bad}
+        )
+        assert_error(refused, 400, "bad_request")
+        assert "expires_in" in refused.json()["detail"]
+
+    created_at = time.time()
+    short = await create_session(client, base, server.api_key, expires_in=2)
+    sid, token = short["id"], short["join_token"]
+    assert created_at + 1.5 < short["expires_at"] < time.time() + 2.5
+    questions = await client.get(f"{base}/api/v1/sessions/{sid}/questions?token={token}")
+    assert questions.status_code == 200, questions.text
+    body = questions.json()
+    assert body["expires_at"] == short["expires_at"]
+    assert body["emotion"] == "on" and body["max_interview_s"] == 3600
+    assert body["status"] == "created" and body["questions"] == []
+
+    await asyncio.sleep(max(0.0, short["expires_at"] - time.time()) + 0.3)
+    sdp = await real_offer_sdp()
+    expired = [
+        await client.get(f"{base}/api/v1/sessions/{sid}/questions?token={token}"),
+        await client.get(f"{base}/api/v1/sessions/{sid}/summary?token={token}"),
+        await post_offer(client, server, sid, json={"sdp": sdp, "type": "offer", "token": token}),
+    ]
+    for response in expired:
+        assert_error(response, 410, "expired")
+    # Without the right token, the link's state is nobody's business: 401 as ever.
+    wrong = await client.get(f"{base}/api/v1/sessions/{sid}/questions?token=nope")
+    assert_error(wrong, 401, "unauthorized")
+    # A link that has not expired works as before.
+    fresh = await client.get(
+        f"{base}/api/v1/sessions/{default['id']}/questions?token={default['join_token']}"
+    )
+    assert fresh.status_code == 200
+    assert server.healthy()
+
+
+async def test_health_and_metrics_need_the_key_for_details(
+    server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    base = server.base_url
+    public = await client.get(f"{base}/healthz")
+    assert public.status_code == 200 and public.json() == {"status": "ok"}
+    wrong = await client.get(f"{base}/healthz", headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 200 and wrong.json() == {"status": "ok"}
+    full = (await client.get(f"{base}/healthz", headers=server.hr_headers)).json()
+    assert full["status"] == "ok" and full["emotion"] == "on" and "live_sessions" in full
+    assert "face_detector" in full["backends"]
+
+    assert_error(await client.get(f"{base}/metrics"), 401, "unauthorized")
+    assert_error(
+        await client.get(f"{base}/metrics", headers={"Authorization": "Bearer wrong"}),
+        401,
+        "unauthorized",
+    )
+    page = await client.get(f"{base}/metrics", headers=server.hr_headers)
+    assert page.status_code == 200 and "rtserver_live_sessions " in page.text
+    assert "session=" not in page.text

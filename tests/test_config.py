@@ -110,6 +110,15 @@ def test_workers_default_to_one_per_core_and_are_bounded() -> None:
         load_config({"workers": -1}, {})
 
 
+def test_max_interview_length() -> None:
+    assert load_config({}, {}).max_interview_s == 3600.0
+    assert load_config({}, {"RTSERVER_MAX_INTERVIEW_S": "1800"}).max_interview_s == 1800.0
+    assert load_config({"max_interview_s": 60.0}, {}).max_interview_s == 60.0
+    for bad in (0.0, -1.0, 7 * 24 * 3600.0):
+        with pytest.raises(ConfigError, match="max_interview_s"):
+            load_config({"max_interview_s": bad}, {})
+
+
 def test_the_session_ceiling_follows_the_machine() -> None:
     import os
 

@@ -27,8 +27,12 @@ async def test_emotion_off_runs_no_emotion_model(
     try:
         async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
             base, key = server.base_url, server.api_key
-            health = (await client.get(f"{base}/healthz")).json()
+            health = (await client.get(f"{base}/healthz", headers=server.hr_headers)).json()
             session = await create_session(client, base, key, candidate="Eve")
+            questions = await client.get(
+                f"{base}/api/v1/sessions/{session['id']}/questions",
+                params={"token": session["join_token"]},
+            )
             observer = asyncio.create_task(collect_signals(signals_url(base, session["id"], key)))
             await asyncio.sleep(0.3)
             peer = await connect_peer(
@@ -42,6 +46,8 @@ async def test_emotion_off_runs_no_emotion_model(
         server.stop()
 
     assert health["emotion"] == "off"
+    # The candidate page learns it where it reads its questions (no HR key there).
+    assert questions.status_code == 200 and questions.json()["emotion"] == "off"
     assert "emotion" not in health["backends"]  # the model was never even loaded
     assert "emotion inference is off" in server.log()
     signals = [m for m in messages if m["type"] == "signal"]

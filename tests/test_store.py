@@ -1,8 +1,16 @@
+import sqlite3
 import threading
 from pathlib import Path
 
 from rtserver.messages import StoredMessage
-from rtserver.store import STATUS_ENDED, STATUS_ERASED, STATUS_LIVE, Question, Store
+from rtserver.store import (
+    DEFAULT_EXPIRES_IN_S,
+    STATUS_ENDED,
+    STATUS_ERASED,
+    STATUS_LIVE,
+    Question,
+    Store,
+)
 
 
 def test_session_lifecycle_survives_reopen(tmp_path: Path) -> None:
@@ -74,3 +82,75 @@ def test_two_connections_write_at_once_without_losing_any(tmp_path: Path) -> Non
     assert len(stores[1].audit_log(record.id)) == 600
     for store in stores:
         store.close()
+
+
+def test_join_links_expire_after_their_time(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    default, _ = store.create_session(None, None, [])
+    assert (
+        default.expires_at
+        == default.created_at + DEFAULT_EXPIRES_IN_S
+        == (default.created_at + 7 * 24 * 3600)
+    )
+    assert not default.is_expired(default.created_at + 7 * 24 * 3600 - 1)
+    assert default.is_expired(default.created_at + 7 * 24 * 3600)
+    short, _ = store.create_session(None, None, [], expires_in_s=60)
+    assert short.expires_at == short.created_at + 60
+    assert short.to_wire()["expires_at"] == short.expires_at
+    store.close()
+
+
+OLD_SCHEMA = """
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY, candidate TEXT, job TEXT, questions TEXT NOT NULL DEFAULT '[]',
+    token_hash TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL,
+    started_at REAL, ended_at REAL, end_reason TEXT
+);
+INSERT INTO sessions (id, token_hash, status, created_at)
+    VALUES ('old', 'x', 'created', 1000.0);
+"""
+
+
+def test_a_database_from_before_expiry_migrates(tmp_path: Path) -> None:
+    """Sessions of an older database get the default lifetime from their creation; several
+    processes opening it at once (the server and its workers) migrate it once."""
+    path = tmp_path / "db.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(OLD_SCHEMA)
+    old.close()
+    errors: list[BaseException] = []
+    stores: list[Store] = []
+
+    def open_store() -> None:
+        try:
+            stores.append(Store(path))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    record = stores[0].get_session("old")
+    assert record is not None and record.expires_at == 1000.0 + DEFAULT_EXPIRES_IN_S
+    assert record.is_expired()  # created in 1970
+    assert not stores[0].check_resume_secret("old", "")
+    for store in stores:
+        store.close()
+
+
+def test_resume_secret_is_set_once_and_stored_hashed(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    record, _ = store.create_session(None, None, [])
+    assert not store.check_resume_secret(record.id, "anything")  # none issued yet
+    assert not store.check_resume_secret(record.id, "")
+    assert store.set_resume_secret(record.id, "secret-1" * 5)
+    assert not store.set_resume_secret(record.id, "secret-2" * 5)  # one for the session
+    assert store.check_resume_secret(record.id, "secret-1" * 5)
+    assert not store.check_resume_secret(record.id, "secret-2" * 5)
+    assert not store.check_resume_secret("nope", "secret-1" * 5)
+    store.close()
+    assert b"secret-1" not in path.read_bytes()

