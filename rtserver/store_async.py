@@ -10,7 +10,8 @@ async face of :class:`rtserver.store.Store` that the event loop uses:
   message's fan-out on the bus, a session's bus close) runs on the event loop after the write
   is committed, in the same order. So a message is in the store before any observer can see
   it live (backfill-then-live never misses one), a session's messages keep their order, and a
-  session's bus close comes after its final.
+  session's bus close comes after its final. A final goes on the bus only once the session's
+  ended status is committed too (``Publisher.finish`` in ``live.py``).
 - **Failures**: a write that fails with ``sqlite3.OperationalError`` (the database is locked
   past the busy timeout, the disk is full, an I/O error) is retried, with backoff, until it
   succeeds; everything after it waits its turn. Other errors (a constraint broken, i.e. a
@@ -31,6 +32,7 @@ async face of :class:`rtserver.store.Store` that the event loop uses:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -213,6 +215,8 @@ class StoreWriter:
                     return
                 if self._metrics is not None:
                     self._metrics.store_retries.inc()
+                with contextlib.suppress(sqlite3.Error):
+                    self.store.rollback_open_transaction()
                 log.warning(
                     "store write failed (%s); retrying in %.2f s",
                     exc,

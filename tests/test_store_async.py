@@ -408,3 +408,35 @@ async def test_report_and_audit_from_a_slow_store_do_not_block_the_event_loop(
 @contextlib.asynccontextmanager
 async def _no_lifespan() -> AsyncIterator[None]:
     yield
+
+
+class LockedAtCommitStore(Store):
+    """``erase`` meets a lock at its COMMIT once, leaving its transaction open, as a
+    writer in another process can cause."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.failed = False
+
+    def erase(self, session_id: str) -> bool:
+        if not self.failed:
+            self.failed = True
+            with self._locked() as db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
+            raise sqlite3.OperationalError("database is locked")
+        return super().erase(session_id)
+
+
+async def test_a_write_failing_inside_its_transaction_is_retried_from_the_start(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    writes = LockedAtCommitStore(path)
+    runtime = make_runtime(path, writes)
+    record, _ = runtime.store.create_session("Ada", None, [])
+    assert await asyncio.wait_for(runtime.db.erase(record.id), 10.0)
+    erased = runtime.store.get_session(record.id)
+    assert erased is not None and erased.candidate is None
+    assert runtime.metrics.store_retries.value() == 1
+    await runtime.db.close()
