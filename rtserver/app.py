@@ -596,7 +596,7 @@ def create_app(config: Config, api_key: str) -> Starlette:
         if runtime.batcher is not None:
             runtime.batcher.start()
         if isinstance(api.manager, SessionManager) and api.manager.cpu_budget is not None:
-            api.manager.cpu_budget.start()  # readings of the idle machine before any join
+            api.manager.cpu_budget.start()  # from after the warm-up, which is no measure of it
         try:
             yield
         finally:

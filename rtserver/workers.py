@@ -116,7 +116,6 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Starts every worker and waits until all have loaded their models."""
-        self.cpu_budget.start()  # readings of the idle machine before any join
         for worker in self.workers:
             await self._spawn(worker)
         ready: asyncio.Future[Any] = asyncio.gather(*(w.ready.wait() for w in self.workers))
@@ -128,6 +127,9 @@ class WorkerPool:
         broken.cancel()
         if ready not in done:
             raise RuntimeError("a worker process failed to start (see its log above)")
+        # Read the machine from now on: the workers' start-up (model loading, JIT) is no
+        # measure of what it does for sessions.
+        self.cpu_budget.start()
         log.info("%d workers ready", len(self.workers))
 
     async def _spawn(self, worker: Worker) -> None:
