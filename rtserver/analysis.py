@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rtserver.config import Config
 from rtserver.kernels.crops import CpuFaceCropper, make_cropper
@@ -42,7 +43,7 @@ def needed_models(config: Config) -> list[str]:
         return []
     names = ["vad", "vad_sequence"]
     if config.detector == "blazeface":
-        names.append("face_detector")
+        names += ["face_detector", "face_detector_full"]
     if config.emotion == "on":
         names.append("emotion")
     return names
@@ -52,6 +53,37 @@ def engine_options(config: Config) -> EngineOptions:
     return EngineOptions(
         order=config.engine, cache_dir=config.models_path / "trt-cache", cpu_threads=1
     )
+
+
+def _blazeface(models_dir: Path, options: EngineOptions, backends: dict[str, str]) -> FaceDetector:
+    """The BlazeFace finder (``scoring.blazeface.FaceFinder``): the full-range model searches,
+    the short-range one follows a face found. Records each model's backend in ``backends``."""
+    from rtserver.scoring.blazeface import (
+        FULL_RANGE,
+        HAAR_CENTRE_SHIFT,
+        HAAR_SIZE_RATIO,
+        SHORT_RANGE,
+        BlazeFaceDetector,
+        FaceFinder,
+    )
+
+    detectors = {}
+    for name, layout, channels in (
+        ("face_detector", SHORT_RANGE, 1),
+        ("face_detector_full", FULL_RANGE, 3),
+    ):
+        backend = load_engine(models_dir / MODELS[name].onnx_file, options)
+        backends[name] = backend.name
+        # Haar's framing: the emotion model was trained and is used (by fer) on Haar boxes,
+        # and `video.box` keeps meaning what it meant with Haar.
+        detectors[name] = BlazeFaceDetector(
+            backend,
+            box_scale=HAAR_SIZE_RATIO,
+            centre_shift=HAAR_CENTRE_SHIFT,
+            layout=layout,
+            channels=channels,
+        )
+    return FaceFinder(detectors["face_detector_full"], detectors["face_detector"])
 
 
 def build_analysis(
@@ -71,19 +103,7 @@ def build_analysis(
     backends: dict[str, str] = {}
     detector: FaceDetector
     if config.detector == "blazeface":
-        from rtserver.scoring.blazeface import (
-            HAAR_CENTRE_SHIFT,
-            HAAR_SIZE_RATIO,
-            BlazeFaceDetector,
-        )
-
-        backend = load_engine(models_dir / MODELS["face_detector"].onnx_file, options)
-        backends["face_detector"] = backend.name
-        # Haar's framing: the emotion model was trained and is used (by fer) on Haar boxes,
-        # and `video.box` keeps meaning what it meant with Haar.
-        detector = BlazeFaceDetector(
-            backend, box_scale=HAAR_SIZE_RATIO, centre_shift=HAAR_CENTRE_SHIFT
-        )
+        detector = _blazeface(models_dir, options, backends)
     else:
         detector = HaarFaceDetector(config.detect_width)
         backends["face_detector"] = "opencv-haar"

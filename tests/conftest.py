@@ -10,6 +10,7 @@ from media import (
     make_blank_video,
     make_face_video,
     make_noise_wav,
+    make_seated_video,
     make_speech_wav,
 )
 from server import MODELS_DIR
@@ -20,7 +21,7 @@ def models_dir() -> Path:
     """The models `make models` fetched and converted (tests never download)."""
     missing = [
         f
-        for f in ("emotion.onnx", "face_detector.onnx", "vad.onnx")
+        for f in ("emotion.onnx", "face_detector.onnx", "face_detector_full.onnx", "vad.onnx")
         if not (MODELS_DIR / f).exists()
     ]
     if missing:
@@ -44,6 +45,13 @@ def speech_wav(media_dir: Path) -> SpeechTrack:
 def face_video(media_dir: Path, speech_wav: SpeechTrack) -> Path:
     """A 320x240, 15 fps .y4m of a real face, as long as `speech_wav`."""
     return make_face_video(media_dir / "face.y4m", speech_wav.duration_s)
+
+
+@pytest.fixture(scope="session")
+def seated_video(media_dir: Path, speech_wav: SpeechTrack) -> Path:
+    """A 640x480, 15 fps .y4m of a candidate seated back (face about 80 px tall), as long as
+    `speech_wav`."""
+    return make_seated_video(media_dir / "seated.y4m", speech_wav.duration_s)
 
 
 @pytest.fixture(scope="session")

@@ -209,6 +209,64 @@ def make_face_video(
     return path
 
 
+# A candidate seated back from the camera: the astronaut photo scaled to this height in the
+# frame puts her face at about 80 px of a 480 px frame (her face box is ~100 of 512 px).
+SEATED_PHOTO_PX = 400
+# The room behind her: skimage's coffee photo, blurred as a webcam focused on the candidate
+# blurs it (Gaussian sigma in pixels).
+_ROOM_BLUR_SIGMA = 3.0
+
+
+def _seated_frames(
+    count: int, fps: int, size: tuple[int, int], photo_px: int
+) -> Iterator[npt.NDArray[np.uint8]]:
+    """Frames of the astronaut photo, ``photo_px`` tall, seated at the bottom centre of a
+    blurred room, swaying a few pixels."""
+    width, height = size
+    room = cv2.resize(skdata.coffee(), (width, height), interpolation=cv2.INTER_AREA)
+    room = cv2.GaussianBlur(room, (0, 0), _ROOM_BLUR_SIGMA)
+    photo = cv2.resize(skdata.astronaut(), (photo_px, photo_px), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(5)
+    for index in range(count):
+        t = index / fps
+        dx = 6.0 * math.sin(2 * math.pi * t / 3.0) + rng.normal(0.0, 0.5)
+        dy = 3.0 * math.sin(2 * math.pi * t / 2.3) + rng.normal(0.0, 0.5)
+        x0 = (width - photo_px) / 2 + dx
+        y0 = height - photo_px + 4 + dy  # her shoulders leave the frame at the bottom
+        affine = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
+        frame = room.copy()
+        cv2.warpAffine(
+            photo,
+            affine,
+            (width, height),
+            dst=frame,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_TRANSPARENT,
+        )
+        yield frame.astype(np.uint8)
+
+
+def make_seated_video(
+    path: Path,
+    seconds: float,
+    fps: int = 15,
+    size: tuple[int, int] = (640, 480),
+    photo_px: int = SEATED_PHOTO_PX,
+) -> Path:
+    """Write a yuv420p .y4m of a candidate seated back from the camera: the astronaut photo
+    ``photo_px`` tall (her face about 0.2 x ``photo_px``) at the bottom centre of a blurred
+    room photo, gently swaying. Returns `path`; cached by parameters."""
+    count = _frame_count(seconds, fps)
+    params = {"v": _GENERATOR_VERSION, "kind": "seated", "frames": count, "fps": fps}
+    params.update({"size": list(size), "photo_px": photo_px})
+    if _load_cached(path, params) is not None:
+        return path
+    tmp = _tmp_beside(path)
+    _write_y4m(tmp, _seated_frames(count, fps, size, photo_px), fps, size)
+    _store(path, tmp, params, {})
+    return path
+
+
 def make_blank_video(
     path: Path,
     seconds: float,

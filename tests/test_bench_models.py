@@ -78,12 +78,32 @@ def test_quick_run_writes_a_complete_json_report(
     assert any(line.startswith("skipped: fer peer: no --fer-python") for line in skipped)
     assert "skipped: fer peer" in printed
 
+    # Faces by size: recall and ms per frame at every height, now against before.
+    faces = {row["case"]: row for row in rows if row["section"] == "faces"}
+    for height in (48, 64, 80, 100, 130, 200):
+        recall = faces[f"{height} px, recall: now vs before"]
+        assert 0 < recall["ours"] <= 1 and 0 <= recall["peer"] <= 1
+        cost = faces[f"{height} px, s/frame: now vs before"]
+        assert cost["ours"] > 0 and cost["peer"] > 0
+        live = faces[f"{height} px, live: s/detection now vs before"]
+        assert live["ours"] > 0 and "face in " in live["note"]
+    assert "no-face images: s/frame now vs before" in faces
+    # The sparse full-range variant is measured beside the dense one, or said to be skipped.
+    sparse_skipped = any(line.startswith("skipped: faces by size, sparse") for line in skipped)
+    assert sparse_skipped != ("recall now, sparse variant" in printed)
+    assert "faces by size" in printed and "recall now" in printed
+
     names = [target["name"] for target in targets]
-    assert names == [
+    assert names[:3] == [
         "emotion faces/s on one CPU thread at batch 64",
         "BlazeFace ms per 640x480 frame, one thread",
         "BlazeFace vs Haar@640 speed ratio",
     ]
+    for height in (48, 64, 80, 100, 130, 200):
+        assert f"recall at {height} px" in names
+        assert f"median ms per frame on its own at {height} px, one thread" in names
+        assert f"median ms per detection in a live stream at {height} px, one thread" in names
+    assert any(name.startswith("false detections on ") for name in names)
 
 
 def test_fer_peer_without_fer_is_skipped_with_the_reason() -> None:

@@ -248,3 +248,49 @@ async def test_live_interviews_end_to_end(
     assert replay == face_msgs
     actions = [entry["action"] for entry in audit.json()["audit"]]
     assert {"create", "join", "view_session", "observe", "view_report"} <= set(actions)
+
+
+async def test_a_candidate_seated_back_is_seen(
+    tmp_path: Path, seated_video: Path, speech_wav: SpeechTrack
+) -> None:
+    """A real peer sends 640x480 VP8 of a candidate seated back from the camera, her face
+    about 80 px tall (the astronaut photo 400 px tall, as the issue describes it): every
+    second has her face, its box is the size of her face, and her expression is read."""
+    use_loopback_only()
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            base, key = server.base_url, server.api_key
+            session = await create_session(client, base, key, candidate="Seated")
+            observer = asyncio.create_task(collect_signals(signals_url(base, session["id"], key)))
+            await asyncio.sleep(0.5)
+            peer = await connect_peer(
+                base,
+                session["id"],
+                session["join_token"],
+                seated_video,
+                speech_wav.path,
+                client=client,
+            )
+            await peer.wait_media_ended(speech_wav.duration_s + 10)
+            await asyncio.sleep(0.5)
+            await peer.close()
+            messages = await observer
+    finally:
+        server.stop()
+    log = server.log()
+    assert_contiguous(messages)
+    signals = signal_seconds(messages)
+    analysed = [s for s in signals if s["video"]["fps"] > 0]
+    assert len(analysed) >= len(signals) - 1 >= 7, log[-3000:]
+    faces = [s["video"]["face"] for s in analysed]
+    # Found at once and kept: the first second may start before her first frame is decoded.
+    assert sum(faces) / len(faces) >= 0.9 and min(faces[1:]) >= 0.8, faces
+    # The box is her face, seen at its size (Haar's framing of an ~80 px face), not a blob.
+    heights = [s["video"]["box"][3] for s in analysed if s["video"]["box"] is not None]
+    assert len(heights) == len(analysed) and all(65 <= h <= 115 for h in heights), heights
+    # Her expression is read from crops of that small face: the smile reads as happy.
+    emotions = [s["emotion"] for s in analysed if s["video"]["face"] > 0]
+    assert all(e is not None and e["frames"] >= 1 for e in emotions), emotions
+    happy = sum(1 for e in emotions if e["dominant"] == "happy")
+    assert happy >= 0.7 * len(emotions), [e["dominant"] for e in emotions]

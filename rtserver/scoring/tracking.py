@@ -6,6 +6,11 @@ frames between reuse the last, smoothed box, after one cheap check: the normalis
 cross-correlation of a small gray patch at the box against the patch taken when the face
 was last detected. A patch that stops matching (the candidate moved away, turned, covered
 the camera) triggers a detection on that very frame.
+
+Each detection is one bounded step of the detector (``FaceTracker.detect``): it looks near
+the face it tracks, or lost on this frame, first; with no face to look near, it runs the
+next step of the detector's complete search, so that consecutive face-less frames go
+through every scale of the search in turn.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtserver.kernels.frame import crop_resize_normalize
-from rtserver.scoring.faces import FaceBox
+from rtserver.scoring.faces import Chroma, FaceBox, FaceDetector
 
 PATCH_SIZE = 24  # pixels of the comparison patch; small, so each check costs microseconds
 
@@ -58,6 +63,28 @@ class FaceTracker:
         self.min_similarity = min_similarity
         self._track: _Track | None = None
         self._last_seen: float | None = None  # media time of the last detection attempt
+        self._lost: np.ndarray | None = None  # box of a face that stopped matching just now
+        self._step = 0  # the detector's next search step
+
+    def detect(
+        self, detector: FaceDetector, luma: np.ndarray, chroma: Chroma | None
+    ) -> FaceBox | None:
+        """The largest face one bounded step of ``detector`` finds on this frame, or None.
+
+        Near the tracked face, or the face lost on this very frame, first (when the
+        detector can look there); otherwise, or when that finds nothing, the detector's next
+        search step. A face found starts the next search over from its first step.
+        """
+        near = self._track.box if self._track is not None else self._lost
+        self._lost = None
+        faces = detector.detect_step(
+            luma, chroma, self._step, _as_face_box(near) if near is not None else None
+        )
+        if faces:
+            self._step = 0
+            return faces[0]
+        self._step = (self._step + 1) % max(1, detector.search_steps)
+        return None
 
     def due(self, media_time: float) -> bool:
         """Whether the detector should run on the frame at ``media_time`` (s)."""
@@ -73,6 +100,7 @@ class FaceTracker:
             return None
         similarity = float(np.sum(face_patch(plane, self._track.box) * self._track.template))
         if similarity < self.min_similarity:
+            self._lost = self._track.box
             self._track = None
             return None
         return _as_face_box(self._track.box)
