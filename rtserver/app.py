@@ -46,6 +46,7 @@ from rtserver.errors import (
 )
 from rtserver.live import Publisher, Runtime, SessionHost, SessionManager, recover_interrupted
 from rtserver.media.ice import quicken_consent_checks
+from rtserver.media.turn import page_ice_configuration
 from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
 from rtserver.models.fetch import ensure_models
@@ -67,9 +68,21 @@ from rtserver.workers import WorkerPool
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-WEB_CLIENT = Path(__file__).resolve().parent.parent / "web_client"
 MAX_QUESTIONS = 50
 MAX_EXPIRES_IN_S = 365 * 24 * 3600  # the longest a join link may last (s)
+NO_STORE = {"Cache-Control": "no-store"}  # responses that carry credentials
+
+
+def find_web_client() -> Path:
+    """The pages' directory: inside the installed package, where a wheel ships them
+    (setup.py copies web_client/ there), else the source checkout's top-level web_client/
+    (an editable install, or running from the repository)."""
+    package = Path(__file__).resolve().parent
+    shipped = package / "web_client"
+    return shipped if shipped.is_dir() else package.parent / "web_client"
+
+
+WEB_CLIENT = find_web_client()
 
 
 # -- request helpers ------------------------------------------------------------------
@@ -207,6 +220,9 @@ class Api:
         record = await self.candidate_session(request.path_params["session_id"], token)
         config = self.runtime.config
         questions = [{"text": q.text, "seconds": q.seconds} for q in record.questions]
+        # The page's STUN/TURN servers come with them: one TURN credential per fetch, so the
+        # page fetches this again before each connection; never cached.
+        ice = page_ice_configuration(config, record.id)
         return JSONResponse(
             {
                 "questions": questions,
@@ -214,7 +230,9 @@ class Api:
                 "emotion": config.emotion,
                 "expires_at": record.expires_at,
                 "max_interview_s": config.max_interview_s,
-            }
+                **ice,
+            },
+            headers=NO_STORE,
         )
 
     async def offer(self, request: Request) -> Response:
@@ -266,6 +284,11 @@ class Api:
             f"this session is live: {problem}. A rejoin must send the resume secret of the "
             'first answer ("resume")'
         )
+
+    async def ice_servers(self, request: Request) -> Response:
+        """The observer page's STUN/TURN servers for /watch, with a fresh TURN credential."""
+        self.require_hr(request)
+        return JSONResponse(page_ice_configuration(self.runtime.config, "hr"), headers=NO_STORE)
 
     async def watch(self, request: Request) -> Response:
         """An HR observer's recvonly offer, answered with the candidate's live video and
@@ -644,6 +667,7 @@ def _app(
         Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/healthz", api.healthz),
         Route("/metrics", api.metrics),
+        Route("/api/v1/ice-servers", api.ice_servers, methods=["GET"]),
         Route("/api/v1/sessions", api.create_session, methods=["POST"]),
         Route("/api/v1/sessions", api.list_sessions, methods=["GET"]),
         Route("/api/v1/sessions/{session_id}", api.get_session, methods=["GET"]),

@@ -88,7 +88,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--ice-server",
         dest="ice_servers",
         action="append",
-        help="STUN/TURN URL (repeatable; default: none)",
+        help="STUN/TURN URL for the pages and the server's own peers (repeatable; default: "
+        "none; turn: and turns: need --turn-secret)",
+    )
+    serve.add_argument(
+        "--turn-secret",
+        dest="turn_secret",
+        help="secret shared with the TURN server (coturn's static-auth-secret); better set "
+        "as RTSERVER_TURN_SECRET or in the config file: a command line is visible to all users",
+    )
+    serve.add_argument(
+        "--turn-ttl",
+        dest="turn_ttl_s",
+        type=float,
+        help="lifetime of a TURN credential in seconds (default: 14400)",
+    )
+    serve.add_argument(
+        "--ice-transport-policy",
+        dest="ice_transport_policy",
+        choices=["all", "relay"],
+        help="the pages' ICE transport policy (relay: all media through TURN; default: all)",
     )
     serve.add_argument("--public-url", dest="public_url")
     serve.add_argument(
@@ -228,6 +247,9 @@ def serve(args: argparse.Namespace) -> int:
             "data_dir",
             "ice_addresses",
             "ice_servers",
+            "turn_secret",
+            "turn_ttl_s",
+            "ice_transport_policy",
             "public_url",
             "max_sessions",
             "max_cpu",

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,18 @@ class Config:
     api_key: str = ""
     # Host addresses ICE may advertise; empty means every interface (aioice's default).
     ice_addresses: tuple[str, ...] = ()
-    # STUN/TURN URLs handed to aiortc; empty keeps the server off the public internet.
+    # STUN/TURN URLs (stun:, turn:, turns:) for the pages and the server's own peers; empty
+    # keeps every connection on host candidates, off the public internet.
     ice_servers: tuple[str, ...] = ()
+    # The secret shared with the TURN server (coturn's static-auth-secret): every connection
+    # gets a TURN credential made from it (media/turn.py). Never logged, nor in repr.
+    turn_secret: str = field(default="", repr=False)
+    # How long a TURN credential stays valid (s). The pages fetch one per connection; it must
+    # outlast the longest interview, as the TURN server may check it again on refreshes.
+    turn_ttl_s: float = 4 * 3600.0
+    # The pages' iceTransportPolicy: "all", or "relay" to send all media through TURN (hides
+    # the candidate's addresses from the server; costs the TURN server's bandwidth).
+    ice_transport_policy: str = "all"
     # Public base URL used to build candidate and observer links; empty derives it.
     public_url: str = ""
     # Live sessions above this are refused with 503 "at_capacity" and Retry-After; 0 means
@@ -218,6 +228,12 @@ def _validate(config: Config) -> Config:
         raise ConfigError("batch_wait_s must be between 0 and 1 second")
     if config.batch_queue < config.max_batch:
         raise ConfigError("batch_queue must hold at least max_batch crops")
+    from rtserver.media.turn import check_ice_settings
+
+    try:
+        check_ice_settings(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     from rtserver.scoring.engine import BACKENDS
 
     unknown = [name for name in config.engine if name not in BACKENDS]

@@ -36,6 +36,12 @@ class ServerProcess:
     # Worker processes (--workers); 1 keeps the whole server in one process, the default
     # path of most tests. None leaves the flag out (one worker per core).
     workers: int | None = 1
+    # The command that runs rtserver: this interpreter's package by default (a wheel test
+    # runs another venv's `rtserver` script), and its environment and working directory
+    # (this process's by default; RTSERVER_API_KEY is always set).
+    program: list[str] = field(default_factory=lambda: [sys.executable, "-m", "rtserver"])
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
 
     @property
     def base_url(self) -> str:
@@ -49,9 +55,13 @@ class ServerProcess:
         self.port = self.port or free_port()
         self.log_path = self.data_dir / f"server-{self.port}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, RTSERVER_API_KEY=self.api_key, PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ if self.env is None else self.env,
+            RTSERVER_API_KEY=self.api_key,
+            PYTHONUNBUFFERED="1",
+        )
         command = [
-            sys.executable, "-m", "rtserver", "serve",
+            *self.program, "serve",
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--data-dir", str(self.data_dir),
@@ -65,7 +75,9 @@ class ServerProcess:
             *self.options,
         ]  # fmt: skip
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

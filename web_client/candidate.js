@@ -1,7 +1,8 @@
 // Candidate page: consent, device check, the interview one question at a time, live hints,
 // and the candidate's summary. Served at /candidate/{session_id}?token=<join_token>.
 //
-// WebRTC: no STUN/TURN (iceServers is empty) and no trickle ICE: the offer is sent once
+// WebRTC: the server's STUN/TURN servers and ICE transport policy, fetched with fresh TURN
+// credentials before each connection, and no trickle ICE: the offer is sent once
 // gathering completes. The page opens a `control` data channel before its offer (so SCTP is
 // negotiated) and tells the server when each question is shown; the server opens `feedback`
 // for live hints. A lost connection is re-offered with the same join token while the server
@@ -599,11 +600,26 @@
     }
   }
 
+  // The STUN/TURN servers and ICE policy for a new connection, fetched fresh each time (TURN
+  // credentials expire). When that fetch fails, the last configuration serves: the offer
+  // that follows says what is wrong, and a live session may be rejoined even after its
+  // link has expired (410 on /questions).
+  let lastIceConfiguration = null;
+  async function iceConfiguration() {
+    try {
+      const body = await getJson(withToken("questions"));
+      lastIceConfiguration = window.rtPage.peerConfiguration(body);
+    } catch (err) {
+      if (!lastIceConfiguration) throw err;
+    }
+    return lastIceConfiguration;
+  }
+
   // A new RTCPeerConnection, offered to the server with the join token. Resolves once the
   // answer is applied; the connection state events do the rest. Throws HttpError or a
   // network TypeError.
   async function openConnection() {
-    const peer = new RTCPeerConnection({ iceServers: [] });
+    const peer = new RTCPeerConnection(await iceConfiguration());
     state.pc = peer;
     // Created before the offer, so the offer negotiates SCTP for data channels.
     const control = peer.createDataChannel("control");

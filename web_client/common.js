@@ -1,5 +1,5 @@
 // Helpers shared by the candidate and observer pages: element lookup, the page's session id,
-// the status pill and the error box. Loaded before each page's own script.
+// the status pill, the error box and the ICE configuration. Loaded before each page's script.
 "use strict";
 
 window.rtPage = (() => {
@@ -24,5 +24,17 @@ window.rtPage = (() => {
     box.hidden = !message;
   }
 
-  return { $, pathSegmentAfter, setStatus, showError };
+  // The RTCPeerConnection configuration from the server's answer to /questions (candidate)
+  // or /api/v1/ice-servers (observer): its STUN/TURN servers, TURN ones with a credential
+  // that expires, so each connection fetches a fresh one, and the ICE transport policy
+  // ("relay": all media through TURN). Without servers, only host candidates are used.
+  function peerConfiguration(body) {
+    const servers = body && Array.isArray(body.ice_servers) ? body.ice_servers : [];
+    return {
+      iceServers: servers,
+      iceTransportPolicy: body && body.ice_transport_policy === "relay" ? "relay" : "all",
+    };
+  }
+
+  return { $, pathSegmentAfter, setStatus, showError, peerConfiguration };
 })();

@@ -999,10 +999,26 @@
     });
   }
 
+  // The /watch connection's STUN/TURN servers (fresh TURN credentials) and ICE policy.
+  async function watchConfiguration() {
+    const { ok, status, body } = await api("/api/v1/ice-servers");
+    if (!ok) throw new Error(`ICE servers: HTTP ${status}`);
+    return window.rtPage.peerConfiguration(body);
+  }
+
   async function startWatch() {
     watch.timer = null;
     if (state.finished || watch.pc) return;
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    let configuration;
+    try {
+      configuration = await watchConfiguration();
+    } catch (error) {
+      if (error instanceof AuthError) return askForKey(error.message);
+      videoState("Video unavailable, retrying", "Video unavailable; retrying…");
+      return retryWatch(WATCH_RETRY_MS);
+    }
+    if (state.finished || watch.pc) return; // finished, or another start won meanwhile
+    const pc = new RTCPeerConnection(configuration);
     watch.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });

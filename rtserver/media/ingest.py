@@ -39,7 +39,6 @@ from typing import Any, TypeVar
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
-    RTCIceServer,
     RTCIceTransport,
     RTCPeerConnection,
     RTCSessionDescription,
@@ -48,6 +47,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtserver.config import Config
 from rtserver.errors import BadSdp, ControlRefused
+from rtserver.media.turn import server_ice_configuration
 from rtserver.messages import ControlMessage, HintMessage
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,9 @@ async def frames_of(track: MediaStreamTrack, kind: type[FrameT]) -> AsyncIterato
 
 
 def ice_configuration(config: Config) -> RTCConfiguration:
-    """The server's ICE servers: none unless configured, so nothing leaves the host."""
-    return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in config.ice_servers])
+    """The server's ICE servers, with a fresh TURN credential (media/turn.py): none unless
+    configured, so nothing leaves the host."""
+    return server_ice_configuration(config)
 
 
 def parse_control(data: str | bytes) -> ControlMessage:
