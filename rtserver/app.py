@@ -47,6 +47,7 @@ from rtserver.errors import (
 from rtserver.live import Publisher, Runtime, SessionHost, SessionManager, recover_interrupted
 from rtserver.media.ice import quicken_consent_checks
 from rtserver.media.turn import page_ice_configuration
+from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
 from rtserver.models.fetch import ensure_models
 from rtserver.observers import stream_session
@@ -62,6 +63,7 @@ from rtserver.store import (
     SessionRecord,
     Store,
 )
+from rtserver.store_async import AsyncStore
 from rtserver.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,10 @@ class Api:
 
     def __init__(self, runtime: Runtime, api_key: str, host: SessionHost | None = None) -> None:
         self.runtime = runtime
+        # The store off the event loop: every read in a thread, every write on the writer
+        # thread (rtserver/store_async.py). Handlers await `db`; `store` (its read
+        # connection) blocks the loop and is not for handlers.
+        self.db = runtime.db
         self.store = runtime.store
         # Where the live sessions run: here, or in worker processes (rtserver/workers.py).
         self.manager: SessionHost = host if host is not None else SessionManager(runtime)
@@ -147,18 +153,18 @@ class Api:
             raise Unauthorized("missing or wrong API key (send Authorization: Bearer <key>)")
         return f"hr@{client_address(connection)}"
 
-    def session_or_404(self, session_id: str) -> SessionRecord:
-        record = self.store.get_session(session_id)
+    async def session_or_404(self, session_id: str) -> SessionRecord:
+        record = await self.db.get_session(session_id)
         if record is None or record.status == STATUS_ERASED:
             raise NotFound(f"no session {session_id}")
         return record
 
-    def candidate_session(self, session_id: str, token: Any) -> SessionRecord:
+    async def candidate_session(self, session_id: str, token: Any) -> SessionRecord:
         """The session a join token holder asks about: 404 unknown, 401 wrong token, 410
         once its link has expired (checked after the token, so that only its holder
         learns it)."""
-        record = self.session_or_404(session_id)
-        if not isinstance(token, str) or not self.store.check_join_token(record.id, token):
+        record = await self.session_or_404(session_id)
+        if not isinstance(token, str) or not await self.db.check_join_token(record.id, token):
             raise Unauthorized("wrong or missing join token")
         if record.is_expired():
             raise Expired("this interview link has expired; ask for a new one")
@@ -177,8 +183,8 @@ class Api:
         job = _optional_str(body, "job")
         questions = _questions(body.get("questions"))
         expires_in_s = _expires_in(body.get("expires_in"))
-        record, join_token = self.store.create_session(candidate, job, questions, expires_in_s)
-        self.store.audit(actor, "create", record.id)
+        record, join_token = await self.db.create_session(candidate, job, questions, expires_in_s)
+        await self.db.audit(actor, "create", record.id)
         base = self.base_url(request)
         return JSONResponse(
             {
@@ -193,14 +199,14 @@ class Api:
 
     async def list_sessions(self, request: Request) -> Response:
         actor = self.require_hr(request)
-        records = self.store.list_sessions()
-        self.store.audit(actor, "list", None, f"{len(records)} sessions")
+        records = await self.db.list_sessions()
+        await self.db.audit(actor, "list", None, f"{len(records)} sessions")
         return JSONResponse({"sessions": [r.to_wire() for r in records]})
 
     async def get_session(self, request: Request) -> Response:
         actor = self.require_hr(request)
-        record = self.session_or_404(request.path_params["session_id"])
-        self.store.audit(actor, "view_session", record.id)
+        record = await self.session_or_404(request.path_params["session_id"])
+        await self.db.audit(actor, "view_session", record.id)
         data = record.to_wire()
         figures = await self.manager.live_figures(record.id)
         data["live"] = figures is not None
@@ -212,7 +218,7 @@ class Api:
         """The interview questions and what the candidate page needs to know before it
         starts (join token)."""
         token = request.query_params.get("token", "")
-        record = self.candidate_session(request.path_params["session_id"], token)
+        record = await self.candidate_session(request.path_params["session_id"], token)
         config = self.runtime.config
         questions = [{"text": q.text, "seconds": q.seconds} for q in record.questions]
         # The page's STUN/TURN servers come with them: one TURN credential per fetch, so the
@@ -240,16 +246,16 @@ class Api:
         secret, and ``--max-interview`` bounds it.
         """
         session_id = request.path_params["session_id"]
-        record = self.session_or_404(session_id)
+        record = await self.session_or_404(session_id)
         body = await read_json(request)
         token = body.get("token")
-        if not isinstance(token, str) or not self.store.check_join_token(record.id, token):
+        if not isinstance(token, str) or not await self.db.check_join_token(record.id, token):
             raise Unauthorized("wrong or missing join token")
         actor = "candidate@" + client_address(request)
         if record.status == STATUS_LIVE:
-            resume = self._check_resume(record, body.get("resume"), actor)
+            resume = await self._check_resume(record, body.get("resume"), actor)
             answer = await self.manager.reconnect(record.id, _parse_candidate_offer(body))
-            self.store.audit(actor, "rejoin", record.id)
+            await self.db.audit(actor, "rejoin", record.id)
             return _answer_response(answer, resume)
         if record.is_expired():
             raise Expired("this interview link has expired; ask for a new one")
@@ -259,22 +265,22 @@ class Api:
         texts = [q.text for q in record.questions]
         answer = await self.manager.join(record.id, offer, texts)
         resume = secrets.token_urlsafe(32)
-        if not self.store.set_resume_secret(record.id, resume):
+        if not await self.db.set_resume_secret(record.id, resume):
             # Only the one join that made the session live gets here (store.mark_live).
             log.error("session already had a resume secret", extra={"session": record.id})
-        self.store.audit(actor, "join", record.id)
+        await self.db.audit(actor, "join", record.id)
         return _answer_response(answer, resume)
 
-    def _check_resume(self, record: SessionRecord, resume: Any, actor: str) -> str:
+    async def _check_resume(self, record: SessionRecord, resume: Any, actor: str) -> str:
         """The resume secret a rejoin of live ``record`` carries; raises ResumeRequired
         (audited) when it is missing or wrong."""
         if not isinstance(resume, str) or not resume:
             problem = "no resume secret"
-        elif not self.store.check_resume_secret(record.id, resume):
+        elif not await self.db.check_resume_secret(record.id, resume):
             problem = "wrong resume secret"
         else:
             return resume
-        self.store.audit(actor, "rejoin_refused", record.id, problem)
+        await self.db.audit(actor, "rejoin_refused", record.id, problem)
         raise ResumeRequired(
             f"this session is live: {problem}. A rejoin must send the resume secret of the "
             'first answer ("resume")'
@@ -289,23 +295,23 @@ class Api:
         """An HR observer's recvonly offer, answered with the candidate's live video and
         audio (relayed, so re-encoded per observer)."""
         actor = self.require_hr(request)
-        record = self.session_or_404(request.path_params["session_id"])
+        record = await self.session_or_404(request.path_params["session_id"])
         offer = _parse_watch_offer(await read_json(request))
         answer = await self.manager.watch(record.id, offer)
-        self.store.audit(actor, "watch", record.id)
+        await self.db.audit(actor, "watch", record.id)
         return JSONResponse({"sdp": answer.sdp, "type": answer.type})
 
     async def summary(self, request: Request) -> Response:
         """The candidate's summary (join token): plain strengths and things to work on,
         once the final exists; never the score."""
         token = request.query_params.get("token", "")
-        record = self.candidate_session(request.path_params["session_id"], token)
-        final = self.store.final_message(record.id)
+        record = await self.candidate_session(request.path_params["session_id"], token)
+        final = await self.db.final_message(record.id)
         if final is None:
             status = "live" if record.status == STATUS_LIVE else "pending"
             return JSONResponse({"status": status, "strengths": [], "improvements": []})
         # Audited when it is actually shown, not for every poll while it is pending.
-        self.store.audit("candidate@" + client_address(request), "view_summary", record.id)
+        await self.db.audit("candidate@" + client_address(request), "view_summary", record.id)
         summary = summarise(final.payload)
         return JSONResponse(
             {
@@ -319,7 +325,7 @@ class Api:
 
     async def end_session(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        record = self.session_or_404(session_id)
+        record = await self.session_or_404(session_id)
         actor = await self._hr_or_candidate(request, record)
         if record.status == STATUS_ENDED:
             raise Conflict("session has already ended")
@@ -331,11 +337,9 @@ class Api:
             emotion_on = self.runtime.config.emotion == "on"
             texts = [q.text for q in record.questions]
             final = score_interview(Interview(record.id, [], ended_by, emotion_on, texts))
-            Publisher(self.runtime, record.id).publish(final)
-            self.store.mark_ended(record.id, ended_by)
-            self.runtime.bus.close_session(record.id)
-        self.store.audit(actor, "end", record.id)
-        ended = self.session_or_404(session_id)
+            await Publisher(self.runtime, record.id).finish(final, ended_by)
+        await self.db.audit(actor, "end", record.id)
+        ended = await self.session_or_404(session_id)
         return JSONResponse(ended.to_wire())
 
     async def _hr_or_candidate(self, request: Request, record: SessionRecord) -> str:
@@ -345,50 +349,47 @@ class Api:
         if not token and int(request.headers.get("content-length") or 0) > 0:
             body = await read_json(request)
             token = body.get("token", "") if isinstance(body.get("token"), str) else ""
-        if token and self.store.check_join_token(record.id, token):
+        if token and await self.db.check_join_token(record.id, token):
             return f"candidate@{client_address(request)}"
         raise Unauthorized("send the HR API key or the session's join token")
 
     async def report(self, request: Request) -> Response:
         actor = self.require_hr(request)
-        record = self.session_or_404(request.path_params["session_id"])
-        final = self.store.final_message(record.id)
+        record = await self.session_or_404(request.path_params["session_id"])
+        final = await self.db.final_message(record.id)
         if final is None:
             raise Conflict(f"session is {record.status}; the report exists once it has ended")
-        self.store.audit(actor, "view_report", record.id)
-        signals = [m.payload for m in self.store.messages(record.id) if m.kind == "signal"]
-        return JSONResponse(
-            {"session": record.to_wire(), "final": final.payload, "signals": signals}
-        )
+        await self.db.audit(actor, "view_report", record.id)
+        # An hour is 3600 signals: read, decoded and encoded again on a read thread.
+        body = await self.db.read(_report_body, record, final)
+        return Response(body, media_type="application/json")
 
     async def erase(self, request: Request) -> Response:
         """Erases a candidate's data (GDPR-style). Live sessions are ended first."""
         actor = self.require_hr(request)
-        record = self.session_or_404(request.path_params["session_id"])
+        record = await self.session_or_404(request.path_params["session_id"])
         await self.manager.end(record.id, "erased")
-        self.store.erase(record.id)
-        self.store.audit(actor, "erase", record.id)
+        await self.db.erase(record.id)
+        await self.db.audit(actor, "erase", record.id)
         return Response(status_code=204)
 
     async def audit_log(self, request: Request) -> Response:
         actor = self.require_hr(request)
-        record = self.session_or_404(request.path_params["session_id"])
-        self.store.audit(actor, "view_audit", record.id)
-        return JSONResponse({"audit": self.store.audit_log(record.id)})
+        record = await self.session_or_404(request.path_params["session_id"])
+        await self.db.audit(actor, "view_audit", record.id)
+        return JSONResponse({"audit": await self.db.audit_log(record.id)})
 
     async def signals(self, websocket: WebSocket) -> None:
         session_id = websocket.path_params["session_id"]
         try:
             actor = self.require_hr(websocket)
-            self.session_or_404(session_id)
+            await self.session_or_404(session_id)
         except RtServerError as error:
             await websocket.send_denial_response(error_response(error))
             return
-        self.store.audit(actor, "observe", session_id)
+        await self.db.audit(actor, "observe", session_id)
         await websocket.accept()
-        await stream_session(
-            websocket, session_id, self.store, self.runtime.bus, self.runtime.metrics
-        )
+        await stream_session(websocket, session_id, self.db, self.runtime.bus, self.runtime.metrics)
 
     # -- pages and operations ---------------------------------------------------------
 
@@ -425,6 +426,15 @@ class Api:
         return PlainTextResponse(
             await self.manager.render_metrics(), media_type="text/plain; version=0.0.4"
         )
+
+
+def _report_body(store: Store, record: SessionRecord, final: StoredMessage) -> bytes:
+    """The report as JSON bytes, as JSONResponse would write it (runs on a read thread)."""
+    signals = [m.payload for m in store.messages(record.id) if m.kind == "signal"]
+    report = {"session": record.to_wire(), "final": final.payload, "signals": signals}
+    return json.dumps(
+        report, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode()
 
 
 def _optional_str(body: dict[str, Any], key: str, limit: int = 500) -> str | None:
@@ -543,9 +553,11 @@ def build_runtime(
     metrics = Metrics()
     executor = ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis")
     analysis = build_analysis(config, metrics, executor, fetch_missing_models)
+    store = Store(config.db_path)
     return Runtime(
         config=config,
-        store=Store(config.db_path),
+        store=store,
+        db=AsyncStore(store, Store(config.db_path), metrics),
         bus=bus if bus is not None else MemoryBus(),
         metrics=metrics,
         executor=executor,
@@ -573,11 +585,13 @@ def warm_up(runtime: Runtime) -> None:
 def build_front_runtime(config: Config) -> Runtime:
     """The server process's runtime when worker processes run the sessions: storage, the
     bus its observers subscribe to, metrics; no models."""
+    store, metrics = Store(config.db_path), Metrics()
     return Runtime(
         config=config,
-        store=Store(config.db_path),
+        store=store,
+        db=AsyncStore(store, Store(config.db_path), metrics),
         bus=MemoryBus(),
-        metrics=Metrics(),
+        metrics=metrics,
         executor=ThreadPoolExecutor(1, thread_name_prefix="front"),
         detector=None,
     )
@@ -599,7 +613,7 @@ def create_app(config: Config, api_key: str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        recovered = recover_interrupted(runtime)
+        recovered = await recover_interrupted(runtime)
         if recovered:
             log.warning("ended %d sessions interrupted by a restart", len(recovered))
         await asyncio.get_running_loop().run_in_executor(runtime.executor, warm_up, runtime)
@@ -614,6 +628,7 @@ def create_app(config: Config, api_key: str) -> Starlette:
             if runtime.batcher is not None:
                 await runtime.batcher.stop()
             runtime.executor.shutdown(wait=False, cancel_futures=True)
+            await runtime.db.close()  # everything queued is written first
             runtime.store.close()
 
     return _app(api, lifespan)
@@ -627,7 +642,7 @@ def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Before any worker starts: what a crashed server left live is no worker's.
-        recovered = recover_interrupted(runtime)
+        recovered = await recover_interrupted(runtime)
         if recovered:
             log.warning("ended %d sessions interrupted by a restart", len(recovered))
         # Models are fetched here, once, before any worker starts: workers only verify
@@ -639,6 +654,7 @@ def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
         finally:
             await pool.shutdown()
             runtime.executor.shutdown(wait=False, cancel_futures=True)
+            await runtime.db.close()  # everything queued is written first
             runtime.store.close()
 
     return _app(api, lifespan)

@@ -41,6 +41,7 @@ from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
 from rtserver.media.relay import SessionRelay
 from rtserver.media.video import VideoPath
+from rtserver.memory import HeapTrimmer
 from rtserver.messages import (
     ControlMessage,
     FinalMessage,
@@ -57,6 +58,7 @@ from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.scoring.signals import SecondAggregator, SecondSummary
 from rtserver.scoring.vad import SileroVad
 from rtserver.store import STATUS_LIVE, Store
+from rtserver.store_async import AsyncStore, StoreBacklogged
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,16 @@ RECONNECT_STALL_S = 2.0
 
 @dataclass
 class Runtime:
-    """What every session shares: configuration, storage, bus, metrics, workers, models."""
+    """What every session shares: configuration, storage, bus, metrics, workers, models.
+
+    ``db`` is the store as the event loop uses it (writes on the writer thread, reads in
+    threads: ``rtserver/store_async.py``); ``store`` is its read connection, for code that
+    runs off the loop.
+    """
 
     config: Config
     store: Store
+    db: AsyncStore
     bus: Bus
     metrics: Metrics
     executor: Executor
@@ -87,7 +95,11 @@ class Runtime:
 
 
 class Publisher:
-    """Gives each message of a session its log position, stores it, then fans it out."""
+    """Gives each message of a session its log position, stores it, then fans it out.
+
+    The store's writer thread commits the message, and only then does the bus get it (on
+    the event loop, in order): backfill must hold everything an observer saw live.
+    """
 
     def __init__(self, runtime: Runtime, session_id: str, next_seq: int = 0) -> None:
         self.runtime = runtime
@@ -95,13 +107,54 @@ class Publisher:
         self.next_seq = next_seq
 
     def publish(self, message: SignalMessage | FinalMessage) -> StoredMessage:
+        """Hands the message to the store's writer without waiting. Raises StoreBacklogged
+        when the writer's queue is full: the message is not taken and its seq stays free."""
+        return self._offer(message)[0]
+
+    async def publish_and_wait(self, message: SignalMessage | FinalMessage) -> StoredMessage:
+        """Publishes the message, waiting for room in the writer's queue, and returns once
+        it is committed and on the bus. Its seq is given once there is room, so the
+        session's messages stay in seq order in the queue."""
+        await self.runtime.db.writer.wait_for_room()
+        stored, committed = self._offer(message)  # no await since: the room is still there
+        await committed
+        return stored
+
+    async def finish(self, final: FinalMessage, reason: str) -> StoredMessage:
+        """Publishes the session's final, marks the session ended (``reason``) and closes
+        its subscriptions. The final reaches the bus only once both writes are committed,
+        and the close follows it in the same step: whoever sees the final and then asks the
+        server finds the session ended, as when the store was written on the loop."""
+        runtime = self.runtime
+        writer, bus, session = runtime.db.writer, runtime.bus, self.session_id
+        await writer.wait_for_room()
+        stored = self._stored(final)
+        written = writer.offer(lambda store: store.append_message(stored), None, session)
+        self.next_seq += 1
+
+        def announce() -> None:
+            # `written` resolved first (the writer's follow-ups run in order); a final
+            # that could not be stored is never sent.
+            if written.done() and not written.cancelled() and written.exception() is None:
+                bus.publish(stored)
+            bus.close_session(session)
+
+        await writer.submit(lambda store: store.mark_ended(session, reason), announce, session)
+        return stored
+
+    def _stored(self, message: SignalMessage | FinalMessage) -> StoredMessage:
         payload = message.to_wire()
         payload["seq"] = self.next_seq
-        stored = StoredMessage(self.session_id, self.next_seq, message.type, payload)
-        self.runtime.store.append_message(stored)  # the log first: backfill must hold it
+        return StoredMessage(self.session_id, self.next_seq, message.type, payload)
+
+    def _offer(
+        self, message: SignalMessage | FinalMessage
+    ) -> tuple[StoredMessage, asyncio.Future[Any]]:
+        stored = self._stored(message)
+        bus = self.runtime.bus
+        committed = self.runtime.db.offer_message(stored, functools.partial(bus.publish, stored))
         self.next_seq += 1
-        self.runtime.bus.publish(stored)
-        return stored
+        return stored, committed
 
 
 @dataclass
@@ -370,6 +423,11 @@ class LiveSession:
             self._progressed.clear()
             try:
                 self._publish_ready(config.max_signal_wait_s)
+            except StoreBacklogged:
+                # The store's writer is a whole queue behind: the seconds stay summarised
+                # in `_unpublished` and are offered again on the next tick (counted in
+                # rtserver_store_backlogged_total; the writer logs why it is behind).
+                pass
             except Exception:
                 # A failed publish (say, a full disk) must not stop the session's clock:
                 # summarised seconds stay in `_unpublished` and go out on the next tick.
@@ -445,19 +503,20 @@ class LiveSession:
         self._ending = True
         self.end_reason = reason
         link = self.link
+        closed = False
         try:
             if self._ticker is not None:
                 self._ticker.cancel()
             await link.ingest.close()
             await self.relay.close()
             await self._stop_drains(link)
-            self._flush()
+            await self._flush()
             emotion_on = self.runtime.config.emotion == "on"
             final = score_interview(
                 Interview(self.id, self.signals, reason, emotion_on, self.questions)
             )
-            self.publisher.publish(final)
-            self.runtime.store.mark_ended(self.id, reason)
+            await self.publisher.finish(final, reason)
+            closed = True
             self.runtime.metrics.late_results.inc(self.aggregator.late_results)
             if self.signals:
                 self.runtime.metrics.session_cost.observe(self.analysis_cost())
@@ -471,7 +530,12 @@ class LiveSession:
         finally:
             for task in link.drains.values():
                 task.cancel()
-            self.runtime.bus.close_session(self.id)
+            if not closed:
+                # Something failed before the final: still close, after what was queued.
+                bus = self.runtime.bus
+                await self.runtime.db.after_writes(
+                    functools.partial(bus.close_session, self.id), self.id
+                )
             self.ended.set()
 
     async def _stop_drains(self, link: Link) -> None:
@@ -488,11 +552,19 @@ class LiveSession:
         if link.drains:
             await asyncio.wait(link.drains.values(), timeout=3.0)
 
-    def _flush(self) -> None:
-        """Publishes every second not yet out, up to the end of the media."""
+    async def _flush(self) -> None:
+        """Publishes every second not yet out, up to the end of the media, waiting for room
+        in the store writer's queue when it is full."""
         media_end = self.aggregator.media_end()
         last = math.floor(media_end + 1.0 - PARTIAL_SECOND_MIN_S)
-        self._publish_seconds(range(self.aggregator.next_t, last))
+        for t in range(self.aggregator.next_t, last):
+            self._unpublished.append((t, self.aggregator.take(t)))
+        while True:
+            try:
+                self._publish_pending()
+                return
+            except StoreBacklogged:
+                await self.runtime.db.writer.wait_for_room()
 
 
 class SessionHost(Protocol):
@@ -541,6 +613,8 @@ class SessionManager:
             self.cpu_budget = CpuBudget(
                 config.max_cpu, config.analysis, self.live_count, prior_cores=config.session_cpu
             )
+        # Gives back the memory that ended sessions freed (rtserver/memory.py says why).
+        self.trimmer = HeapTrimmer()
 
     def _update_gauge(self) -> None:
         self.runtime.metrics.live_sessions.set(len(self.live))
@@ -567,7 +641,7 @@ class SessionManager:
             except BaseException:
                 await session.abort()
                 raise
-            if not self.runtime.store.mark_live(session_id):
+            if not await self.runtime.db.mark_live(session_id):
                 await session.abort()
                 raise Conflict("session is already live or ended")
             self.live[session_id] = session
@@ -596,6 +670,7 @@ class SessionManager:
         self.live.pop(session.id, None)
         self.runtime.metrics.sessions_total.inc(outcome=session.end_reason or "ended")
         self._update_gauge()
+        self.trimmer.session_ended()
 
     async def end(self, session_id: str, reason: str) -> bool:
         """Ends a live session; False when it is not live in this process."""
@@ -647,38 +722,40 @@ class SessionManager:
         for session in sessions:
             with contextlib.suppress(Exception):
                 await session.end("server_shutdown")
+        await self.trimmer.stop()
 
 
-def recover_interrupted(runtime: Runtime) -> list[str]:
+async def recover_interrupted(runtime: Runtime) -> list[str]:
     """Finishes sessions a crashed process left live: scores what was stored, ends them.
 
     Nothing already published is lost: the final score is computed from the stored signals.
     """
-    return finish_sessions(
-        runtime, runtime.store.sessions_with_status(STATUS_LIVE), "server_restart"
-    )
+    live = await runtime.db.sessions_with_status(STATUS_LIVE)
+    return await finish_sessions(runtime, live, "server_restart")
 
 
-def finish_sessions(runtime: Runtime, session_ids: Iterable[str], reason: str) -> list[str]:
+async def finish_sessions(runtime: Runtime, session_ids: Iterable[str], reason: str) -> list[str]:
     """Ends those of ``session_ids`` still live in the store, whose process is gone: each
     gets a final scored from its stored signals (unless it has one), then is marked ended
     and its subscriptions close. Returns the sessions ended."""
     recovered = []
-    live = set(runtime.store.sessions_with_status(STATUS_LIVE))
+    db = runtime.db
+    live = set(await db.sessions_with_status(STATUS_LIVE))
     for session_id in session_ids:
         if session_id not in live:
             continue
-        stored = runtime.store.messages(session_id)
+        stored = await db.messages(session_id)
         if not any(m.kind == "final" for m in stored):
             signals = [signal_from_wire(m.payload) for m in stored if m.kind == "signal"]
             emotion_on = runtime.config.emotion == "on"
-            record = runtime.store.get_session(session_id)
+            record = await db.get_session(session_id)
             texts = [q.text for q in record.questions] if record else []
             final = score_interview(Interview(session_id, signals, reason, emotion_on, texts))
             next_seq = stored[-1].seq + 1 if stored else 0
-            Publisher(runtime, session_id, next_seq).publish(final)
-        runtime.store.mark_ended(session_id, reason)
-        runtime.bus.close_session(session_id)
+            await Publisher(runtime, session_id, next_seq).finish(final, reason)
+        else:
+            await db.mark_ended(session_id, reason)
+            await db.after_writes(functools.partial(runtime.bus.close_session, session_id))
         recovered.append(session_id)
     return recovered
 

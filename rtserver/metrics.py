@@ -170,6 +170,22 @@ class Metrics:
             buckets=(0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0),
         )
         self.rejected = Counter("rtserver_rejected_total", "Refused API requests, by error code.")
+        self.store_queue = Gauge(
+            "rtserver_store_write_queue", "Store writes waiting for the writer thread."
+        )
+        self.store_retries = Counter(
+            "rtserver_store_write_retries_total",
+            "Store writes that failed and were tried again (the database was locked, the"
+            " disk full or failing).",
+        )
+        self.store_failures = Counter(
+            "rtserver_store_write_failures_total",
+            "Store writes that failed for good (not retried: a broken constraint).",
+        )
+        self.store_backlogged = Counter(
+            "rtserver_store_backlogged_total",
+            "Messages the writer's full queue turned back; each session offers them again.",
+        )
         self.control_refused = Counter(
             "rtserver_control_messages_refused_total",
             "Candidate control-channel messages refused, by reason (too_large, not_json, "

@@ -147,6 +147,13 @@ class Store:
         with self._locked() as db:
             db.close()
 
+    def rollback_open_transaction(self) -> None:
+        """Rolls back a transaction that a failed statement left open (``erase`` failing
+        at its COMMIT), so that the write can be tried again from the start."""
+        with self._locked() as db:
+            if db.in_transaction:
+                db.rollback()
+
     # -- sessions ---------------------------------------------------------------------
 
     def create_session(

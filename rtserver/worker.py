@@ -142,6 +142,8 @@ async def run(sock: socket.socket) -> None:
         await manager.shutdown()  # no-op after a shutdown call; else ends what is left
         if runtime.batcher is not None:
             await runtime.batcher.stop()
+        # Everything queued is written, and so sent on, before the channel closes.
+        await runtime.db.close()
         await channel.drain()
         channel.close()
         runtime.executor.shutdown(wait=False, cancel_futures=True)

@@ -28,7 +28,9 @@ Typed errors come back by code and are raised again here.
 Store. Workers write their sessions' messages and statuses to the same SQLite file the
 server reads (and writes sessions and the audit log to); WAL mode and a busy timeout
 (``store.py``) make concurrent writers wait instead of failing. A message is in the store
-before it is sent to the server, which is what makes backfill-then-live lossless.
+before it is sent to the server (each process writes on its own writer thread and sends a
+message on only once it is committed: ``store_async.py``), which is what makes
+backfill-then-live lossless.
 
 Failure. A worker that dies (its channel closes) has its sessions ended by the server as a
 restart would end them: a final scored from the stored signals, ``end_reason``
@@ -191,7 +193,7 @@ class WorkerPool:
             code = await asyncio.to_thread(_reap, process, 5.0)
             if not self._stopping:
                 log.error("worker %d (pid %d) died with %s", worker.index, process.pid, code)
-        ended = finish_sessions(self.runtime, list(worker.sessions), "worker_restart")
+        ended = await finish_sessions(self.runtime, list(worker.sessions), "worker_restart")
         worker.sessions.clear()
         if ended:
             log.warning("worker %d: ended %d sessions it left live", worker.index, len(ended))

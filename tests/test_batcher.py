@@ -1,6 +1,8 @@
 """The model batcher gathers faces from many sessions into one crop call and one model run."""
 
 import asyncio
+import gc
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -151,3 +153,23 @@ async def test_stale_crops_are_dropped_not_run() -> None:
 def test_models_must_share_an_input_size() -> None:
     with ThreadPoolExecutor(1) as executor, pytest.raises(ValueError):
         ModelBatcher([FaceExposure(64), FaceExposure(48)], CpuFaceCropper(), executor, Metrics())
+
+
+async def test_an_idle_batcher_holds_no_frame() -> None:
+    """Once its faces are answered, no request (nor the frame plane it points to) stays
+    alive while the batcher waits for the next: an idle server keeps no session's frames."""
+    rng = np.random.default_rng(5)
+    plane = strided_plane(rng, 480, 640)
+    frame = weakref.ref(plane.base if plane.base is not None else plane)
+    with ThreadPoolExecutor(1) as executor:
+        batcher = ModelBatcher([FaceExposure()], CpuFaceCropper(), executor, Metrics())
+        batcher.start()
+        try:
+            result = await batcher.infer("s", plane, None, (40, 30, 90, 90))
+            assert result is not None
+            del plane, result
+            await asyncio.sleep(0.05)  # the batcher is waiting for its next batch
+            gc.collect()
+            assert frame() is None
+        finally:
+            await batcher.stop()

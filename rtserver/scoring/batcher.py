@@ -138,22 +138,28 @@ class ModelBatcher:
         return [self._pending.popleft() for _ in range(count)]
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = await self._next_batch()
-            if not batch:
-                continue
-            try:
-                outputs = await loop.run_in_executor(self.executor, self._infer, batch)
-            except Exception as exc:
-                log.exception("model batch of %d failed", len(batch))
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
-                continue
-            for row, request in enumerate(batch):
+            # One batch per call, so that its requests (each holding a frame's luma plane)
+            # are let go before the next wait: a loop variable would keep the last batch,
+            # up to max_batch frames, alive for as long as the server stays idle.
+            await self._serve(await self._next_batch())
+
+    async def _serve(self, batch: list[_Request]) -> None:
+        """Runs one batch and resolves each request's future with its output rows."""
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(self.executor, self._infer, batch)
+        except Exception as exc:
+            log.exception("model batch of %d failed", len(batch))
+            for request in batch:
                 if not request.future.done():
-                    request.future.set_result({name: out[row] for name, out in outputs.items()})
+                    request.future.set_exception(exc)
+            return
+        for row, request in enumerate(batch):
+            if not request.future.done():
+                request.future.set_result({name: out[row] for name, out in outputs.items()})
 
     def _infer(self, batch: list[_Request]) -> dict[str, np.ndarray]:
         """Runs in a worker thread: crop every face into one tensor, run every model on it."""
