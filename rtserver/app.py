@@ -133,10 +133,8 @@ class Api:
     def __init__(self, runtime: Runtime, api_key: str, host: SessionHost | None = None) -> None:
         self.runtime = runtime
         # The store off the event loop: every read in a thread, every write on the writer
-        # thread (rtserver/store_async.py). Handlers await `db`; `store` (its read
-        # connection) blocks the loop and is not for handlers.
+        # thread (rtserver/store_async.py).
         self.db = runtime.db
-        self.store = runtime.store
         # Where the live sessions run: here, or in worker processes (rtserver/workers.py).
         self.manager: SessionHost = host if host is not None else SessionManager(runtime)
         self._api_key = api_key

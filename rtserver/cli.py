@@ -185,7 +185,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--engine",
         action="append",
         help="inference backend to try, best first (repeatable; default: tensorrt, "
-        "onnxruntime-cuda, torch-cuda, onnxruntime-cpu)",
+        "onnxruntime-cuda, onnxruntime-cpu; torch-cuda only when named)",
     )
     serve.add_argument("--log-level", dest="log_level")
     serve.add_argument("--demo", action="store_true", help="create a demo session and print it")

@@ -276,21 +276,21 @@ async def test_chromium_candidate_interviews_through_the_turn_relay(
             await candidate.wait_for_selector("#start:not([disabled])", timeout=15_000)
             await candidate.click("#start")
             await candidate.wait_for_function(
-                "document.querySelector('#question-text').textContent.includes('proud of')",
+                "() => document.querySelector('#question-text').textContent.includes('proud of')",
                 timeout=20_000,
             )
             candidate_pair = await selected_pair(candidate)
 
             await observer.goto(f"{base}/observe/{session['id']}#token={key}")
             await observer.wait_for_function(
-                "document.querySelector('#video').videoWidth > 0", timeout=30_000
+                "() => document.querySelector('#video').videoWidth > 0", timeout=30_000
             )
             observer_pair = await selected_pair(observer)
 
             await candidate.wait_for_timeout(4000)
             await candidate.click("#next")
             await candidate.wait_for_function(
-                "document.querySelector('#question-text').textContent.includes('change')",
+                "() => document.querySelector('#question-text').textContent.includes('change')",
                 timeout=10_000,
             )
             await candidate.wait_for_timeout(3000)
