@@ -11,8 +11,12 @@ process, or the single process) also keeps a CPU budget:
   ``PERIOD_S``: the server's own processes and anything else that shares the machine;
 - ``cost``: what one live session adds, measured as (busy - busy with no session) / sessions
   once sessions have settled, and a stated prior before that (:data:`PRIOR_SESSION_CORES`);
-- a session admitted less than ``SETTLE_S`` ago is not in ``busy`` yet, so it counts at
-  ``cost`` on top.
+- for a window after sessions end, the readings still hold their load: then neither the
+  idle figure nor the cost is updated, and the count of live sessions alone projects;
+- a session that passed the check less than ``SETTLE_S`` ago (still joining, or just
+  admitted) is not in ``busy`` yet, so it counts at ``cost`` on top: its place is taken at
+  the check (:meth:`CpuBudget.reserve`), so that the joins of a burst, arriving together,
+  each see the ones before them.
 
 A new session is refused (503 ``overloaded``) when one more session would take the machine
 past ``max_cpu`` of its cores, by the larger of two projections: busy + (starting sessions
@@ -50,6 +54,15 @@ SETTLE_S = 4.0
 PRIOR_SESSION_CORES = {"full": 0.1, "decode": 0.06}
 MIN_SETTLED_SESSIONS = 2  # below this the measured cost is too noisy to replace the prior
 IDLE_EMA = 0.3  # weight of a new reading in the idle baseline
+
+
+@dataclass(eq=False)
+class Reservation:
+    """The place a session takes in the budget when its join passes the check: it counts at
+    full cost from then until it has settled. A join that fails gives it back
+    (:meth:`CpuBudget.release`)."""
+
+    at: float  # monotonic time it was taken (s)
 
 
 @dataclass(frozen=True)
@@ -141,8 +154,13 @@ class CpuBudget:
         self.counter = counter or CpuCounter()
         self.prior_cores = prior_cores or PRIOR_SESSION_CORES.get(analysis, 0.1)
         self._readings: deque[CpuReading] = deque(maxlen=round(WINDOW_S / PERIOD_S) + 1)
-        self._admitted: deque[float] = deque()  # monotonic times of recent admissions
+        # Places taken by the sessions joining or admitted in the last SETTLE_S, oldest first.
+        self._starting: deque[Reservation] = deque()
         self._idle_cores: float | None = None
+        # When a session last ended (monotonic s), and the live count that told: for a
+        # window after, the readings still hold the load of sessions that are gone.
+        self._departed_at = -math.inf
+        self._last_live = 0
         self._task: asyncio.Task[None] | None = None
         self._unreadable = False
 
@@ -177,8 +195,8 @@ class CpuBudget:
         if reading is None:
             return
         self._readings.append(reading)
-        busy = self.busy_cores()
-        if busy is not None and self.live_count() == 0 and not self._starting(self.clock()):
+        busy = self.current_busy_cores()
+        if busy is not None and self.live_count() == 0 and not self.starting(self.clock()):
             # What the machine does with no session: the server idling, other programs.
             idle = self._idle_cores
             self._idle_cores = busy if idle is None else idle + IDLE_EMA * (busy - idle)
@@ -191,10 +209,26 @@ class CpuBudget:
         elapsed = last.at - first.at
         return (last.busy_s - first.busy_s) / elapsed if elapsed > 0 else None
 
-    def _starting(self, now: float) -> int:
-        while self._admitted and self._admitted[0] < now - SETTLE_S:
-            self._admitted.popleft()
-        return len(self._admitted)
+    def current_busy_cores(self) -> float | None:
+        """``busy_cores``, or None while the window still holds the load of sessions that
+        have ended since: right after a group of interviews ends, the machine is idle but
+        its last seconds were busy, and that load must count neither as idle nor as what the
+        live sessions cost."""
+        live = self.live_count()
+        now = self.clock()
+        if live < self._last_live:
+            self._departed_at = now
+        self._last_live = live
+        if now - self._departed_at < WINDOW_S + PERIOD_S:
+            return None
+        return self.busy_cores()
+
+    def starting(self, now: float) -> int:
+        """Sessions that took a place less than SETTLE_S before ``now``: joining, or not yet
+        fully in the CPU readings."""
+        while self._starting and self._starting[0].at < now - SETTLE_S:
+            self._starting.popleft()
+        return len(self._starting)
 
     def session_cores(self) -> float:
         """What one session costs (cores): measured over the settled sessions, else the prior.
@@ -202,40 +236,46 @@ class CpuBudget:
         The measured figure is floored at half the prior: sessions that send little for a
         while (a paused camera) must not make the next burst look free.
         """
-        busy = self.busy_cores()
-        settled = self.live_count() - self._starting(self.clock())
+        busy = self.current_busy_cores()
+        settled = self.live_count() - self.starting(self.clock())
         if busy is None or self._idle_cores is None or settled < MIN_SETTLED_SESSIONS:
             return self.prior_cores
         return max(self.prior_cores / 2, (busy - self._idle_cores) / settled)
 
     def projected_cores(self) -> float:
         """Busy cores with one more session: the larger of what is measured (plus the sessions
-        still starting) and what the live sessions would cost if each cost ``session_cores``."""
+        still starting) and what the live sessions would cost if each cost ``session_cores``
+        (alone while the readings still hold sessions that have ended)."""
         idle = self._idle_cores or 0.0
-        busy = self.busy_cores()
+        busy = self.current_busy_cores()
         cost = self.session_cores()
-        measured = (idle if busy is None else busy) + self._starting(self.clock()) * cost
+        measured = (idle if busy is None else busy) + self.starting(self.clock()) * cost
         by_count = idle + self.live_count() * cost
         return max(measured, by_count) + cost
 
-    def check(self) -> None:
-        """Raises Overloaded when one more session would take the machine past its budget."""
-        if not self.enabled:
-            return
-        projected = self.projected_cores()
-        limit = self.max_cpu * self.counter.cores
-        if projected > limit:
-            busy = self.busy_cores()
-            raise Overloaded(
-                f"server is at its CPU budget: {busy or 0.0:.2f} of {self.counter.cores:g}"
-                f" cores busy, {self.live_count()} sessions live at"
-                f" {self.session_cores():.3f} cores each, one more would make"
-                f" {projected:.2f} (limit {limit:.2f}); try again shortly"
-            )
+    def reserve(self) -> Reservation:
+        """Takes a place for one more session; raises Overloaded when that would take the
+        machine past its budget (nothing is taken then). Always succeeds when the budget is
+        off. The caller releases the place if the session does not start after all."""
+        if self.enabled:
+            projected = self.projected_cores()
+            limit = self.max_cpu * self.counter.cores
+            if projected > limit:
+                busy = self.busy_cores()
+                raise Overloaded(
+                    f"server is at its CPU budget: {busy or 0.0:.2f} of {self.counter.cores:g}"
+                    f" cores busy, {self.live_count()} sessions live at"
+                    f" {self.session_cores():.3f} cores each, one more would make"
+                    f" {projected:.2f} (limit {limit:.2f}); try again shortly"
+                )
+        reservation = Reservation(self.clock())
+        self._starting.append(reservation)
+        return reservation
 
-    def admitted(self) -> None:
-        """Records that a session was just admitted: it counts at full cost until settled."""
-        self._admitted.append(self.clock())
+    def release(self, reservation: Reservation) -> None:
+        """Gives back the place of a session that did not start."""
+        with contextlib.suppress(ValueError):
+            self._starting.remove(reservation)
 
     def headroom_sessions(self) -> int:
         """How many more sessions the budget would take now; -1 when it is off."""

@@ -629,10 +629,11 @@ class SessionManager:
             raise Conflict("session is already live")
         if self.live_count() >= capacity:
             raise AtCapacity(f"server is at its capacity of {capacity} live sessions")
-        if self.cpu_budget is not None:
-            self.cpu_budget.start()
-            self.cpu_budget.check()
         self.admission.check()
+        budget = self.cpu_budget
+        if budget is not None:
+            budget.start()
+        place = budget.reserve() if budget is not None else None
         self._joining.add(session_id)
         try:
             session = LiveSession(self.runtime, session_id, questions)
@@ -645,10 +646,12 @@ class SessionManager:
                 await session.abort()
                 raise Conflict("session is already live or ended")
             self.live[session_id] = session
+        except BaseException:
+            if budget is not None and place is not None:
+                budget.release(place)
+            raise
         finally:
             self._joining.discard(session_id)
-        if self.cpu_budget is not None:
-            self.cpu_budget.admitted()
         self.runtime.metrics.sessions_total.inc(outcome="started")
         self._update_gauge()
         session._spawn(self._forget_when_ended(session))

@@ -268,7 +268,17 @@ class WorkerPool:
         if self.live_count() >= capacity:
             raise AtCapacity(f"server is at its capacity of {capacity} live sessions")
         self.cpu_budget.start()
-        self.cpu_budget.check()
+        place = self.cpu_budget.reserve()
+        try:
+            return await self._place(session_id, offer, questions)
+        except BaseException:
+            self.cpu_budget.release(place)
+            raise
+
+    async def _place(
+        self, session_id: str, offer: RTCSessionDescription, questions: Sequence[str]
+    ) -> RTCSessionDescription:
+        """Joins the session on the least loaded worker that takes it."""
         args = {"session": session_id, **_offer(offer), "questions": list(questions)}
         refusals: list[Overloaded] = []
         for worker in self._placements():
@@ -284,7 +294,6 @@ class WorkerPool:
                 worker.sessions.discard(session_id)
                 raise
             log.info("placed on worker %d", worker.index, extra={"session": session_id})
-            self.cpu_budget.admitted()
             return RTCSessionDescription(sdp=answer["sdp"], type=answer["type"])
         raise Overloaded(f"every worker is overloaded: {refusals[-1].detail}")
 

@@ -42,6 +42,11 @@ class ServerProcess:
     program: list[str] = field(default_factory=lambda: [sys.executable, "-m", "rtserver"])
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    # Whether the server keeps its CPU budget (rtserver/cpu_budget.py), as it does by
+    # default. Off unless asked for: the tests' own peers, browsers and servers share the
+    # machine's few cores, so the budget would refuse joins by whatever else runs. The
+    # budget's own tests, the wheel test and bench.streams --limits defaults keep it.
+    cpu_budget: bool = False
 
     @property
     def base_url(self) -> str:
@@ -68,10 +73,7 @@ class ServerProcess:
             "--ice-address", "127.0.0.1",
             "--models-dir", str(MODELS_DIR),
             *([] if self.workers is None else ["--workers", str(self.workers)]),
-            # The tests' own peers, browsers and servers share the machine's few cores, so
-            # the CPU budget (rtserver/cpu_budget.py) would refuse joins by what else runs;
-            # it is tested where a test names --max-cpu, and by bench.streams --limits defaults.
-            *([] if "--max-cpu" in self.options else ["--max-cpu", "0"]),
+            *([] if self.cpu_budget or "--max-cpu" in self.options else ["--max-cpu", "0"]),
             *self.options,
         ]  # fmt: skip
         log = self.log_path.open("ab")

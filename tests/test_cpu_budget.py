@@ -54,10 +54,9 @@ class Machine:
         admitted = 0
         for _ in range(joins):
             try:
-                self.budget.check()
+                self.budget.reserve()
             except Overloaded:
                 continue
-            self.budget.admitted()
             self.live += 1
             admitted += 1
         return admitted
@@ -69,7 +68,7 @@ def test_a_burst_from_idle_is_admitted_on_the_prior_cost() -> None:
     prior = PRIOR_SESSION_CORES["full"]
     assert machine.burst(24) == int((0.9 * 2.0 - 0.12) / prior)  # 16 on a 2-core machine
     with pytest.raises(Overloaded, match="CPU budget"):
-        machine.budget.check()
+        machine.budget.reserve()
     assert machine.budget.headroom_sessions() == 0
 
 
@@ -138,3 +137,17 @@ def test_a_cgroup_quota_sets_the_cores_and_its_usage_the_busy_time(tmp_path: Pat
 def test_no_counters_means_no_budget(tmp_path: Path) -> None:
     counter = CpuCounter(proc_stat=tmp_path / "absent", cgroup=tmp_path / "absent")
     assert counter.read() is None
+
+
+def test_the_load_of_sessions_just_ended_is_not_held_against_the_next() -> None:
+    """Right after a group of interviews ends, the readings still hold their load: the next
+    burst is projected by the count of live sessions, and the idle figure stays as it was."""
+    machine = Machine()
+    machine.run(3.0, busy_cores=0.12)
+    assert machine.burst(12) == 12
+    machine.run(SETTLE_S + 3.0, busy_cores=0.12 + 12 * 0.1)
+    machine.live = 0  # the twelve end together
+    machine.run(1.0, busy_cores=0.12)  # the window still averages their load
+    assert machine.budget.busy_cores() is not None and machine.budget.busy_cores() > 0.6
+    assert machine.burst(24) == int((1.8 - 0.12) / 0.1)  # 16, as from idle
+    assert machine.budget._idle_cores == pytest.approx(0.12, abs=0.01)

@@ -171,7 +171,8 @@ async def test_installed_server_serves_pages_and_live_signals(
         program=[str(installed / "bin" / "rtserver")],
         env=isolated_env(),
         cwd=tmp_path,
-        workers=None,  # the defaults a user gets: one worker per core
+        workers=None,  # the defaults a user gets: one worker per core,
+        cpu_budget=True,  # and the CPU budget (one session fits on any machine)
     ).start(timeout_s=180)
     timings.step("server_start", started)
     peer = None

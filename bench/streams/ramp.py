@@ -120,6 +120,7 @@ class Bench:
         server = ServerProcess(data_dir / mode, options=options)
         if hasattr(server, "workers"):
             server.workers = None  # the flag is ours to pass (or to leave to the default)
+        server.cpu_budget = args.limits == "defaults"  # else lifted by limit_options
         server.start(timeout_s=180.0)
         assert server.process is not None
         self.server, self.base, self.key = server, server.base_url, server.api_key
