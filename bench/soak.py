@@ -4,10 +4,9 @@
         [--server-args "..."] [--data-dir DIR] [--json out.json]
 
 It starts one real server on its defaults (``rtserver serve`` with only the loopback and test
-options every bench passes: ``--ice-address 127.0.0.1``, the models directory, a free port,
-and ``--max-cpu 0`` as in every test server, since the generator shares the cores; worker
-processes, session limit and analysis as the defaults say), then runs ``--sessions``
-sessions in rounds of ``--per-round``. In each round:
+options every bench passes: ``--ice-address 127.0.0.1``, the models directory and a free
+port; worker processes, session limits, the CPU budget and analysis as the defaults say),
+then runs ``--sessions`` sessions in rounds of ``--per-round``. In each round:
 
 - the sessions are created through the HR API, and as many real aiortc peers join them from a
   generator process (``bench.streams``' generator: pre-encoded VP8 and Opus of a real face and
@@ -289,7 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="rtserver-soak-"))
             )
             # workers=None: the server's default process model, as a user runs it.
-            server = ServerProcess(data, options=shlex.split(args.server_args), workers=None)
+            server = ServerProcess(
+                data, options=shlex.split(args.server_args), workers=None, cpu_budget=True
+            )
             server.start(timeout_s=180.0)
             stack.callback(server.stop)
             soak = Soak(args, server, generators)
