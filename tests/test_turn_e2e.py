@@ -50,25 +50,11 @@ QUESTIONS = [
     {"text": "What would you change about it now?", "seconds": 40},
 ]
 
-# Loaded before the pages' own scripts: keeps every RTCPeerConnection a page makes, so the
-# test can read its configuration and statistics (the page code is not changed for this).
-KEEP_PEERS = """
-(() => {
-  const Native = window.RTCPeerConnection;
-  window.__peers = [];
-  window.RTCPeerConnection = class extends Native {
-    constructor(...args) {
-      super(...args);
-      window.__peers.push(this);
-    }
-  };
-})();
-"""
-
-# The newest connected peer's configuration and selected candidate pair (getStats).
+# The newest connected peer's configuration and selected candidate pair (getStats), among the
+# peers test_browser_e2e.PEER_RECORDER keeps.
 SELECTED_PAIR = """
 async () => {
-  const pc = [...window.__peers].reverse().find((p) => p.connectionState === "connected");
+  const pc = [...window.__rtPeers].reverse().find((p) => p.connectionState === "connected");
   if (!pc) return null;
   const reports = new Map();
   (await pc.getStats()).forEach((r) => reports.set(r.id, r));
@@ -249,7 +235,7 @@ async def test_chromium_candidate_interviews_through_the_turn_relay(
     speech_wav: SpeechTrack,
 ) -> None:
     playwright_api = pytest.importorskip("playwright.async_api")
-    from test_browser_e2e import launch
+    from test_browser_e2e import PEER_RECORDER, launch
 
     base, key = server.base_url, server.api_key
     session = await create_session(
@@ -265,7 +251,7 @@ async def test_chromium_candidate_interviews_through_the_turn_relay(
             await candidate_context.grant_permissions(["camera", "microphone"])
             observer_context = await browser.new_context()
             for context in (candidate_context, observer_context):
-                await context.add_init_script(KEEP_PEERS)
+                await context.add_init_script(PEER_RECORDER)
             candidate = await candidate_context.new_page()
             observer = await observer_context.new_page()
             for page in (candidate, observer):
