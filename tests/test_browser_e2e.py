@@ -78,6 +78,14 @@ async def launch(playwright: Any, video: Path, audio: Path, *extra: str) -> Any:
     )
 
 
+async def consent_and_start(page: Any) -> None:
+    """On the candidate page: consents, waits for the device check to pass, and starts the
+    interview."""
+    await page.click("#agree")
+    await page.wait_for_selector("#start:not([disabled])", timeout=15_000)
+    await page.click("#start")
+
+
 # ------------------------------------------------------------------ what went wrong in pages
 
 # Runs in every page before its own scripts (as a DevTools init script, outside the CSP).
@@ -624,9 +632,7 @@ async def test_candidate_rejoins_with_its_resume_secret(
             )
             page.on("response", on_response)
             await page.goto(session["candidate_url"])
-            await page.click("#agree")
-            await page.wait_for_selector("#start:not([disabled])", timeout=15_000)
-            await page.click("#start")
+            await consent_and_start(page)
             await page.wait_for_function(
                 "() => document.querySelector('#status').textContent === 'Connected'",
                 timeout=20_000,
@@ -705,18 +711,14 @@ async def test_a_second_window_cannot_take_over_a_live_interview(
                 pages.append(await context.new_page())
             first, second = pages
             await first.goto(session["candidate_url"])
-            await first.click("#agree")
-            await first.wait_for_selector("#start:not([disabled])", timeout=15_000)
-            await first.click("#start")
+            await consent_and_start(first)
             await first.wait_for_function(
                 "() => document.querySelector('#status').textContent === 'Connected'",
                 timeout=20_000,
             )
             second.on("response", on_response)
             await second.goto(session["candidate_url"])
-            await second.click("#agree")
-            await second.wait_for_selector("#start:not([disabled])", timeout=15_000)
-            await second.click("#start")
+            await consent_and_start(second)
             await second.wait_for_selector("#error:not([hidden])", timeout=20_000)
             message = await second.inner_text("#error")
             await shots.take(second, "second-window-refused")
@@ -786,9 +788,7 @@ async def test_an_interview_at_the_maximum_length_ends_plainly(
             page = await context.new_page()
             await page.goto(session["candidate_url"])
             limits = await page.inner_text("#consent-limits")
-            await page.click("#agree")
-            await page.wait_for_selector("#start:not([disabled])", timeout=15_000)
-            await page.click("#start")
+            await consent_and_start(page)
             await page.wait_for_selector("#summary:not([hidden])", timeout=40_000)
             intro = await page.inner_text("#summary-intro")
             await shots.take(page, "candidate-summary-max-length")

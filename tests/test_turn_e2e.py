@@ -235,7 +235,7 @@ async def test_chromium_candidate_interviews_through_the_turn_relay(
     speech_wav: SpeechTrack,
 ) -> None:
     playwright_api = pytest.importorskip("playwright.async_api")
-    from test_browser_e2e import PEER_RECORDER, launch
+    from test_browser_e2e import PEER_RECORDER, consent_and_start, launch
 
     base, key = server.base_url, server.api_key
     session = await create_session(
@@ -258,9 +258,7 @@ async def test_chromium_candidate_interviews_through_the_turn_relay(
                 page.on("pageerror", lambda error: errors.append(str(error)))
 
             await candidate.goto(session["candidate_url"])
-            await candidate.click("#agree")
-            await candidate.wait_for_selector("#start:not([disabled])", timeout=15_000)
-            await candidate.click("#start")
+            await consent_and_start(candidate)
             await candidate.wait_for_function(
                 "() => document.querySelector('#question-text').textContent.includes('proud of')",
                 timeout=20_000,
