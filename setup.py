@@ -10,7 +10,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 # The pages stay at the top of the repository (plain files, no build step); a wheel carries
-# them inside the package, where rtserver.app looks first.
+# them inside the package, where rtserver.api.app looks first.
 WEB_CLIENT = Path(__file__).resolve().parent / "web_client"
 
 

@@ -194,7 +194,7 @@ def load_ours(models_dir: Path) -> Ours | str:
     """Our analysis, or why it cannot run (a "skipped: ..." line)."""
     try:
         from rtserver.analyze import analyze_audio
-        from rtserver.scoring.vad import SileroVad
+        from rtserver.perception.vad import SileroVad
     except Exception as exc:  # colleagues' modules in progress: any failure is a skip
         return f"skipped: ours: not available ({reason(exc)})"
     onnx = models_dir / VAD_ONNX

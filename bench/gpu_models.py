@@ -2,7 +2,7 @@
 
 Part of ``bench/gpu_check.sh`` (``bench.gpu_check`` calls :func:`check_models`). For each
 converted model in the models directory (``emotion.onnx``, ``face_detector.onnx``) and each
-GPU backend of ``rtserver.scoring.engine`` (TensorRT, ONNX Runtime CUDA, torch CUDA):
+GPU backend of ``rtserver.inference.engine`` (TensorRT, ONNX Runtime CUDA, torch CUDA):
 
 1. builds the backend, or records why it cannot run here (no package, no device);
 2. runs it and ``onnxruntime-cpu`` on the same inputs (random, in the model's input range)
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtserver.scoring.engine import Backend, BackendUnavailable, EngineOptions, make_backend
+from rtserver.inference.engine import Backend, BackendUnavailable, EngineOptions, make_backend
 
 GPU_BACKENDS = ("tensorrt", "onnxruntime-cuda", "torch-cuda")
 TOLERANCE = 1e-3

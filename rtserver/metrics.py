@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rtserver.cpu_budget import CpuBudget
+    from rtserver.server.cpu_budget import CpuBudget
 
 
 def _labels_text(labels: tuple[tuple[str, str], ...]) -> str:

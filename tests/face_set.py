@@ -47,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 from skimage import data as skdata
 
-from rtserver.scoring.faces import FaceBox
+from rtserver.perception.faces import FaceBox
 
 FRAME_W, FRAME_H = 640, 480
 FACE_HEIGHTS = (48, 64, 80, 100, 130, 200)  # px in a 640x480 frame

@@ -42,7 +42,7 @@ class ServerProcess:
     program: list[str] = field(default_factory=lambda: [sys.executable, "-m", "rtserver"])
     env: dict[str, str] | None = None
     cwd: Path | None = None
-    # Whether the server keeps its CPU budget (rtserver/cpu_budget.py), as it does by
+    # Whether the server keeps its CPU budget (rtserver/server/cpu_budget.py), as it does by
     # default. Off unless asked for: the tests' own peers, browsers and servers share the
     # machine's few cores, so the budget would refuse joins by whatever else runs. The
     # budget's own tests, the wheel test and bench.streams --limits defaults keep it.

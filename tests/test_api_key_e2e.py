@@ -42,7 +42,7 @@ def test_the_key_is_printed_only_when_generated(tmp_path: Path) -> None:
     assert f"HR API key: stored in {(data_dir / 'api_key').resolve()}" in again, again[-2000:]
     # The demo's observer link carries the key only when it was just generated.
     assert "Demo observer link" in again and "#token=" not in again, again[-2000:]
-    # The demo nobody joined is the same session, with the same link (rtserver/demo.py).
+    # The demo nobody joined is the same session, with the same link (rtserver/api/demo.py).
     link = re.compile(r"Demo candidate link: http://[^/]+(/candidate/\S+)")  # each on its port
     assert link.findall(first) == link.findall(again) != [], again[-2000:]
     assert "not used yet, reused" in again

@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from rtserver.inference.batcher import ModelBatcher
 from rtserver.kernels.crops import CpuFaceCropper
 from rtserver.kernels.frame import crop_resize_normalize
 from rtserver.metrics import Metrics
-from rtserver.scoring.batcher import ModelBatcher
-from rtserver.scoring.exposure import FaceExposure
+from rtserver.perception.exposure import FaceExposure
 
 
 def strided_plane(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import models  # noqa: E402
-from rtserver.scoring.engine import BACKENDS  # noqa: E402
+from rtserver.inference.engine import BACKENDS  # noqa: E402
 
 ROW_KEYS = {"section", "case", "ours", "peer", "unit", "ratio", "note"}
 TARGET_KEYS = {"name", "value", "target", "met"}

@@ -17,10 +17,11 @@ import pytest
 import tflite
 from skimage import data as skdata
 
+from rtserver.inference.engine import Backend, EngineOptions, load_engine
 from rtserver.kernels.frame import downscale
 from rtserver.models.blazeface_tflite import _buffer_array, convert_blazeface_tflite
 from rtserver.models.fetch import MODELS
-from rtserver.scoring.blazeface import (
+from rtserver.perception.blazeface import (
     FULL_RANGE,
     NUM_ANCHORS,
     SHORT_RANGE,
@@ -38,8 +39,7 @@ from rtserver.scoring.blazeface import (
     ssd_anchors,
     weighted_nms,
 )
-from rtserver.scoring.engine import Backend, EngineOptions, load_engine
-from rtserver.scoring.faces import Chroma, FaceBox, HaarFaceDetector
+from rtserver.perception.faces import Chroma, FaceBox, HaarFaceDetector
 
 SOURCES = Path(__file__).parents[1] / ".models/sources"
 TFLITE = SOURCES / "face_detection_short_range.tflite"

@@ -1,4 +1,4 @@
-"""The CPU budget (rtserver/cpu_budget.py): bursts from idle, measured costs, the counters."""
+"""The CPU budget (rtserver/server/cpu_budget.py): bursts from idle, costs, the counters."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from rtserver.cpu_budget import (
+from rtserver.errors import Overloaded
+from rtserver.server.cpu_budget import (
     PRIOR_SESSION_CORES,
     SETTLE_S,
     CpuBudget,
     CpuCounter,
     CpuReading,
 )
-from rtserver.errors import Overloaded
 
 
 class ScriptedCounter(CpuCounter):

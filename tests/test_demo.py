@@ -1,4 +1,4 @@
-"""The demo session of ``rtserver serve --demo`` (``rtserver/demo.py``): reused while it is
+"""The demo session of ``rtserver serve --demo`` (``rtserver/api/demo.py``): reused while it is
 unused, replaced once used, its link kept in a 0600 file in the data directory."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from rtserver.api.demo import DEMO_CANDIDATE, demo_file, demo_session
 from rtserver.cli import create_demo_session
 from rtserver.config import Config
-from rtserver.demo import DEMO_CANDIDATE, demo_file, demo_session
-from rtserver.store import STATUS_CREATED, Store
+from rtserver.store.sqlite import STATUS_CREATED, Store
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from skimage import color, data
 
-from rtserver.scoring.emotion import (
+from rtserver.inference.engine import EngineOptions, load_engine
+from rtserver.perception.emotion import (
     CIRCUMPLEX,
     EMOTION_LABELS,
     EmotionModel,
@@ -15,7 +16,6 @@ from rtserver.scoring.emotion import (
     confidence,
     summarise,
 )
-from rtserver.scoring.engine import EngineOptions, load_engine
 
 
 def one_hot(label: str) -> np.ndarray:

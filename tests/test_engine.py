@@ -1,4 +1,4 @@
-"""The inference engine (rtserver.scoring.engine and its backends).
+"""The inference engine (rtserver.inference.engine and its backends).
 
 ONNX Runtime on the CPU is the reference: it is checked against NumPy once, then every other
 backend is checked against it on small graphs built here with onnx.helper (each exercising
@@ -23,13 +23,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from rtserver.files import sha256_of, write_atomically
-from rtserver.scoring.engine import (
+from rtserver.inference.engine import (
     BackendUnavailable,
     EngineOptions,
     OrtBackend,
     load_engine,
 )
-from rtserver.scoring.engine_tensorrt import engine_file_name, read_cached, slug
+from rtserver.inference.engine_tensorrt import engine_file_name, read_cached, slug
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_MODELS = ("emotion.onnx", "face_detector.onnx")
@@ -380,11 +380,11 @@ def test_load_engine_passes_over_tensorrt_and_says_why(
         pass
     else:
         pytest.skip("tensorrt is installed here, so it may well be chosen")
-    caplog.set_level(logging.INFO, logger="rtserver.scoring.engine")
+    caplog.set_level(logging.INFO, logger="rtserver.inference.engine")
     options = EngineOptions(order=("tensorrt", "onnxruntime-cpu"))
     engine = load_engine(graph_dir / "tiny_cnn.onnx", options)
     assert engine.name == "onnxruntime-cpu"
-    lines = [r.getMessage() for r in caplog.records if r.name == "rtserver.scoring.engine"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "rtserver.inference.engine"]
     assert len(lines) == 1, lines
     assert "onnxruntime-cpu" in lines[0]
     assert "tensorrt: tensorrt is not installed" in lines[0]
@@ -397,7 +397,7 @@ def test_load_engine_passes_over_tensorrt_and_says_why(
 @pytest.mark.parametrize("graph", sorted(GRAPHS))
 def test_torch_cpu_matches_ort(graph_dir: Path, graph: str, batch: int) -> None:
     pytest.importorskip("torch", reason=TORCH_REASON)
-    from rtserver.scoring.engine_torch import TorchBackend
+    from rtserver.inference.engine_torch import TorchBackend
 
     path = graph_dir / f"{graph}.onnx"
     backend = TorchBackend(path, device="cpu")
@@ -409,7 +409,7 @@ def test_torch_cpu_matches_ort(graph_dir: Path, graph: str, batch: int) -> None:
 @pytest.mark.parametrize("graph", sorted(GRAPHS))
 def test_torch_cpu_half_is_close_to_ort(graph_dir: Path, graph: str) -> None:
     pytest.importorskip("torch", reason=TORCH_REASON)
-    from rtserver.scoring.engine_torch import TorchBackend
+    from rtserver.inference.engine_torch import TorchBackend
 
     path = graph_dir / f"{graph}.onnx"
     x = random_batch(path, 5)
@@ -420,7 +420,7 @@ def test_torch_cpu_half_is_close_to_ort(graph_dir: Path, graph: str) -> None:
 
 def test_torch_leaves_the_input_alone(graph_dir: Path) -> None:
     pytest.importorskip("torch", reason=TORCH_REASON)
-    from rtserver.scoring.engine_torch import TorchBackend
+    from rtserver.inference.engine_torch import TorchBackend
 
     path = graph_dir / "blazeface_block.onnx"
     x = random_batch(path, 3)
@@ -433,7 +433,7 @@ def test_torch_leaves_the_input_alone(graph_dir: Path) -> None:
 
 def test_torch_rejects_unknown_ops(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason=TORCH_REASON)
-    from rtserver.scoring.engine_torch import SUPPORTED_OPS, TorchBackend
+    from rtserver.inference.engine_torch import SUPPORTED_OPS, TorchBackend
 
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Erf", ["r"], ["y"])]
     path = tmp_path / "erf.onnx"
@@ -445,7 +445,7 @@ def test_torch_rejects_unknown_ops(tmp_path: Path) -> None:
 
 def test_torch_rejects_bad_batches(graph_dir: Path) -> None:
     pytest.importorskip("torch", reason=TORCH_REASON)
-    from rtserver.scoring.engine_torch import TorchBackend
+    from rtserver.inference.engine_torch import TorchBackend
 
     backend = TorchBackend(graph_dir / "tiny_cnn.onnx", device="cpu")
     with pytest.raises(ValueError, match="shape"):
@@ -456,7 +456,7 @@ def test_torch_rejects_bad_batches(graph_dir: Path) -> None:
 
 def test_torch_cuda_needs_a_device(graph_dir: Path) -> None:
     torch = pytest.importorskip("torch", reason=TORCH_REASON)
-    from rtserver.scoring.engine_torch import TorchBackend
+    from rtserver.inference.engine_torch import TorchBackend
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
@@ -471,8 +471,8 @@ def test_engine_torch_imports_without_torch(graph_dir: Path) -> None:
         import sys
         from pathlib import Path
         sys.modules["torch"] = None
-        from rtserver.scoring.engine import BackendUnavailable
-        from rtserver.scoring.engine_torch import TorchBackend
+        from rtserver.inference.engine import BackendUnavailable
+        from rtserver.inference.engine_torch import TorchBackend
         try:
             TorchBackend(Path({str(graph_dir / "tiny_cnn.onnx")!r}), device="cpu")
         except BackendUnavailable as exc:
@@ -494,7 +494,7 @@ def test_engine_torch_imports_without_torch(graph_dir: Path) -> None:
 def test_torch_cpu_matches_ort_on_real_models(name: str) -> None:
     path = real_model(name)
     pytest.importorskip("torch", reason=TORCH_REASON)
-    from rtserver.scoring.engine_torch import TorchBackend
+    from rtserver.inference.engine_torch import TorchBackend
 
     x = random_batch(path, 4)
     outputs = TorchBackend(path, device="cpu").run(x)
@@ -515,7 +515,7 @@ def test_torch_cuda_matches_ort_cpu(graph_dir: Path) -> None:
     torch = pytest.importorskip("torch", reason=TORCH_REASON)
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    from rtserver.scoring.engine_torch import TorchBackend
+    from rtserver.inference.engine_torch import TorchBackend
 
     for path in gpu_models(graph_dir):
         for batch in (1, 7, 64):
@@ -556,7 +556,7 @@ def test_tensorrt_matches_ort_cpu_and_caches(graph_dir: Path, tmp_path: Path) ->
     reason = tensorrt_skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    from rtserver.scoring.engine_tensorrt import TensorRTBackend
+    from rtserver.inference.engine_tensorrt import TensorRTBackend
 
     for path in gpu_models(graph_dir):
         backend = TensorRTBackend(path, tmp_path, max_batch=32)
@@ -574,7 +574,7 @@ def test_tensorrt_unavailable_says_why(graph_dir: Path, tmp_path: Path) -> None:
     reason = tensorrt_skip_reason()
     if reason is None:
         pytest.skip("tensorrt can run here")
-    from rtserver.scoring.engine_tensorrt import TensorRTBackend
+    from rtserver.inference.engine_tensorrt import TensorRTBackend
 
     with pytest.raises(BackendUnavailable, match=reason.split(" (")[0]):
         TensorRTBackend(graph_dir / "tiny_cnn.onnx", tmp_path)

@@ -19,7 +19,7 @@ import pytest
 from fluency_set import Clip, groups, load_set, mae, mape
 
 from rtserver.analyze import AudioAnalysis, analyze_audio
-from rtserver.scoring.vad import SileroVad
+from rtserver.perception.vad import SileroVad
 
 LIVE_BLOCK_S = 0.1  # what the live audio path analyses at a time (media/audio.py)
 

@@ -11,10 +11,10 @@ import pytest
 from vad_speech import VOICES, speech_clip
 
 from rtserver.kernels.audio import RATE, HopAnalyzer, HopFeatures
-from rtserver.scoring.fluency_stream import FluencyStream
-from rtserver.scoring.speech import LOOKAHEAD_HOPS
-from rtserver.scoring.syllables import MAX_PENDING_HOPS, SyllableDetector
-from rtserver.scoring.vad import SileroVad
+from rtserver.perception.fluency_stream import FluencyStream
+from rtserver.perception.speech import LOOKAHEAD_HOPS
+from rtserver.perception.syllables import MAX_PENDING_HOPS, SyllableDetector
+from rtserver.perception.vad import SileroVad
 
 HOP_SAMPLES = RATE // 100  # 10 ms at 16 kHz
 

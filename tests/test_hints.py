@@ -6,9 +6,9 @@ import json
 import pytest
 
 from rtserver.errors import BadRequest
+from rtserver.live.hints import PACE_AFTER_S, RATE_LIMIT_S, SILENCE_AFTER_S, HintRules
 from rtserver.media.ingest import MAX_CONTROL_BYTES, parse_control
 from rtserver.messages import AudioSecond, SignalMessage, VideoSecond
-from rtserver.scoring.hints import PACE_AFTER_S, RATE_LIMIT_S, SILENCE_AFTER_S, HintRules
 
 
 def signal(t: int, speech: float, dbfs: float = -22.0, rate: float | None = None) -> SignalMessage:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from rtserver.ipc import Channel, IpcBus
 from rtserver.messages import (
     StoredMessage,
     WorkerCall,
@@ -14,6 +13,7 @@ from rtserver.messages import (
     WorkerReply,
     WorkerStart,
 )
+from rtserver.server.ipc import Channel, IpcBus
 
 
 async def channel_pair() -> tuple[Channel, Channel]:

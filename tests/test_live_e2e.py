@@ -18,7 +18,7 @@ from media import SpeechTrack
 from peer import collect_signals, connect_peer, create_session, signals_url, use_loopback_only
 from server import ServerProcess
 
-from rtserver.scoring.emotion import EMOTION_LABELS
+from rtserver.perception.emotion import EMOTION_LABELS
 
 pytestmark = pytest.mark.e2e
 

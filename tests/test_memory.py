@@ -1,4 +1,4 @@
-"""Handing freed memory back to the system (rtserver/memory.py), on this machine's glibc."""
+"""Handing freed memory back to the system (rtserver/server/memory.py), on this machine's glibc."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from rtserver import memory
-from rtserver.memory import HeapTrimmer, resident_bytes, trim_heap
+from rtserver.server import memory
+from rtserver.server.memory import HeapTrimmer, resident_bytes, trim_heap
 
 pytestmark = pytest.mark.skipif(memory._malloc_trim is None, reason="needs glibc's malloc_trim")
 

@@ -28,7 +28,7 @@ from peer import (
 )
 from server import ServerProcess
 
-from rtserver.loop_lag import LoopLagMonitor
+from rtserver.server.loop_lag import LoopLagMonitor
 
 
 @pytest.mark.e2e

@@ -5,7 +5,7 @@ import contextlib
 import pytest
 
 from rtserver.errors import ControlRefused
-from rtserver.questions import QuestionTimeline
+from rtserver.live.questions import QuestionTimeline
 
 
 def refusal(timeline: QuestionTimeline, index: int, at_s: float) -> str:

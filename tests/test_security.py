@@ -1,4 +1,4 @@
-"""Security headers (``rtserver/security.py``) on every kind of HTTP response the server
+"""Security headers (``rtserver/api/security.py``) on every kind of HTTP response the server
 sends: pages, static files, JSON, typed errors, unknown paths, an unexpected exception's
 500 page, and the HTTP answer that refuses a websocket upgrade.
 
@@ -22,8 +22,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
-from rtserver.app import WEB_CLIENT
-from rtserver.security import SecuredStarlette
+from rtserver.api.app import WEB_CLIENT
+from rtserver.api.security import SecuredStarlette
 
 
 def directives(policy: str) -> dict[str, list[str]]:

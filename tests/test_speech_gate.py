@@ -31,8 +31,8 @@ from vad_speech import (
 )
 
 from rtserver.kernels.audio import HOP, RATE, HopFeatures
-from rtserver.scoring.speech import LOOKAHEAD_HOPS, SpeechGate
-from rtserver.scoring.vad import SileroVad
+from rtserver.perception.speech import LOOKAHEAD_HOPS, SpeechGate
+from rtserver.perception.vad import SileroVad
 
 # (seed, voice, words per minute, active speech level dBFS): both sexes, 100-220 wpm.
 SPEECH_CLIPS = (

@@ -3,7 +3,7 @@ import threading
 from pathlib import Path
 
 from rtserver.messages import StoredMessage
-from rtserver.store import (
+from rtserver.store.sqlite import (
     DEFAULT_EXPIRES_IN_S,
     STATUS_ENDED,
     STATUS_ERASED,

@@ -1,4 +1,4 @@
-"""The store off the event loop (rtserver/store_async.py): order, commit-before-bus, retries,
+"""The store off the event loop (rtserver/store/async_store.py): order, commit-before-bus, retries,
 the bound, shutdown, and an event loop that a slow store no longer holds up.
 
 The stores here are the real SQLite store, made slow or failing by overriding one method: a
@@ -21,16 +21,16 @@ from typing import Any
 import httpx
 import pytest
 
-from rtserver.app import Api, _app
-from rtserver.bus import MemoryBus, Subscription
+from rtserver.api.app import Api, _app
+from rtserver.api.observers import stream_session
+from rtserver.bus.memory import MemoryBus, Subscription
 from rtserver.config import Config
-from rtserver.live import LiveSession, Publisher, Runtime
+from rtserver.live.session import LiveSession, Publisher, Runtime
 from rtserver.messages import AudioSecond, SignalMessage, StoredMessage, VideoSecond
 from rtserver.metrics import Metrics
-from rtserver.observers import stream_session
 from rtserver.scoring.rubric import Interview, score_interview
-from rtserver.store import STATUS_ENDED, Store
-from rtserver.store_async import AsyncStore, StoreBacklogged, StoreClosed
+from rtserver.store.async_store import AsyncStore, StoreBacklogged, StoreClosed
+from rtserver.store.sqlite import STATUS_ENDED, Store
 
 SLOW_WRITE_S = 0.2
 SLOW_READ_S = 0.3

@@ -19,14 +19,14 @@ from fluency_set import (
 )
 
 from rtserver.kernels.audio import HopAnalyzer, HopFeatures
-from rtserver.scoring.syllables import (
+from rtserver.perception.syllables import (
     LOUDNESS_WINDOW_HOPS,
     MAX_PENDING_HOPS,
     SyllableDetector,
     count_nuclei,
     warm_up,
 )
-from rtserver.scoring.syllables_reference import loudness_threshold_ref, syllable_nuclei_ref
+from rtserver.perception.syllables_reference import loudness_threshold_ref, syllable_nuclei_ref
 
 # The targets: mean absolute percentage error of the syllable count and of the
 # speech rate (syllables per second from the first speech to the last), per clip.

@@ -11,18 +11,18 @@ import pytest
 from skimage import color, data
 from skimage import data as skdata
 
+from rtserver.inference.engine import EngineOptions, load_engine
 from rtserver.kernels.crops import CpuFaceCropper
-from rtserver.scoring.blazeface import (
+from rtserver.perception.blazeface import (
     FULL_RANGE,
     HAAR_CENTRE_SHIFT,
     HAAR_SIZE_RATIO,
     BlazeFaceDetector,
     FaceFinder,
 )
-from rtserver.scoring.emotion import EMOTION_LABELS, EmotionModel
-from rtserver.scoring.engine import EngineOptions, load_engine
-from rtserver.scoring.faces import Chroma, FaceBox
-from rtserver.scoring.tracking import FaceTracker, face_patch, iou
+from rtserver.perception.emotion import EMOTION_LABELS, EmotionModel
+from rtserver.perception.faces import Chroma, FaceBox
+from rtserver.perception.tracking import FaceTracker, face_patch, iou
 
 # The astronaut's face in skimage's 512 x 512 photo (x, y, w, h).
 FACE = FaceBox(165, 50, 110, 130)
@@ -102,7 +102,7 @@ def seated() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def finder(models_dir: Path) -> FaceFinder:
-    """The server's detector, with its Haar-framed boxes (``rtserver.analysis``)."""
+    """The server's detector, with its Haar-framed boxes (``rtserver.perception.analysis``)."""
     framing = {"box_scale": HAAR_SIZE_RATIO, "centre_shift": HAAR_CENTRE_SHIFT}
     full = BlazeFaceDetector(
         models_dir / "face_detector_full.onnx", layout=FULL_RANGE, channels=3, **framing

@@ -16,7 +16,7 @@ from vad_speech import VOICES, speech_clip
 
 from rtserver.kernels.audio import HOP, RATE, HopAnalyzer
 from rtserver.models.sources import VAD_SOURCE
-from rtserver.scoring.vad import (
+from rtserver.perception.vad import (
     CHUNK,
     CONTEXT,
     SileroVad,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rtserver.metrics import Metrics
-from rtserver.workers import merge_metrics
+from rtserver.server.workers import merge_metrics
 
 
 def test_merge_labels_each_workers_samples_under_one_help_and_type() -> None:

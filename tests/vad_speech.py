@@ -26,8 +26,8 @@ import numpy.typing as npt
 from scipy.signal import resample_poly
 
 from rtserver.kernels.audio import HOP, RATE, HopAnalyzer, HopFeatures
-from rtserver.scoring.speech import SpeechGate
-from rtserver.scoring.vad import SileroVad
+from rtserver.perception.speech import SpeechGate
+from rtserver.perception.vad import SileroVad
 
 HOPS_PER_S = RATE // HOP
 VOICES = ("en-us+m3", "en-us+f3", "en+m1", "en+f2")  # two male, two female

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.streams.step import SUSTAINABLE_P95_MS
-from rtserver.scoring.speech import LOOKAHEAD_HOPS
+from rtserver.perception.speech import LOOKAHEAD_HOPS
 
 TARGET_CPU_RATIO = 1.25
 TARGET_MAX_RATIO = 0.8
@@ -233,7 +233,7 @@ def lag_lines(steps: list[dict[str, Any]]) -> list[str]:
             lines.append(f"{label + ' ' + q:<46}{cells}")
     lines.append(
         f"  with analysis, the server holds each second {SPEECH_GATE_LOOKAHEAD_MS:.0f} ms for the"
-        " speech gate's lookahead (scoring/speech.py), by design"
+        " speech gate's lookahead (perception/speech.py), by design"
     )
     return lines
 

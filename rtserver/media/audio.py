@@ -32,9 +32,9 @@ from rtserver.kernels.audio import (
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import frames_of
 from rtserver.metrics import Metrics
-from rtserver.scoring.fluency_stream import FluencyStream
+from rtserver.perception.fluency_stream import FluencyStream
+from rtserver.perception.vad import SileroVad
 from rtserver.scoring.signals import SecondAggregator
-from rtserver.scoring.vad import SileroVad
 
 log = logging.getLogger(__name__)
 

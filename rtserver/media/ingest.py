@@ -19,7 +19,7 @@ A close this side makes (:meth:`PeerIngest.close`) is reported as neither.
 When the offer carries data channels (an application m-line), the server opens a
 ``feedback`` channel for live hints to the candidate, and reads the candidate page's
 ``control`` channel (``{"type": "question", "index", "at"}``). A control message that is
-refused (garbled, oversized, or one the session refuses: see ``rtserver/questions.py``) is
+refused (garbled, oversized, or one the session refuses: see ``rtserver/live/questions.py``) is
 answered on the same channel with ``{"type": "error", "error", "reason", "detail"}`` while
 the channel's send buffer holds under :data:`MAX_REPLY_BUFFER_BYTES` (a peer that floods the
 channel and reads nothing gets no more replies, rather than a send queue that grows), and

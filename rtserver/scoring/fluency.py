@@ -1,5 +1,5 @@
 """Fluency: each second's ``fluency`` field, from the per-hop speech, syllable and pause
-decisions of ``scoring/fluency_stream.py``.
+decisions of ``perception/fluency_stream.py``.
 
 :class:`FluencyWindow` summarises each second over the last ``WINDOW_S`` seconds of the
 session, with the fluency literature's measures:

@@ -16,7 +16,7 @@ import numpy as np
 
 from rtserver.kernels.audio import HOP, RATE, SILENCE_DBFS, HopFeatures
 from rtserver.messages import AudioSecond, VideoSecond
-from rtserver.scoring import emotion
+from rtserver.perception import emotion
 from rtserver.scoring.fluency import MIN_PAUSE_HOPS, FluencySecond, FluencyWindow
 
 HOP_S = HOP / RATE  # 10 ms

@@ -28,8 +28,9 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from rtserver.analysis import build_analysis, needed_models
-from rtserver.bus import Bus, MemoryBus
+from rtserver.api.observers import stream_session
+from rtserver.api.security import SecuredStarlette
+from rtserver.bus.memory import Bus, MemoryBus
 from rtserver.config import Config
 from rtserver.errors import (
     AtCapacity,
@@ -44,17 +45,24 @@ from rtserver.errors import (
     Unauthorized,
     http_status,
 )
-from rtserver.live import Publisher, Runtime, SessionHost, SessionManager, recover_interrupted
+from rtserver.live.session import (
+    Publisher,
+    Runtime,
+    SessionHost,
+    SessionManager,
+    recover_interrupted,
+)
 from rtserver.media.ice import quicken_consent_checks
 from rtserver.media.turn import page_ice_configuration
 from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
 from rtserver.models.fetch import ensure_models
-from rtserver.observers import stream_session
+from rtserver.perception.analysis import build_analysis, needed_models
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.scoring.summary import summarise
-from rtserver.security import SecuredStarlette
-from rtserver.store import (
+from rtserver.server.workers import WorkerPool
+from rtserver.store.async_store import AsyncStore
+from rtserver.store.sqlite import (
     DEFAULT_EXPIRES_IN_S,
     STATUS_ENDED,
     STATUS_ERASED,
@@ -63,8 +71,6 @@ from rtserver.store import (
     SessionRecord,
     Store,
 )
-from rtserver.store_async import AsyncStore
-from rtserver.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +84,7 @@ def find_web_client() -> Path:
     """The pages' directory: inside the installed package, where a wheel ships them
     (setup.py copies web_client/ there), else the source checkout's top-level web_client/
     (an editable install, or running from the repository)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent
     shipped = package / "web_client"
     return shipped if shipped.is_dir() else package.parent / "web_client"
 
@@ -133,9 +139,9 @@ class Api:
     def __init__(self, runtime: Runtime, api_key: str, host: SessionHost | None = None) -> None:
         self.runtime = runtime
         # The store off the event loop: every read in a thread, every write on the writer
-        # thread (rtserver/store_async.py).
+        # thread (rtserver/store/async_store.py).
         self.db = runtime.db
-        # Where the live sessions run: here, or in worker processes (rtserver/workers.py).
+        # Where the live sessions run: here, or in worker processes (rtserver/server/workers.py).
         self.manager: SessionHost = host if host is not None else SessionManager(runtime)
         self._api_key = api_key
 
@@ -569,7 +575,7 @@ def build_runtime(
 def warm_up(runtime: Runtime) -> None:
     """Compiles and loads everything before the first session, so it pays no start-up cost."""
     from rtserver.kernels import audio
-    from rtserver.scoring import speech, syllables
+    from rtserver.perception import speech, syllables
 
     audio.warm_up()
     speech.warm_up()
@@ -602,7 +608,7 @@ def worker_count(config: Config) -> int:
 
 def create_app(config: Config, api_key: str) -> Starlette:
     """The server; with more than one worker (see :func:`worker_count`), the sessions run in
-    worker processes (rtserver/workers.py) and this process serves HTTP and observers."""
+    worker processes (rtserver/server/workers.py) and this process serves HTTP and observers."""
     if worker_count(config) > 1:
         return _create_front_app(config, api_key, worker_count(config))
     quicken_consent_checks()  # a vanished candidate is noticed in seconds (media/ice.py)

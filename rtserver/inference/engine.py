@@ -96,11 +96,11 @@ def make_backend(name: str, onnx_path: Path, options: EngineOptions) -> Backend:
     if name == "onnxruntime-cuda":
         return OrtBackend(onnx_path, "cuda")
     if name == "torch-cuda":
-        from rtserver.scoring.engine_torch import TorchBackend
+        from rtserver.inference.engine_torch import TorchBackend
 
         return TorchBackend(onnx_path, device="cuda")
     if name == "tensorrt":
-        from rtserver.scoring.engine_tensorrt import TensorRTBackend
+        from rtserver.inference.engine_tensorrt import TensorRTBackend
 
         cache = options.cache_dir or onnx_path.parent / "trt-cache"
         return TensorRTBackend(onnx_path, cache, max_batch=options.max_batch)

@@ -33,9 +33,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rtserver.inference.engine import Backend, EngineOptions, load_engine
 from rtserver.kernels.frame import downscale
-from rtserver.scoring.engine import Backend, EngineOptions, load_engine
-from rtserver.scoring.faces import Chroma, FaceBox
+from rtserver.perception.faces import Chroma, FaceBox
 
 NUM_KEYPOINTS = 6  # right eye, left eye, nose tip, mouth, right ear tragion, left ear tragion
 NUM_COORDS = 4 + 2 * NUM_KEYPOINTS

@@ -3,7 +3,7 @@
 A detector reads the frame's planes as the decoder gives them: the Y (luma) plane and, for a
 detector that uses colour, the U and V planes (``Chroma``). No RGB conversion of the whole
 frame is made: Haar features are computed on luma anyway, and BlazeFace converts only the
-few pixels of its input (``rtserver.scoring.blazeface``).
+few pixels of its input (``rtserver.perception.blazeface``).
 """
 
 from __future__ import annotations

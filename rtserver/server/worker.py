@@ -1,6 +1,6 @@
-"""One worker process: runs whole live sessions for the server process (see workers.py).
+"""One worker process: runs whole live sessions for the server process (see server/workers.py).
 
-Started as ``python -m rtserver.worker FD PARENT_PID`` with FD its end of the channel. It
+Started as ``python -m rtserver.server.worker FD PARENT_PID`` with FD its end of the channel. It
 reads its configuration from the channel, loads and warms up the models, says it is
 ready, then answers calls until the server asks it to shut down or goes away. It ignores
 SIGINT (a Ctrl-C reaches the whole process group; the server decides when workers stop)
@@ -22,16 +22,16 @@ from typing import Any
 
 from aiortc import RTCSessionDescription
 
-from rtserver.app import build_runtime, warm_up
+from rtserver.api.app import build_runtime, warm_up
 from rtserver.cli import setup_logging
 from rtserver.config import config_from_wire
 from rtserver.errors import BadRequest, RtServerError
-from rtserver.ipc import Channel, IpcBus
-from rtserver.live import SessionManager
+from rtserver.live.session import SessionManager
 from rtserver.media.ice import quicken_consent_checks, restrict_host_addresses
 from rtserver.messages import WorkerCall, WorkerReady, WorkerReply, WorkerStart
+from rtserver.server.ipc import Channel, IpcBus
 
-log = logging.getLogger("rtserver.worker")  # __name__ is __main__ under -m
+log = logging.getLogger("rtserver.server.worker")  # __name__ is __main__ under -m
 
 _PR_SET_PDEATHSIG = 1
 

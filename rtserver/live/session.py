@@ -31,17 +31,17 @@ from typing import Any, Protocol
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from rtserver.admission import Admission, RecentSignalLag
-from rtserver.bus import Bus
+from rtserver.bus.memory import Bus
 from rtserver.config import Config
-from rtserver.cpu_budget import CpuBudget
 from rtserver.errors import AtCapacity, Conflict, ControlRefused
+from rtserver.inference.batcher import ModelBatcher
+from rtserver.live.hints import HintRules
+from rtserver.live.questions import QuestionTimeline
 from rtserver.media.audio import AudioPath
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
 from rtserver.media.relay import SessionRelay
 from rtserver.media.video import VideoPath
-from rtserver.memory import HeapTrimmer
 from rtserver.messages import (
     ControlMessage,
     FinalMessage,
@@ -50,15 +50,15 @@ from rtserver.messages import (
     signal_from_wire,
 )
 from rtserver.metrics import Metrics
-from rtserver.questions import QuestionTimeline
-from rtserver.scoring.batcher import ModelBatcher
-from rtserver.scoring.faces import FaceDetector
-from rtserver.scoring.hints import HintRules
+from rtserver.perception.faces import FaceDetector
+from rtserver.perception.vad import SileroVad
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.scoring.signals import SecondAggregator, SecondSummary
-from rtserver.scoring.vad import SileroVad
-from rtserver.store import STATUS_LIVE, Store
-from rtserver.store_async import AsyncStore, StoreBacklogged
+from rtserver.server.admission import Admission, RecentSignalLag
+from rtserver.server.cpu_budget import CpuBudget
+from rtserver.server.memory import HeapTrimmer
+from rtserver.store.async_store import AsyncStore, StoreBacklogged
+from rtserver.store.sqlite import STATUS_LIVE, Store
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Runtime:
     """What every session shares: configuration, storage, bus, metrics, workers, models.
 
     ``db`` is the store as the event loop uses it (writes on the writer thread, reads in
-    threads: ``rtserver/store_async.py``); ``store`` is its read connection, for code that
+    threads: ``rtserver/store/async_store.py``); ``store`` is its read connection, for code that
     runs off the loop.
     """
 
@@ -337,7 +337,7 @@ class LiveSession:
 
     def _on_control(self, message: ControlMessage) -> None:
         """A question began; raises ControlRefused for one the session does not have or
-        that is behind the current one (see ``rtserver/questions.py``)."""
+        that is behind the current one (see ``rtserver/live/questions.py``)."""
         at_s = self.clock.elapsed()
         if self.timeline.begin(message.index, at_s):
             log.info(
@@ -569,7 +569,7 @@ class LiveSession:
 
 class SessionHost(Protocol):
     """Where live sessions run: in this process (:class:`SessionManager`) or in worker
-    processes (:class:`rtserver.workers.WorkerPool`). The API asks only this."""
+    processes (:class:`rtserver.server.workers.WorkerPool`). The API asks only this."""
 
     async def join(
         self, session_id: str, offer: RTCSessionDescription, questions: Sequence[str] = ()
@@ -598,9 +598,9 @@ class SessionHost(Protocol):
 
 class SessionManager:
     """Holds the live sessions of this process and enforces capacity: a session count, the
-    machine's CPU budget when this process places sessions itself (``rtserver.cpu_budget``;
+    machine's CPU budget when this process places sessions itself (``rtserver.server.cpu_budget``;
     a worker process leaves that to the server process), and no new session while the
-    process falls behind (``rtserver.admission``)."""
+    process falls behind (``rtserver.server.admission``)."""
 
     def __init__(self, runtime: Runtime, places_sessions: bool = True) -> None:
         self.runtime = runtime
@@ -613,7 +613,7 @@ class SessionManager:
             self.cpu_budget = CpuBudget(
                 config.max_cpu, config.analysis, self.live_count, prior_cores=config.session_cpu
             )
-        # Gives back the memory that ended sessions freed (rtserver/memory.py says why).
+        # Gives back the memory that ended sessions freed (rtserver/server/memory.py says why).
         self.trimmer = HeapTrimmer()
 
     def _update_gauge(self) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rtserver.files import sha256_of, write_atomically
-from rtserver.scoring.engine import BackendUnavailable
+from rtserver.inference.engine import BackendUnavailable
 
 if TYPE_CHECKING:
     import torch

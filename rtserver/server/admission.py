@@ -2,7 +2,7 @@
 
 Two readings say it does not, each with its own limit (0 turns one off):
 
-- its event loop runs late (``max_loop_lag_s``, from :mod:`rtserver.loop_lag`): every peer
+- its event loop runs late (``max_loop_lag_s``, from :mod:`rtserver.server.loop_lag`): every peer
   connection's RTP, DTLS and ICE shares that loop, so past this, ICE consent answers miss
   their deadlines and connections drop;
 - its signals go out late (``max_signal_lag_s``): the analysis threads cannot keep up, so
@@ -21,7 +21,7 @@ from collections import deque
 
 from rtserver.config import Config
 from rtserver.errors import Overloaded
-from rtserver.loop_lag import LoopLagMonitor
+from rtserver.server.loop_lag import LoopLagMonitor
 
 SIGNAL_WINDOW_S = 3.0  # the signal lag read is the mean over the seconds published this recently
 

@@ -1,6 +1,6 @@
 """The machine's CPU budget for new sessions: admission by what a session will cost.
 
-Event-loop lag and signal lag (``rtserver.admission``) say a process is overloaded once it
+Event-loop lag and signal lag (``rtserver.server.admission``) say a process is overloaded once it
 is; they cannot see a burst coming. When 24 candidates join within a second on a 2-core
 machine, both readings are still clean when the last one is admitted, and a few seconds
 later every session is late and connections drop. So whoever places sessions (the server

@@ -3,17 +3,17 @@
 One aiortc process tops out at a little over one core (the GIL), so with ``--workers N``
 (N > 1) the server is split in two kinds of process:
 
-- The **server process** (this module's :class:`WorkerPool`, used by ``app.py``) owns HTTP,
+- The **server process** (this module's :class:`WorkerPool`, used by ``api/app.py``) owns HTTP,
   every route, placement, and the observer websockets. It runs no peer and no model.
-- Each **worker process** (``rtserver/worker.py``) owns whole live sessions: the candidate's
+- Each **worker process** (``rtserver/server/worker.py``) owns whole live sessions: the candidate's
   peer connection, media paths, models and batcher, and the relay that ``/watch`` answers
   from. It loads and warms up its models before it says it is ready.
 
 IPC. Each worker is started with one end of a ``socketpair`` (``pass_fds``); nothing listens
-on a port or a path. Over it run framed msgpack messages (``rtserver/ipc.py``, the types in
-``rtserver/messages.py``): the worker's bus (:class:`rtserver.ipc.IpcBus`) sends each
+on a port or a path. Over it run framed msgpack messages (``rtserver/server/ipc.py``, the types in
+``rtserver/messages.py``): the worker's bus (:class:`rtserver.server.ipc.IpcBus`) sends each
 published :class:`~rtserver.messages.StoredMessage` and each session's close; the server
-feeds them to its own :class:`~rtserver.bus.MemoryBus`, so its observers get backfill from
+feeds them to its own :class:`~rtserver.bus.memory.MemoryBus`, so its observers get backfill from
 the store and live messages from the bus exactly as with one process (deduplicated by seq).
 
 Forwarding. Requests that need a session's live state are calls over the same channel
@@ -27,9 +27,9 @@ Typed errors come back by code and are raised again here.
 
 Store. Workers write their sessions' messages and statuses to the same SQLite file the
 server reads (and writes sessions and the audit log to); WAL mode and a busy timeout
-(``store.py``) make concurrent writers wait instead of failing. A message is in the store
+(``store/sqlite.py``) make concurrent writers wait instead of failing. A message is in the store
 before it is sent to the server (each process writes on its own writer thread and sends a
-message on only once it is committed: ``store_async.py``), which is what makes
+message on only once it is committed: ``store/async_store.py``), which is what makes
 backfill-then-live lossless.
 
 Failure. A worker that dies (its channel closes) has its sessions ended by the server as a
@@ -56,10 +56,8 @@ from typing import Any
 from aiortc import RTCSessionDescription
 
 from rtserver.config import config_to_wire
-from rtserver.cpu_budget import CpuBudget
 from rtserver.errors import AtCapacity, Conflict, Overloaded, WorkerLost, error_from_code
-from rtserver.ipc import Channel
-from rtserver.live import Runtime, finish_sessions
+from rtserver.live.session import Runtime, finish_sessions
 from rtserver.messages import (
     WorkerCall,
     WorkerClose,
@@ -68,6 +66,8 @@ from rtserver.messages import (
     WorkerReply,
     WorkerStart,
 )
+from rtserver.server.cpu_budget import CpuBudget
+from rtserver.server.ipc import Channel
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,13 @@ class WorkerPool:
         ours, theirs = socket.socketpair()
         with theirs:
             worker.process = subprocess.Popen(
-                [sys.executable, "-m", "rtserver.worker", str(theirs.fileno()), str(os.getpid())],
+                [
+                    sys.executable,
+                    "-m",
+                    "rtserver.server.worker",
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                ],
                 pass_fds=(theirs.fileno(),),
             )
         reader, writer = await asyncio.open_unix_connection(sock=ours)

@@ -1,7 +1,7 @@
 """The message bus between session pipelines and observers.
 
 :class:`Bus` is the interface every bus implements: :class:`MemoryBus` (the embedded
-default, in-process), :class:`rtserver.ipc.IpcBus` (a worker process's bus, forwarding to
+default, in-process), :class:`rtserver.server.ipc.IpcBus` (a worker process's bus, forwarding to
 the server process over its IPC channel) and, later, a Redis-backed bus for many hosts.
 
 The embedded default is in-process. Each subscriber has a bounded queue; a subscriber that

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtserver.config import Config
+from rtserver.inference.batcher import Model, ModelBatcher
+from rtserver.inference.engine import EngineOptions, load_engine
 from rtserver.kernels.crops import CpuFaceCropper, make_cropper
 from rtserver.metrics import Metrics
 from rtserver.models.fetch import MODELS, ensure_models, verify_models
-from rtserver.scoring.batcher import Model, ModelBatcher
-from rtserver.scoring.emotion import EmotionModel
-from rtserver.scoring.engine import EngineOptions, load_engine
-from rtserver.scoring.exposure import FaceExposure
-from rtserver.scoring.faces import FaceDetector, HaarFaceDetector
-from rtserver.scoring.vad import SileroVad
+from rtserver.perception.emotion import EmotionModel
+from rtserver.perception.exposure import FaceExposure
+from rtserver.perception.faces import FaceDetector, HaarFaceDetector
+from rtserver.perception.vad import SileroVad
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def engine_options(config: Config) -> EngineOptions:
 def _blazeface(models_dir: Path, options: EngineOptions, backends: dict[str, str]) -> FaceDetector:
     """The BlazeFace finder (``scoring.blazeface.FaceFinder``): the full-range model searches,
     the short-range one follows a face found. Records each model's backend in ``backends``."""
-    from rtserver.scoring.blazeface import (
+    from rtserver.perception.blazeface import (
         FULL_RANGE,
         HAAR_CENTRE_SHIFT,
         HAAR_SIZE_RATIO,

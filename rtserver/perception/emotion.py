@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from rtserver.inference.engine import Backend
 from rtserver.models.sources import EMOTION_LABELS
-from rtserver.scoring.engine import Backend
 
 __all__ = ["CIRCUMPLEX", "EMOTION_LABELS", "EmotionModel", "circumplex", "confidence", "summarise"]
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rtserver.scoring.engine import BackendUnavailable
+from rtserver.inference.engine import BackendUnavailable
 
 try:
     import torch

@@ -2,7 +2,7 @@
 
 The subscription opens before the backfill is read, so no message can fall between the two;
 messages seen in the backfill are skipped when they come again live (by ``seq``). A message
-reaches the bus only once it is committed to the store (``rtserver/store_async.py``), so the
+reaches the bus only once it is committed to the store (``rtserver/store/async_store.py``), so the
 backfill holds everything sent live before it. The backfill is read, and its messages
 encoded, on a read thread: a long session's is thousands of messages.
 """
@@ -14,10 +14,10 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from rtserver.bus import Bus
+from rtserver.bus.memory import Bus
 from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
-from rtserver.store_async import AsyncStore
+from rtserver.store.async_store import AsyncStore
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import logging
 
 import msgpack
 
-from rtserver.bus import MemoryBus, Subscription
+from rtserver.bus.memory import MemoryBus, Subscription
 from rtserver.messages import (
     IpcMessage,
     StoredMessage,

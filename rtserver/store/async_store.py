@@ -3,7 +3,7 @@
 The event loop carries every session's RTP, DTLS and ICE, so it must never wait on SQLite: a
 write that waits out another process's lock (up to ``BUSY_TIMEOUT_S``), a slow disk, or a
 report read of an hour of signals would stall every peer at once. :class:`AsyncStore` is the
-async face of :class:`rtserver.store.Store` that the event loop uses:
+async face of :class:`rtserver.store.sqlite.Store` that the event loop uses:
 
 - **Writes** (messages, session status, audit rows) go to one :class:`StoreWriter` thread, in
   the order they were submitted, each committed on its own. What must follow a write (a
@@ -11,7 +11,7 @@ async face of :class:`rtserver.store.Store` that the event loop uses:
   is committed, in the same order. So a message is in the store before any observer can see
   it live (backfill-then-live never misses one), a session's messages keep their order, and a
   session's bus close comes after its final. A final goes on the bus only once the session's
-  ended status is committed too (``Publisher.finish`` in ``live.py``).
+  ended status is committed too (``Publisher.finish`` in ``live/session.py``).
 - **Failures**: a write that fails with ``sqlite3.OperationalError`` (the database is locked
   past the busy timeout, the disk is full, an I/O error) is retried, with backoff, until it
   succeeds; everything after it waits its turn. Other errors (a constraint broken, i.e. a
@@ -46,7 +46,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
-from rtserver.store import DEFAULT_EXPIRES_IN_S, Question, SessionRecord, Store
+from rtserver.store.sqlite import DEFAULT_EXPIRES_IN_S, Question, SessionRecord, Store
 
 log = logging.getLogger(__name__)
 

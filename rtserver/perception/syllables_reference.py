@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from rtserver.scoring.syllables import (
+from rtserver.perception.syllables import (
     HIST_BIN_DB,
     HIST_BINS,
     HIST_LOW_DB,

@@ -5,7 +5,7 @@ the defaults) and, in each worker process, gc's object counts and glibc's ``mall
 
 - Python objects do not stay: from the second round to the twentieth the counts are flat
   (no session, peer connection, relay, proxy, task or metric label outlives its session).
-  The one exception was ours, fixed in ``scoring/batcher.py``: the batcher kept its last
+  The one exception was ours, fixed in ``inference/batcher.py``: the batcher kept its last
   batch of frame planes alive while idle.
 - glibc keeps the memory sessions freed. Frames are decoded, copied and analysed in
   aiortc's decoder threads and our analysis threads, each allocating from its own malloc

@@ -1,8 +1,8 @@
 """Per-hop fluency decisions for one session: speech, syllable nuclei and pauses.
 
 :class:`FluencyStream` turns hop features into final per-hop decisions: speech (Silero VAD
-combined with our energy and voicing, ``scoring/speech.py``), syllable nuclei (de Jong &
-Wempe's method on our intensity contour, ``scoring/syllables.py``) and pauses (silences of
+combined with our energy and voicing, ``perception/speech.py``), syllable nuclei (de Jong &
+Wempe's method on our intensity contour, ``perception/syllables.py``) and pauses (silences of
 at least ``MIN_PAUSE_S`` after speech). Hops come out once the gate has decided them (its
 lookahead, 270 ms, after they went in), always in order, and any split of the stream gives
 the same decisions.
@@ -22,10 +22,10 @@ import time
 import numpy as np
 
 from rtserver.kernels.audio import HopFeatures
+from rtserver.perception.speech import SpeechGate
+from rtserver.perception.syllables import SyllableDetector
+from rtserver.perception.vad import SileroVad
 from rtserver.scoring.fluency import MIN_PAUSE_HOPS
-from rtserver.scoring.speech import SpeechGate
-from rtserver.scoring.syllables import SyllableDetector
-from rtserver.scoring.vad import SileroVad
 
 
 class PauseTracker:

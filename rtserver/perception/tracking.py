@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtserver.kernels.frame import crop_resize_normalize
-from rtserver.scoring.faces import Chroma, FaceBox, FaceDetector
+from rtserver.perception.faces import Chroma, FaceBox, FaceDetector
 
 PATCH_SIZE = 24  # pixels of the comparison patch; small, so each check costs microseconds
 
