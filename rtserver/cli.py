@@ -19,7 +19,7 @@ import uvicorn
 from rtserver.api.demo import demo_session
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.media.ice import restrict_host_addresses
-from rtserver.store.sqlite import Store
+from rtserver.store import Store
 
 log = logging.getLogger("rtserver")
 

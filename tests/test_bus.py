@@ -1,4 +1,4 @@
-from rtserver.bus.memory import MemoryBus, Subscription
+from rtserver.bus import MemoryBus, Subscription
 from rtserver.messages import StoredMessage
 
 

@@ -14,7 +14,7 @@ import pytest
 from rtserver.api.demo import DEMO_CANDIDATE, demo_file, demo_session
 from rtserver.cli import create_demo_session
 from rtserver.config import Config
-from rtserver.store.sqlite import STATUS_CREATED, Store
+from rtserver.store import STATUS_CREATED, Store
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from rtserver.bus.ipc import IpcBus
 from rtserver.messages import (
     StoredMessage,
     WorkerCall,
@@ -13,7 +14,7 @@ from rtserver.messages import (
     WorkerReply,
     WorkerStart,
 )
-from rtserver.server.ipc import Channel, IpcBus
+from rtserver.server.ipc import Channel
 
 
 async def channel_pair() -> tuple[Channel, Channel]:

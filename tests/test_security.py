@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
-from rtserver.api.app import WEB_CLIENT
+from rtserver.api.pages import WEB_CLIENT
 from rtserver.api.security import SecuredStarlette
 
 

@@ -3,7 +3,7 @@ import threading
 from pathlib import Path
 
 from rtserver.messages import StoredMessage
-from rtserver.store.sqlite import (
+from rtserver.store import (
     DEFAULT_EXPIRES_IN_S,
     STATUS_ENDED,
     STATUS_ERASED,

@@ -21,16 +21,18 @@ from typing import Any
 import httpx
 import pytest
 
-from rtserver.api.app import Api, _app
+from rtserver.api.app import _app
+from rtserver.api.context import Api
 from rtserver.api.observers import stream_session
-from rtserver.bus.memory import MemoryBus, Subscription
+from rtserver.bus import MemoryBus, Subscription
 from rtserver.config import Config
-from rtserver.live.session import LiveSession, Publisher, Runtime
+from rtserver.live.publisher import Publisher
+from rtserver.live.runtime import Runtime
+from rtserver.live.session import LiveSession
 from rtserver.messages import AudioSecond, SignalMessage, StoredMessage, VideoSecond
 from rtserver.metrics import Metrics
 from rtserver.scoring.rubric import Interview, score_interview
-from rtserver.store.async_store import AsyncStore, StoreBacklogged, StoreClosed
-from rtserver.store.sqlite import STATUS_ENDED, Store
+from rtserver.store import STATUS_ENDED, AsyncStore, Store, StoreBacklogged, StoreClosed
 
 SLOW_WRITE_S = 0.2
 SLOW_READ_S = 0.3

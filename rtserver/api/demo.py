@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtserver.store.sqlite import STATUS_CREATED, Store
+from rtserver.store import STATUS_CREATED, Store
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
-"""HR observers: backfill from the store, then live messages from the bus, over a websocket.
+"""HR observers: the live signals over a websocket, the relayed video and audio (``/watch``),
+and the ICE servers the observer page needs.
 
-The subscription opens before the backfill is read, so no message can fall between the two;
+The signals stream sends the backfill from the store, then live messages from the bus. The
+subscription opens before the backfill is read, so no message can fall between the two;
 messages seen in the backfill are skipped when they come again live (by ``seq``). A message
-reaches the bus only once it is committed to the store (``rtserver/store/async_store.py``), so the
-backfill holds everything sent live before it. The backfill is read, and its messages
+reaches the bus only once it is committed to the store (``rtserver/store/async_store.py``), so
+the backfill holds everything sent live before it. The backfill is read, and its messages
 encoded, on a read thread: a long session's is thousands of messages.
 """
 
@@ -12,12 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from rtserver.bus.memory import Bus
+from rtserver.api.context import api_of
+from rtserver.api.http import NO_STORE, error_response, read_json
+from rtserver.api.sdp import parse_watch_offer
+from rtserver.bus import Bus
+from rtserver.errors import RtServerError
+from rtserver.media.turn import page_ice_configuration
 from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
-from rtserver.store.async_store import AsyncStore
+from rtserver.store import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +80,36 @@ async def stream_session(
     finally:
         bus.unsubscribe(subscription)
         metrics.observers.inc(-1)
+
+
+async def ice_servers(request: Request) -> Response:
+    """The observer page's STUN/TURN servers for /watch, with a fresh TURN credential."""
+    api = api_of(request)
+    api.require_hr(request)
+    return JSONResponse(page_ice_configuration(api.runtime.config, "hr"), headers=NO_STORE)
+
+
+async def watch(request: Request) -> Response:
+    """An HR observer's recvonly offer, answered with the candidate's live video and
+    audio (relayed, so re-encoded per observer)."""
+    api = api_of(request)
+    actor = api.require_hr(request)
+    record = await api.session_or_404(request.path_params["session_id"])
+    offer = parse_watch_offer(await read_json(request))
+    answer = await api.manager.watch(record.id, offer)
+    await api.db.audit(actor, "watch", record.id)
+    return JSONResponse({"sdp": answer.sdp, "type": answer.type})
+
+
+async def signals(websocket: WebSocket) -> None:
+    api = api_of(websocket)
+    session_id = websocket.path_params["session_id"]
+    try:
+        actor = api.require_hr(websocket)
+        await api.session_or_404(session_id)
+    except RtServerError as error:
+        await websocket.send_denial_response(error_response(error))
+        return
+    await api.db.audit(actor, "observe", session_id)
+    await websocket.accept()
+    await stream_session(websocket, session_id, api.db, api.runtime.bus, api.runtime.metrics)

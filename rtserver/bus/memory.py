@@ -1,73 +1,11 @@
-"""The message bus between session pipelines and observers.
-
-:class:`Bus` is the interface every bus implements: :class:`MemoryBus` (the embedded
-default, in-process), :class:`rtserver.server.ipc.IpcBus` (a worker process's bus, forwarding to
-the server process over its IPC channel) and, later, a Redis-backed bus for many hosts.
-
-The embedded default is in-process. Each subscriber has a bounded queue; a subscriber that
-falls a whole queue behind is cut off (``overflowed``) rather than silently skipping
-messages, and its observer reconnects and resumes from the store's backfill.
-"""
+"""The embedded default bus: in-process fan-out from a session's pipeline to its observers."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
-from typing import Protocol
 
+from rtserver.bus.base import Subscription
 from rtserver.messages import StoredMessage
-
-SUBSCRIBER_QUEUE_BOUND = 1024  # messages; ~17 minutes of signals at one per second
-
-
-class Subscription:
-    """One observer's view of a session's live messages."""
-
-    def __init__(self, session_id: str, bound: int = SUBSCRIBER_QUEUE_BOUND) -> None:
-        self.session_id = session_id
-        self.bound = bound
-        self.overflowed = False
-        self.closed = False
-        # One place beyond the bound is kept for the closing sentinel.
-        self._queue: asyncio.Queue[StoredMessage | None] = asyncio.Queue(maxsize=bound + 1)
-
-    def deliver(self, message: StoredMessage) -> None:
-        """Queues a message; on a full queue marks the subscription overflowed and closes it."""
-        if self.closed:
-            return
-        if self._queue.qsize() >= self.bound:
-            self.overflowed = True
-            self.close()
-            return
-        self._queue.put_nowait(message)
-
-    def close(self) -> None:
-        """Ends the subscription after the messages already queued."""
-        if not self.closed:
-            self.closed = True
-            self._queue.put_nowait(None)
-
-    async def get(self) -> StoredMessage | None:
-        """The next message, or None once the subscription is closed."""
-        return await self._queue.get()
-
-
-class Bus(Protocol):
-    """Carries each session's stored messages to the observers subscribed to it."""
-
-    def publish(self, message: StoredMessage) -> None:
-        """Fans ``message`` out to its session's subscribers; never blocks."""
-        ...
-
-    def subscribe(self, session_id: str) -> Subscription:
-        """A bounded subscription to the session's messages published from now on."""
-        ...
-
-    def unsubscribe(self, subscription: Subscription) -> None: ...
-
-    def close_session(self, session_id: str) -> None:
-        """Ends every subscription of the session, after the messages already published."""
-        ...
 
 
 class MemoryBus:

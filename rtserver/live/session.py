@@ -24,41 +24,26 @@ import math
 import time
 from collections import deque
 from collections.abc import Coroutine, Iterable, Sequence
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from rtserver.bus.memory import Bus
-from rtserver.config import Config
-from rtserver.errors import AtCapacity, Conflict, ControlRefused
-from rtserver.inference.batcher import ModelBatcher
+from rtserver.errors import Conflict, ControlRefused
 from rtserver.live.hints import HintRules
+from rtserver.live.link import Link, drain
+from rtserver.live.publisher import Publisher
 from rtserver.live.questions import QuestionTimeline
+from rtserver.live.runtime import Runtime
 from rtserver.media.audio import AudioPath
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
 from rtserver.media.relay import SessionRelay
 from rtserver.media.video import VideoPath
-from rtserver.messages import (
-    ControlMessage,
-    FinalMessage,
-    SignalMessage,
-    StoredMessage,
-    signal_from_wire,
-)
-from rtserver.metrics import Metrics
-from rtserver.perception.faces import FaceDetector
-from rtserver.perception.vad import SileroVad
+from rtserver.messages import ControlMessage, SignalMessage
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.scoring.signals import SecondAggregator, SecondSummary
-from rtserver.server.admission import Admission, RecentSignalLag
-from rtserver.server.cpu_budget import CpuBudget
-from rtserver.server.memory import HeapTrimmer
-from rtserver.store.async_store import AsyncStore, StoreBacklogged
-from rtserver.store.sqlite import STATUS_LIVE, Store
+from rtserver.store import StoreBacklogged
 
 log = logging.getLogger(__name__)
 
@@ -69,113 +54,6 @@ PARTIAL_SECOND_MIN_S = 0.25  # a last, partial second is published if it holds t
 # A new offer with the join token replaces a connection that still looks up when no media
 # has come over it for this long: the candidate's page noticed the drop before ICE did.
 RECONNECT_STALL_S = 2.0
-
-
-@dataclass
-class Runtime:
-    """What every session shares: configuration, storage, bus, metrics, workers, models.
-
-    ``db`` is the store as the event loop uses it (writes on the writer thread, reads in
-    threads: ``rtserver/store/async_store.py``); ``store`` is its read connection, for code that
-    runs off the loop.
-    """
-
-    config: Config
-    store: Store
-    db: AsyncStore
-    bus: Bus
-    metrics: Metrics
-    executor: Executor
-    detector: FaceDetector | None
-    batcher: ModelBatcher | None = None
-    backends: dict[str, str] = field(default_factory=dict)  # model name -> backend name
-    vad: SileroVad | None = None  # speech detection for every session's fluency decisions
-    # How late this process's signals have gone out lately (admission control reads it).
-    signal_lag: RecentSignalLag = field(default_factory=RecentSignalLag)
-
-
-class Publisher:
-    """Gives each message of a session its log position, stores it, then fans it out.
-
-    The store's writer thread commits the message, and only then does the bus get it (on
-    the event loop, in order): backfill must hold everything an observer saw live.
-    """
-
-    def __init__(self, runtime: Runtime, session_id: str, next_seq: int = 0) -> None:
-        self.runtime = runtime
-        self.session_id = session_id
-        self.next_seq = next_seq
-
-    def publish(self, message: SignalMessage | FinalMessage) -> StoredMessage:
-        """Hands the message to the store's writer without waiting. Raises StoreBacklogged
-        when the writer's queue is full: the message is not taken and its seq stays free."""
-        return self._offer(message)[0]
-
-    async def publish_and_wait(self, message: SignalMessage | FinalMessage) -> StoredMessage:
-        """Publishes the message, waiting for room in the writer's queue, and returns once
-        it is committed and on the bus. Its seq is given once there is room, so the
-        session's messages stay in seq order in the queue."""
-        await self.runtime.db.writer.wait_for_room()
-        stored, committed = self._offer(message)  # no await since: the room is still there
-        await committed
-        return stored
-
-    async def finish(self, final: FinalMessage, reason: str) -> StoredMessage:
-        """Publishes the session's final, marks the session ended (``reason``) and closes
-        its subscriptions. The final reaches the bus only once both writes are committed,
-        and the close follows it in the same step: whoever sees the final and then asks the
-        server finds the session ended, as when the store was written on the loop."""
-        runtime = self.runtime
-        writer, bus, session = runtime.db.writer, runtime.bus, self.session_id
-        await writer.wait_for_room()
-        stored = self._stored(final)
-        written = writer.offer(lambda store: store.append_message(stored), None, session)
-        self.next_seq += 1
-
-        def announce() -> None:
-            # `written` resolved first (the writer's follow-ups run in order); a final
-            # that could not be stored is never sent.
-            if written.done() and not written.cancelled() and written.exception() is None:
-                bus.publish(stored)
-            bus.close_session(session)
-
-        await writer.submit(lambda store: store.mark_ended(session, reason), announce, session)
-        return stored
-
-    def _stored(self, message: SignalMessage | FinalMessage) -> StoredMessage:
-        payload = message.to_wire()
-        payload["seq"] = self.next_seq
-        return StoredMessage(self.session_id, self.next_seq, message.type, payload)
-
-    def _offer(
-        self, message: SignalMessage | FinalMessage
-    ) -> tuple[StoredMessage, asyncio.Future[Any]]:
-        stored = self._stored(message)
-        bus = self.runtime.bus
-        committed = self.runtime.db.offer_message(stored, functools.partial(bus.publish, stored))
-        self.next_seq += 1
-        return stored, committed
-
-
-@dataclass
-class Link:
-    """One connection of the candidate: its peer, and the media paths draining its tracks."""
-
-    video: VideoPath
-    audio: AudioPath
-    connected_at: float  # monotonic time the offer was answered
-    ingest: PeerIngest = field(init=False)
-    drains: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # kind -> drain
-    retired: bool = False  # closed for good: its late tracks and events are ignored
-
-    @property
-    def last_media_at(self) -> float:
-        """Monotonic time of the last frame, or of the connection before any frame."""
-        return max(self.video.last_media_at, self.audio.last_media_at, self.connected_at)
-
-    @property
-    def cpu_s(self) -> float:
-        return self.video.cpu_s + self.audio.cpu_s
 
 
 class LiveSession:
@@ -332,7 +210,7 @@ class LiveSession:
         source = self.relay.analysis_track(track)
         path = link.video.run(source) if track.kind == "video" else link.audio.run(source)
         link.drains[track.kind] = asyncio.create_task(
-            _drain(path, source), name=f"{track.kind}-drain-{self.id}"
+            drain(path, source), name=f"{track.kind}-drain-{self.id}"
         )
 
     def _on_control(self, message: ControlMessage) -> None:
@@ -565,207 +443,3 @@ class LiveSession:
                 return
             except StoreBacklogged:
                 await self.runtime.db.writer.wait_for_room()
-
-
-class SessionHost(Protocol):
-    """Where live sessions run: in this process (:class:`SessionManager`) or in worker
-    processes (:class:`rtserver.server.workers.WorkerPool`). The API asks only this."""
-
-    async def join(
-        self, session_id: str, offer: RTCSessionDescription, questions: Sequence[str] = ()
-    ) -> RTCSessionDescription: ...
-
-    async def reconnect(
-        self, session_id: str, offer: RTCSessionDescription
-    ) -> RTCSessionDescription: ...
-
-    async def end(self, session_id: str, reason: str) -> bool: ...
-
-    async def watch(
-        self, session_id: str, offer: RTCSessionDescription
-    ) -> RTCSessionDescription: ...
-
-    async def live_figures(self, session_id: str) -> dict[str, Any] | None: ...
-
-    def live_count(self) -> int: ...
-
-    def health(self) -> dict[str, Any]: ...
-
-    async def render_metrics(self) -> str: ...
-
-    async def shutdown(self) -> None: ...
-
-
-class SessionManager:
-    """Holds the live sessions of this process and enforces capacity: a session count, the
-    machine's CPU budget when this process places sessions itself (``rtserver.server.cpu_budget``;
-    a worker process leaves that to the server process), and no new session while the
-    process falls behind (``rtserver.server.admission``)."""
-
-    def __init__(self, runtime: Runtime, places_sessions: bool = True) -> None:
-        self.runtime = runtime
-        self.live: dict[str, LiveSession] = {}
-        self._joining: set[str] = set()
-        self.admission = Admission(runtime.config, runtime.signal_lag)
-        self.cpu_budget: CpuBudget | None = None
-        if places_sessions:
-            config = runtime.config
-            self.cpu_budget = CpuBudget(
-                config.max_cpu, config.analysis, self.live_count, prior_cores=config.session_cpu
-            )
-        # Gives back the memory that ended sessions freed (rtserver/server/memory.py says why).
-        self.trimmer = HeapTrimmer()
-
-    def _update_gauge(self) -> None:
-        self.runtime.metrics.live_sessions.set(len(self.live))
-
-    async def join(
-        self, session_id: str, offer: RTCSessionDescription, questions: Sequence[str] = ()
-    ) -> RTCSessionDescription:
-        """Starts a session from the candidate's offer and returns the server's answer;
-        ``questions`` are the session's question texts, by index."""
-        capacity = self.runtime.config.session_limit
-        if session_id in self.live or session_id in self._joining:
-            raise Conflict("session is already live")
-        if self.live_count() >= capacity:
-            raise AtCapacity(f"server is at its capacity of {capacity} live sessions")
-        self.admission.check()
-        budget = self.cpu_budget
-        if budget is not None:
-            budget.start()
-        place = budget.reserve() if budget is not None else None
-        self._joining.add(session_id)
-        try:
-            session = LiveSession(self.runtime, session_id, questions)
-            try:
-                answer = await session.accept(offer)
-            except BaseException:
-                await session.abort()
-                raise
-            if not await self.runtime.db.mark_live(session_id):
-                await session.abort()
-                raise Conflict("session is already live or ended")
-            self.live[session_id] = session
-        except BaseException:
-            if budget is not None and place is not None:
-                budget.release(place)
-            raise
-        finally:
-            self._joining.discard(session_id)
-        self.runtime.metrics.sessions_total.inc(outcome="started")
-        self._update_gauge()
-        session._spawn(self._forget_when_ended(session))
-        return answer
-
-    async def reconnect(
-        self, session_id: str, offer: RTCSessionDescription
-    ) -> RTCSessionDescription:
-        """Answers a live session's candidate coming back (see LiveSession.reconnect)."""
-        session = self.live.get(session_id)
-        if session is None:
-            raise Conflict("session is live in another process")
-        answer = await session.reconnect(offer)
-        self.runtime.metrics.reconnects.inc()
-        return answer
-
-    async def _forget_when_ended(self, session: LiveSession) -> None:
-        await session.ended.wait()
-        self.live.pop(session.id, None)
-        self.runtime.metrics.sessions_total.inc(outcome=session.end_reason or "ended")
-        self._update_gauge()
-        self.trimmer.session_ended()
-
-    async def end(self, session_id: str, reason: str) -> bool:
-        """Ends a live session; False when it is not live in this process."""
-        session = self.live.get(session_id)
-        if session is None:
-            return False
-        await session.end(reason)
-        return True
-
-    async def watch(self, session_id: str, offer: RTCSessionDescription) -> RTCSessionDescription:
-        """An HR observer's answer, relaying the live session's media; Conflict when the
-        session is not live here."""
-        session = self.live.get(session_id)
-        if session is None:
-            raise Conflict("session is not live")
-        return await session.relay.watch(offer)
-
-    async def live_figures(self, session_id: str) -> dict[str, Any] | None:
-        """A live session's figures: signals published so far and analysis CPU seconds per
-        second of media; None when it is not live here."""
-        live = self.live.get(session_id)
-        if live is None:
-            return None
-        return {
-            "signals": len(live.signals),
-            "analysis_cpu_per_media_s": round(live.analysis_cost(), 5),
-        }
-
-    def live_count(self) -> int:
-        """Live sessions, and those joining now."""
-        return len(self.live) + len(self._joining)
-
-    def health(self) -> dict[str, Any]:
-        """Extra /healthz fields: none for a single process."""
-        return {}
-
-    async def render_metrics(self) -> str:
-        self.runtime.metrics.loop_lag.set(self.admission.loop_lag.lag_s)
-        self.runtime.metrics.recent_signal_lag.set(self.runtime.signal_lag.mean_s())
-        if self.cpu_budget is not None:
-            self.runtime.metrics.observe_cpu_budget(self.cpu_budget)
-        return self.runtime.metrics.render()
-
-    async def shutdown(self) -> None:
-        await self.admission.stop()
-        if self.cpu_budget is not None:
-            await self.cpu_budget.stop()
-        sessions = list(self.live.values())
-        for session in sessions:
-            with contextlib.suppress(Exception):
-                await session.end("server_shutdown")
-        await self.trimmer.stop()
-
-
-async def recover_interrupted(runtime: Runtime) -> list[str]:
-    """Finishes sessions a crashed process left live: scores what was stored, ends them.
-
-    Nothing already published is lost: the final score is computed from the stored signals.
-    """
-    live = await runtime.db.sessions_with_status(STATUS_LIVE)
-    return await finish_sessions(runtime, live, "server_restart")
-
-
-async def finish_sessions(runtime: Runtime, session_ids: Iterable[str], reason: str) -> list[str]:
-    """Ends those of ``session_ids`` still live in the store, whose process is gone: each
-    gets a final scored from its stored signals (unless it has one), then is marked ended
-    and its subscriptions close. Returns the sessions ended."""
-    recovered = []
-    db = runtime.db
-    live = set(await db.sessions_with_status(STATUS_LIVE))
-    for session_id in session_ids:
-        if session_id not in live:
-            continue
-        stored = await db.messages(session_id)
-        if not any(m.kind == "final" for m in stored):
-            signals = [signal_from_wire(m.payload) for m in stored if m.kind == "signal"]
-            emotion_on = runtime.config.emotion == "on"
-            record = await db.get_session(session_id)
-            texts = [q.text for q in record.questions] if record else []
-            final = score_interview(Interview(session_id, signals, reason, emotion_on, texts))
-            next_seq = stored[-1].seq + 1 if stored else 0
-            await Publisher(runtime, session_id, next_seq).finish(final, reason)
-        else:
-            await db.mark_ended(session_id, reason)
-            await db.after_writes(functools.partial(runtime.bus.close_session, session_id))
-        recovered.append(session_id)
-    return recovered
-
-
-async def _drain(path: Coroutine[Any, Any, None], proxy: MediaStreamTrack) -> None:
-    """Runs a media path over its relay proxy, unsubscribing the proxy when it stops."""
-    try:
-        await path
-    finally:
-        proxy.stop()

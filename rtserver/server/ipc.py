@@ -1,4 +1,4 @@
-"""The channel between the server process and one worker process, and the worker's bus.
+"""The channel between the server process and one worker process.
 
 A channel is one stream socket (a ``socketpair`` made when the worker is started) carrying
 frames: a 4-byte big-endian length, then one msgpack map, the wire form of a
@@ -15,15 +15,7 @@ import logging
 
 import msgpack
 
-from rtserver.bus.memory import MemoryBus, Subscription
-from rtserver.messages import (
-    IpcMessage,
-    StoredMessage,
-    WorkerClose,
-    WorkerPublish,
-    ipc_from_wire,
-    ipc_to_wire,
-)
+from rtserver.messages import IpcMessage, ipc_from_wire, ipc_to_wire
 
 log = logging.getLogger(__name__)
 
@@ -74,29 +66,3 @@ class Channel:
 
     def close(self) -> None:
         self._writer.close()
-
-
-class IpcBus:
-    """A worker process's bus: every message goes to the server process over the channel,
-    whose own bus fans it out to the observers (the server owns every observer websocket).
-
-    Subscribers in the worker itself (none today) are served by a local :class:`MemoryBus`.
-    """
-
-    def __init__(self, channel: Channel) -> None:
-        self._channel = channel
-        self._local = MemoryBus()
-
-    def publish(self, message: StoredMessage) -> None:
-        self._local.publish(message)
-        self._channel.send(WorkerPublish(message))
-
-    def subscribe(self, session_id: str) -> Subscription:
-        return self._local.subscribe(session_id)
-
-    def unsubscribe(self, subscription: Subscription) -> None:
-        self._local.unsubscribe(subscription)
-
-    def close_session(self, session_id: str) -> None:
-        self._local.close_session(session_id)
-        self._channel.send(WorkerClose(session_id))

@@ -22,14 +22,15 @@ from typing import Any
 
 from aiortc import RTCSessionDescription
 
-from rtserver.api.app import build_runtime, warm_up
+from rtserver.bus.ipc import IpcBus
 from rtserver.cli import setup_logging
 from rtserver.config import config_from_wire
 from rtserver.errors import BadRequest, RtServerError
-from rtserver.live.session import SessionManager
+from rtserver.live.manager import SessionManager
+from rtserver.live.runtime import build_runtime, warm_up
 from rtserver.media.ice import quicken_consent_checks, restrict_host_addresses
 from rtserver.messages import WorkerCall, WorkerReady, WorkerReply, WorkerStart
-from rtserver.server.ipc import Channel, IpcBus
+from rtserver.server.ipc import Channel
 
 log = logging.getLogger("rtserver.server.worker")  # __name__ is __main__ under -m
 

@@ -57,7 +57,8 @@ from aiortc import RTCSessionDescription
 
 from rtserver.config import config_to_wire
 from rtserver.errors import AtCapacity, Conflict, Overloaded, WorkerLost, error_from_code
-from rtserver.live.session import Runtime, finish_sessions
+from rtserver.live.manager import finish_sessions
+from rtserver.live.runtime import Runtime
 from rtserver.messages import (
     WorkerCall,
     WorkerClose,

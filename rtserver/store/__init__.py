@@ -1,1 +1,35 @@
-"""TODO"""
+"""Durable state: sessions, their message logs, reports and the audit log.
+
+One module per implementation behind one interface: ``sqlite.py`` (the embedded default) and,
+for many hosts, PostgreSQL beside it. ``records.py`` holds what every implementation keeps and
+returns; ``async_store.py`` puts a store off the event loop (one writer thread for every
+write, reads in threads), whatever the implementation. Schema, queries and retention belong
+here; what is judged of a session (``scoring/``) and who may see it (``api/``) do not.
+"""
+
+from rtserver.store.async_store import AsyncStore, StoreBacklogged, StoreClosed, StoreWriter
+from rtserver.store.records import (
+    DEFAULT_EXPIRES_IN_S,
+    STATUS_CREATED,
+    STATUS_ENDED,
+    STATUS_ERASED,
+    STATUS_LIVE,
+    Question,
+    SessionRecord,
+)
+from rtserver.store.sqlite import Store
+
+__all__ = [
+    "DEFAULT_EXPIRES_IN_S",
+    "STATUS_CREATED",
+    "STATUS_ENDED",
+    "STATUS_ERASED",
+    "STATUS_LIVE",
+    "AsyncStore",
+    "Question",
+    "SessionRecord",
+    "Store",
+    "StoreBacklogged",
+    "StoreClosed",
+    "StoreWriter",
+]

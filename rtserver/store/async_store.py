@@ -46,7 +46,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
-from rtserver.store.sqlite import DEFAULT_EXPIRES_IN_S, Question, SessionRecord, Store
+from rtserver.store.records import DEFAULT_EXPIRES_IN_S, Question, SessionRecord
+from rtserver.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 

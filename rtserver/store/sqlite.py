@@ -18,11 +18,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rtserver.messages import StoredMessage
+from rtserver.store.records import (
+    DEFAULT_EXPIRES_IN_S,
+    STATUS_CREATED,
+    STATUS_ENDED,
+    STATUS_ERASED,
+    STATUS_LIVE,
+    Question,
+    SessionRecord,
+)
 
 # Worker processes write messages and statuses while the server process reads and writes
 # sessions and the audit log: WAL lets readers go on during a write, and a writer that
@@ -61,57 +69,12 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 
-# A join link lasts this long unless the session was created with another expires_in (s).
-DEFAULT_EXPIRES_IN_S = 7 * 24 * 3600.0
 # Columns added to `sessions` since its first release, with the value rows of an older
 # database get: each is added on open when missing.
 _ADDED_SESSION_COLUMNS = (
     ("expires_at", "REAL", f"created_at + {DEFAULT_EXPIRES_IN_S!r}"),
     ("resume_hash", "TEXT", None),
 )
-
-STATUS_CREATED = "created"
-STATUS_LIVE = "live"
-STATUS_ENDED = "ended"
-STATUS_ERASED = "erased"
-
-
-@dataclass(frozen=True)
-class Question:
-    text: str
-    seconds: int
-
-
-@dataclass(frozen=True)
-class SessionRecord:
-    id: str
-    candidate: str | None
-    job: str | None
-    questions: tuple[Question, ...]
-    status: str
-    created_at: float
-    started_at: float | None
-    ended_at: float | None
-    end_reason: str | None
-    expires_at: float  # unix time (s) after which the join link is refused
-
-    def is_expired(self, now: float | None = None) -> bool:
-        """Whether the join link has expired at unix time ``now`` (s; default: now)."""
-        return (time.time() if now is None else now) >= self.expires_at
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "candidate": self.candidate,
-            "job": self.job,
-            "questions": [{"text": q.text, "seconds": q.seconds} for q in self.questions],
-            "status": self.status,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "end_reason": self.end_reason,
-            "expires_at": self.expires_at,
-        }
 
 
 def hash_token(token: str) -> str:

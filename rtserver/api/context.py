@@ -1,0 +1,87 @@
+"""What every route handler needs: the runtime, where the live sessions run, and who is
+asking (the HR bearer key, or the client's address for the audit log)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from starlette.requests import HTTPConnection, Request
+
+from rtserver.errors import Expired, NotFound, Unauthorized
+from rtserver.live.manager import SessionHost, SessionManager
+from rtserver.live.runtime import Runtime
+from rtserver.store import STATUS_ERASED, SessionRecord
+
+
+def bearer_token(connection: HTTPConnection) -> str:
+    """The HR key: from ``Authorization: Bearer``, or ``?token=`` on websockets only.
+
+    Browsers cannot set headers on a websocket, so the query is accepted there and nowhere
+    else: a key in a REST URL would end up in browser history and proxy logs.
+    """
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
+    if connection.scope["type"] == "websocket":
+        return connection.query_params.get("token", "")
+    return ""
+
+
+def client_address(connection: HTTPConnection) -> str:
+    return connection.client.host if connection.client else "unknown"
+
+
+class Api:
+    """One server's API state, reached from a request by :func:`api_of`."""
+
+    def __init__(self, runtime: Runtime, api_key: str, host: SessionHost | None = None) -> None:
+        self.runtime = runtime
+        # The store off the event loop: every read in a thread, every write on the writer
+        # thread (rtserver/store/async_store.py).
+        self.db = runtime.db
+        # Where the live sessions run: here, or in worker processes (rtserver/server/workers.py).
+        self.manager: SessionHost = host if host is not None else SessionManager(runtime)
+        self._api_key = api_key
+
+    # -- auth -------------------------------------------------------------------------
+
+    def is_hr(self, connection: HTTPConnection) -> bool:
+        token = bearer_token(connection)
+        return bool(token) and hmac.compare_digest(token.encode(), self._api_key.encode())
+
+    def require_hr(self, connection: HTTPConnection) -> str:
+        """The audit actor for an HR request; raises 401 without the API key."""
+        if not self.is_hr(connection):
+            raise Unauthorized("missing or wrong API key (send Authorization: Bearer <key>)")
+        return f"hr@{client_address(connection)}"
+
+    async def session_or_404(self, session_id: str) -> SessionRecord:
+        record = await self.db.get_session(session_id)
+        if record is None or record.status == STATUS_ERASED:
+            raise NotFound(f"no session {session_id}")
+        return record
+
+    async def candidate_session(self, session_id: str, token: Any) -> SessionRecord:
+        """The session a join token holder asks about: 404 unknown, 401 wrong token, 410
+        once its link has expired (checked after the token, so that only its holder
+        learns it)."""
+        record = await self.session_or_404(session_id)
+        if not isinstance(token, str) or not await self.db.check_join_token(record.id, token):
+            raise Unauthorized("wrong or missing join token")
+        if record.is_expired():
+            raise Expired("this interview link has expired; ask for a new one")
+        return record
+
+    def base_url(self, request: Request) -> str:
+        configured = self.runtime.config.public_url
+        return (configured or str(request.base_url)).rstrip("/")
+
+    # -- pages and operations ---------------------------------------------------------
+
+
+def api_of(connection: HTTPConnection) -> Api:
+    """The :class:`Api` of the app serving ``connection``."""
+    api: Api = connection.app.state.api
+    return api

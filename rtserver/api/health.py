@@ -1,0 +1,37 @@
+"""Operations: ``/healthz`` for load balancers and uptime checks, ``/metrics`` for Prometheus."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from rtserver.api.context import api_of
+
+
+async def healthz(request: Request) -> Response:
+    """``{"status": "ok"}`` for anyone (load balancers, uptime checks); the rest (live
+    sessions, backends, worker pids) only with the HR key."""
+    api = api_of(request)
+    if not api.is_hr(request):
+        return JSONResponse({"status": "ok"})
+    config = api.runtime.config
+    return JSONResponse(
+        {
+            "status": "ok",
+            "live_sessions": api.manager.live_count(),
+            "analysis": config.analysis,
+            "emotion": config.emotion,
+            "detector": config.detector,
+            "backends": api.runtime.backends,
+            **api.manager.health(),
+        }
+    )
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics; HR key only (Prometheus sends it as a bearer token)."""
+    api = api_of(request)
+    api.require_hr(request)
+    return PlainTextResponse(
+        await api.manager.render_metrics(), media_type="text/plain; version=0.0.4"
+    )

@@ -1,0 +1,63 @@
+"""What every route shares: reading a JSON body within bounds, and typed errors
+(``rtserver.errors``) turned into JSON responses."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from rtserver.api.context import api_of
+from rtserver.errors import (
+    AtCapacity,
+    BadRequest,
+    PayloadTooLarge,
+    RtServerError,
+    http_status,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store"}  # responses that carry credentials
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request's JSON object body; 413 over 64 KiB, 400 when it is not a JSON object."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"body is over {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"body is over {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return data
+
+
+def error_response(error: RtServerError) -> JSONResponse:
+    headers = {}
+    if isinstance(error, AtCapacity):
+        headers["Retry-After"] = str(error.retry_after_s)
+    return JSONResponse(
+        {"error": error.code, "detail": error.detail},
+        status_code=http_status(error),
+        headers=headers,
+    )
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RtServerError)
+    api = api_of(request)
+    api.runtime.metrics.rejected.inc(code=exc.code)
+    log.info("%s %s refused: %s", request.method, request.url.path, exc.detail)
+    return error_response(exc)

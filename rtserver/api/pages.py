@@ -1,0 +1,32 @@
+"""The pages: the candidate's, the observer's and the index, served from ``web_client/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+
+def find_web_client() -> Path:
+    """The pages' directory: inside the installed package, where a wheel ships them
+    (setup.py copies web_client/ there), else the source checkout's top-level web_client/
+    (an editable install, or running from the repository)."""
+    package = Path(__file__).resolve().parent.parent
+    shipped = package / "web_client"
+    return shipped if shipped.is_dir() else package.parent / "web_client"
+
+
+WEB_CLIENT = find_web_client()
+
+
+async def candidate_page(request: Request) -> Response:
+    return FileResponse(WEB_CLIENT / "candidate.html")
+
+
+async def observer_page(request: Request) -> Response:
+    return FileResponse(WEB_CLIENT / "observer.html")
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(WEB_CLIENT / "index.html")

@@ -1,0 +1,99 @@
+"""What every live session of one process shares: the :class:`Runtime`, and how it is built.
+
+A process builds its runtime once: configuration, the store (and its writer thread), the bus,
+metrics, the analysis thread pool and the models (``perception/analysis.py``). The server
+process that only places sessions on workers builds a front runtime, without models.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rtserver.bus import Bus, MemoryBus
+from rtserver.config import Config
+from rtserver.inference.batcher import ModelBatcher
+from rtserver.metrics import Metrics
+from rtserver.perception.analysis import build_analysis
+from rtserver.perception.faces import FaceDetector
+from rtserver.perception.vad import SileroVad
+from rtserver.server.admission import RecentSignalLag
+from rtserver.store import AsyncStore, Store
+
+
+@dataclass
+class Runtime:
+    """What every session shares: configuration, storage, bus, metrics, workers, models.
+
+    ``db`` is the store as the event loop uses it (writes on the writer thread, reads in
+    threads: ``rtserver/store/async_store.py``); ``store`` is its read connection, for code that
+    runs off the loop.
+    """
+
+    config: Config
+    store: Store
+    db: AsyncStore
+    bus: Bus
+    metrics: Metrics
+    executor: Executor
+    detector: FaceDetector | None
+    batcher: ModelBatcher | None = None
+    backends: dict[str, str] = field(default_factory=dict)  # model name -> backend name
+    vad: SileroVad | None = None  # speech detection for every session's fluency decisions
+    # How late this process's signals have gone out lately (admission control reads it).
+    signal_lag: RecentSignalLag = field(default_factory=RecentSignalLag)
+
+
+def build_runtime(
+    config: Config, bus: Bus | None = None, fetch_missing_models: bool = True
+) -> Runtime:
+    """Everything the sessions of one process share, models loaded (not yet warmed up);
+    ``bus`` defaults to an in-process :class:`MemoryBus`. A worker process passes
+    ``fetch_missing_models=False``: the server process fetched them before starting it."""
+    metrics = Metrics()
+    executor = ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis")
+    analysis = build_analysis(config, metrics, executor, fetch_missing_models)
+    store = Store(config.db_path)
+    return Runtime(
+        config=config,
+        store=store,
+        db=AsyncStore(store, Store(config.db_path), metrics),
+        bus=bus if bus is not None else MemoryBus(),
+        metrics=metrics,
+        executor=executor,
+        detector=analysis.detector,
+        batcher=analysis.batcher,
+        backends=analysis.backends,
+        vad=analysis.vad,
+    )
+
+
+def warm_up(runtime: Runtime) -> None:
+    """Compiles and loads everything before the first session, so it pays no start-up cost."""
+    from rtserver.kernels import audio
+    from rtserver.perception import speech, syllables
+
+    audio.warm_up()
+    speech.warm_up()
+    syllables.warm_up()
+    if runtime.vad is not None:
+        runtime.vad.stream().process(np.zeros(2048, np.float32))
+    if runtime.detector is not None:
+        runtime.detector.detect(np.zeros((240, 320), np.uint8))
+
+
+def build_front_runtime(config: Config) -> Runtime:
+    """The server process's runtime when worker processes run the sessions: storage, the
+    bus its observers subscribe to, metrics; no models."""
+    store, metrics = Store(config.db_path), Metrics()
+    return Runtime(
+        config=config,
+        store=store,
+        db=AsyncStore(store, Store(config.db_path), metrics),
+        bus=MemoryBus(),
+        metrics=metrics,
+        executor=ThreadPoolExecutor(1, thread_name_prefix="front"),
+        detector=None,
+    )
