@@ -284,9 +284,9 @@ async def test_a_session_keeps_refused_seconds_and_publishes_them_in_order_later
     subscription = bus.subscribe(record.id)
     session = LiveSession(runtime, record.id)
     with pytest.raises(StoreBacklogged):
-        session._publish_seconds(range(5))
+        session.seconds.publish_seconds(range(5))
     assert [s.t for s in session.signals] == [0, 1]
-    assert [t for t, _ in session._unpublished] == [2, 3, 4]
+    assert [t for t, _ in session.seconds._unpublished] == [2, 3, 4]
     gated.gate.set()
     await session.end("hangup")  # publishes what it kept, waiting for room, then the final
     received = await drain(subscription)

@@ -1,10 +1,10 @@
-"""Live sessions: the candidate's WebRTC peer, its media paths, and per-second publishing.
+"""One live session: the candidate's connection, its ticker, and its end.
 
 The pipeline of a session reads top to bottom:
 track -> relay -> sampler -> kernels (worker threads) -> SecondAggregator -> publish (store +
-bus). The relay (``media/relay.py``) also feeds the HR observers watching live. The ticker
-publishes each second as soon as every live track's analysis has passed it, and ends the
-session when its media stops.
+bus, ``seconds.py``). The relay (``media/relay.py``) also feeds the HR observers watching
+live. The ticker publishes each second as soon as every live track's analysis has passed it,
+and ends the session when its media stops.
 
 A session outlives a dropped connection: when the candidate's connection is lost (see
 ``media/ingest.py`` for how a drop is told from a hangup), the session waits
@@ -20,10 +20,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import time
-from collections import deque
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from aiortc import RTCSessionDescription
@@ -32,9 +30,9 @@ from aiortc.mediastreams import MediaStreamTrack
 from rtserver.errors import Conflict, ControlRefused
 from rtserver.live.hints import HintRules
 from rtserver.live.link import Link, drain
-from rtserver.live.publisher import Publisher
 from rtserver.live.questions import QuestionTimeline
 from rtserver.live.runtime import Runtime
+from rtserver.live.seconds import SecondPublisher
 from rtserver.media.audio import AudioPath
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
@@ -42,7 +40,7 @@ from rtserver.media.relay import SessionRelay
 from rtserver.media.video import VideoPath
 from rtserver.messages import ControlMessage, SignalMessage
 from rtserver.scoring.rubric import Interview, score_interview
-from rtserver.scoring.signals import SecondAggregator, SecondSummary
+from rtserver.scoring.signals import SecondAggregator
 from rtserver.store import StoreBacklogged
 
 log = logging.getLogger(__name__)
@@ -50,7 +48,6 @@ log = logging.getLogger(__name__)
 # Ready seconds are looked for whenever a track's analysis passes a second, and at least this
 # often (for seconds published without media, and the end conditions).
 TICK_S = 0.05
-PARTIAL_SECOND_MIN_S = 0.25  # a last, partial second is published if it holds this much media
 # A new offer with the join token replaces a connection that still looks up when no media
 # has come over it for this long: the candidate's page noticed the drop before ICE did.
 RECONNECT_STALL_S = 2.0
@@ -68,12 +65,14 @@ class LiveSession:
         # Set when a track's analysis passes a whole second: publishing looks at once.
         self._progressed = asyncio.Event()
         self.aggregator = SecondAggregator(on_second=self._progressed.set)
-        self.publisher = Publisher(runtime, session_id)
         self.relay = SessionRelay(session_id, runtime.config)
-        self.signals: list[SignalMessage] = []
         self.hints = HintRules()
         # When each question began, by the candidate page's control messages.
         self.timeline = QuestionTimeline(len(self.questions))
+        # Each summarised second goes out in order, stored then fanned out.
+        self.seconds = SecondPublisher(
+            runtime, session_id, self.aggregator, self.clock, self.timeline, self._on_signal
+        )
         self._refusal_logged = False  # one log line per session for refused control messages
         self.started_at = time.monotonic()  # reset when the first offer is answered
         self.ended = asyncio.Event()
@@ -82,8 +81,6 @@ class LiveSession:
         self._past_cpu_s = 0.0  # analysis CPU of earlier links (s)
         self._dropped_at: float | None = None  # monotonic time the connection dropped
         self._links = asyncio.Lock()  # one connection change (drop, reconnect) at a time
-        # Seconds summarised but not yet published, oldest first (normally empty).
-        self._unpublished: deque[tuple[int, SecondSummary]] = deque()
         self._ticker: asyncio.Task[None] | None = None
         self._ending = False
         self._background: set[asyncio.Task[None]] = set()
@@ -245,9 +242,16 @@ class LiveSession:
         """The candidate page's current question; None before the first."""
         return self.timeline.current
 
-    def question_at(self, t: int) -> int | None:
-        """The question index in force when second ``t`` began; None before the first."""
-        return self.timeline.at(t)
+    @property
+    def signals(self) -> list[SignalMessage]:
+        """The seconds published so far, in order."""
+        return self.seconds.signals
+
+    def _on_signal(self, signal: SignalMessage) -> None:
+        """After each published second: the live hints it calls for go to the candidate."""
+        for hint in self.hints.on_second(signal, self.question_open):
+            self.link.ingest.send_hint(hint)
+            self.runtime.metrics.hints.inc(code=hint.code)
 
     @property
     def question_open(self) -> bool:
@@ -300,15 +304,15 @@ class LiveSession:
                     await self._progressed.wait()
             self._progressed.clear()
             try:
-                self._publish_ready(config.max_signal_wait_s)
+                self.seconds.publish_ready(config.max_signal_wait_s)
             except StoreBacklogged:
                 # The store's writer is a whole queue behind: the seconds stay summarised
-                # in `_unpublished` and are offered again on the next tick (counted in
+                # in ``seconds`` and are offered again on the next tick (counted in
                 # rtserver_store_backlogged_total; the writer logs why it is behind).
                 pass
             except Exception:
                 # A failed publish (say, a full disk) must not stop the session's clock:
-                # summarised seconds stay in `_unpublished` and go out on the next tick.
+                # summarised seconds are kept and go out on the next tick.
                 log.exception("publishing failed; retrying", extra={"session": self.id})
             reason = self._end_condition()
             if reason:
@@ -334,43 +338,6 @@ class LiveSession:
             return "hangup"
         return ""
 
-    def _publish_ready(self, max_wait_s: float) -> None:
-        self._publish_seconds(self.aggregator.ready(self.clock.elapsed(), max_wait_s))
-
-    def _publish_seconds(self, seconds: Iterable[int]) -> None:
-        """Summarises ``seconds`` (next in order) and publishes everything summarised."""
-        for t in seconds:
-            self._unpublished.append((t, self.aggregator.take(t)))
-        self._publish_pending()
-
-    def _publish_pending(self) -> None:
-        """Publishes summarised seconds in order; one that fails stays first in line."""
-        while self._unpublished:
-            t, second = self._unpublished[0]
-            lag_s = max(0.0, time.monotonic() - self.clock.wall_time(t + 1.0))
-            signal = SignalMessage(
-                session=self.id,
-                t=t,
-                video=second.video,
-                audio=second.audio,
-                lag_ms=round(lag_s * 1000.0, 1),
-                emotion=second.emotion,
-                fluency=second.fluency,
-                question=self.question_at(t),
-            )
-            self.publisher.publish(signal)
-            self._unpublished.popleft()
-            if self.aggregator.lag_measures_load(t):
-                self.runtime.signal_lag.add(lag_s)
-            self.signals.append(signal)
-            for hint in self.hints.on_second(signal, self.question_open):
-                self.link.ingest.send_hint(hint)
-                self.runtime.metrics.hints.inc(code=hint.code)
-            metrics = self.runtime.metrics
-            metrics.signals.inc()
-            metrics.media_seconds.inc()
-            metrics.signal_lag.observe(lag_s)
-
     # -- ending -----------------------------------------------------------------------
 
     async def end(self, reason: str) -> None:
@@ -388,12 +355,12 @@ class LiveSession:
             await link.ingest.close()
             await self.relay.close()
             await self._stop_drains(link)
-            await self._flush()
+            await self.seconds.flush()
             emotion_on = self.runtime.config.emotion == "on"
             final = score_interview(
                 Interview(self.id, self.signals, reason, emotion_on, self.questions)
             )
-            await self.publisher.finish(final, reason)
+            await self.seconds.publisher.finish(final, reason)
             closed = True
             self.runtime.metrics.late_results.inc(self.aggregator.late_results)
             if self.signals:
@@ -429,17 +396,3 @@ class LiveSession:
                 task.cancel()
         if link.drains:
             await asyncio.wait(link.drains.values(), timeout=3.0)
-
-    async def _flush(self) -> None:
-        """Publishes every second not yet out, up to the end of the media, waiting for room
-        in the store writer's queue when it is full."""
-        media_end = self.aggregator.media_end()
-        last = math.floor(media_end + 1.0 - PARTIAL_SECOND_MIN_S)
-        for t in range(self.aggregator.next_t, last):
-            self._unpublished.append((t, self.aggregator.take(t)))
-        while True:
-            try:
-                self._publish_pending()
-                return
-            except StoreBacklogged:
-                await self.runtime.db.writer.wait_for_room()
