@@ -112,12 +112,12 @@ from rtserver.models.blazeface_tflite import convert_blazeface_tflite
 from rtserver.models.fetch import SOURCES
 from rtserver.models.sources import FULL_RANGE_SPARSE_MEMBER
 from rtserver.perception.blazeface import (
-    FULL_RANGE,
     HAAR_CENTRE_SHIFT,
     HAAR_SIZE_RATIO,
     BlazeFaceDetector,
     FaceFinder,
 )
+from rtserver.perception.blazeface_ssd import FULL_RANGE
 from rtserver.perception.emotion import EMOTION_LABELS, EmotionModel
 from rtserver.perception.faces import Chroma, FaceBox, HaarFaceDetector
 from rtserver.perception.tracking import FaceTracker

@@ -22,24 +22,24 @@ from rtserver.kernels.frame import downscale
 from rtserver.models.blazeface_tflite import _buffer_array, convert_blazeface_tflite
 from rtserver.models.fetch import MODELS
 from rtserver.perception.blazeface import (
+    BlazeFaceDetector,
+    FaceFinder,
+    Region,
+    corner_tiles,
+    merge_faces,
+    near_region,
+)
+from rtserver.perception.blazeface_ssd import (
     FULL_RANGE,
     NUM_ANCHORS,
     SHORT_RANGE,
-    BlazeFaceDetector,
-    FaceFinder,
-    Letterbox,
-    Region,
-    corner_tiles,
     decode_detections,
-    letterbox_into,
-    letterbox_rgb_into,
-    merge_faces,
-    near_region,
     sigmoid_scores,
     ssd_anchors,
     weighted_nms,
 )
 from rtserver.perception.faces import Chroma, FaceBox, HaarFaceDetector
+from rtserver.perception.letterbox import Letterbox, letterbox_into, letterbox_rgb_into
 
 SOURCES = Path(__file__).parents[1] / ".models/sources"
 TFLITE = SOURCES / "face_detection_short_range.tflite"

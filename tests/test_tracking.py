@@ -14,12 +14,12 @@ from skimage import data as skdata
 from rtserver.inference.engine import EngineOptions, load_engine
 from rtserver.kernels.crops import CpuFaceCropper
 from rtserver.perception.blazeface import (
-    FULL_RANGE,
     HAAR_CENTRE_SHIFT,
     HAAR_SIZE_RATIO,
     BlazeFaceDetector,
     FaceFinder,
 )
+from rtserver.perception.blazeface_ssd import FULL_RANGE
 from rtserver.perception.emotion import EMOTION_LABELS, EmotionModel
 from rtserver.perception.faces import Chroma, FaceBox
 from rtserver.perception.tracking import FaceTracker, face_patch, iou

@@ -59,13 +59,12 @@ def _blazeface(models_dir: Path, options: EngineOptions, backends: dict[str, str
     """The BlazeFace finder (``scoring.blazeface.FaceFinder``): the full-range model searches,
     the short-range one follows a face found. Records each model's backend in ``backends``."""
     from rtserver.perception.blazeface import (
-        FULL_RANGE,
         HAAR_CENTRE_SHIFT,
         HAAR_SIZE_RATIO,
-        SHORT_RANGE,
         BlazeFaceDetector,
         FaceFinder,
     )
+    from rtserver.perception.blazeface_ssd import FULL_RANGE, SHORT_RANGE
 
     detectors = {}
     for name, layout, channels in (

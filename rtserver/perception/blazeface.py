@@ -1,26 +1,7 @@
-"""BlazeFace face detection on the luma plane, decoded as MediaPipe does.
-
-Two of MediaPipe's BlazeFace models are used (``rtserver.models.blazeface_tflite`` converts
-each to ONNX with a gray input); they differ only in what ``BlazeFaceModel`` holds:
-
-- short range (``SHORT_RANGE``): a 128x128 letterboxed image in [-1, 1], 896 SSD anchors
-  (strides 8, 16, 16, 16; two anchors per cell and layer), score threshold 0.5. Faces within
-  about 2 m: at least ~20 px tall in its input, 1/5 of a 640x480 frame's height;
-- full range (``FULL_RANGE``): 192x192, 2304 anchors (one stride-4 layer, one anchor per
-  cell), threshold 0.6. Faces up to about 5 m (MediaPipe's
-  ``face_detection_full_range_common.pbtxt`` gives its anchors and thresholds).
-
-Each returns, per anchor, 16 box regressors and one score logit. Around the model, all in
-NumPy here:
-
-- ``ssd_anchors``: MediaPipe's anchor grid (fixed anchor size, so only centres matter);
-- ``decode_detections``: offsets (in input pixels) to boxes and six keypoints;
-- ``sigmoid_scores``: MediaPipe's clipped sigmoid;
-- ``weighted_nms``: MediaPipe's weighted non-max suppression, which averages a cluster of
-  overlapping boxes by score rather than keeping only the best one.
-
-Coordinates between these steps are normalised to the model input: 0..1 across its pixels,
-(x, y) order. ``BlazeFaceDetector`` adds the letterbox and its removal.
+"""BlazeFace face detection on a frame: the model run through the inference engine on the
+letterboxed frame (``letterbox.py``), decoded as MediaPipe does (``blazeface_ssd.py``), its
+boxes mapped back to the frame; and :class:`FaceFinder`, which searches a whole frame (corner
+tiles, the region near the last face) for faces too small for one pass.
 """
 
 from __future__ import annotations
@@ -30,47 +11,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from rtserver.inference.engine import Backend, EngineOptions, load_engine
-from rtserver.kernels.frame import downscale
+from rtserver.perception.blazeface_ssd import (
+    FULL_RANGE,
+    MIN_SUPPRESSION_IOU,
+    NUM_COORDS,
+    SHORT_RANGE,
+    BlazeFaceModel,
+    box_iou,
+    decode_detections,
+    sigmoid_scores,
+    ssd_anchors,
+    weighted_nms,
+)
 from rtserver.perception.faces import Chroma, FaceBox
+from rtserver.perception.letterbox import Letterbox, letterbox_into, letterbox_rgb_into
 
-NUM_KEYPOINTS = 6  # right eye, left eye, nose tip, mouth, right ear tragion, left ear tragion
-NUM_COORDS = 4 + 2 * NUM_KEYPOINTS
-SCORE_CLIP = 100.0  # MediaPipe's score_clipping_thresh on the logits
-MIN_SUPPRESSION_IOU = 0.3  # MediaPipe's min_suppression_threshold (both models)
-
-
-@dataclass(frozen=True)
-class BlazeFaceModel:
-    """What tells MediaPipe's BlazeFace models apart: input size, anchors, score threshold.
-
-    The values are MediaPipe's own (its ``*_common.pbtxt`` graphs); they are not tuned here.
-    """
-
-    name: str
-    input_size: int  # model input side (pixels); also the regressors' scale
-    strides: tuple[int, ...]  # one per SSD layer, in the model's output order
-    anchors_per_cell: int  # per layer: 2 with the interpolated scale, 1 without
-    min_score: float  # MediaPipe's min_score_thresh (0-1)
-
-    @property
-    def num_anchors(self) -> int:
-        return sum(self.anchors_per_cell * (self.input_size // s) ** 2 for s in self.strides)
-
-
-# face_detection_short_range_common.pbtxt: interpolated_scale_aspect_ratio 1.0 adds a second
-# anchor per cell and layer.
-SHORT_RANGE = BlazeFaceModel("short_range", 128, (8, 16, 16, 16), 2, 0.5)
-# face_detection_full_range_common.pbtxt: interpolated_scale_aspect_ratio 0.0, one anchor.
-FULL_RANGE = BlazeFaceModel("full_range", 192, (4,), 1, 0.6)
-# The short-range model's, kept for callers of the defaults below.
-INPUT_SIZE = SHORT_RANGE.input_size
-ANCHOR_STRIDES = SHORT_RANGE.strides
-NUM_ANCHORS = SHORT_RANGE.num_anchors
-MIN_SCORE = SHORT_RANGE.min_score
 # Size of OpenCV's Haar box (the framing the emotion model's crops were made with) over
 # BlazeFace's tight brow-to-chin box, sqrt of the area ratio, median over real portraits
 # (astronaut, grace_hopper, each also reframed at 3 zooms and 2 frame sizes; Haar at the
@@ -80,226 +38,6 @@ MIN_SCORE = SHORT_RANGE.min_score
 # the chin), which no scale about the centre can reproduce.
 HAAR_SIZE_RATIO = 1.08
 HAAR_CENTRE_SHIFT = -0.12  # box heights; negative moves the box up
-
-
-def ssd_anchors(
-    input_size: int = INPUT_SIZE,
-    strides: Sequence[int] = ANCHOR_STRIDES,
-    offset: float = 0.5,
-    per_cell: int = 2,
-) -> np.ndarray:
-    """Anchor centres (A, 2) float32 (x, y), normalised 0..1, in the model's output order.
-
-    As MediaPipe's SsdAnchorsCalculator with one aspect ratio (plus the interpolated scale
-    when ``per_cell`` is 2) and ``fixed_anchor_size``: each layer puts ``per_cell`` anchors on
-    every cell of its stride's grid, and consecutive layers of equal stride share one grid
-    (cells row by row, anchors of a cell together). The anchor width and height are 1, so
-    only centres are returned.
-    """
-    centres: list[np.ndarray] = []
-    layer = 0
-    while layer < len(strides):
-        stride = strides[layer]
-        same = layer
-        while same < len(strides) and strides[same] == stride:
-            same += 1
-        cell_anchors = per_cell * (same - layer)
-        cells = input_size // stride
-        grid = (np.arange(cells, dtype=np.float64) + offset) / cells
-        ys, xs = np.meshgrid(grid, grid, indexing="ij")
-        cell_centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
-        centres.append(np.repeat(cell_centres, cell_anchors, axis=0))
-        layer = same
-    return np.concatenate(centres).astype(np.float32)
-
-
-def decode_detections(
-    raw: np.ndarray, anchors: np.ndarray, scale: float = float(INPUT_SIZE)
-) -> np.ndarray:
-    """Boxes and keypoints (K, 16) float64 from raw regressors (K, 16) of anchors (K, 2).
-
-    Raw values are offsets in input pixels (``scale``, the input side, per unit): centre x,
-    y, width, height, then six keypoints x, y relative to the anchor centre. The result holds
-    xmin, ymin, xmax, ymax, then the six keypoints x, y, normalised to the model input (0..1).
-    """
-    raw = np.asarray(raw, np.float64).reshape(-1, NUM_COORDS) / scale
-    anchors = np.asarray(anchors, np.float64).reshape(-1, 2)
-    out = np.empty_like(raw)
-    centre = raw[:, 0:2] + anchors
-    half = raw[:, 2:4] / 2.0
-    out[:, 0:2] = centre - half
-    out[:, 2:4] = centre + half
-    keypoints = raw[:, 4:].reshape(-1, NUM_KEYPOINTS, 2) + anchors[:, None, :]
-    out[:, 4:] = keypoints.reshape(-1, 2 * NUM_KEYPOINTS)
-    return out
-
-
-def sigmoid_scores(logits: np.ndarray, clip: float = SCORE_CLIP) -> np.ndarray:
-    """Scores (0-1) float64 of raw logits clipped to [-clip, clip], as MediaPipe computes them.
-
-    float64 keeps exp(clip) finite for MediaPipe's clip of 100 (float32 would overflow).
-    """
-    clipped = np.clip(np.asarray(logits, np.float64), -clip, clip)
-    return 1.0 / (1.0 + np.exp(-clipped))
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise intersection over union (len(a), len(b)) of (xmin, ymin, xmax, ymax) boxes.
-
-    Pairs whose union is empty (two degenerate boxes) have IoU 0.
-    """
-    a = np.asarray(a, np.float64)[:, None, :4]
-    b = np.asarray(b, np.float64)[None, :, :4]
-    inter_w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    inter_h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = inter_w * inter_h
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    union = area_a + area_b - inter
-    safe = np.where(union > 0, union, 1.0)
-    return np.where(union > 0, inter / safe, 0.0)
-
-
-def weighted_nms(
-    detections: np.ndarray, scores: np.ndarray, iou_threshold: float = MIN_SUPPRESSION_IOU
-) -> tuple[np.ndarray, np.ndarray]:
-    """MediaPipe's weighted non-max suppression: merged detections and their scores.
-
-    ``detections`` is (K, D) with the box xmin, ymin, xmax, ymax in its first four columns
-    (more columns, such as keypoints, are merged the same way); ``scores`` is (K,). In order
-    of falling score, the best remaining detection gathers every remaining one whose IoU
-    with it exceeds ``iou_threshold`` (itself included); the cluster becomes one detection,
-    the score-weighted mean of its members, with the best member's score. Returns
-    (M, D) float64 and (M,) float64, best first.
-    """
-    detections = np.asarray(detections, np.float64)
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    if len(scores) == 0:
-        return np.empty((0, detections.shape[-1])), np.empty(0)
-    order = np.argsort(-scores, kind="stable")
-    detections, scores = detections[order], scores[order]
-    # Few detections pass the score threshold (tens at most), so one IoU matrix is cheap.
-    overlaps = box_iou(detections, detections) > iou_threshold
-    remaining = np.ones(len(scores), bool)
-    merged, merged_scores = [], []
-    for best in range(len(scores)):
-        if not remaining[best]:
-            continue
-        cluster = remaining & overlaps[best]
-        cluster[best] = True  # a degenerate box has IoU 0 with itself
-        weights = scores[cluster]
-        merged.append(weights @ detections[cluster] / weights.sum())
-        merged_scores.append(scores[best])
-        remaining &= ~cluster
-    return np.array(merged), np.array(merged_scores)
-
-
-@dataclass(frozen=True)
-class Letterbox:
-    """Where a frame sits in the model input: scaled to fit, aspect kept, centred, padded."""
-
-    frame_w: int
-    frame_h: int
-    content_w: int  # pixels of the model input the frame's width covers
-    content_h: int
-    pad_x: int  # model input pixels left of (above) the frame's content
-    pad_y: int
-
-    @classmethod
-    def fit(cls, frame_w: int, frame_h: int, size: int = INPUT_SIZE) -> Letterbox:
-        """The letterbox of a frame_w x frame_h frame in a size x size input."""
-        scale = size / max(frame_w, frame_h, 1)
-        content_w = min(size, max(1, round(frame_w * scale)))
-        content_h = min(size, max(1, round(frame_h * scale)))
-        return cls(
-            frame_w, frame_h, content_w, content_h, (size - content_w) // 2, (size - content_h) // 2
-        )
-
-    def to_frame(self, xy: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
-        """(..., 2k) normalised input coordinates (x, y pairs) to frame pixels (float64)."""
-        xy = np.asarray(xy, np.float64)
-        pairs = xy.reshape(*xy.shape[:-1], xy.shape[-1] // 2, 2)
-        gain = np.array([self.frame_w / self.content_w, self.frame_h / self.content_h])
-        offset = np.array([self.pad_x, self.pad_y], np.float64)
-        return ((pairs * size - offset) * gain).reshape(xy.shape)
-
-
-def _fitted(plane: np.ndarray, box: Letterbox) -> np.ndarray:
-    """A (H, W) uint8 plane (may be strided) resized to ``box``'s content size: area-averaged
-    by the ``downscale`` kernel, or bilinear in the rare plane smaller than that."""
-    if box.content_w <= plane.shape[1] and box.content_h <= plane.shape[0]:
-        small = np.empty((box.content_h, box.content_w), np.uint8)
-        downscale(plane, small)
-        return small
-    return np.asarray(
-        cv2.resize(
-            np.ascontiguousarray(plane),
-            (box.content_w, box.content_h),
-            interpolation=cv2.INTER_LINEAR,
-        )
-    )
-
-
-def letterbox_into(luma: np.ndarray, out: np.ndarray) -> Letterbox:
-    """Writes a (H, W) uint8 plane (may be strided) into ``out`` letterboxed, in [-1, 1].
-
-    ``out`` is a (S, S) float32 view. The frame is scaled to fit with its aspect kept
-    (area-averaged by the ``downscale`` kernel; bilinear in the rare frame smaller than S),
-    centred, and padded with black (-1), as MediaPipe's ImageToTensor with zero borders.
-    """
-    size = out.shape[0]
-    box = Letterbox.fit(luma.shape[1], luma.shape[0], size)
-    out.fill(-1.0)
-    if luma.size == 0:
-        return box  # an empty frame is all padding
-    content = out[box.pad_y : box.pad_y + box.content_h, box.pad_x : box.pad_x + box.content_w]
-    np.multiply(_fitted(luma, box), np.float32(2.0 / 255.0), out=content)
-    content -= np.float32(1.0)
-    return box
-
-
-# BT.601 limited-range ("video") Y'CbCr to R'G'B', the matrix of WebRTC's VP8 frames, of
-# PyAV's yuv420p and of OpenCV's I420: Y' spans 16-235, Cb and Cr 16-240 about 128.
-_LUMA_GAIN = 255.0 / 219.0
-_CHROMA_GAIN = 255.0 / 224.0
-_CHROMA_TO_RGB = (  # (Cb, Cr) weights of R, G and B
-    (0.0, 1.402 * _CHROMA_GAIN),
-    (-0.344136 * _CHROMA_GAIN, -0.714136 * _CHROMA_GAIN),
-    (1.772 * _CHROMA_GAIN, 0.0),
-)
-
-
-def letterbox_rgb_into(luma: np.ndarray, chroma: Chroma | None, out: np.ndarray) -> Letterbox:
-    """Writes a frame into ``out``, a (3, S, S) float32 view, as RGB letterboxed in [-1, 1].
-
-    With ``chroma`` the frame is Y'CbCr (BT.601, limited range, as decoded video is) and each
-    plane is fitted as ``letterbox_into`` fits the luma, chroma planes to the luma's content
-    size, before the conversion to RGB. Without it, ``luma`` is taken as a gray image and
-    copied to the three channels, which equals the gray-input model's input exactly.
-    """
-    size = out.shape[1]
-    box = Letterbox.fit(luma.shape[1], luma.shape[0], size)
-    out.fill(-1.0)
-    if luma.size == 0:
-        return box  # an empty frame is all padding
-    rows = slice(box.pad_y, box.pad_y + box.content_h)
-    cols = slice(box.pad_x, box.pad_x + box.content_w)
-    y = _fitted(luma, box).astype(np.float32)
-    if chroma is None or any(plane.size == 0 for plane in chroma):
-        values = [y, y, y]
-    else:
-        y -= np.float32(16.0)
-        y *= np.float32(_LUMA_GAIN)
-        cb, cr = (_fitted(plane, box).astype(np.float32) - np.float32(128.0) for plane in chroma)
-        values = [
-            np.clip(y + np.float32(cb_weight) * cb + np.float32(cr_weight) * cr, 0.0, 255.0)
-            for cb_weight, cr_weight in _CHROMA_TO_RGB
-        ]
-    for channel, value in zip(out, values, strict=True):
-        content = channel[rows, cols]
-        np.multiply(value, np.float32(2.0 / 255.0), out=content)
-        content -= np.float32(1.0)
-    return box
 
 
 @dataclass(frozen=True)
