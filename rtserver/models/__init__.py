@@ -1,1 +1,5 @@
-"""Model files: converting third-party weights into the ONNX graphs the scorers run."""
+"""Model files: pinned third-party weights fetched, checked by sha256 and converted by our
+own code into the ONNX graphs the engine runs (``rtserver models fetch``).
+
+Running the models is ``inference/``'s, and what their outputs mean is ``perception/``'s.
+"""
