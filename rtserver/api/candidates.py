@@ -14,12 +14,7 @@ from starlette.responses import JSONResponse, Response
 from rtserver.api.context import Api, api_of, client_address
 from rtserver.api.http import NO_STORE, read_json
 from rtserver.api.sdp import parse_candidate_offer
-from rtserver.errors import (
-    Conflict,
-    Expired,
-    ResumeRequired,
-    Unauthorized,
-)
+from rtserver.errors import Conflict, Expired, ResumeRequired, Unauthorized
 from rtserver.media.turn import page_ice_configuration
 from rtserver.scoring.summary import summarise
 from rtserver.store import STATUS_ENDED, STATUS_LIVE, SessionRecord

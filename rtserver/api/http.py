@@ -11,13 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from rtserver.api.context import api_of
-from rtserver.errors import (
-    AtCapacity,
-    BadRequest,
-    PayloadTooLarge,
-    RtServerError,
-    http_status,
-)
+from rtserver.errors import AtCapacity, BadRequest, PayloadTooLarge, RtServerError, http_status
 
 log = logging.getLogger(__name__)
 
