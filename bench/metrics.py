@@ -9,7 +9,10 @@ without labels, a counter with one label, a histogram observation, a gauge set) 
   issue 13 (their update paths are copied below, verbatim, as the baseline);
 * ``prom``: ``prometheus_client`` in its normal mode (a float under a mutex);
 * ``prom-mp``: ``prometheus_client`` in its multiprocess mode (each value in an mmapped file
-  that /metrics reads from every process), called the plain way, ``c.labels(x=...).inc()``.
+  that /metrics reads from every process), called the plain way, ``c.labels(x=...).inc()``;
+* ``rtserver``: what the server calls now, ``rtserver.metrics.Metrics`` in the multiprocess
+  mode as ``rtserver serve`` runs it (prometheus_client under a thin layer that remembers
+  each labelled series).
 
 The contenders run in turns, interleaved, so that a noisy neighbour slows them alike; each
 figure is the median of the repeats, in ns per update (CPU time of this thread, loop
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -37,6 +39,8 @@ from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, values
+
+from rtserver.metrics import Metrics, share_between_processes
 
 OPS = ("counter", "counter_label", "histogram", "gauge")
 
@@ -133,27 +137,41 @@ def hand_written() -> dict[str, Update]:
     }
 
 
-def prom(value_class: Any) -> dict[str, Update]:
-    """prometheus_client's metrics, their values of ``value_class`` (chosen per metric as
-    prometheus_client does: it reads ``values.ValueClass`` when a series is made)."""
-    values.ValueClass = value_class
+def prom(value_class: Any, prefix: str) -> dict[str, Update]:
+    """prometheus_client's metrics, their values of ``value_class`` (prometheus_client reads
+    ``values.ValueClass`` as it makes each series), named ``prefix``_*: one name per series in
+    this process's files."""
+    shared_class, values.ValueClass = values.ValueClass, value_class
     registry = CollectorRegistry()
-    counter = prometheus_client.Counter("rtserver_frames_decoded", "h", registry=registry)
+    counter = prometheus_client.Counter(f"{prefix}_frames_decoded", "h", registry=registry)
     labelled = prometheus_client.Counter(
-        "rtserver_stage_cpu_seconds", "h", ["stage"], registry=registry
+        f"{prefix}_stage_cpu_seconds", "h", ["stage"], registry=registry
     )
     histogram = prometheus_client.Histogram(
-        "rtserver_signal_lag_seconds", "h", registry=registry, buckets=LAG_BUCKETS
+        f"{prefix}_signal_lag_seconds", "h", registry=registry, buckets=LAG_BUCKETS
     )
     gauge = prometheus_client.Gauge(
-        "rtserver_live_sessions", "h", registry=registry, multiprocess_mode="livesum"
+        f"{prefix}_live_sessions", "h", registry=registry, multiprocess_mode="livesum"
     )
     labelled.labels(stage="luma")  # made before the timing, as any live series would be
+    values.ValueClass = shared_class
     return {
         "counter": lambda: counter.inc(),
         "counter_label": lambda: labelled.labels(stage="luma").inc(0.001),
         "histogram": lambda: histogram.observe(0.3),
         "gauge": lambda: gauge.set(3),
+    }
+
+
+def ours() -> dict[str, Update]:
+    """The server's own metrics (made after :func:`share_between_processes`, as the server's)."""
+    metrics = Metrics()
+    metrics.stage_cpu.inc(0.001, stage="luma")
+    return {
+        "counter": lambda: metrics.frames_decoded.inc(),
+        "counter_label": lambda: metrics.stage_cpu.inc(0.001, stage="luma"),
+        "histogram": lambda: metrics.signal_lag.observe(0.3),
+        "gauge": lambda: metrics.live_sessions.set(3),
     }
 
 
@@ -195,13 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     calls, repeats = (2_000, 3) if args.quick else (200_000, 7)
 
     with tempfile.TemporaryDirectory(prefix="bench-metrics-") as directory:
-        # prometheus_client's multiprocess values find their directory in this variable
-        # each time a series is made (rtserver.metrics says more).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        # This process in prometheus_client's multiprocess mode, as the server runs it: one
+        # multiprocess value class (two would write the same files) for prom-mp and ours.
+        share_between_processes(Path(directory))
         contenders = {
             "hand-written": hand_written(),
-            "prom": prom(values.MutexValue),
-            "prom-mp": prom(values.MultiProcessValue()),
+            "prom": prom(values.MutexValue, "prom"),
+            "prom-mp": prom(values.ValueClass, "prom_mp"),
+            "rtserver": ours(),
         }
         ns = measure(contenders, calls, repeats)
     base = ns["hand-written"]
