@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import importlib.metadata
 import json
 import statistics
 import sys
@@ -245,9 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sessions": args.sessions,
             "core_share": shares,
             "python": sys.version.split()[0],
-            "prometheus_client": prometheus_client.__version__
-            if hasattr(prometheus_client, "__version__")
-            else None,
+            "prometheus_client": importlib.metadata.version("prometheus_client"),
         }
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
