@@ -19,6 +19,7 @@ import uvicorn
 from rtserver.api.demo import demo_session
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.media.ice import restrict_host_addresses
+from rtserver.metrics import shared_for_this_run
 from rtserver.store import Store
 
 log = logging.getLogger("rtserver")
@@ -294,10 +295,17 @@ def serve(args: argparse.Namespace) -> int:
         create_demo_session(config, api_key, show_key=generated)
     from rtserver.api.app import create_app
 
-    app = create_app(config, api_key)
-    uvicorn.run(
-        app, host=config.host, port=config.port, log_level=config.log_level.lower(), log_config=None
-    )
+    # Every process of this run (the worker processes too) keeps its metrics in one new
+    # directory, removed when the server stops (rtserver/metrics.py).
+    with shared_for_this_run():
+        app = create_app(config, api_key)
+        uvicorn.run(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=config.log_level.lower(),
+            log_config=None,
+        )
     return 0
 
 

@@ -174,11 +174,13 @@ IPC_VERSION = 1
 
 @dataclass(frozen=True)
 class WorkerStart:
-    """Server -> worker, first: the worker's index and the whole configuration (as
-    :func:`rtserver.config.config_to_wire` writes it)."""
+    """Server -> worker, first: the worker's index, the whole configuration (as
+    :func:`rtserver.config.config_to_wire` writes it) and the run's metrics directory
+    (``rtserver/metrics.py``)."""
 
     index: int
     config: dict[str, Any]
+    metrics_dir: str
     type: Literal["start"] = "start"
     v: int = IPC_VERSION
 
@@ -200,7 +202,7 @@ class WorkerCall:
     :class:`WorkerReply` with the same ``id``."""
 
     id: int
-    method: str  # join, reconnect, end, watch, live, metrics, shutdown
+    method: str  # join, reconnect, end, watch, live, shutdown
     args: dict[str, Any]
     type: Literal["call"] = "call"
     v: int = IPC_VERSION

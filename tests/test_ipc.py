@@ -30,7 +30,7 @@ async def test_messages_cross_in_order_and_end_with_none() -> None:
     server, worker = await channel_pair()
     payload = {"type": "signal", "t": 0, "video": {"box": [1, 2, 3, 4]}, "lag_ms": 12.5}
     sent = [
-        WorkerStart(1, {"workers": 2, "engine": ["onnxruntime-cpu"]}),
+        WorkerStart(1, {"workers": 2, "engine": ["onnxruntime-cpu"]}, "/tmp/rtserver-metrics-x"),
         WorkerCall(7, "join", {"session": "s", "sdp": "v=0\r\n", "questions": []}),
         WorkerPublish(StoredMessage("s", 0, "signal", payload)),
         WorkerClose("s"),

@@ -92,13 +92,15 @@ async def test_overloaded_workers_refuse_new_sessions_and_keep_theirs(
                 assert messages[-1]["type"] == "final"
             metrics = (await client.get(f"{base}/metrics", headers=server.hr_headers)).text
             assert 'rtserver_rejected_total{code="overloaded"} 2' in metrics
-            for gauge in ("rtserver_event_loop_lag_seconds", "rtserver_recent_signal_lag_seconds"):
-                lags = [
-                    float(line.rsplit(" ", 1)[1])
-                    for line in metrics.splitlines()
-                    if line.startswith(gauge + "{")
-                ]
-                assert len(lags) == 2 and all(lag >= 0 for lag in lags), (gauge, lags)
+            # One reading each, the most loaded worker's: the workers keep theirs up to
+            # date in the shared metrics (the server process runs no admission control).
+            lags = {
+                name: float(value)
+                for name, _, value in (line.partition(" ") for line in metrics.splitlines())
+                if name in ("rtserver_event_loop_lag_seconds", "rtserver_recent_signal_lag_seconds")
+            }
+            assert lags["rtserver_event_loop_lag_seconds"] > 0, lags
+            assert lags["rtserver_recent_signal_lag_seconds"] >= 0, lags
         assert server.healthy()
     finally:
         for peer in peers:

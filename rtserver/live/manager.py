@@ -170,8 +170,7 @@ class SessionManager:
         return {}
 
     async def render_metrics(self) -> str:
-        self.runtime.metrics.loop_lag.set(self.admission.loop_lag.lag_s)
-        self.runtime.metrics.recent_signal_lag.set(self.runtime.signal_lag.mean_s())
+        self.runtime.metrics.observe_admission(self.admission)
         if self.cpu_budget is not None:
             self.runtime.metrics.observe_cpu_budget(self.cpu_budget)
         return self.runtime.metrics.render()

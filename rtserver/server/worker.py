@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from aiortc import RTCSessionDescription
@@ -30,11 +31,13 @@ from rtserver.live.manager import SessionManager
 from rtserver.live.runtime import build_runtime, warm_up
 from rtserver.media.ice import quicken_consent_checks, restrict_host_addresses
 from rtserver.messages import WorkerCall, WorkerReady, WorkerReply, WorkerStart
+from rtserver.metrics import share_between_processes
 from rtserver.server.ipc import Channel
 
 log = logging.getLogger("rtserver.server.worker")  # __name__ is __main__ under -m
 
 _PR_SET_PDEATHSIG = 1
+GAUGE_PERIOD_S = 1.0  # how often the loop and signal lag gauges are brought up to date
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -57,11 +60,19 @@ class WorkerServer:
 
     async def serve(self) -> None:
         """Answers calls until the channel closes or a shutdown is asked for."""
-        receiving = asyncio.create_task(self._receive())
+        tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._keep_gauges())]
         await self.stop.wait()
-        receiving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiving
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _keep_gauges(self) -> None:
+        """Copies admission control's readings into their gauges every GAUGE_PERIOD_S: the
+        server process reads them from the metrics files, without asking this one."""
+        while True:
+            self.manager.runtime.metrics.observe_admission(self.manager.admission)
+            await asyncio.sleep(GAUGE_PERIOD_S)
 
     async def _receive(self) -> None:
         while (message := await self.channel.recv()) is not None:
@@ -98,8 +109,6 @@ class WorkerServer:
             return await manager.end(args["session"], args["reason"])
         if method == "live":
             return await manager.live_figures(args["session"])
-        if method == "metrics":
-            return await manager.render_metrics()
         if method == "shutdown":
             await manager.shutdown()
             self.stop.set()
@@ -123,6 +132,7 @@ async def run(sock: socket.socket) -> None:
     if not isinstance(start, WorkerStart):
         return
     config = config_from_wire(start.config)
+    share_between_processes(Path(start.metrics_dir))  # before build_runtime makes the metrics
     setup_logging(config.log_level)
     restrict_host_addresses(config.ice_addresses)
     quicken_consent_checks()

@@ -22,8 +22,13 @@ keeps authentication, validation and the audit log in one place, a worker needs 
 server, and one ordered stream means a call's reply arrives after every message the call
 published (``/end`` returns after the final is on the server's bus). Calls: ``join`` (a new
 session, on the least-loaded ready worker: fewest sessions), ``reconnect``, ``end``,
-``watch`` and ``live`` (to the worker that owns the session), ``metrics`` and ``shutdown``.
-Typed errors come back by code and are raised again here.
+``watch`` and ``live`` (to the worker that owns the session), and ``shutdown``. Typed
+errors come back by code and are raised again here.
+
+Metrics. Every process of the run keeps its metrics in files of one private directory
+(``rtserver/metrics.py``; its path is in each worker's start message), and ``/metrics`` reads
+them all here, without a call: counters summed over every process the run has had, gauges
+over the live ones. A worker that exits is forgotten there, so its gauges go with it.
 
 Store. Workers write their sessions' messages and statuses to the same SQLite file the
 server reads (and writes sessions and the audit log to); WAL mode and a busy timeout
@@ -102,6 +107,9 @@ class WorkerPool:
 
     def __init__(self, runtime: Runtime, count: int) -> None:
         self.runtime = runtime
+        if runtime.metrics.shared is None:
+            raise RuntimeError("worker processes need shared metrics (share_between_processes)")
+        self.metrics = runtime.metrics.shared
         self.workers = [Worker(i) for i in range(count)]
         self._ids = itertools.count(1)
         # The machine's CPU budget: this process places every session, so it alone keeps it.
@@ -148,7 +156,8 @@ class WorkerPool:
             )
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         worker.channel = Channel(reader, writer)
-        worker.channel.send(WorkerStart(worker.index, config_to_wire(self.runtime.config)))
+        config = config_to_wire(self.runtime.config)
+        worker.channel.send(WorkerStart(worker.index, config, str(self.metrics.path)))
         worker.reader = asyncio.create_task(self._read(worker), name=f"worker-{worker.index}")
         log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
 
@@ -198,6 +207,7 @@ class WorkerPool:
         process = worker.process
         if process is not None:
             code = await asyncio.to_thread(_reap, process, 5.0)
+            self.metrics.forget(process.pid)  # its live sessions, store queue, lags
             if not self._stopping:
                 log.error("worker %d (pid %d) died with %s", worker.index, process.pid, code)
         ended = await finish_sessions(self.runtime, list(worker.sessions), "worker_restart")
@@ -353,18 +363,9 @@ class WorkerPool:
         }
 
     async def render_metrics(self) -> str:
-        """The server's metrics, then each ready worker's with a ``worker="i"`` label."""
-
-        async def one(worker: Worker) -> tuple[str, str]:
-            try:
-                text = await self._call(worker, "metrics", timeout_s=5.0)
-            except WorkerLost:
-                return str(worker.index), ""
-            return str(worker.index), str(text)
-
-        texts = await asyncio.gather(*(one(w) for w in self.workers if w.ready.is_set()))
+        """Every process's metrics, read from the run's metrics files (no worker is asked)."""
         self.runtime.metrics.observe_cpu_budget(self.cpu_budget)
-        return merge_metrics(self.runtime.metrics.render(), texts)
+        return self.runtime.metrics.render()
 
 
 def _offer(offer: RTCSessionDescription) -> dict[str, str]:
@@ -378,42 +379,3 @@ def _reap(process: subprocess.Popen[bytes], timeout_s: float) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait()
-
-
-def merge_metrics(own: str, labelled: Sequence[tuple[str, str]]) -> str:
-    """Merges Prometheus text pages into one: each family's HELP and TYPE once, then this
-    process's samples, then every worker's samples with a ``worker`` label added."""
-    families: dict[str, list[str]] = {}  # family -> HELP, TYPE, samples
-    order: list[str] = []
-
-    def add(text: str, worker: str | None) -> None:
-        family = ""
-        for line in text.splitlines():
-            if line.startswith("# HELP ") or line.startswith("# TYPE "):
-                family = line.split(" ", 3)[2]
-                if family not in families:
-                    families[family] = []
-                    order.append(family)
-                if not any(h.startswith(line[:7] + family + " ") for h in families[family]):
-                    families[family].append(line)
-            elif line.strip():
-                families.setdefault(family, []).append(_with_label(line, worker))
-
-    add(own, None)
-    for worker, text in labelled:
-        add(text, worker)
-    lines: list[str] = []
-    for family in order:
-        lines += families[family]
-    return "\n".join(lines) + "\n"
-
-
-def _with_label(sample: str, worker: str | None) -> str:
-    if worker is None:
-        return sample
-    label = f'worker="{worker}"'
-    name, brace, rest = sample.partition("{")
-    if brace:
-        return f"{name}{{{label},{rest}"
-    name, space, value = sample.partition(" ")
-    return f"{name}{{{label}}}{space}{value}"
