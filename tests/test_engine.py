@@ -32,7 +32,7 @@ from rtserver.inference.engine import (
 from rtserver.inference.engine_tensorrt import engine_file_name, read_cached, slug
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_MODELS = ("emotion.onnx", "face_detector.onnx")
+REAL_MODELS = ("emotion.onnx", "face_detector.onnx", "face_detector_full.onnx")
 TORCH_REASON = "torch is not installed (the 'torch' extra)"
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -236,14 +236,30 @@ def blazeface_block() -> onnx.ModelProto:
 
 
 def converter_forms() -> onnx.ModelProto:
-    """The rest of what our converters write: Clip as ReLU6 and with a lower bound only, a
-    BatchNormalization that follows no Conv, Identity, Softmax on the last axis and Flatten
-    from axis 2."""
+    """The rest of what our converters write: linear Resize by scales on a half_pixel grid
+    (TFLite's RESIZE_BILINEAR, in the full-range BlazeFace) and on an align_corners grid, Clip
+    as ReLU6 and with a lower bound only, a BatchNormalization that follows no Conv,
+    Identity, Softmax on the last axis and Flatten from axis 2."""
     rng = np.random.default_rng(5)
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
         helper.make_node("Clip", ["c", "zero", "six"], ["relu6"]),
-        helper.make_node("BatchNormalization", ["relu6", "g", "bb", "m", "v"], ["bn"]),
+        helper.make_node(
+            "Resize",
+            ["relu6", "", "scales"],
+            ["up"],
+            mode="linear",
+            coordinate_transformation_mode="half_pixel",
+        ),
+        helper.make_node(
+            "Resize",
+            ["relu6", "", "scales"],
+            ["corners"],
+            mode="linear",
+            coordinate_transformation_mode="align_corners",
+        ),
+        helper.make_node("Add", ["up", "corners"], ["sum"]),
+        helper.make_node("BatchNormalization", ["sum", "g", "bb", "m", "v"], ["bn"]),
         helper.make_node("Clip", ["bn", "low"], ["floor"]),
         helper.make_node("Identity", ["floor"], ["y"]),
         helper.make_node("Flatten", ["x"], ["rows"], axis=2),
@@ -254,6 +270,7 @@ def converter_forms() -> onnx.ModelProto:
         "b": weights(rng, 3),
         "zero": np.array(0.0, np.float32),
         "six": np.array(6.0, np.float32),
+        "scales": np.array([1, 1, 2, 2], np.float32),
         "g": 1 + weights(rng, 3),
         "bb": weights(rng, 3),
         "m": weights(rng, 3),
@@ -403,6 +420,11 @@ def test_torch_rejects_unknown_ops(tmp_path: Path) -> None:
             17,
             "auto_pad 'SAME_UPPER'",
         ),
+        (
+            helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest"),
+            17,
+            "mode 'nearest'",
+        ),
         (helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect"), 17, "mode 'reflect'"),
     ],
 )
@@ -412,7 +434,8 @@ def test_torch_says_which_form_it_lacks(
     pytest.importorskip("torch", reason=TORCH_REASON)
     from rtserver.inference.engine_torch import TorchBackend
 
-    used = {"p": ints(0, 0, 1, 1, 0, 0, 1, 1)} if "p" in node.input else {}
+    inits = {"s": np.array([1, 1, 2, 2], np.float32), "p": ints(0, 0, 1, 1, 0, 0, 1, 1)}
+    used = {name: value for name, value in inits.items() if name in node.input}
     path = tmp_path / "model.onnx"
     onnx.save(make_model([node], used, (1, 4, 4), opset=opset), str(path))
     with pytest.raises(BackendUnavailable, match=says):
