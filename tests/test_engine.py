@@ -2,8 +2,8 @@
 
 ONNX Runtime on the CPU is the reference: it is checked against NumPy once, then every other
 backend is checked against it on small graphs built here with onnx.helper (each exercising
-ops our two models use) and on the real models when ``.models/`` has them. Differences are
-measured relative to the output's scale: max |a - b| / max(1, max |b|).
+the ops and forms our converters write) and on the real models when ``.models/`` has them.
+Differences are measured relative to the output's scale: max |a - b| / max(1, max |b|).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from rtserver.inference.engine import (
 from rtserver.inference.engine_tensorrt import engine_file_name, read_cached, slug
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_MODELS = ("emotion.onnx", "face_detector.onnx")
+REAL_MODELS = ("emotion.onnx", "face_detector.onnx", "face_detector_full.onnx")
 TORCH_REASON = "torch is not installed (the 'torch' extra)"
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def tiny_cnn_numpy(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 def xception_block() -> onnx.ModelProto:
     """The mini-Xception's shapes: strided conv + BN, depthwise separable conv, Keras-style
     SAME max pool (pads at the bottom/right only), strided 1x1 residual, Add, dilated grouped
-    conv, global average pool, Gemm, Softmax."""
+    conv, then a 1x1 conv to the classes, global average pool, Flatten and Softmax."""
     rng = np.random.default_rng(2)
     nodes = [
         helper.make_node(
@@ -142,10 +142,10 @@ def xception_block() -> onnx.ModelProto:
         helper.make_node("Conv", ["r0", "wr"], ["res"], strides=[2, 2]),
         helper.make_node("Add", ["mp", "res"], ["sum"]),
         helper.make_node("Conv", ["sum", "wg"], ["gc"], group=2, dilations=[2, 2], pads=[2] * 4),
-        helper.make_node("GlobalAveragePool", ["gc"], ["gap"]),
-        helper.make_node("Flatten", ["gap"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], transB=1),
-        helper.make_node("Softmax", ["logits"], ["y"]),
+        helper.make_node("Conv", ["gc", "wf", "bf"], ["classes"]),
+        helper.make_node("GlobalAveragePool", ["classes"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=1),
     ]
     inits = {
         "w0": weights(rng, 8, 1, 3, 3),
@@ -154,7 +154,7 @@ def xception_block() -> onnx.ModelProto:
         "bp": weights(rng, 8),
         "wr": weights(rng, 8, 8, 1, 1),
         "wg": weights(rng, 8, 4, 3, 3),
-        "wf": weights(rng, 7, 8, scale=2.0),
+        "wf": weights(rng, 7, 8, 1, 1, scale=2.0),
         "bf": weights(rng, 7),
     }
     for i in "01":
@@ -168,8 +168,8 @@ def xception_block() -> onnx.ModelProto:
 
 
 def pools() -> onnx.ModelProto:
-    """Pools and convs with asymmetric, large, SAME and ceil-mode padding, averages with and
-    without the pads counted; nine outputs."""
+    """Max pools and a conv with asymmetric pads, pads torch's own ``padding`` rejects (more
+    than half the kernel), ceil mode and dilations; five outputs."""
     rng = np.random.default_rng(3)
     nodes = [
         # Bottom/right pads bigger than top/left, and a pad torch's own `padding` rejects.
@@ -179,36 +179,15 @@ def pools() -> onnx.ModelProto:
         helper.make_node(
             "MaxPool", ["x"], ["y2"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1
         ),
+        helper.make_node("MaxPool", ["x"], ["y3"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         helper.make_node(
-            "AveragePool", ["x"], ["y3"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 2, 1]
-        ),
-        helper.make_node("AveragePool", ["x"], ["y9"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        helper.make_node(
-            "AveragePool",
-            ["x"],
-            ["y4"],
-            kernel_shape=[3, 3],
-            pads=[1, 1, 1, 1],
-            count_include_pad=1,
+            "MaxPool", ["x"], ["y4"], kernel_shape=[2, 2], dilations=[2, 2], pads=[0, 0, 1, 1]
         ),
         helper.make_node(
-            "AveragePool",
-            ["x"],
-            ["y5"],
-            kernel_shape=[2, 3],
-            strides=[1, 2],
-            pads=[0, 1, 1, 2],
-            count_include_pad=1,
+            "Conv", ["x", "w"], ["y5"], kernel_shape=[4, 4], strides=[2, 2], pads=[1, 2, 2, 1]
         ),
-        helper.make_node(
-            "MaxPool", ["x"], ["y6"], kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"
-        ),
-        helper.make_node(
-            "Conv", ["x", "w"], ["y7"], kernel_shape=[4, 4], strides=[2, 2], auto_pad="SAME_LOWER"
-        ),
-        helper.make_node("GlobalMaxPool", ["x"], ["y8"]),
     ]
-    outputs = tuple(f"y{i}" for i in range(1, 10))
+    outputs = tuple(f"y{i}" for i in range(1, 6))
     return make_model(nodes, {"w": weights(rng, 3, 2, 4, 4)}, (2, 9, 9), outputs)
 
 
@@ -256,72 +235,49 @@ def blazeface_block() -> onnx.ModelProto:
     return make_model(nodes, inits, (1, 16, 16), ("y", "z"))
 
 
-def assorted() -> onnx.ModelProto:
-    """The simple ops, broadcasting binary ops, a BatchNormalization that follows no Conv,
-    a Constant node, and constant subgraphs
-    (a transposed weight, a shape built by Concat) that the interpreter folds at load."""
+def converter_forms() -> onnx.ModelProto:
+    """The rest of what our converters write: linear Resize by scales on a half_pixel grid
+    (TFLite's RESIZE_BILINEAR, in the full-range BlazeFace) and on an align_corners grid, Clip
+    as ReLU6 and with a lower bound only, a BatchNormalization that follows no Conv,
+    Identity, Softmax on the last axis and Flatten from axis 2."""
     rng = np.random.default_rng(5)
     nodes = [
-        helper.make_node("Clip", ["x", "lo", "hi"], ["clip"]),
-        helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["bn"]),  # no Conv
-        helper.make_node("Sigmoid", ["bn"], ["sig"]),
-        helper.make_node("Mul", ["clip", "chscale"], ["mul"]),
-        helper.make_node("Sub", ["mul", "sig"], ["sub"]),
-        helper.make_node("Div", ["sub", "two"], ["div"]),
-        helper.make_node("PRelu", ["div", "slope"], ["prelu"]),
-        helper.make_node("LeakyRelu", ["prelu"], ["leaky"], alpha=0.2),
-        helper.make_node("Flatten", ["leaky"], ["flat"], axis=2),
-        helper.make_node("Transpose", ["wT"], ["w"]),
-        helper.make_node("MatMul", ["flat", "w"], ["mm"]),
-        helper.make_node("Tanh", ["mm"], ["tanh"]),
-        helper.make_node("Constant", [], ["three"], value_float=3.0),
-        helper.make_node("Mul", ["tanh", "three"], ["scaled"]),
-        helper.make_node("Concat", ["head", "tail"], ["shape"], axis=0),
-        helper.make_node("Reshape", ["scaled", "shape"], ["resh"]),
-        helper.make_node("Unsqueeze", ["resh", "ax1"], ["unsq"]),
-        helper.make_node("ReduceMean", ["unsq"], ["mean"], axes=[2], keepdims=1),
-        helper.make_node("Squeeze", ["mean", "ax1"], ["sq"]),
-        helper.make_node("Cast", ["sq"], ["half"], to=TensorProto.FLOAT16),
-        helper.make_node("Cast", ["half"], ["single"], to=TensorProto.FLOAT),
-        helper.make_node("Identity", ["single"], ["ident"]),
-        helper.make_node("Softmax", ["ident"], ["y"], axis=-1),
-        helper.make_node("Exp", ["single"], ["exp"]),
-        helper.make_node("Dropout", ["exp"], ["drop"]),
-        helper.make_node("Flatten", ["drop"], ["rows"]),
-        helper.make_node("Gemm", ["rows", "wg", "bg"], ["z"], alpha=0.5, beta=2.0),
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Clip", ["c", "zero", "six"], ["relu6"]),
+        helper.make_node(
+            "Resize",
+            ["relu6", "", "scales"],
+            ["up"],
+            mode="linear",
+            coordinate_transformation_mode="half_pixel",
+        ),
+        helper.make_node(
+            "Resize",
+            ["relu6", "", "scales"],
+            ["corners"],
+            mode="linear",
+            coordinate_transformation_mode="align_corners",
+        ),
+        helper.make_node("Add", ["up", "corners"], ["sum"]),
+        helper.make_node("BatchNormalization", ["sum", "g", "bb", "m", "v"], ["bn"]),
+        helper.make_node("Clip", ["bn", "low"], ["floor"]),
+        helper.make_node("Identity", ["floor"], ["y"]),
+        helper.make_node("Flatten", ["x"], ["rows"], axis=2),
+        helper.make_node("Softmax", ["rows"], ["z"]),
     ]
     inits = {
-        "lo": np.array(-0.5, np.float32),
-        "hi": np.array(0.75, np.float32),
-        "g": 1 + weights(rng, 3),
+        "w": weights(rng, 3, 1, 3, 3, scale=2.0),
         "b": weights(rng, 3),
+        "zero": np.array(0.0, np.float32),
+        "six": np.array(6.0, np.float32),
+        "scales": np.array([1, 1, 2, 2], np.float32),
+        "g": 1 + weights(rng, 3),
+        "bb": weights(rng, 3),
         "m": weights(rng, 3),
         "v": rng.uniform(0.5, 2.0, 3).astype(np.float32),
-        "chscale": weights(rng, 3, 1, 1, scale=2.0),
-        "two": np.array(2.0, np.float32),
-        "slope": weights(rng, 3, 1, 1),
-        "wT": weights(rng, 6, 20),
-        "head": ints(0),
-        "tail": ints(-1, 3),
-        "ax1": ints(1),
-        "wg": weights(rng, 3, 5),
-        "bg": weights(rng, 5),
+        "low": np.array(-0.5, np.float32),
     }
-    return make_model(nodes, inits, (3, 4, 5), ("y", "z"))
-
-
-def opset11() -> onnx.ModelProto:
-    """Ops whose form changed after opset 11: Softmax over the coerced 2-D view, Squeeze's
-    axes as an attribute; Pad and Clip with their opset-11 inputs."""
-    nodes = [
-        helper.make_node("Softmax", ["x"], ["soft"], axis=1),
-        helper.make_node("Clip", ["soft", "lo"], ["clip"]),
-        helper.make_node("Pad", ["clip", "pads"], ["pad"]),
-        helper.make_node("Unsqueeze", ["pad"], ["unsq"], axes=[0]),
-        helper.make_node("Squeeze", ["unsq"], ["y"], axes=[0]),
-    ]
-    inits = {"lo": np.array(0.05, np.float32), "pads": ints(0, 1, 0, 0, 0, 0, 1, 2)}
-    return make_model(nodes, inits, (2, 3, 4), opset=11)
+    return make_model(nodes, inits, (1, 6, 7), ("y", "z"))
 
 
 GRAPHS: dict[str, Callable[[], onnx.ModelProto]] = {
@@ -329,8 +285,7 @@ GRAPHS: dict[str, Callable[[], onnx.ModelProto]] = {
     "xception_block": xception_block,
     "pools": pools,
     "blazeface_block": blazeface_block,
-    "assorted": assorted,
-    "opset11": opset11,
+    "converter_forms": converter_forms,
 }
 
 
@@ -431,6 +386,18 @@ def test_torch_leaves_the_input_alone(graph_dir: Path) -> None:
     assert_outputs_close(first, OrtBackend(path).run(x), 1e-5, "read-only input")
 
 
+def test_torch_outputs_are_its_own(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason=TORCH_REASON)
+    from rtserver.inference.engine_torch import TorchBackend
+
+    path = tmp_path / "identity.onnx"
+    onnx.save(make_model([helper.make_node("Identity", ["x"], ["y"])], {}, (3,)), str(path))
+    x = np.ones((2, 3), np.float32)
+    (y,) = TorchBackend(path, device="cpu").run(x)
+    y[:] = 5.0  # an output that is the input itself must not be the caller's buffer
+    assert np.array_equal(x, np.ones((2, 3), np.float32))
+
+
 def test_torch_rejects_unknown_ops(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason=TORCH_REASON)
     from rtserver.inference.engine_torch import SUPPORTED_OPS, TorchBackend
@@ -440,6 +407,38 @@ def test_torch_rejects_unknown_ops(tmp_path: Path) -> None:
     onnx.save(make_model(nodes, {}, (4,)), str(path))
     assert "Erf" not in SUPPORTED_OPS
     with pytest.raises(BackendUnavailable, match="'Erf'"):
+        TorchBackend(path, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("node", "opset", "says"),
+    [
+        (helper.make_node("Relu", ["x"], ["y"]), 11, "opset 11"),
+        (helper.make_node("Relu", ["x"], ["y"]), 18, "opset 18"),
+        (
+            helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], auto_pad="SAME_UPPER"),
+            17,
+            "auto_pad 'SAME_UPPER'",
+        ),
+        (
+            helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest"),
+            17,
+            "mode 'nearest'",
+        ),
+        (helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect"), 17, "mode 'reflect'"),
+    ],
+)
+def test_torch_says_which_form_it_lacks(
+    tmp_path: Path, node: onnx.NodeProto, opset: int, says: str
+) -> None:
+    pytest.importorskip("torch", reason=TORCH_REASON)
+    from rtserver.inference.engine_torch import TorchBackend
+
+    inits = {"s": np.array([1, 1, 2, 2], np.float32), "p": ints(0, 0, 1, 1, 0, 0, 1, 1)}
+    used = {name: value for name, value in inits.items() if name in node.input}
+    path = tmp_path / "model.onnx"
+    onnx.save(make_model([node], used, (1, 4, 4), opset=opset), str(path))
+    with pytest.raises(BackendUnavailable, match=says):
         TorchBackend(path, device="cpu")
 
 
@@ -496,9 +495,16 @@ def test_torch_cpu_matches_ort_on_real_models(name: str) -> None:
     pytest.importorskip("torch", reason=TORCH_REASON)
     from rtserver.inference.engine_torch import TorchBackend
 
-    x = random_batch(path, 4)
-    outputs = TorchBackend(path, device="cpu").run(x)
-    assert_outputs_close(outputs, OrtBackend(path).run(x), 1e-4, name)
+    backend, half, reference = (
+        TorchBackend(path, device="cpu"),
+        TorchBackend(path, device="cpu", half=True),
+        OrtBackend(path),
+    )
+    for batch in (1, 9):
+        x = random_batch(path, batch, seed=batch)
+        expected = reference.run(x)
+        assert_outputs_close(backend.run(x), expected, 1e-5, f"{name} N={batch}")
+        assert_outputs_close(half.run(x), expected, 1e-2, f"{name} in FP16 N={batch}")
 
 
 # -- GPU backends against ONNX Runtime on the CPU ----------------------------------------------
