@@ -400,7 +400,8 @@ def test_torch_outputs_are_its_own(tmp_path: Path) -> None:
 
 def test_torch_rejects_unknown_ops(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason=TORCH_REASON)
-    from rtserver.inference.engine_torch import SUPPORTED_OPS, TorchBackend
+    from rtserver.inference.engine_torch import TorchBackend
+    from rtserver.inference.onnx_torch import SUPPORTED_OPS
 
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Erf", ["r"], ["y"])]
     path = tmp_path / "erf.onnx"
