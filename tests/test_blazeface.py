@@ -19,8 +19,9 @@ from skimage import data as skdata
 
 from rtserver.inference.engine import Backend, EngineOptions, load_engine
 from rtserver.kernels.frame import downscale
-from rtserver.models.blazeface_tflite import _buffer_array, convert_blazeface_tflite
+from rtserver.models.blazeface_tflite import convert_blazeface_tflite
 from rtserver.models.fetch import MODELS
+from rtserver.models.tflite_read import buffer_array
 from rtserver.perception.blazeface import (
     BlazeFaceDetector,
     FaceFinder,
@@ -437,7 +438,7 @@ def test_sparse_constants_are_read_dense(order: tuple[int, int], index_type: int
     dense[3, 5] = 7.25
     data = _csr_model(dense, order, index_type)
     model = tflite.Model.GetRootAsModel(data, 0)
-    array = _buffer_array(model, data, model.Subgraphs(0).Tensors(0))
+    array = buffer_array(model, data, model.Subgraphs(0).Tensors(0))
     assert array is not None and array.dtype == np.float32
     np.testing.assert_array_equal(array, dense)
 
