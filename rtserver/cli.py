@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import secrets
 import sys
 from collections.abc import Sequence
@@ -18,43 +17,12 @@ import uvicorn
 
 from rtserver.api.demo import demo_session
 from rtserver.config import Config, ConfigError, load_config
+from rtserver.logs import setup_logging
 from rtserver.media.ice import restrict_host_addresses
 from rtserver.metrics import shared_for_this_run
 from rtserver.store import Store
 
 log = logging.getLogger("rtserver")
-
-
-class _SessionField(logging.Filter):
-    """Gives every record a ``session`` field, so the format can always print it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "session"):
-            record.session = "-"
-        return True
-
-
-class RedactingFormatter(logging.Formatter):
-    """Masks secrets in URLs (``token=...``): access logs print query strings verbatim."""
-
-    _TOKEN = re.compile(r"(token=)[^&\s\"']+")
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self._TOKEN.sub(r"\1***", super().format(record))
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.addFilter(_SessionField())
-    handler.setFormatter(
-        RedactingFormatter("%(asctime)s %(levelname)s %(name)s session=%(session)s %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # aiortc and aioice log every packet-level event at INFO.
-    for noisy in ("aiortc", "aioice"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def resolve_api_key(config: Config) -> tuple[str, bool]:

@@ -24,11 +24,11 @@ from typing import Any
 from aiortc import RTCSessionDescription
 
 from rtserver.bus.ipc import IpcBus
-from rtserver.cli import setup_logging
 from rtserver.config import config_from_wire
 from rtserver.errors import BadRequest, RtServerError
 from rtserver.live.manager import SessionManager
 from rtserver.live.runtime import build_runtime, warm_up
+from rtserver.logs import setup_logging
 from rtserver.media.ice import quicken_consent_checks, restrict_host_addresses
 from rtserver.messages import WorkerCall, WorkerReady, WorkerReply, WorkerStart
 from rtserver.metrics import share_between_processes

@@ -1,0 +1,35 @@
+"""The packages' import rules (README, "Where things are"), checked in fresh interpreters."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def loaded_after_import(module: str) -> set[str]:
+    """The rtserver modules a fresh interpreter has loaded after importing ``module``."""
+    code = (
+        f"import sys, {module}\n"
+        "print('\\n'.join(m for m in sys.modules if m.startswith('rtserver')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("module", ["rtserver.server.worker", "rtserver.server.workers"])
+def test_the_process_model_never_imports_the_api(module: str) -> None:
+    loaded = loaded_after_import(module)
+    assert module in loaded
+    assert not {m for m in loaded if m.startswith("rtserver.api")}
+
+
+@pytest.mark.parametrize(
+    "module", ["rtserver.scoring.rubric", "rtserver.scoring.summary", "rtserver.scoring.signals"]
+)
+def test_scoring_reads_no_media_and_serves_nothing(module: str) -> None:
+    loaded = loaded_after_import(module)
+    assert module in loaded
+    forbidden = ("rtserver.api", "rtserver.media", "rtserver.live", "rtserver.server")
+    assert not {m for m in loaded if m.startswith(forbidden)}
