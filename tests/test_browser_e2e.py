@@ -12,6 +12,7 @@ recorder is known to work). Screenshots of each step go to ``tests/artifacts/`` 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import shutil
@@ -23,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from media import SpeechTrack
+from media import INTERVIEW_SCRIPT, SpeechTrack
 from peer import connect_peer, create_session, end_session, use_loopback_only
 from server import ServerProcess
 
@@ -813,3 +814,223 @@ async def test_an_interview_at_the_maximum_length_ends_plainly(
     assert "maximum length" in intro.lower(), intro
     assert record["end_reason"] == "max_length", record
     assert summary["end_reason"] == "max_length", summary
+
+
+# ------------------------------------------------------------------ the transcript (issue 14)
+
+# What the fake microphone says (tests/media.py INTERVIEW_SCRIPT), sentence by sentence; the
+# wav loops, so the candidate says them again and again.
+SPOKEN = [s for s in INTERVIEW_SCRIPT if isinstance(s, str)]
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words without punctuation, as a transcript line is compared."""
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def share_heard(line: str, sentence: str) -> float:
+    """The share (0-1) of `sentence`'s words that `line` contains."""
+    heard = set(words_of(line))
+    said = words_of(sentence)
+    return sum(w in heard for w in said) / len(said)
+
+
+# The observer page's transcript lines: each line's text, time, start and end, and the heading
+# of the question group it sits under.
+TRANSCRIPT_LINES = """
+(selector) => [...document.querySelectorAll(`${selector} .t-line`)].map((b) => ({
+  key: b.dataset.key,
+  start: Number(b.dataset.start),
+  end: Number(b.dataset.end),
+  time: b.querySelector(".t-time").textContent,
+  text: b.querySelector(".t-text").textContent,
+  heading: b.closest(".t-group").querySelector(".t-heading").textContent,
+}))
+"""
+
+
+# Records every WebSocket the page opens, so a test can drop one as a network would.
+SOCKET_RECORDER = """
+(() => {
+  const Native = window.WebSocket;
+  window.__rtSockets = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.__rtSockets.push(this);
+    }
+  };
+})();
+"""
+
+
+async def test_observer_shows_what_the_candidate_says(
+    tmp_path: Path, face_video: Path, speech_wav: SpeechTrack
+) -> None:
+    """Issue 14, the pages: the candidate's consent says that speech is transcribed. While the
+    fake microphone speaks INTERVIEW_SCRIPT, the observer's live panel shows transcript lines
+    from the real server's messages, once each (backfill included), under the question's
+    heading; clicking a line, or pressing Enter on one, moves the charts' cursor to that
+    moment. After the end, the report shows the final's transcript under question headings."""
+    if not server_supports("--transcribe"):
+        pytest.skip("this server does not transcribe yet (no --transcribe)")
+    server = ServerProcess(tmp_path / "data", options=["--transcribe", "on"]).start()
+    problems = Problems()
+    shots = Screenshots("transcript")
+    received: list[dict[str, Any]] = []  # the transcript messages the observer's socket got
+
+    def on_socket(socket: Any) -> None:
+        def frame(payload: str | bytes) -> None:
+            try:
+                message = json.loads(payload)
+            except ValueError:
+                return
+            if isinstance(message, dict) and message.get("type") == "transcript":
+                received.append(message)
+
+        socket.on("framereceived", frame)
+
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            session = await create_session(
+                client, server.base_url, server.api_key, candidate="Hal", questions=QUESTIONS
+            )
+        async with playwright_api.async_playwright() as playwright:
+            browser = await launch(playwright, face_video, speech_wav.path)
+            candidate_context = await problems.context(browser)
+            await candidate_context.grant_permissions(["camera", "microphone"])
+            candidate = await candidate_context.new_page()
+            observer_context = await problems.context(browser, viewport=SCREEN)
+            await observer_context.add_init_script(SOCKET_RECORDER)
+            observer = await observer_context.new_page()
+            observer.on("websocket", on_socket)
+
+            await candidate.goto(session["candidate_url"])
+            words = await candidate.inner_text("#analysed-words")
+            kept = await candidate.inner_text("#consent-kept")
+            await consent_and_start(candidate)
+            await candidate.wait_for_function(
+                "() => document.querySelector('#question-text').textContent.includes('proud of')",
+                timeout=20_000,
+            )
+            await observer.goto(f"{server.base_url}/observe/{session['id']}#token={server.api_key}")
+
+            # A line of the first question that holds most of a sentence the candidate said.
+            first_heading = f"Question 1: {QUESTIONS[0]['text']}"
+            line = None
+            deadline = time.monotonic() + 60
+            while line is None and time.monotonic() < deadline:
+                await observer.wait_for_timeout(500)
+                for shown in await observer.evaluate(TRANSCRIPT_LINES, "#transcript-live"):
+                    if shown["heading"] == first_heading and any(
+                        share_heard(shown["text"], s) >= 0.6 for s in SPOKEN
+                    ):
+                        line = shown
+                        break
+            live_lines = await observer.evaluate(TRANSCRIPT_LINES, "#transcript-live")
+            assert line is not None, (live_lines, received)
+            await shots.take(observer, "observer-live-transcript")
+
+            # Click it: the charts' cursor moves to that moment, on every chart.
+            button = observer.locator(f"#transcript-live .t-line[data-key='{line['key']}']")
+            await button.click()
+            clicked = await observer.evaluate("window.rtObserverLayout.cursor()")
+            current = await button.get_attribute("aria-current")
+            readout = await observer.inner_text("#cursor-readout")
+            await shots.take(observer, "observer-cursor")
+            # The keyboard does the same: another line, focused, and Enter.
+            await observer.wait_for_function(
+                "() => document.querySelectorAll('#transcript-live .t-line').length >= 2",
+                timeout=30_000,
+            )
+            other = observer.locator(
+                f"#transcript-live .t-line:not([data-key='{line['key']}'])"
+            ).first
+            await other.focus()
+            focused = float(await other.get_attribute("data-start") or "nan")
+            await observer.keyboard.press("Enter")
+            by_key = await observer.evaluate("window.rtObserverLayout.cursor()")
+
+            # The socket drops; the page reconnects and the backfill brings every message
+            # again: still one line each.
+            await observer.evaluate("() => window.__rtSockets.at(-1).close()")
+            await observer.wait_for_function(
+                "() => Number(document.body.dataset.wsAttempts) >= 2", timeout=20_000
+            )
+            await observer.wait_for_timeout(3000)
+            reconnected = await observer.evaluate(TRANSCRIPT_LINES, "#transcript-live")
+
+            await candidate.click("#next")
+            await candidate.wait_for_timeout(6000)
+            await candidate.click("#next")  # the last question's button finishes
+            await candidate.wait_for_selector("#summary:not([hidden])", timeout=40_000)
+            await observer.wait_for_selector("#report:not([hidden])", timeout=60_000)
+            report_lines = await observer.evaluate(TRANSCRIPT_LINES, "#transcript-report")
+            missing_shown = await observer.evaluate(
+                "() => !document.querySelector('#transcript-missing').hidden"
+            )
+            missing_text = await observer.inner_text("#transcript-missing")
+            await observer.locator("#transcript-report .t-line").first.scroll_into_view_if_needed()
+            await shots.take(observer, "observer-report-transcript")
+            await observer.locator("#transcript-report .t-line").last.click()
+            from_report = await observer.evaluate("window.rtObserverLayout.cursor()")
+            await browser.close()
+
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            report = await client.get(
+                f"{server.base_url}/api/v1/sessions/{session['id']}/report",
+                headers=server.hr_headers,
+            )
+    finally:
+        server.stop()
+
+    problems.assert_none()
+    # The consent says that the answers are transcribed, and that the transcript is kept.
+    assert "transcribed" in words.lower() and "not transcribed" not in words.lower(), words
+    assert "transcript" in kept.lower(), kept
+
+    # The line came from the server's own messages, under the question the server gave it.
+    sent = [m for m in received if m["start"] == line["start"] and m["end"] == line["end"]]
+    assert sent and sent[0]["question"] == 0, (line, received)
+    assert line["text"] == sent[0]["text"].strip()
+    assert line["time"] == clock(math.floor(line["start"])), line
+    # One line per message, in order, whatever the socket brought twice.
+    keys = [x["key"] for x in live_lines]
+    assert len(keys) == len(set(keys)), live_lines
+    assert [x["start"] for x in live_lines] == sorted(x["start"] for x in live_lines)
+    unique = {(m["start"], m["end"]) for m in received}
+    assert len(received) > len(unique), received  # the backfill did send them again
+    assert len(unique) >= len(reconnected) >= len(live_lines), (reconnected, received)
+    assert len({x["key"] for x in reconnected}) == len(reconnected), reconnected
+
+    # The cursor stands at the line's start, inside every chart's plot, and the legends show
+    # that second.
+    assert clicked["t"] == line["start"], clicked
+    assert current == "time"
+    assert clock(math.floor(line["start"])) in readout, readout
+    for chart in clicked["charts"]:
+        assert chart["plotLeft"] <= chart["x"] <= chart["plotRight"], chart
+        assert chart["legendTime"] == clock(math.floor(line["start"])), chart
+    assert by_key["t"] == focused, (focused, by_key)
+
+    # The report: the final's transcript, in order, under question headings.
+    assert report.status_code == 200, report.text
+    final = report.json()["final"]
+    assert final["transcription"] == "on"
+    segments = [s for s in final["transcript"] if s["text"].strip() or s["words"]]
+    assert len(report_lines) == len(final["transcript"]), (report_lines, final["transcript"])
+    assert [x["start"] for x in report_lines] == [s["start"] for s in final["transcript"]]
+    assert any(
+        x["heading"] == first_heading and share_heard(x["text"], s) >= 0.6
+        for x in report_lines
+        for s in SPOKEN
+    ), report_lines
+    for shown, segment in zip(report_lines, final["transcript"], strict=True):
+        index = segment["question"]
+        if index is None:
+            assert shown["heading"] == "Before the first question"
+        else:
+            assert shown["heading"] == f"Question {index + 1}: {QUESTIONS[index]['text']}"
+    assert segments, final["transcript"]
+    assert missing_shown == (not final["transcript_complete"]), (missing_text, final)
+    assert from_report["t"] == report_lines[-1]["start"], from_report

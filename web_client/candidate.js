@@ -66,6 +66,7 @@
 
   const state = {
     emotion: "on", // from the questions answer: whether facial expression is analysed
+    transcription: "on", // from the questions answer: whether speech is transcribed
     expiresAt: null, // unix s when the join link expires (questions answer), if it says
     maxInterviewS: null, // the server's longest interview (s), if it says
     resume: null, // the secret of the first offer's answer; memory only, sent on re-offers
@@ -253,10 +254,10 @@
 
   // ---------------------------------------------------------------- link check and consent
 
-  // Checks the link and loads the questions, the emotion setting and the link's limits. The
-  // consent is shown at once with the fullest disclosure (expression included); it is
-  // narrowed here when the server does not analyse expression. Resolves true when the
-  // interview can go ahead.
+  // Checks the link and loads the questions, the emotion and transcription settings and the
+  // link's limits. The consent is shown at once with the fullest disclosure (expression and
+  // transcript included); it is narrowed here when the server does not analyse expression or
+  // transcribe speech. Resolves true when the interview can go ahead.
   async function checkLink() {
     if (!sessionId || !joinToken) {
       showFatal(MESSAGES.incomplete, MESSAGES.invalidHelp);
@@ -287,6 +288,7 @@
         }))
       : [OPEN_PROMPT];
     state.emotion = await emotionSetting(questions);
+    state.transcription = questions.transcription === "off" ? "off" : "on";
     state.expiresAt = positive(questions.expires_at);
     state.maxInterviewS = positive(questions.max_interview_s);
     renderConsent();
@@ -329,6 +331,19 @@
         : " whether your face is visible to the camera and how well it is lit, and your " +
             "facial expression."
     );
+    const words = $("analysed-words");
+    words.replaceChildren();
+    const wordsLabel = document.createElement("strong");
+    wordsLabel.textContent = "Words:";
+    words.append(
+      wordsLabel,
+      state.transcription === "off"
+        ? " what you say is not transcribed."
+        : " what you say in your answers is transcribed to text for the hiring team."
+    );
+    for (const id of ["kept-transcript", "who-transcript", "who-transcript-after"]) {
+      $(id).hidden = state.transcription === "off";
+    }
     const intro = $("consent-intro");
     if (state.hasQuestions) {
       const n = state.flow.length;

@@ -5,7 +5,10 @@
 // sessionStorage only (this tab). REST calls send it as `Authorization: Bearer`; the signals
 // websocket takes it as ?token= because browsers cannot set headers there. The websocket
 // backfills every second so far on each (re)connect, so a late observer sees the whole
-// timeline; seconds are de-duplicated by `t`.
+// timeline; seconds are de-duplicated by `t`, transcript lines by their start and end.
+//
+// The candidate's words (transcript lines) are untrusted text: they only ever reach the page
+// through textContent.
 "use strict";
 
 (() => {
@@ -42,6 +45,7 @@
     faceSoft: "rgba(31, 138, 76, 0.18)",
     band: "rgba(31, 138, 76, 0.08)",
     marker: "rgba(29, 35, 48, 0.45)",
+    cursor: "#b3261e",
     grid: "#eceef2",
     axis: "#5d6678",
   };
@@ -91,6 +95,10 @@
     const ss = String(s % 60).padStart(2, "0");
     return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
   }
+
+  // A moment on the interview's timeline (a transcript line, the charts' cursor), named by
+  // the second that holds it, as the charts name their seconds: 3.6 s is in 0:03.
+  const moment = (seconds) => clock(isNum(seconds) ? Math.floor(seconds) : seconds);
 
   function dateTime(epochS) {
     if (!isNum(epochS)) return "–";
@@ -310,6 +318,11 @@
     renderTimer: null,
     range: 0, // 0: the whole interview; else the last N seconds
     zoom: null, // [min, max] chosen by dragging across a chart
+    transcript: new Map(), // segment key -> transcript message, live (de-duplicated)
+    reportTranscript: null, // the report's top-level `transcript`, when it came over REST
+    followTranscript: true, // the live panel scrolls with new lines (the user has not scrolled up)
+    cursorT: null, // s on the media clock: the moment chosen from the transcript, or null
+    cursorKey: null, // the transcript line it was chosen from
   };
 
   function sortedSignals() {
@@ -440,10 +453,48 @@
     };
   }
 
-  // The legend shows the latest second while the pointer is not over a chart.
+  // The legend shows the second under the cursor chosen from the transcript, else the latest
+  // second, while the pointer is not over a chart.
   function showLatest(u) {
     const n = u.data[0].length;
-    if (n && (u.cursor.idx === null || u.cursor.idx === undefined)) u.setLegend({ idx: n - 1 }, false);
+    if (!n || (u.cursor.idx !== null && u.cursor.idx !== undefined)) return;
+    const pinned = cursorIndex();
+    u.setLegend({ idx: pinned === null ? n - 1 : pinned }, false);
+  }
+
+  // The row of the second that holds the chosen moment (a signal's `t` covers [t, t + 1)),
+  // or the last second before it where that one was not measured; null without a cursor.
+  function cursorIndex() {
+    if (!isNum(state.cursorT) || !chartRows.length) return null;
+    let found = null;
+    for (let i = 0; i < chartRows.length && chartRows[i].t <= state.cursorT; i++) found = i;
+    return found === null ? 0 : found;
+  }
+
+  // The chosen moment, a solid line across every chart (left out on paper).
+  function cursorPlugin() {
+    return {
+      hooks: {
+        draw: [
+          (u) => {
+            if (!isNum(state.cursorT) || printing) return;
+            const { ctx } = u;
+            const { top, height, left, width } = u.bbox;
+            const x = Math.round(u.valToPos(state.cursorT, "x", true));
+            if (x < left || x > left + width) return;
+            const dpr = window.uPlot.pxRatio || window.devicePixelRatio || 1;
+            ctx.save();
+            ctx.strokeStyle = COLORS.cursor;
+            ctx.lineWidth = 2 * dpr;
+            ctx.beginPath();
+            ctx.moveTo(x, top);
+            ctx.lineTo(x, top + height);
+            ctx.stroke();
+            ctx.restore();
+          },
+        ],
+      },
+    };
   }
 
   function legendPlugin() {
@@ -470,7 +521,7 @@
       cursor: { sync: { key: "rt-observer" }, drag: { x: true, y: false, setScale: false } },
       legend: { live: true },
       padding: [MARKER_BAND_PX, null, null, null],
-      plugins: [markerPlugin(name), zoomPlugin(), legendPlugin()],
+      plugins: [markerPlugin(name), cursorPlugin(), zoomPlugin(), legendPlugin()],
       ...extra,
     };
   }
@@ -827,6 +878,219 @@
     }, 30);
   }
 
+  // ================================================================ transcript
+
+  // A transcript segment is one utterance: {question, start, end, text, words}, its times in
+  // seconds on the signals' clock. Live messages (and the backfill, again on each reconnect)
+  // are kept once each, by their start and end; the report lists the final's segments.
+
+  const segmentKey = (seg) => `${Number(seg.start).toFixed(3)}-${Number(seg.end).toFixed(3)}`;
+
+  function isSegment(seg) {
+    return seg && isNum(seg.start) && isNum(seg.end) && typeof seg.text === "string";
+  }
+
+  // The heading of a question's lines: its number and text (from the session's record, else
+  // the final's per-question entries).
+  function questionHeading(index) {
+    if (!Number.isInteger(index)) return "Before the first question";
+    const fromSession = sessionQuestions()[index];
+    const fromFinal =
+      state.final && Array.isArray(state.final.questions)
+        ? state.final.questions.find((q) => q.index === index)
+        : null;
+    const text = (fromSession && fromSession.text) || (fromFinal && fromFinal.text) || "";
+    return text ? `Question ${index + 1}: ${text}` : `Question ${index + 1}`;
+  }
+
+  // One line: a button (keyboard and pointer alike) that moves the charts' cursor to the
+  // moment the utterance began.
+  function transcriptLine(seg) {
+    const text = seg.text.trim();
+    const button = el(
+      "button",
+      {
+        type: "button",
+        class: "t-line",
+        "data-key": segmentKey(seg),
+        "data-start": seg.start,
+        "data-end": seg.end,
+      },
+      el("span", { class: "t-time", text: moment(seg.start) }),
+      el("span", {
+        class: text ? "t-text" : "t-text t-unheard",
+        text: text || "(speech, no words recognised)",
+      }),
+    );
+    if (isNum(state.cursorT) && segmentKey(seg) === state.cursorKey) {
+      button.setAttribute("aria-current", "time");
+    }
+    button.addEventListener("click", () => {
+      setCursor(seg.start, segmentKey(seg));
+      if (button.closest("#report")) revealCharts();
+    });
+    return el("li", { "data-start": seg.start }, button);
+  }
+
+  // The list of a question's lines in `container`, made (in question order, before the first
+  // question first) when it has none yet.
+  function questionGroup(container, question, headingTag) {
+    const q = Number.isInteger(question) ? question : -1;
+    let next = null;
+    for (const group of container.children) {
+      const gq = Number(group.dataset.question);
+      if (gq === q) return group.querySelector("ol");
+      if (gq > q && next === null) next = group;
+    }
+    const headingId = `${container.id}-q${q + 1}`;
+    const group = el(
+      "section",
+      { class: "t-group", "data-question": q, "aria-labelledby": headingId },
+      el(headingTag, { id: headingId, class: "t-heading", text: questionHeading(question) }),
+      el("ol", { class: "t-lines" }),
+    );
+    container.insertBefore(group, next);
+    return group.querySelector("ol");
+  }
+
+  // Puts a line in its question's list, in order of its start.
+  function placeLine(container, seg, headingTag) {
+    const lines = questionGroup(container, seg.question, headingTag);
+    const li = transcriptLine(seg);
+    const after = [...lines.children].find((x) => Number(x.dataset.start) > seg.start) || null;
+    lines.insertBefore(li, after);
+    return li;
+  }
+
+  const nearBottom = (box) => box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+
+  function onTranscript(msg) {
+    if (!isSegment(msg)) return;
+    const key = segmentKey(msg);
+    if (state.transcript.has(key)) return; // replayed by a backfill
+    state.transcript.set(key, msg);
+    const box = $("transcript-live");
+    const follow = state.followTranscript;
+    placeLine(box, msg, "h3");
+    $("transcript-live-empty").hidden = true;
+    document.body.dataset.transcriptLines = String(state.transcript.size);
+    if (follow) box.scrollTop = box.scrollHeight;
+    else $("transcript-latest").hidden = false;
+  }
+
+  function setupTranscriptPanel() {
+    const box = $("transcript-live");
+    box.addEventListener("scroll", () => {
+      state.followTranscript = nearBottom(box);
+      if (state.followTranscript) $("transcript-latest").hidden = true;
+    });
+    $("transcript-latest").addEventListener("click", () => {
+      box.scrollTop = box.scrollHeight;
+      state.followTranscript = true;
+      $("transcript-latest").hidden = true;
+    });
+  }
+
+  // The report's transcript, from the final (or, from an older final, the report's own list),
+  // under question headings; says plainly when speech was not transcribed, and which spans
+  // are missing when the final could not wait for them.
+  function renderReportTranscript(final) {
+    const fromFinal = Array.isArray(final.transcript) ? final.transcript : null;
+    const segments = (fromFinal || state.reportTranscript || []).filter(isSegment);
+    segments.sort((a, b) => a.start - b.start);
+    const box = $("transcript-report");
+    box.replaceChildren();
+    for (const seg of segments) placeLine(box, seg, "h4");
+    const note = $("transcript-note");
+    const on = final.transcription === "on" || (final.transcription === undefined && segments.length);
+    if (final.transcription === "off") {
+      note.textContent = "Speech was not transcribed in this interview: transcription was off.";
+    } else if (!on) {
+      note.textContent = "This interview was not transcribed.";
+    } else if (!segments.length) {
+      note.textContent = "No words were transcribed.";
+    } else note.textContent = "";
+    note.hidden = !note.textContent;
+    box.hidden = segments.length === 0;
+    $("transcript-report-help").hidden = segments.length === 0;
+
+    const missing = $("transcript-missing");
+    if (final.transcript_complete === false) {
+      const spans = (Array.isArray(final.transcript_missing) ? final.transcript_missing : [])
+        .filter((m) => m && isNum(m.start) && isNum(m.end))
+        .map((m) => `${moment(m.start)}–${clock(Math.ceil(m.end))}`);
+      missing.textContent = spans.length
+        ? `The transcript is incomplete. Speech at ${listText(spans)} was not transcribed ` +
+          "before the report was made, so it is missing here."
+        : "The transcript is incomplete: some speech was not transcribed before the report " +
+          "was made.";
+      missing.hidden = false;
+    } else {
+      missing.textContent = "";
+      missing.hidden = true;
+    }
+    document.body.dataset.reportTranscriptLines = String(segments.length);
+  }
+
+  // "a", "a and b", "a, b and c".
+  function listText(items) {
+    if (items.length <= 1) return items.join("");
+    return `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
+  }
+
+  // ================================================================ charts' cursor
+
+  // Moves the charts' cursor to `t` (s): a line across every chart, and the legends show
+  // that second's values. The whole interview is shown again if the span on show leaves it out.
+  function setCursor(t, key) {
+    state.cursorT = t;
+    state.cursorKey = key || null;
+    const shown = Object.values(charts)[0];
+    if (shown && shown.scales.x && (t < shown.scales.x.min || t > shown.scales.x.max)) setRange(0);
+    for (const u of Object.values(charts)) {
+      u.redraw(false);
+      showLatest(u);
+    }
+    for (const line of document.querySelectorAll(".t-line")) {
+      if (key && line.dataset.key === key) line.setAttribute("aria-current", "time");
+      else line.removeAttribute("aria-current");
+    }
+    const row = chartRows[cursorIndex()];
+    $("cursor-text").textContent =
+      row && row.t === Math.floor(t)
+        ? `Cursor at ${moment(t)}: the legends show that second.`
+        : row
+          ? `Cursor at ${moment(t)}: that second was not measured; the legends show ${moment(row.t)}.`
+          : `Cursor at ${moment(t)}.`;
+    $("cursor-readout").hidden = false;
+    document.body.dataset.cursorT = String(t);
+  }
+
+  function clearCursor() {
+    state.cursorT = null;
+    state.cursorKey = null;
+    for (const u of Object.values(charts)) {
+      u.redraw(false);
+      showLatest(u);
+    }
+    for (const line of document.querySelectorAll(".t-line[aria-current]")) {
+      line.removeAttribute("aria-current");
+    }
+    $("cursor-readout").hidden = true;
+    delete document.body.dataset.cursorT;
+  }
+
+  // Brings the charts on screen when little of them is (a line chosen in the report, above
+  // them), scrolling no further than needed.
+  function revealCharts() {
+    const grid = $("charts").querySelector(".chart-grid");
+    const box = grid.getBoundingClientRect();
+    const visible = Math.min(box.bottom, window.innerHeight) - Math.max(box.top, 0);
+    if (visible >= Math.min(240, box.height)) return;
+    const smooth = !window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    grid.scrollIntoView({ block: "nearest", behavior: smooth ? "smooth" : "auto" });
+  }
+
   // ================================================================ header
 
   function renderHeader() {
@@ -879,6 +1143,9 @@
       ["Ended", END_REASONS[final.end_reason] || final.end_reason || "–"],
       ["Expression analysis", final.emotion_analysis === "off" ? "Off" : "On"],
     ];
+    if (final.transcription === "on" || final.transcription === "off") {
+      facts.push(["Transcription", final.transcription === "off" ? "Off" : "On"]);
+    }
     $("report-facts").replaceChildren(
       ...facts.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))),
     );
@@ -954,6 +1221,7 @@
     );
     $("questions-breakdown").hidden = breakdown.length === 0;
     $("questions-empty").hidden = breakdown.length > 0;
+    renderReportTranscript(final);
 
     if (final.emotion_analysis === "off") setEmotionOff(true);
   }
@@ -1302,6 +1570,7 @@
     if (status === 200 && body && body.final) {
       if (body.session) state.session = { ...state.session, ...body.session };
       for (const s of Array.isArray(body.signals) ? body.signals : []) onSignal(s);
+      if (Array.isArray(body.transcript)) state.reportTranscript = body.transcript;
       await onFinal(body.final, true);
       return true;
     }
@@ -1369,7 +1638,8 @@
       if (msg && msg.type === "signal") {
         onSignal(msg);
         if (!state.finished) setStatus("Live", "ok");
-      } else if (msg && msg.type === "final") onFinal(msg);
+      } else if (msg && msg.type === "transcript") onTranscript(msg);
+      else if (msg && msg.type === "final") onFinal(msg);
     });
     socket.addEventListener("close", (event) => {
       if (ws.socket !== socket) return; // closed on purpose
@@ -1509,7 +1779,9 @@
   $("reset-zoom").addEventListener("click", () => setRange(state.range));
   $("print").addEventListener("click", () => window.print());
   $("download-csv").addEventListener("click", downloadCsv);
+  $("cursor-clear").addEventListener("click", clearCursor);
   setupUnmute();
+  setupTranscriptPanel();
 
   // Printing: charts drawn for the page (PRINT_WIDTH_PX, shorter), then back to the screen's.
   const printQuery = window.matchMedia("print");
@@ -1536,6 +1808,22 @@
           labels: markerBoxes[name] || [],
         };
       }),
+    // The charts' cursor: its time, and where each chart draws it against its plot area,
+    // with the second its legend shows.
+    cursor: () => ({
+      t: state.cursorT,
+      charts: Object.entries(charts).map(([name, u]) => {
+        const dpr = window.uPlot.pxRatio || window.devicePixelRatio || 1;
+        const legend = u.root.querySelector(".u-legend .u-series:first-child .u-value");
+        return {
+          chart: name,
+          x: isNum(state.cursorT) ? u.valToPos(state.cursorT, "x", true) / dpr : null,
+          plotLeft: u.bbox.left / dpr,
+          plotRight: (u.bbox.left + u.bbox.width) / dpr,
+          legendTime: legend ? legend.textContent : null,
+        };
+      }),
+    }),
     print: () => ({
       printWidth: $("charts").getBoundingClientRect().width,
       chartWidths: Object.keys(charts)
