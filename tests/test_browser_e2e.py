@@ -1034,3 +1034,64 @@ async def test_observer_shows_what_the_candidate_says(
     assert segments, final["transcript"]
     assert missing_shown == (not final["transcript_complete"]), (missing_text, final)
     assert from_report["t"] == report_lines[-1]["start"], from_report
+
+
+async def test_pages_say_when_speech_is_not_transcribed(
+    tmp_path: Path, face_video: Path, speech_wav: SpeechTrack
+) -> None:
+    """With --transcribe off, the consent says the words are not transcribed, the observer's
+    live panel says there is no transcript, and the report says so instead of an empty
+    section."""
+    if not server_supports("--transcribe"):
+        pytest.skip("this server does not transcribe yet (no --transcribe)")
+    server = ServerProcess(tmp_path / "data", options=["--transcribe", "off"]).start()
+    problems = Problems()
+    shots = Screenshots("transcript-off")
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+            session = await create_session(
+                client, server.base_url, server.api_key, candidate="Ida", questions=QUESTIONS
+            )
+        async with playwright_api.async_playwright() as playwright:
+            browser = await launch(playwright, face_video, speech_wav.path)
+            page = await (await problems.context(browser)).new_page()
+            await page.goto(session["candidate_url"])
+            await page.wait_for_function(
+                "() => document.querySelector('#analysed-words').textContent"
+                ".includes('not transcribed')",
+                timeout=10_000,
+            )
+            words = await page.inner_text("#analysed-words")
+            kept = await page.inner_text("#consent-kept")
+            observer = await (await problems.context(browser, viewport=SCREEN)).new_page()
+            await observer.goto(f"{server.base_url}/observe/{session['id']}#token={server.api_key}")
+            peer = await connect_peer(
+                server.base_url, session["id"], session["join_token"], face_video,
+                speech_wav.path,
+            )  # fmt: skip
+            try:
+                await peer.wait_connected()
+                await observer.wait_for_function(
+                    "() => Number(document.body.dataset.chartUpdates || 0) >= 4", timeout=30_000
+                )
+                live_note = await observer.inner_text("#transcript-live-empty")
+                await shots.take(observer, "observer-live")
+            finally:
+                async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
+                    token = session["join_token"]
+                    ended = await end_session(client, server.base_url, session["id"], token)
+                    assert ended.status_code in (200, 409), ended.text
+                await peer.close()
+            await observer.wait_for_selector("#report:not([hidden])", timeout=30_000)
+            note = await observer.inner_text("#transcript-note")
+            lines = await observer.locator(".t-line").count()
+            await shots.take(observer, "observer-report")
+            await browser.close()
+    finally:
+        server.stop()
+    problems.assert_none()
+    assert "not transcribed" in words, words
+    assert "transcript" not in kept.lower(), kept
+    assert "not transcribed" in live_note, live_note
+    assert "not transcribed" in note and "off" in note, note
+    assert lines == 0

@@ -943,9 +943,10 @@
       if (gq > q && next === null) next = group;
     }
     const headingId = `${container.id}-q${q + 1}`;
+    // A group, not a region: one landmark per question would crowd the page's landmarks.
     const group = el(
-      "section",
-      { class: "t-group", "data-question": q, "aria-labelledby": headingId },
+      "div",
+      { class: "t-group", role: "group", "data-question": q, "aria-labelledby": headingId },
       el(headingTag, { id: headingId, class: "t-heading", text: questionHeading(question) }),
       el("ol", { class: "t-lines" }),
     );
@@ -1739,10 +1740,16 @@
 
     $("live-view").hidden = false;
     videoState("Connecting…", "Waiting for the candidate's video…");
-    // With the HR key, /healthz says whether emotion inference runs (without it, only "ok").
+    // With the HR key, /healthz says whether emotion inference and speech-to-text run
+    // (without it, only "ok").
     api("/healthz")
       .then(({ body }) => {
         if (body && body.emotion === "off" && !state.final) setEmotionOff(true);
+        if (body && body.transcription === "off" && !state.transcript.size) {
+          $("transcript-live-empty").textContent =
+            "Speech is not transcribed on this server, so there is no transcript.";
+          $("transcript-help").hidden = true;
+        }
       })
       .catch(() => {});
     connectSignals();
