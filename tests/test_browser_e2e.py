@@ -928,7 +928,7 @@ async def test_observer_shows_what_the_candidate_says(
                         line = shown
                         break
             live_lines = await observer.evaluate(TRANSCRIPT_LINES, "#transcript-live")
-            assert line is not None, (live_lines, received)
+            assert line is not None, [(x["heading"], x["text"]) for x in live_lines]
             await shots.take(observer, "observer-live-transcript")
 
             # Click it: the charts' cursor moves to that moment, on every chart.
@@ -970,7 +970,6 @@ async def test_observer_shows_what_the_candidate_says(
                 "() => !document.querySelector('#transcript-missing').hidden"
             )
             missing_text = await observer.inner_text("#transcript-missing")
-            await observer.locator("#transcript-report .t-line").first.scroll_into_view_if_needed()
             await shots.take(observer, "observer-report-transcript")
             await observer.locator("#transcript-report .t-line").last.click()
             from_report = await observer.evaluate("window.rtObserverLayout.cursor()")
