@@ -151,6 +151,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     serve.add_argument("--models-dir", dest="models_dir", help="default: data dir/models")
     serve.add_argument(
+        "--asr-model",
+        dest="asr_model",
+        metavar="DIR",
+        help="speech-to-text model, a CTranslate2 Whisper directory (default: the fetched "
+        "tiny.en in the models directory)",
+    )
+    serve.add_argument(
+        "--asr-device",
+        dest="asr_device",
+        choices=["auto", "cpu", "cuda"],
+        help="where speech-to-text runs (default auto: CUDA when present, else the CPU)",
+    )
+    serve.add_argument(
         "--engine",
         action="append",
         help="inference backend to try, best first (repeatable; default: tensorrt, "
@@ -239,6 +252,8 @@ def serve(args: argparse.Namespace) -> int:
             "detect_fps",
             "emotion",
             "models_dir",
+            "asr_model",
+            "asr_device",
             "engine",
             "log_level",
         )
