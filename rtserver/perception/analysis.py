@@ -37,8 +37,15 @@ class Analysis:
     vad: SileroVad | None = None  # speech detection (ONNX Runtime, CPU) for every session
 
 
-def needed_models(config: Config) -> list[str]:
-    """The model files this configuration runs."""
+def transcription_models(config: Config) -> list[str]:
+    """The fetched models that speech-to-text runs: the pinned Whisper tiny.en, unless
+    ``asr_model`` names a directory of the operator's own (never fetched)."""
+    return [] if config.asr_model else ["asr"]
+
+
+def needed_models(config: Config, transcribe: bool = False) -> list[str]:
+    """The model files this configuration runs; with ``transcribe`` (the live transcript is
+    on), speech-to-text's too."""
     if config.analysis != "full":
         return []
     names = ["vad", "vad_sequence"]
@@ -46,6 +53,8 @@ def needed_models(config: Config) -> list[str]:
         names += ["face_detector", "face_detector_full"]
     if config.emotion == "on":
         names.append("emotion")
+    if transcribe:
+        names += transcription_models(config)
     return names
 
 
@@ -71,7 +80,7 @@ def _blazeface(models_dir: Path, options: EngineOptions, backends: dict[str, str
         ("face_detector", SHORT_RANGE, 1),
         ("face_detector_full", FULL_RANGE, 3),
     ):
-        backend = load_engine(models_dir / MODELS[name].onnx_file, options)
+        backend = load_engine(models_dir / MODELS[name].file, options)
         backends[name] = backend.name
         # Haar's framing: the emotion model was trained and is used (by fer) on Haar boxes,
         # and `video.box` keeps meaning what it meant with Haar.
@@ -108,7 +117,7 @@ def build_analysis(
         backends["face_detector"] = "opencv-haar"
     models: list[Model] = [FaceExposure()]
     if config.emotion == "on":
-        backend = load_engine(models_dir / MODELS["emotion"].onnx_file, options)
+        backend = load_engine(models_dir / MODELS["emotion"].file, options)
         backends["emotion"] = backend.name
         models.append(EmotionModel(backend))
     else:
@@ -127,8 +136,8 @@ def build_analysis(
     # Silero is a small recurrent model fed 32 ms at a time: ONNX Runtime on the CPU runs it
     # in ~0.1 ms a chunk, so it stays there whatever the face models run on.
     vad = SileroVad(
-        models_dir / MODELS["vad"].onnx_file,
-        sequence_path=models_dir / MODELS["vad_sequence"].onnx_file,
+        models_dir / MODELS["vad"].file,
+        sequence_path=models_dir / MODELS["vad_sequence"].file,
     )
     backends["vad"] = "onnxruntime-cpu"
     return Analysis(detector, batcher, backends, vad)
