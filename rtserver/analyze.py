@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from rtserver.config import Config
+from rtserver.inference.asr import SpeechRecognizer
 from rtserver.kernels.audio import HOP, INPUT_RATE, RATE, HopFeatures
 from rtserver.media.audio import AudioPath, PcmChunk, pcm_of
 from rtserver.media.clock import MediaClock
@@ -28,6 +29,8 @@ from rtserver.media.video import FrameSampler, VideoPath
 from rtserver.messages import SignalMessage
 from rtserver.metrics import Metrics
 from rtserver.perception.analysis import build_analysis
+from rtserver.perception.transcribe import words_of
+from rtserver.perception.utterances import Utterance
 from rtserver.perception.vad import SileroVad
 from rtserver.scoring.fluency import MIN_PAUSE_HOPS
 from rtserver.scoring.signals import SecondAggregator
@@ -114,7 +117,11 @@ async def analyze_file(path: Path, config: Config) -> dict[str, Any]:
                 "analyze", clock, aggregator, analysis.detector, pool, metrics,
                 config.analysis_fps, analysis.batcher, config.detect_fps,
             )  # fmt: skip
-            audio = AudioPath("analyze", clock, aggregator, pool, metrics, True, analysis.vad)
+            utterances: list[Utterance] = []
+            on_utterance = utterances.append if analysis.recognizer is not None else None
+            audio = AudioPath(
+                "analyze", clock, aggregator, pool, metrics, True, analysis.vad, on_utterance
+            )
             sampler = FrameSampler(config.analysis_fps)
             resampler = av.AudioResampler(format="s16", layout="mono", rate=INPUT_RATE)
             hops: list[HopFeatures] = []
@@ -152,7 +159,28 @@ async def analyze_file(path: Path, config: Config) -> dict[str, Any]:
         )
         seconds.append(signal.to_wire())
     summary = summarise_hops(HopFeatures.concat(hops))
-    return {"seconds": seconds, "summary": summary.__dict__}
+    result: dict[str, Any] = {"seconds": seconds, "summary": summary.__dict__}
+    if analysis.recognizer is not None:
+        result["transcript"] = transcribe_all(analysis.recognizer, utterances)
+    return result
+
+
+def transcribe_all(
+    recognizer: SpeechRecognizer, utterances: list[Utterance]
+) -> list[dict[str, Any]]:
+    """Each utterance transcribed, as ``{"start", "end", "text", "words"}`` (media times)."""
+    transcript = []
+    for utterance in utterances:
+        heard = words_of(utterance, recognizer.transcribe(utterance.audio, None))
+        transcript.append(
+            {
+                "start": heard.start,
+                "end": heard.end,
+                "text": heard.text,
+                "words": [asdict(word) for word in heard.words],
+            }
+        )
+    return transcript
 
 
 def _pcm(frame: av.AudioFrame, start: float) -> PcmChunk:

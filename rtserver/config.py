@@ -80,8 +80,25 @@ class Config:
     # keeps it out of the score (the EU AI Act, Art. 5(1)(f), bans emotion inference in
     # recruitment in the EU).
     emotion: str = "on"
+    # "on" transcribes what the candidate says (rtserver/inference/asr_queue.py): live
+    # transcript messages, the transcript in the final and the report. "off" loads no
+    # speech-to-text model and sends none.
+    transcribe: str = "on"
+    # Speech-to-text never drops an utterance; a process whose queue holds more than this
+    # many seconds of speech takes no new session: 503 "overloaded". 0 turns the check off.
+    max_asr_backlog_s: float = 30.0
+    # How long the final waits, after the media ends, for the session's last utterances to
+    # be transcribed (seconds); past it the final names the spans it lacks.
+    transcript_wait_s: float = 20.0
     # Where converted models live; empty means data_dir/models. Fetched on first start.
     models_dir: str = ""
+    # The speech-to-text model: a CTranslate2 Whisper model directory (faster-whisper's
+    # format). Empty means the pinned Whisper tiny.en fetched into the models directory;
+    # a directory named here is never fetched nor downloaded.
+    asr_model: str = ""
+    # Where it runs: "auto" (CUDA float16 when CTranslate2 sees a CUDA device, else CPU
+    # int8), "cpu" or "cuda" (refused at start when there is no CUDA device).
+    asr_device: str = "auto"
     # Inference backends to try, best first; the first that works here is used. torch-cuda
     # (our ONNX interpreter on torch) is left out: on an H200 it cost more server CPU per
     # stream than ONNX Runtime on the CPU (0.145 against 0.110 cores) and held fewer streams
@@ -135,6 +152,15 @@ class Config:
     @property
     def models_path(self) -> Path:
         return Path(self.models_dir) if self.models_dir else self.data_dir / "models"
+
+    @property
+    def asr_model_path(self) -> Path:
+        """The speech model's directory: ``asr_model``, or the fetched one."""
+        if self.asr_model:
+            return Path(self.asr_model)
+        from rtserver.models.fetch import MODELS
+
+        return self.models_path / MODELS["asr"].file
 
 
 MAX_INTERVIEW_LIMIT_S = 24 * 3600.0  # the longest --max-interview accepted (s)
@@ -224,6 +250,14 @@ def _validate(config: Config) -> Config:
         raise ConfigError("detect_fps must be between 0.2 and 60")
     if config.emotion not in {"on", "off"}:
         raise ConfigError("emotion must be 'on' or 'off'")
+    if config.asr_device not in {"auto", "cpu", "cuda"}:
+        raise ConfigError("asr_device must be 'auto', 'cpu' or 'cuda'")
+    if config.transcribe not in {"on", "off"}:
+        raise ConfigError("transcribe must be 'on' or 'off'")
+    if not 0 <= config.max_asr_backlog_s <= 3600:
+        raise ConfigError("max_asr_backlog_s must be between 0 (off) and 3600 seconds")
+    if not 0 <= config.transcript_wait_s <= 600:
+        raise ConfigError("transcript_wait_s must be between 0 and 600 seconds")
     if not 0 <= config.batch_wait_s <= 1:
         raise ConfigError("batch_wait_s must be between 0 and 1 second")
     if config.batch_queue < config.max_batch:

@@ -34,6 +34,7 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiortc and aioice log every packet-level event at INFO.
-    for noisy in ("aiortc", "aioice"):
+    # aiortc and aioice log every packet-level event at INFO, faster-whisper every
+    # transcription's duration.
+    for noisy in ("aiortc", "aioice", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

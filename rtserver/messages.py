@@ -93,9 +93,58 @@ class FinalMessage:
     type: Literal["final"] = "final"
     v: int = WIRE_VERSION
     seq: int = 0
+    # What the candidate said: every transcript segment of the session, in order, each as
+    # {"question", "start", "end", "text", "words"} (a TranscriptMessage's fields) (extension
+    # field).
+    transcript: tuple[dict[str, Any], ...] = ()
+    # False when the final could not wait for every utterance to be transcribed; the spans
+    # not transcribed are then in transcript_missing, as {"start", "end"} (s, media clock)
+    # (extension fields).
+    transcript_complete: bool = True
+    transcript_missing: tuple[dict[str, float], ...] = ()
+    # "on" or "off": whether speech was transcribed (extension field).
+    transcription: str = "off"
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TranscriptWord:
+    """One recognised word, with its time on the session's media clock."""
+
+    w: str  # as the recogniser wrote it, with its leading space and punctuation
+    start: float  # s, the same clock as the signals' t
+    end: float  # s
+    p: float  # the recogniser's probability for the word, 0-1
+
+
+@dataclass(frozen=True)
+class TranscriptMessage:
+    """One utterance of the candidate, transcribed: sent once it is recognised, in order.
+
+    An utterance runs from speech after a pause to the next pause of 0.5 s or more (long
+    speech is cut every 15 s at its quietest moment; ``rtserver/perception/utterances.py``).
+    """
+
+    session: str
+    question: int | None  # the question in force when the utterance began; None before one
+    start: float  # s, media clock (the signals' t): the utterance's first speech
+    end: float  # s: the end of its last speech
+    text: str  # the words, joined; "" when the recogniser heard none
+    words: tuple[TranscriptWord, ...]
+    lag_ms: float  # end of the utterance -> publication (ms)
+    type: Literal["transcript"] = "transcript"
+    v: int = WIRE_VERSION
+    seq: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def segment(self) -> dict[str, Any]:
+        """The form the final and the report list it in."""
+        data = self.to_wire()
+        return {key: data[key] for key in ("question", "start", "end", "text", "words")}
 
 
 @dataclass(frozen=True)
@@ -121,7 +170,7 @@ class ControlMessage:
     type: Literal["question"] = "question"
 
 
-WireMessage = SignalMessage | FinalMessage
+WireMessage = SignalMessage | FinalMessage | TranscriptMessage
 
 
 @dataclass(frozen=True)
@@ -164,6 +213,23 @@ def signal_from_wire(data: dict[str, Any]) -> SignalMessage:
         fluency=data.get("fluency"),
         seq=int(data.get("seq", 0)),
         question=None if data.get("question") is None else int(data["question"]),
+    )
+
+
+def transcript_from_wire(data: dict[str, Any]) -> TranscriptMessage:
+    """Rebuilds a transcript message from its wire form (as stored)."""
+    return TranscriptMessage(
+        session=data["session"],
+        question=None if data.get("question") is None else int(data["question"]),
+        start=float(data["start"]),
+        end=float(data["end"]),
+        text=str(data["text"]),
+        words=tuple(
+            TranscriptWord(str(w["w"]), float(w["start"]), float(w["end"]), float(w["p"]))
+            for w in data.get("words", ())
+        ),
+        lag_ms=float(data.get("lag_ms", 0.0)),
+        seq=int(data.get("seq", 0)),
     )
 
 

@@ -303,6 +303,31 @@ class Metrics:
             "End of a second of media to publication of its signal.",
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
         )
+        # Speech-to-text (rtserver/inference/asr_queue.py): complete, so it never drops; its
+        # backlog is what admission control reads.
+        self.asr_backlog = gauge(
+            "rtserver_asr_backlog_seconds",
+            "Seconds of speech waiting for speech-to-text or being decoded (admission control"
+            " reads it).",
+            "livesum",
+        )
+        self.asr_audio_seconds = counter(
+            "rtserver_asr_audio_seconds_total", "Seconds of utterance audio transcribed."
+        )
+        self.asr_failures = counter(
+            "rtserver_asr_failures_total", "Utterances the recogniser failed on."
+        )
+        self.asr_decode_seconds = histogram(
+            "rtserver_asr_decode_seconds",
+            "Wall time of one speech-to-text call (one utterance or one batch).",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+        )
+        self.transcripts = counter("rtserver_transcripts_total", "Transcript messages published.")
+        self.transcript_lag = histogram(
+            "rtserver_transcript_lag_seconds",
+            "End of an utterance to publication of its transcript.",
+            buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+        )
 
     def observe_cpu_budget(self, budget: CpuBudget) -> None:
         """Copies the CPU budget's readings into their gauges (before a render)."""

@@ -21,7 +21,13 @@ def models_dir() -> Path:
     """The models `make models` fetched and converted (tests never download)."""
     missing = [
         f
-        for f in ("emotion.onnx", "face_detector.onnx", "face_detector_full.onnx", "vad.onnx")
+        for f in (
+            "emotion.onnx",
+            "face_detector.onnx",
+            "face_detector_full.onnx",
+            "vad.onnx",
+            "asr_tiny_en/model.bin",
+        )
         if not (MODELS_DIR / f).exists()
     ]
     if missing:

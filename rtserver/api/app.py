@@ -28,7 +28,13 @@ from rtserver.api.security import SecuredStarlette
 from rtserver.config import Config
 from rtserver.errors import RtServerError
 from rtserver.live.manager import SessionManager, recover_interrupted
-from rtserver.live.runtime import build_front_runtime, build_runtime, warm_up
+from rtserver.live.runtime import (
+    build_front_runtime,
+    build_runtime,
+    start_queues,
+    stop_queues,
+    warm_up,
+)
 from rtserver.media.ice import quicken_consent_checks
 from rtserver.models.fetch import ensure_models
 from rtserver.perception.analysis import needed_models
@@ -57,16 +63,14 @@ def create_app(config: Config, api_key: str) -> Starlette:
         if recovered:
             log.warning("ended %d sessions interrupted by a restart", len(recovered))
         await asyncio.get_running_loop().run_in_executor(runtime.executor, warm_up, runtime)
-        if runtime.batcher is not None:
-            runtime.batcher.start()
+        start_queues(runtime)
         if isinstance(api.manager, SessionManager) and api.manager.cpu_budget is not None:
             api.manager.cpu_budget.start()  # from after the warm-up, which is no measure of it
         try:
             yield
         finally:
             await api.manager.shutdown()
-            if runtime.batcher is not None:
-                await runtime.batcher.stop()
+            await stop_queues(runtime)
             runtime.executor.shutdown(wait=False, cancel_futures=True)
             await runtime.db.close()  # everything queued is written first
             runtime.store.close()

@@ -16,6 +16,7 @@ from rtserver.api.context import Api, api_of, client_address
 from rtserver.api.http import read_json
 from rtserver.errors import BadRequest, Conflict, Unauthorized
 from rtserver.live.publisher import Publisher
+from rtserver.live.transcripts import with_transcript
 from rtserver.messages import StoredMessage
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.store import (
@@ -93,6 +94,7 @@ async def end_session(request: Request) -> Response:
         emotion_on = api.runtime.config.emotion == "on"
         texts = [q.text for q in record.questions]
         final = score_interview(Interview(record.id, [], ended_by, emotion_on, texts))
+        final = with_transcript(final, [], on=api.runtime.config.transcribe == "on")
         await Publisher(api.runtime, record.id).finish(final, ended_by)
     await api.db.audit(actor, "end", record.id)
     ended = await api.session_or_404(session_id)
@@ -145,8 +147,14 @@ async def audit_log(request: Request) -> Response:
 
 def _report_body(store: Store, record: SessionRecord, final: StoredMessage) -> bytes:
     """The report as JSON bytes, as JSONResponse would write it (runs on a read thread)."""
-    signals = [m.payload for m in store.messages(record.id) if m.kind == "signal"]
-    report = {"session": record.to_wire(), "final": final.payload, "signals": signals}
+    messages = store.messages(record.id)
+    report = {
+        "session": record.to_wire(),
+        "final": final.payload,
+        "signals": [m.payload for m in messages if m.kind == "signal"],
+        # What the candidate said, utterance by utterance, as the observers received it.
+        "transcript": [m.payload for m in messages if m.kind == "transcript"],
+    }
     return json.dumps(
         report, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
     ).encode()

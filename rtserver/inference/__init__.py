@@ -2,6 +2,7 @@
 
 ``engine.py`` gives every model one ``run(batch) -> outputs`` interface over ONNX Runtime
 (CPU, CUDA), TensorRT and torch; ``batcher.py`` gathers face crops from every live session
-into batches. Which model measures what, and how its output is decoded, is ``perception/``'s;
-nothing here knows a face from a voice.
+into batches; ``asr.py`` runs the speech-to-text model (Whisper, through faster-whisper)
+behind its own ``transcribe(audio) -> segments`` interface. Which model measures what, and
+how its output is decoded, is ``perception/``'s; nothing here knows a face from a voice.
 """

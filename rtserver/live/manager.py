@@ -18,7 +18,8 @@ from rtserver.errors import AtCapacity, Conflict
 from rtserver.live.publisher import Publisher
 from rtserver.live.runtime import Runtime
 from rtserver.live.session import LiveSession
-from rtserver.messages import signal_from_wire
+from rtserver.live.transcripts import with_transcript
+from rtserver.messages import signal_from_wire, transcript_from_wire
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.server.admission import Admission
 from rtserver.server.cpu_budget import CpuBudget
@@ -65,7 +66,10 @@ class SessionManager:
         self.runtime = runtime
         self.live: dict[str, LiveSession] = {}
         self._joining: set[str] = set()
-        self.admission = Admission(runtime.config, runtime.signal_lag)
+        asr = runtime.asr
+        self.admission = Admission(
+            runtime.config, runtime.signal_lag, (lambda: asr.backlog_s) if asr else None
+        )
         self.cpu_budget: CpuBudget | None = None
         if places_sessions:
             config = runtime.config
@@ -212,6 +216,14 @@ async def finish_sessions(runtime: Runtime, session_ids: Iterable[str], reason: 
             record = await db.get_session(session_id)
             texts = [q.text for q in record.questions] if record else []
             final = score_interview(Interview(session_id, signals, reason, emotion_on, texts))
+            transcripts = [
+                transcript_from_wire(m.payload) for m in stored if m.kind == "transcript"
+            ]
+            # Utterances still being transcribed when the process died are lost; which ones
+            # is not known, so the transcript is marked incomplete.
+            final = with_transcript(
+                final, transcripts, complete=False, on=runtime.config.transcribe == "on"
+            )
             next_seq = stored[-1].seq + 1 if stored else 0
             await Publisher(runtime, session_id, next_seq).finish(final, reason)
         else:

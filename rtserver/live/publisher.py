@@ -8,7 +8,7 @@ import functools
 from typing import Any
 
 from rtserver.live.runtime import Runtime
-from rtserver.messages import FinalMessage, SignalMessage, StoredMessage
+from rtserver.messages import FinalMessage, SignalMessage, StoredMessage, TranscriptMessage
 
 
 class Publisher:
@@ -23,12 +23,14 @@ class Publisher:
         self.session_id = session_id
         self.next_seq = next_seq
 
-    def publish(self, message: SignalMessage | FinalMessage) -> StoredMessage:
+    def publish(self, message: SignalMessage | FinalMessage | TranscriptMessage) -> StoredMessage:
         """Hands the message to the store's writer without waiting. Raises StoreBacklogged
         when the writer's queue is full: the message is not taken and its seq stays free."""
         return self._offer(message)[0]
 
-    async def publish_and_wait(self, message: SignalMessage | FinalMessage) -> StoredMessage:
+    async def publish_and_wait(
+        self, message: SignalMessage | FinalMessage | TranscriptMessage
+    ) -> StoredMessage:
         """Publishes the message, waiting for room in the writer's queue, and returns once
         it is committed and on the bus. Its seq is given once there is room, so the
         session's messages stay in seq order in the queue."""
@@ -59,13 +61,13 @@ class Publisher:
         await writer.submit(lambda store: store.mark_ended(session, reason), announce, session)
         return stored
 
-    def _stored(self, message: SignalMessage | FinalMessage) -> StoredMessage:
+    def _stored(self, message: SignalMessage | FinalMessage | TranscriptMessage) -> StoredMessage:
         payload = message.to_wire()
         payload["seq"] = self.next_seq
         return StoredMessage(self.session_id, self.next_seq, message.type, payload)
 
     def _offer(
-        self, message: SignalMessage | FinalMessage
+        self, message: SignalMessage | FinalMessage | TranscriptMessage
     ) -> tuple[StoredMessage, asyncio.Future[Any]]:
         stored = self._stored(message)
         bus = self.runtime.bus

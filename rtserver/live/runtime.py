@@ -14,6 +14,7 @@ import numpy as np
 
 from rtserver.bus import Bus, MemoryBus
 from rtserver.config import Config
+from rtserver.inference.asr_queue import AsrQueue
 from rtserver.inference.batcher import ModelBatcher
 from rtserver.metrics import Metrics
 from rtserver.perception.analysis import build_analysis
@@ -21,6 +22,9 @@ from rtserver.perception.faces import FaceDetector
 from rtserver.perception.vad import SileroVad
 from rtserver.server.admission import RecentSignalLag
 from rtserver.store import AsyncStore, Store
+
+# Utterances decoded per speech-to-text call (rtserver/inference/asr_queue.py).
+ASR_MAX_BATCH = 1
 
 
 @dataclass
@@ -42,6 +46,8 @@ class Runtime:
     batcher: ModelBatcher | None = None
     backends: dict[str, str] = field(default_factory=dict)  # model name -> backend name
     vad: SileroVad | None = None  # speech detection for every session's fluency decisions
+    # Speech-to-text for every session's utterances; None with --transcribe off.
+    asr: AsrQueue | None = None
     # How late this process's signals have gone out lately (admission control reads it).
     signal_lag: RecentSignalLag = field(default_factory=RecentSignalLag)
 
@@ -56,6 +62,9 @@ def build_runtime(
     executor = ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis")
     analysis = build_analysis(config, metrics, executor, fetch_missing_models)
     store = Store(config.db_path)
+    asr = None
+    if analysis.recognizer is not None:
+        asr = AsrQueue(analysis.recognizer, metrics, max_batch=ASR_MAX_BATCH)
     return Runtime(
         config=config,
         store=store,
@@ -67,6 +76,7 @@ def build_runtime(
         batcher=analysis.batcher,
         backends=analysis.backends,
         vad=analysis.vad,
+        asr=asr,
     )
 
 
@@ -82,6 +92,23 @@ def warm_up(runtime: Runtime) -> None:
         runtime.vad.stream().process(np.zeros(2048, np.float32))
     if runtime.detector is not None:
         runtime.detector.detect(np.zeros((240, 320), np.uint8))
+    if runtime.asr is not None:
+        runtime.asr.transcribe_now(np.zeros(16000, np.float32))
+
+
+def start_queues(runtime: Runtime) -> None:
+    """Starts the queues every session shares (model batcher, speech-to-text), on the loop."""
+    if runtime.batcher is not None:
+        runtime.batcher.start()
+    if runtime.asr is not None:
+        runtime.asr.start()
+
+
+async def stop_queues(runtime: Runtime) -> None:
+    if runtime.batcher is not None:
+        await runtime.batcher.stop()
+    if runtime.asr is not None:
+        await runtime.asr.stop()
 
 
 def build_front_runtime(config: Config) -> Runtime:

@@ -33,6 +33,7 @@ from rtserver.live.link import Link, drain
 from rtserver.live.questions import QuestionTimeline
 from rtserver.live.runtime import Runtime
 from rtserver.live.seconds import SecondPublisher
+from rtserver.live.transcripts import SessionTranscriber, with_transcript
 from rtserver.media.audio import AudioPath
 from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import PeerIngest
@@ -73,6 +74,18 @@ class LiveSession:
         self.seconds = SecondPublisher(
             runtime, session_id, self.aggregator, self.clock, self.timeline, self._on_signal
         )
+        # What the candidate says, utterance by utterance, with speech-to-text on.
+        self.transcriber: SessionTranscriber | None = None
+        if runtime.asr is not None and runtime.config.analysis == "full":
+            self.transcriber = SessionTranscriber(
+                session_id,
+                runtime.asr,
+                self.clock,
+                self.timeline,
+                self.questions,
+                self.seconds.publisher.publish_and_wait,
+                runtime.metrics,
+            )
         self._refusal_logged = False  # one log line per session for refused control messages
         self.started_at = time.monotonic()  # reset when the first offer is answered
         self.ended = asyncio.Event()
@@ -112,6 +125,7 @@ class LiveSession:
             runtime.metrics,
             analyse,
             runtime.vad if analyse else None,
+            self.transcriber.on_utterance if self.transcriber is not None else None,
         )
         link = Link(video, audio, time.monotonic())
         link.ingest = PeerIngest(
@@ -187,6 +201,8 @@ class LiveSession:
             self._ticker.cancel()
         await self._retire(self.link)
         await self.relay.close()
+        if self.transcriber is not None:
+            self.transcriber.close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Runs ``coroutine`` in the background, holding a reference until it is done."""
@@ -356,10 +372,16 @@ class LiveSession:
             await self.relay.close()
             await self._stop_drains(link)
             await self.seconds.flush()
-            emotion_on = self.runtime.config.emotion == "on"
+            config = self.runtime.config
+            emotion_on = config.emotion == "on"
             final = score_interview(
                 Interview(self.id, self.signals, reason, emotion_on, self.questions)
             )
+            transcriber = self.transcriber
+            if transcriber is not None:
+                # The last utterances' transcripts go out before the final, which lists them.
+                await transcriber.finish(config.transcript_wait_s)
+                final = with_transcript(final, transcriber.messages, transcriber.missing)
             await self.seconds.publisher.finish(final, reason)
             closed = True
             self.runtime.metrics.late_results.inc(self.aggregator.late_results)
@@ -375,6 +397,8 @@ class LiveSession:
         finally:
             for task in link.drains.values():
                 task.cancel()
+            if self.transcriber is not None:
+                self.transcriber.close()
             if not closed:
                 # Something failed before the final: still close, after what was queued.
                 bus = self.runtime.bus

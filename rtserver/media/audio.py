@@ -1,5 +1,6 @@
 """The per-session audio path: track -> downmix/resample to 16 kHz -> 10 ms hops ->
-fluency decisions (speech, syllables, pauses) -> aggregator.
+fluency decisions (speech, syllables, pauses) -> aggregator; and, with speech-to-text on,
+the same decisions cut the 16 kHz audio into utterances for the transcriber.
 
 Decoded 20 ms frames are drained continuously into a bounded buffer (2 s; the oldest audio
 is dropped and counted if analysis ever falls that far behind). Analysis takes everything
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -33,6 +35,7 @@ from rtserver.media.clock import MediaClock
 from rtserver.media.ingest import frames_of
 from rtserver.metrics import Metrics
 from rtserver.perception.fluency_stream import FluencyStream
+from rtserver.perception.utterances import Utterance, UtteranceCutter
 from rtserver.perception.vad import SileroVad
 from rtserver.scoring.signals import SecondAggregator
 
@@ -117,9 +120,12 @@ class AudioPath:
         metrics: Metrics,
         analyse: bool = True,
         vad: SileroVad | None = None,
+        on_utterance: Callable[[Utterance], None] | None = None,
     ) -> None:
         """``vad`` enables the fluency decisions; without it, hops keep the kernel's simple
-        energy-and-voicing speech decision and carry no syllables or pauses."""
+        energy-and-voicing speech decision and carry no syllables or pauses.
+        ``on_utterance`` (with ``vad``) is called on the event loop with each utterance the
+        speech gate completes, in order."""
         self.session_id = session_id
         self.clock = clock
         self.aggregator = aggregator
@@ -132,6 +138,9 @@ class AudioPath:
         self.resampler = Resampler48kTo16k()
         self.hops = HopAnalyzer()
         self.fluency = FluencyStream(vad) if vad is not None and analyse else None
+        self.on_utterance = on_utterance if self.fluency is not None else None
+        self.cutter = UtteranceCutter() if self.on_utterance is not None else None
+        self._utterances: list[Utterance] = []  # cut in the analysis thread, handed out after
         self.hops_done = 0  # hops handed to the aggregator
         self._pending: DropOldest[PcmChunk] = DropOldest(bound=PENDING_FRAMES)
         self._busy = False
@@ -174,6 +183,9 @@ class AudioPath:
         if self.fluency is None or self.timeline.anchor_time is None:
             return HopFeatures.empty()
         features = self.fluency.flush()
+        if self.cutter is not None:
+            self._cut(features)
+            self._utterances += self.cutter.flush()
         self.add_features(features)
         self.aggregator.audio.done_until = self.timeline_end()
         return features
@@ -185,10 +197,23 @@ class AudioPath:
         return self.timeline.hop_start_time(self.hops_done)
 
     def add_features(self, features: HopFeatures) -> None:
-        """Hands the next ``features`` (in stream order) to the aggregator."""
+        """Hands the next ``features`` (in stream order) to the aggregator, and the
+        utterances they completed to ``on_utterance``."""
         self.aggregator.add_hops(self.timeline.hop_start_time(self.hops_done), features)
         self.hops_done += len(features)
         self._held_s = self.timeline.expected_time() - self.timeline_end()
+        utterances, self._utterances = self._utterances, []
+        if self.on_utterance is not None:
+            for utterance in utterances:
+                self.on_utterance(utterance)
+
+    def _cut(self, features: HopFeatures) -> None:
+        """Runs in the analysis thread: the final ``features`` (the next after
+        ``hops_done``) through the utterance cutter."""
+        assert self.cutter is not None
+        if len(features):
+            start = self.timeline.hop_start_time(self.hops_done)
+            self._utterances += self.cutter.push(features, start)
 
     def _completes_a_second(self, input_end: float) -> bool:
         """Whether the frames queued up to media time ``input_end`` (s), once analysed, take
@@ -242,6 +267,8 @@ class AudioPath:
         pcm = np.concatenate(parts) if len(parts) > 1 else parts[0]
         samples = self.resampler.process(pcm)
         features = self.hops.process(samples)
+        if self.cutter is not None:
+            self.cutter.add_audio(samples)
         stage = self.metrics.stage_cpu
         stage.inc(time.thread_time() - started, stage="audio_kernels")
         if self.fluency is not None:
@@ -249,6 +276,8 @@ class AudioPath:
             features = self.fluency.process(samples, features)
             stage.inc(self.fluency.cpu_vad_s - vad_before, stage="vad")
             stage.inc(self.fluency.cpu_decide_s - decide_before, stage="fluency")
+            if self.cutter is not None:
+                self._cut(features)
         spent = time.thread_time() - started
         self.cpu_s += spent
         self.metrics.analysis_cpu.inc(spent, path="audio")

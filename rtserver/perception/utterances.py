@@ -11,7 +11,8 @@ recogniser hears a word that straddles a cut whole. Which utterance a word belon
 then decided by its midpoint (:meth:`Utterance.owns`): a straddling word is transcribed in
 both utterances and kept in exactly one, so no word is lost or doubled.
 
-Times are in seconds from the stream's first hop (the caller places them on its clock).
+Times are media times (s) of the session's clock: the caller gives each batch of hops the
+time of its first hop, so an utterance's times stay right across the stream's re-anchoring.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ MIN_SPEECH_HOPS = round(MIN_SPEECH_S / HOP_S)
 class Utterance:
     """One utterance: the span it owns, and its audio with context on either side."""
 
-    start_s: float  # first speech hop of the span it owns (s from the stream's start)
-    end_s: float  # end of its last hop
+    start_s: float  # media time (s) of the first hop of the span it owns
+    end_s: float  # media time (s) of the end of its last hop
     audio: npt.NDArray[np.float32]  # 16 kHz mono, from audio_start_s, context included
-    audio_start_s: float  # stream time of audio[0]
+    audio_start_s: float  # media time (s) of audio[0]
     cut_before: bool  # its start is a cut in continuous speech, not a pause
     cut_after: bool  # its end is a cut in continuous speech, not a pause
 
@@ -55,7 +56,7 @@ class Utterance:
         return self.end_s - self.start_s
 
     def owns(self, word_start_s: float, word_end_s: float) -> bool:
-        """Whether a word the recogniser found (stream times) belongs to this utterance: its
+        """Whether a word the recogniser found (media times) belongs to this utterance: its
         midpoint lies in the owned span. On a side that ends at a pause the span is open:
         the word was heard in this utterance's context, which no other utterance's reaches."""
         mid = (word_start_s + word_end_s) / 2.0
@@ -67,15 +68,19 @@ class Utterance:
 class UtteranceCutter:
     """Cuts one stream's final hops into utterances, as they arrive.
 
-    ``push`` takes consecutive final hops (the fluency stream's output: ``speech`` is the
-    gate's decision) with their 16 kHz samples, and returns the utterances they complete.
+    ``add_audio`` takes the stream's 16 kHz samples as they come (hop k is samples
+    [k * HOP, (k + 1) * HOP)); ``push`` takes the next final hops (the fluency stream's
+    output, some hops behind the audio: ``speech`` is the gate's decision) and returns the
+    utterances they complete.
     Memory is bounded: samples are kept from CONTEXT_S before the utterance in progress (or
-    before the current silence) on, at most MAX_UTTERANCE_S plus a little.
+    before the current silence) on: at most MAX_UTTERANCE_S plus a little, and the audio
+    not yet decided (the gate's lookahead).
     """
 
     def __init__(self) -> None:
         self._samples = np.zeros(0, np.float32)  # kept audio, from hop self._base on
-        self._levels = np.zeros(0, np.float32)  # rms dBFS of each kept hop
+        self._levels = np.zeros(0, np.float32)  # rms dBFS of each kept, decided hop
+        self._times = np.zeros(0, np.float64)  # media time (s) of each kept, decided hop
         self._base = 0  # stream hop index of self._samples[0]
         self._next_hop = 0  # stream hop index of the next hop pushed
         self._start: int | None = None  # first hop of the utterance in progress
@@ -83,12 +88,16 @@ class UtteranceCutter:
         self._speech_hops = 0  # speech hops in the utterance in progress
         self._cut_before = False  # the utterance in progress began at a cut
 
-    def push(self, samples: np.ndarray, hops: HopFeatures) -> list[Utterance]:
-        """Utterances completed by these hops; ``samples`` holds exactly their audio."""
-        if len(samples) != len(hops) * HOP:
-            raise ValueError(f"{len(samples)} samples for {len(hops)} hops of {HOP}")
+    def add_audio(self, samples: np.ndarray) -> None:
+        """The stream's next 16 kHz samples."""
         self._samples = np.concatenate([self._samples, np.asarray(samples, np.float32)])
+
+    def push(self, hops: HopFeatures, start_time: float) -> list[Utterance]:
+        """Utterances completed by the next final ``hops``, the first of which starts at
+        media time ``start_time`` (s)."""
         self._levels = np.concatenate([self._levels, hops.rms_dbfs.astype(np.float32)])
+        times = start_time + np.arange(len(hops), dtype=np.float64) * HOP_S
+        self._times = np.concatenate([self._times, times])
         done: list[Utterance] = []
         for speech in hops.speech.tolist():
             hop = self._next_hop
@@ -133,17 +142,22 @@ class UtteranceCutter:
             return []
         first = max(self._base, start - CONTEXT_HOPS)
         last = min(self._next_hop, end_hop + CONTEXT_HOPS)
-        audio = self._samples[(first - self._base) * HOP : (last - self._base) * HOP].copy()
+        audio = self._samples[(first - self._base) * HOP : (last - self._base) * HOP]
+        if len(audio) < (last - first) * HOP:  # the stream ended inside a hop
+            audio = np.pad(audio, (0, (last - first) * HOP - len(audio)))
         return [
             Utterance(
-                start_s=start * HOP_S,
-                end_s=end_hop * HOP_S,
-                audio=audio,
-                audio_start_s=first * HOP_S,
+                start_s=self._time(start),
+                end_s=self._time(end_hop - 1) + HOP_S,
+                audio=audio.copy(),
+                audio_start_s=self._time(first),
                 cut_before=cut_before,
                 cut_after=cut,
             )
         ]
+
+    def _time(self, hop: int) -> float:
+        return float(self._times[hop - self._base])
 
     def _trim(self) -> None:
         """Drops audio no utterance can need any more: before CONTEXT_S ahead of the
@@ -154,4 +168,5 @@ class UtteranceCutter:
         if drop > 0:
             self._samples = self._samples[drop * HOP :]
             self._levels = self._levels[drop:]
+            self._times = self._times[drop:]
             self._base = keep_from

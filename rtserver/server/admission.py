@@ -1,6 +1,6 @@
 """Admission control: a process takes a new session only while it keeps up with those it has.
 
-Two readings say it does not, each with its own limit (0 turns one off):
+Three readings say it does not, each with its own limit (0 turns one off):
 
 - its event loop runs late (``max_loop_lag_s``, from :mod:`rtserver.server.loop_lag`): every peer
   connection's RTP, DTLS and ICE shares that loop, so past this, ICE consent answers miss
@@ -8,7 +8,10 @@ Two readings say it does not, each with its own limit (0 turns one off):
 - its signals go out late (``max_signal_lag_s``): the analysis threads cannot keep up, so
   every session's seconds publish later and later. Only seconds held by analysis count
   (``SecondAggregator.lag_measures_load``): a candidate whose media stalls makes a second
-  late without any load.
+  late without any load;
+- its speech-to-text queue holds too much speech (``max_asr_backlog_s``, seconds of audio):
+  transcripts are never dropped, so a queue that grows means every session's transcript
+  falls further behind.
 
 The limits are checked at each join; a refusal is a 503 ``overloaded`` with the reason and
 Retry-After, and the sessions already live are untouched.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 
 from rtserver.config import Config
 from rtserver.errors import Overloaded
@@ -51,10 +55,16 @@ class RecentSignalLag:
 class Admission:
     """Says whether this process may take one more session (see the module docstring)."""
 
-    def __init__(self, config: Config, signal_lag: RecentSignalLag) -> None:
+    def __init__(
+        self,
+        config: Config,
+        signal_lag: RecentSignalLag,
+        asr_backlog_s: Callable[[], float] | None = None,
+    ) -> None:
         self.config = config
         self.signal_lag = signal_lag
         self.loop_lag = LoopLagMonitor()
+        self.asr_backlog_s = asr_backlog_s  # seconds of speech queued; None without ASR
 
     def check(self) -> None:
         """Raises Overloaded, naming every limit exceeded, when a reading is over its limit."""
@@ -68,6 +78,10 @@ class Admission:
             for what, value, limit in readings
             if limit and value > limit
         ]
+        backlog = self.asr_backlog_s() if self.asr_backlog_s is not None else 0.0
+        limit = self.config.max_asr_backlog_s
+        if limit and backlog > limit:
+            over.append(f"speech-to-text has {backlog:.3g} s of speech waiting (limit {limit:g} s)")
         if over:
             raise Overloaded(f"server is overloaded: {'; '.join(over)}; try again shortly")
 

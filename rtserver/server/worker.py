@@ -27,7 +27,7 @@ from rtserver.bus.ipc import IpcBus
 from rtserver.config import config_from_wire
 from rtserver.errors import BadRequest, RtServerError
 from rtserver.live.manager import SessionManager
-from rtserver.live.runtime import build_runtime, warm_up
+from rtserver.live.runtime import build_runtime, start_queues, stop_queues, warm_up
 from rtserver.logs import setup_logging
 from rtserver.media.ice import quicken_consent_checks, restrict_host_addresses
 from rtserver.messages import WorkerCall, WorkerReady, WorkerReply, WorkerStart
@@ -144,15 +144,13 @@ async def run(sock: socket.socket) -> None:
     loop.add_signal_handler(signal.SIGTERM, server.stop.set)
     try:
         await loop.run_in_executor(runtime.executor, warm_up, runtime)
-        if runtime.batcher is not None:
-            runtime.batcher.start()
+        start_queues(runtime)
         channel.send(WorkerReady(start.index, os.getpid(), runtime.backends))
         log.info("worker %d ready", start.index)
         await server.serve()
     finally:
         await manager.shutdown()  # no-op after a shutdown call; else ends what is left
-        if runtime.batcher is not None:
-            await runtime.batcher.stop()
+        await stop_queues(runtime)
         # Everything queued is written, and so sent on, before the channel closes.
         await runtime.db.close()
         await channel.drain()
