@@ -334,6 +334,7 @@ async def test_join_links_expire(server: ServerProcess, client: httpx.AsyncClien
     body = questions.json()
     assert body["expires_at"] == short["expires_at"]
     assert body["emotion"] == "on" and body["max_interview_s"] == 3600
+    assert body["transcription"] == "off"  # the test servers' default (tests/server.py)
     assert body["status"] == "created" and body["questions"] == []
 
     await asyncio.sleep(max(0.0, short["expires_at"] - time.time()) + 0.3)
@@ -366,6 +367,7 @@ async def test_health_and_metrics_need_the_key_for_details(
     assert wrong.status_code == 200 and wrong.json() == {"status": "ok"}
     full = (await client.get(f"{base}/healthz", headers=server.hr_headers)).json()
     assert full["status"] == "ok" and full["emotion"] == "on" and "live_sessions" in full
+    assert full["transcription"] == "off"  # the test servers' default (tests/server.py)
     assert "face_detector" in full["backends"]
 
     assert_error(await client.get(f"{base}/metrics"), 401, "unauthorized")

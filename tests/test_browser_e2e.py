@@ -970,6 +970,7 @@ async def test_observer_shows_what_the_candidate_says(
                 "() => !document.querySelector('#transcript-missing').hidden"
             )
             missing_text = await observer.inner_text("#transcript-missing")
+            await observer.evaluate("() => window.scrollTo(0, 0)")
             await shots.take(observer, "observer-report-transcript")
             await observer.locator("#transcript-report .t-line").last.click()
             from_report = await observer.evaluate("window.rtObserverLayout.cursor()")

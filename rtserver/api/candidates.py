@@ -38,6 +38,8 @@ async def get_questions(request: Request) -> Response:
             "questions": questions,
             "status": record.status,
             "emotion": config.emotion,
+            # Whether the words are transcribed: the consent says so only when they are.
+            "transcription": config.transcribe,
             "expires_at": record.expires_at,
             "max_interview_s": config.max_interview_s,
             **ice,

@@ -21,6 +21,7 @@ async def healthz(request: Request) -> Response:
             "live_sessions": api.manager.live_count(),
             "analysis": config.analysis,
             "emotion": config.emotion,
+            "transcription": config.transcribe,
             "detector": config.detector,
             "backends": api.runtime.backends,
             **api.manager.health(),
