@@ -366,9 +366,10 @@ async def test_interview_in_chromium_with_a_live_observer(
             assert label["bottom"] <= chart["plotTop"], chart
             assert chart["plotLeft"] <= label["left"] and label["right"] <= chart["plotRight"]
     # Printed: every chart as wide as the page's printable area, the whole report on at most
-    # two A4 pages, the charts together on the last one.
+    # two A4 pages, the charts together on the second; a transcript, if any, after them (this
+    # short one on one page).
     assert all(w >= 0.95 * print_layout["printWidth"] for w in print_layout["chartWidths"])
-    assert pdf_pages(pdf) <= 2, pdf_pages(pdf)
+    assert pdf_pages(pdf) <= (3 if final.get("transcript") else 2), pdf_pages(pdf)
     # The candidate sees strengths and things to work on, never the HR score.
     assert strengths.strip()
     assert f"{final['score']:.1f}" not in summary_text

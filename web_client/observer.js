@@ -927,7 +927,7 @@
     }
     button.addEventListener("click", () => {
       setCursor(seg.start, segmentKey(seg));
-      if (button.closest("#report")) revealCharts();
+      if (button.closest("#transcript-section")) revealCharts();
     });
     return el("li", { "data-start": seg.start }, button);
   }
@@ -1001,7 +1001,7 @@
     segments.sort((a, b) => a.start - b.start);
     const box = $("transcript-report");
     box.replaceChildren();
-    for (const seg of segments) placeLine(box, seg, "h4");
+    for (const seg of segments) placeLine(box, seg, "h3");
     const note = $("transcript-note");
     const on = final.transcription === "on" || (final.transcription === undefined && segments.length);
     if (final.transcription === "off") {
@@ -1014,6 +1014,9 @@
     note.hidden = !note.textContent;
     box.hidden = segments.length === 0;
     $("transcript-report-help").hidden = segments.length === 0;
+    $("transcript-section").hidden = false;
+    // On paper, a transcript with no line is left out: the report's facts say why.
+    $("transcript-section").classList.toggle("no-lines", segments.length === 0);
 
     const missing = $("transcript-missing");
     if (final.transcript_complete === false) {
@@ -1081,8 +1084,8 @@
     delete document.body.dataset.cursorT;
   }
 
-  // Brings the charts on screen when little of them is (a line chosen in the report, above
-  // them), scrolling no further than needed.
+  // Brings the charts on screen when little of them is (a line chosen in the report's
+  // transcript, below them), scrolling no further than needed.
   function revealCharts() {
     const grid = $("charts").querySelector(".chart-grid");
     const box = grid.getBoundingClientRect();
