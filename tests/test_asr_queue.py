@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from media import make_speech_wav, read_wav
-from rtserver.inference.asr import load_recognizer
 from wer import word_error_rate
 
 from rtserver.config import Config
 from rtserver.errors import Overloaded
+from rtserver.inference.asr import load_recognizer
 from rtserver.inference.asr_queue import AsrQueue
 from rtserver.metrics import Metrics
 from rtserver.server.admission import Admission, RecentSignalLag
