@@ -179,10 +179,11 @@ def ours(audio16k: npt.NDArray[np.float32], prompt: str, model: Any, vad: Any) -
     samples = np.zeros(len(hops) * HOP, np.float32)
     samples[: min(len(samples), len(audio16k))] = audio16k[: len(samples)]
     cutter = UtteranceCutter()
+    cutter.add_audio(samples)  # the audio runs ahead of the gate's decisions, as live
     found = []  # (utterance, clip time at which the cutter gave it)
     for a in range(0, len(hops), PUSH_HOPS):
         b = min(a + PUSH_HOPS, len(hops))
-        found += [(u, b * HOP_S) for u in cutter.push(samples[a * HOP : b * HOP], hops.slice(a, b))]
+        found += [(u, b * HOP_S) for u in cutter.push(hops.slice(a, b), a * HOP_S)]
     found += [(u, len(hops) * HOP_S) for u in cutter.flush()]
 
     heard: list[Heard] = []
