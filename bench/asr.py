@@ -151,25 +151,19 @@ class Row(Protocol):
 # path's own pieces, imported here lazily so that a branch without them skips the row with
 # the reason: the audio path (VAD, speech gate) through rtserver.analyze.analyze_audio, and
 # rtserver.perception.utterances' cutter, fed the final hops and their samples 20 ms at a
-# time. Decoding is faster-whisper's own call with the settings issue 14 gives the live
-# path (OURS_DECODE and the question as initial_prompt). When rtserver.inference.asr lands,
-# decode through its recogniser instead, so that this row measures what the server runs.
-
-OURS_DECODE: dict[str, Any] = {
-    "language": "en",
-    "word_timestamps": True,
-    "vad_filter": False,  # the speech gate has cut the audio already
-    "condition_on_previous_text": False,  # one utterance is one decode
-}
+# time. Decoding goes through the server's own recogniser (rtserver.inference.asr: its
+# decode settings and its guard against words in silence) and the server's word ownership
+# (rtserver.perception.transcribe.words_of), so that this row measures what the server runs.
 
 
 def ours(audio16k: npt.NDArray[np.float32], prompt: str, model: Any, vad: Any) -> list[Heard]:
     """The live path on one clip (16 kHz mono float): its utterances, in order, each with
-    the text of the words it owns, decoded by ``model`` (a faster-whisper WhisperModel)
+    the text of the words it owns, decoded by ``model`` (the server's SpeechRecognizer)
     conditioned on ``prompt``; ``vad`` is the session's SileroVad."""
     from rtserver.analyze import analyze_audio
     from rtserver.kernels.audio import HOP
     from rtserver.perception.speech import LOOKAHEAD_HOPS
+    from rtserver.perception.transcribe import words_of
     from rtserver.perception.utterances import UtteranceCutter
 
     audio48k = resample_poly(audio16k, 3, 1).astype(np.float32)
@@ -189,14 +183,8 @@ def ours(audio16k: npt.NDArray[np.float32], prompt: str, model: Any, vad: Any) -
     heard: list[Heard] = []
     for utterance, given_at in found:
         wall, cpu = time.perf_counter(), time.process_time()
-        segments, _ = model.transcribe(utterance.audio, initial_prompt=prompt, **OURS_DECODE)
         words = [
-            word.word
-            for segment in segments
-            for word in segment.words or ()
-            if utterance.owns(
-                utterance.audio_start_s + word.start, utterance.audio_start_s + word.end
-            )
+            word.w for word in words_of(utterance, model.transcribe(utterance.audio, prompt)).words
         ]
         decode_s, decode_cpu_s = time.perf_counter() - wall, time.process_time() - cpu
         # A hop is final LOOKAHEAD_HOPS after its audio arrived; the cutter gave the
@@ -206,7 +194,7 @@ def ours(audio16k: npt.NDArray[np.float32], prompt: str, model: Any, vad: Any) -
             Heard(
                 utterance.start_s,
                 utterance.end_s,
-                "".join(words).strip(),
+                " ".join(words),
                 decode_s,
                 decode_cpu_s,
                 ready_s + decode_s,
@@ -312,12 +300,14 @@ def load_rows(
         else:
             directory = model_dir(args)
             model = load_whisper(directory, args.threads)
-    if "ours" in names and model is not None:
+    if "ours" in names and model is not None and directory is not None:
         vad = load_vad(args.models_dir)
         if isinstance(vad, str):
             skipped["ours"] = vad
         else:
-            rows.append(Ours(model, vad))
+            from rtserver.inference.asr import load_recognizer
+
+            rows.append(Ours(load_recognizer(directory, "cpu", args.threads), vad))
     if "plain" in names and model is not None:
         rows.append(Plain(model))
     if "pocketsphinx" in names:
