@@ -31,7 +31,9 @@ The rows:
 Ours and plain share one model: the CTranslate2 Whisper in ``--asr-model DIR`` (default: the
 configured ``asr_model``, else ``asr_tiny_en`` in ``--models-dir``, where ``rtserver models
 fetch`` puts it), on the CPU with its default compute type, so the rows differ only in
-gating, cutting and conditioning.
+gating, cutting and conditioning. Whisper samples when its greedy answer fails a check (the
+temperature fallback), so CTranslate2's random seed is set before each clip: a run gives
+the same transcripts as the last, on the same thread count.
 
 The columns:
 
@@ -103,14 +105,16 @@ VAD_SEQUENCE_ONNX = "vad_sequence.onnx"
 CACHE_DIR = Path(tempfile.gettempdir()) / "rtserver-asr-set"
 ROWS = ("ours", "plain", "pocketsphinx")
 PIP_TIMEOUT_S = 300
+SEED = 14  # CTranslate2's sampling seed, set before each clip (reseed)
 
 TARGET_WER_CLEAN = 7.0  # %, clean espeak-ng speech
 TARGET_WER_SPEECH = 10.0  # %, all speech clips, noisy and real included
 TARGET_INVENTED = 2  # words, over all clips of noise alone
 TARGET_LAG_P95_S = 1.5  # s, end of an utterance to its text
 
-# What a live session hands its audio path at a time (s), and the hops it pushes to the
-# utterance cutter at a time: 20 ms, one Opus frame.
+# The audio ours hands the audio path at a time (s): a second, as `rtserver analyze` feeds a
+# file (the gate decides alike for any split of the stream); and the final hops it pushes
+# to the utterance cutter at a time: 20 ms, one Opus frame, as a live session gets them.
 FILE_BLOCK_S = 1.0
 PUSH_HOPS = 2
 HOP_S = 0.01
@@ -504,12 +508,23 @@ class RowResult:
     transcripts: dict[str, str]
 
 
+def reseed() -> None:
+    """CTranslate2's random generator back to SEED (when it is loaded). Whisper samples
+    when its greedy answer fails a check (faster-whisper's temperature fallback); reseeding
+    before each clip gives each clip the same transcript in every run, whatever ran before
+    it (on the same thread count)."""
+    ctranslate2 = sys.modules.get("ctranslate2")
+    if ctranslate2 is not None:
+        ctranslate2.set_random_seed(SEED)
+
+
 def run_row(row: Row, clips: Sequence[Clip]) -> RowResult:
     """Every clip through ``row`` once, each timed in CPU seconds of this process."""
     transcripts: list[Transcript] = []
     cpu_s: list[float] = []
     with single_threaded():
         for clip in clips:
+            reseed()
             started = time.process_time()
             transcripts.append(row.transcribe(clip))
             cpu_s.append(time.process_time() - started)
