@@ -169,18 +169,10 @@ def transcribe_all(
     recognizer: SpeechRecognizer, utterances: list[Utterance]
 ) -> list[dict[str, Any]]:
     """Each utterance transcribed, as ``{"start", "end", "text", "words"}`` (media times)."""
-    transcript = []
-    for utterance in utterances:
-        heard = words_of(utterance, recognizer.transcribe(utterance.audio, None))
-        transcript.append(
-            {
-                "start": heard.start,
-                "end": heard.end,
-                "text": heard.text,
-                "words": [asdict(word) for word in heard.words],
-            }
-        )
-    return transcript
+    return [
+        words_of(utterance, recognizer.transcribe(utterance.audio, None)).to_wire()
+        for utterance in utterances
+    ]
 
 
 def _pcm(frame: av.AudioFrame, start: float) -> PcmChunk:

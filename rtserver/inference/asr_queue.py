@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,7 +33,6 @@ class _Job:
     audio: np.ndarray  # float32, 16 kHz
     prompt: str | None
     future: asyncio.Future[list[AsrSegment]]
-    queued_at: float = field(default_factory=time.monotonic)
 
     @property
     def seconds(self) -> float:
@@ -94,10 +93,6 @@ class AsrQueue:
         self._ready.set()
         self._export()
         return future
-
-    def transcribe_now(self, audio: np.ndarray, prompt: str | None = None) -> list[AsrSegment]:
-        """Transcribes in the calling thread, outside the queue (warm-up, offline analysis)."""
-        return self.recognizer.transcribe(audio, prompt)
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()

@@ -93,7 +93,7 @@ def warm_up(runtime: Runtime) -> None:
     if runtime.detector is not None:
         runtime.detector.detect(np.zeros((240, 320), np.uint8))
     if runtime.asr is not None:
-        runtime.asr.transcribe_now(np.zeros(16000, np.float32))
+        runtime.asr.recognizer.transcribe(np.zeros(16000, np.float32))
 
 
 def start_queues(runtime: Runtime) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -59,25 +60,27 @@ class SessionTranscriber:
         self.metrics = metrics
         self.messages: list[TranscriptMessage] = []  # published, in order
         self.missing: list[tuple[float, float]] = []  # spans that could not be transcribed
-        # Utterances in the process's queue, in order. Unbounded on purpose: transcripts are
-        # complete; the process's queue is what admission control bounds.
-        self._pending: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        # Utterances submitted and not yet published, in order. No bound of its own:
+        # transcripts are complete, and the process's queue, which holds the same
+        # utterances, is what admission control bounds.
+        self._outstanding: deque[_Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._finishing = False  # no utterance comes after those outstanding
         self._publisher = asyncio.create_task(self._publish_in_order(), name=f"asr-{session_id}")
-        self._outstanding: list[_Pending] = []
 
     def on_utterance(self, utterance: Utterance) -> None:
         """Queues an utterance the speech gate completed (called on the event loop)."""
         question = self.timeline.at(utterance.start_s)
         prompt = self.questions[question] if question is not None else None
         result = self.queue.submit(self.session_id, utterance.audio, prompt)
-        pending = _Pending(utterance, question, result)
-        self._outstanding.append(pending)
-        self._pending.put_nowait(pending)
+        self._outstanding.append(_Pending(utterance, question, result))
+        self._arrived.set()
 
     async def finish(self, wait_s: float) -> None:
         """Waits up to ``wait_s`` for every queued utterance to be published; the ones still
         outstanding then are recorded in ``missing`` and dropped from the queue's view."""
-        self._pending.put_nowait(None)
+        self._finishing = True
+        self._arrived.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._publisher), timeout=wait_s)
         except TimeoutError:
@@ -95,17 +98,21 @@ class SessionTranscriber:
             pending.result.cancel()
 
     async def _publish_in_order(self) -> None:
-        while (pending := await self._pending.get()) is not None:
+        while True:
+            while not self._outstanding:
+                if self._finishing:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+            pending = self._outstanding[0]
             try:
                 segments = await pending.result
-            except asyncio.CancelledError:
-                raise
             except Exception:
-                self._outstanding.remove(pending)
+                self._outstanding.popleft()
                 self._note_missing(pending, "the recogniser failed")
                 continue
             await self._publish(pending, segments)
-            self._outstanding.remove(pending)
+            self._outstanding.popleft()
 
     async def _publish(self, pending: _Pending, segments: list[AsrSegment]) -> None:
         heard = words_of(pending.utterance, segments)

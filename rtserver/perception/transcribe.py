@@ -9,7 +9,8 @@ session's media clock and only the words the utterance owns are kept
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from rtserver.inference.asr import AsrSegment
 from rtserver.messages import TranscriptWord
@@ -24,6 +25,10 @@ class HeardUtterance:
     end: float
     text: str
     words: tuple[TranscriptWord, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"start", "end", "text", "words"}``, as ``rtserver analyze --json`` lists it."""
+        return asdict(self)
 
 
 def words_of(utterance: Utterance, segments: Sequence[AsrSegment]) -> HeardUtterance:
