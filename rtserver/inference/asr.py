@@ -18,6 +18,32 @@ Decoding is fixed here, measured on espeak-ng speech (4 voices, 160 wpm, 12 clip
 - no ``condition_on_previous_text`` (each utterance is decoded on its own, conditioned on
   the caller's prompt only) and no faster-whisper VAD (our speech gate cuts utterances).
 
+Each utterance (under 30 s: the cutter's limit is 15 s) is decoded in one greedy pass over
+a short encoder window, not by faster-whisper's ``transcribe``, which pads every window to
+30 s and seeks through it by the timestamps Whisper writes. Measured with ``bench.asr``'s
+live path on its tuning split (12 clean clips and the long one, 24 noisy, 4 of noise
+alone; 2-core x86, one thread; WER clean / noisy, decoding CPU s per s of audio):
+
+- faster-whisper's ``transcribe`` (30 s windows): 17.6 / 68.3 %, ~0.15 s/s; a 3 s
+  utterance costs as much as 30 s of speech would (the encoder is ~85 % of it);
+- one pass, the utterance and 1 s of silence: 13.4 / 44.8 %, 0.043 s/s (3.5x less). With
+  0.5 s of silence 12.4 / 40.9 %, with 3 s 14.2 / 37.6 %: within the set's noise; 1 s
+  kept. The same short window through faster-whisper's seeking loop made it worse (15.0 /
+  80.3 %): Whisper's timestamps in a short window are off, and it seeks back and
+  transcribes the same words again;
+- without timestamp tokens (``<|notimestamps|>``): 74 / 228 %, loops in nearly every
+  clip: kept with timestamps, which are dropped (words are timed by the alignment);
+- no 4-gram twice (``no_repeat_ngram_size=4``): noisy 42.4 % against 44.8, the same clean;
+  3 gave the same figures but would also blot out a candidate's "I think I think I think";
+- the words that faster-whisper's alignment splits off ("40" ",000") joined again: clean
+  12.9 % (the normaliser read "40 ,000" as two numbers);
+- tried and left out: the utterance's previous text in the prompt (14.5 / 43.3 %), beam 5
+  (12.9 / 41.2 %, 15 % more time), float32 (16.3 / 39.8 %, 45 % more time).
+
+tiny.en is the limit on noisy speech: the same decoder on each whole clip, not cut, gave
+white 10 dB 43 % and white 5 dB 55 %. The figures of every row are in ``bench/asr.py``'s
+report.
+
 Whisper writes text into silence and noise ("Thank you.", "."). A segment is dropped when
 faster-whisper's own rule calls it silence (:data:`NO_SPEECH_THRESHOLD`,
 :data:`LOG_PROB_THRESHOLD`), and a word with no letter or digit is no word: with both, 48
@@ -52,6 +78,9 @@ TEMPERATURE = 0.0  # no fallback to sampling: see the module's docstring
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
+# A short window's pass with a no-speech probability over this is decoded again on the full
+# window: see _doubtful.
+DOUBT_NO_SPEECH = NO_SPEECH_THRESHOLD / 2
 # faster-whisper fetches a tokenizer from the Hugging Face hub when tokenizer.json is
 # missing: both files must be in the directory before it is opened.
 REQUIRED_FILES = ("model.bin", "tokenizer.json")
@@ -128,47 +157,121 @@ def _is_word(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
 
 
-def _keep(segment: Any) -> bool:
-    """faster-whisper's no-speech rule, checked again on each segment: it applies it per
-    30 s window, and this keeps the guard ours whatever decoded the segment."""
-    return not (
-        segment.no_speech_prob > NO_SPEECH_THRESHOLD and segment.avg_logprob < LOG_PROB_THRESHOLD
+# The encoder hears the utterance and this much silence after it, not a 30 s window: see
+# the module's docstring for what it cost and saved.
+WINDOW_PAD_S = 1.0
+# No 4 words in a row twice in one utterance: Whisper's repetition loops ("The hardest part
+# was moving the data. The hardest part was ...") end there; see the module's docstring.
+NO_REPEAT_NGRAM = 4
+# A bound on the tokens of one utterance, from its length: 8 a second is over twice the rate
+# of fast speech (~3.5 words a second); a loop that escapes NO_REPEAT_NGRAM stops here.
+TOKENS_PER_S = 8
+FRAMES_PER_S = 100  # Whisper's mel frames: a 10 ms hop
+TIME_PRECISION_S = 0.02  # a timestamp token's step
+MAX_WORDS_PER_S = 6.0  # faster than an auctioneer
+FULL_WINDOW_FRAMES = 3000  # the 30 s window Whisper was trained on
+MAX_INITIAL_TIMESTAMP_S = 1.0  # faster-whisper's default
+PROMPT_TOKENS = 223  # Whisper's limit on a prompt: max_length // 2 - 1
+# Punctuation that faster-whisper (as OpenAI's whisper) joins to the word after or before it.
+PREPEND_PUNCTUATION = "\"'“¿([{-"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+
+
+def _window_frames(content_frames: int, pad_s: float) -> int:
+    """Frames the encoder hears: the clip and ``pad_s`` of silence after it, an even number
+    (the encoder halves it), at most the full 30 s window (pad_s < 0: the full window)."""
+    if pad_s < 0:
+        return FULL_WINDOW_FRAMES
+    frames = content_frames + round(pad_s * FRAMES_PER_S)
+    return min(FULL_WINDOW_FRAMES, frames + frames % 2)
+
+
+def _whole_words(alignment: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The aligned words with each piece that does not start with a space (",000" after
+    "40", "'s" after "it") joined to the word before it, as it was written: its end and
+    the lower of the two probabilities."""
+    whole: list[dict[str, Any]] = []
+    for word in alignment:
+        if whole and word["word"] and not word["word"][0].isspace():
+            last = whole[-1]
+            last["word"] += word["word"]
+            last["end"] = word["end"]
+            last["probability"] = min(last["probability"], word["probability"])
+        else:
+            whole.append(dict(word))
+    return whole
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """One greedy pass over one window."""
+
+    text_tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    off_clock: bool  # its timestamps cannot be right: see _off_clock
+    repeats: bool  # three words in a row said twice: see _repeats
+
+
+def _off_clock(timed: list[tuple[float, float, int]], window_s: float) -> bool:
+    """Whether Whisper's timestamps in a pass say it lost its place: a stretch timed past
+    the end of the window, or more words than anyone says in the time it gives them."""
+    return any(
+        end > window_s + TIME_PRECISION_S or words > MAX_WORDS_PER_S * (end - start) + 2
+        for start, end, words in timed
     )
 
 
-def _segment(segment: Any, duration_s: float) -> AsrSegment | None:
-    """Our segment for one of faster-whisper's, its times clamped into the audio; None when
-    it holds no word (punctuation only, or silence by :func:`_keep`)."""
-    if not _keep(segment):
-        return None
+def _repeats(text: str) -> bool:
+    """Whether three words in a row (case and punctuation aside) come twice in ``text``. In
+    a short window Whisper sometimes starts the utterance over once it has said it ("I
+    would like to learn more about the role. I would like learn more about"), and
+    NO_REPEAT_NGRAM only makes it vary the words."""
+    words = ["".join(ch for ch in word if ch.isalnum()) for word in text.lower().split()]
+    trigrams = list(zip(words, words[1:], words[2:], strict=False))
+    return len(set(trigrams)) < len(trigrams)
 
-    def clamp(t: float) -> float:
-        return min(max(float(t), 0.0), duration_s)
 
-    words = tuple(
-        AsrWord(
-            w=word.word.strip(),
-            start=clamp(word.start),
-            end=max(clamp(word.start), clamp(word.end)),
-            p=min(max(float(word.probability), 0.0), 1.0),
-        )
-        for word in segment.words or ()
-        if _is_word(word.word)
+def _silence(decoded: _Decoded) -> bool:
+    """faster-whisper's (and OpenAI's) no-speech rule: the window is silence."""
+    return decoded.no_speech_prob > NO_SPEECH_THRESHOLD and decoded.avg_logprob < LOG_PROB_THRESHOLD
+
+
+def _doubtful(decoded: _Decoded) -> bool:
+    """A short window's pass that may be wrong: a repetition (_repeats, or text that
+    compresses over COMPRESSION_RATIO_THRESHOLD), timestamps that say Whisper lost its
+    place (_off_clock), or a no-speech probability over DOUBT_NO_SPEECH. Whisper's
+    no-speech rule is less sure in a short window: on 1 s of digital silence it wrote
+    "Thank you." with a mean log-probability of -0.94 (the rule wants under -1.0), where
+    the 30 s window gave -1.11 and "."; on 0.2 s after a prompt its no-speech probability
+    was 0.47, not over 0.6."""
+    return (
+        decoded.off_clock
+        or decoded.repeats
+        or decoded.compression_ratio > COMPRESSION_RATIO_THRESHOLD
+        or decoded.no_speech_prob > DOUBT_NO_SPEECH
     )
-    if not words:
-        return None
-    start = min(clamp(segment.start), words[0].start)
-    end = max(clamp(segment.end), words[-1].end)
-    return AsrSegment(start=start, end=end, text=segment.text.strip(), words=words)
 
 
 class WhisperRecognizer:
-    """A CTranslate2 Whisper model run by faster-whisper; see :func:`load_recognizer`."""
+    """A CTranslate2 Whisper model decoding one utterance in one pass; see
+    :func:`load_recognizer`.
+
+    faster-whisper's ``transcribe`` pads every window to 30 s and then seeks through it by
+    the timestamps Whisper writes. Our utterances are under 30 s, so this decodes each in a
+    single greedy pass over an encoder window of the clip and WINDOW_PAD_S of silence
+    (CTranslate2's encoder takes fewer than 3000 frames), keeps every text token of that
+    pass, and times the words by faster-whisper's cross-attention alignment. The parts are
+    faster-whisper's (features, tokenizer, prompt, suppressed tokens, alignment,
+    punctuation); only the window and the single pass are ours."""
 
     def __init__(
         self, model_dir: Path, device: str, compute_type: str, threads: int = 1, workers: int = 1
     ) -> None:
         from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
 
         missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
         if missing:
@@ -187,7 +290,74 @@ class WhisperRecognizer:
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise SpeechModelError(f"cannot load speech model {model_dir}: {exc}") from exc
+        multilingual = self._model.model.is_multilingual
+        self._tokenizer = Tokenizer(
+            self._model.hf_tokenizer,
+            multilingual,
+            task="transcribe" if multilingual else None,
+            language=LANGUAGE if multilingual else None,
+        )
+        self._suppressed = list(get_suppressed_tokens(self._tokenizer, [-1]) or ())
         self.name = f"faster-whisper {model_dir.name} {device} {compute_type}"
+
+    def _prompt(self, prompt: str | None) -> list[int]:
+        previous = self._tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
+        return list(self._model.get_prompt(self._tokenizer, previous[-PROMPT_TOKENS:]))
+
+    def _decode(self, encoded: Any, prompt: list[int], duration_s: float) -> _Decoded:
+        from faster_whisper.transcribe import get_compression_ratio
+
+        # A bound on the tokens, from the clip's length: a repetition loop stops there.
+        new_tokens = int(TOKENS_PER_S * duration_s) + 16
+        result = self._model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=BEAM_SIZE,
+            max_length=min(self._model.max_length, len(prompt) + new_tokens),
+            no_repeat_ngram_size=NO_REPEAT_NGRAM,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppressed,
+            max_initial_timestamp_index=round(MAX_INITIAL_TIMESTAMP_S / 0.02),
+        )[0]
+        tokens = result.sequences_ids[0]
+        text_tokens = [t for t in tokens if t < self._tokenizer.eot]
+        text = self._tokenizer.decode(text_tokens).strip()
+        window_s = encoded.shape[1] * 2 / FRAMES_PER_S
+        return _Decoded(
+            text_tokens=text_tokens,
+            # faster-whisper's: the sum of log-probabilities over the tokens and the end.
+            avg_logprob=result.scores[0] * len(tokens) / (len(tokens) + 1),
+            no_speech_prob=result.no_speech_prob,
+            compression_ratio=get_compression_ratio(text) if text else 0.0,
+            off_clock=_off_clock(self._timed_segments(tokens), window_s),
+            repeats=_repeats(text),
+        )
+
+    def _timed_segments(self, tokens: list[int]) -> list[tuple[float, float, int]]:
+        """``(start, end, words)`` of each stretch of text between two timestamp tokens."""
+        begin = self._tokenizer.timestamp_begin
+        timed: list[tuple[float, float, int]] = []
+        start: float | None = None
+        text: list[int] = []
+        for token in tokens:
+            if token < self._tokenizer.eot:
+                text.append(token)
+                continue
+            if token < begin:
+                continue
+            t = (token - begin) * TIME_PRECISION_S
+            if start is not None and text:
+                timed.append((start, t, len(self._tokenizer.decode(text).split())))
+            start, text = t, []
+        return timed
+
+    def _encode(self, features: npt.NDArray[np.float32], frames: int) -> Any:
+        window = np.zeros((1, features.shape[0], frames), np.float32)
+        used = min(frames, features.shape[-1])
+        window[0, :, :used] = features[:, :used]
+        return self._model.encode(window)
 
     def transcribe(
         self, audio: npt.NDArray[np.floating], prompt: str | None = None
@@ -197,34 +367,63 @@ class WhisperRecognizer:
             raise ValueError(f"audio must be mono (one axis), got shape {samples.shape}")
         if samples.size == 0:
             return []
-        segments, _info = self._model.transcribe(
-            samples,
-            language=LANGUAGE,
-            beam_size=BEAM_SIZE,
-            temperature=TEMPERATURE,
-            condition_on_previous_text=False,
-            initial_prompt=prompt or None,
-            word_timestamps=True,
-            vad_filter=False,
-            no_speech_threshold=NO_SPEECH_THRESHOLD,
-            log_prob_threshold=LOG_PROB_THRESHOLD,
-            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
-        )
         duration_s = samples.size / SAMPLE_RATE
-        # faster-whisper decodes lazily, as its generator is read.
-        ours = (_segment(segment, duration_s) for segment in segments)
-        return [segment for segment in ours if segment is not None]
+        features = self._model.feature_extractor(samples)
+        content_frames = min(FULL_WINDOW_FRAMES, features.shape[-1] - 1)
+        tokens = self._prompt(prompt)
+        frames = _window_frames(content_frames, WINDOW_PAD_S)
+        encoded = self._encode(features, frames)
+        decoded = self._decode(encoded, tokens, duration_s)
+        if frames < FULL_WINDOW_FRAMES and _doubtful(decoded):
+            # Once more on the full window Whisper was trained on, where its no-speech
+            # probability is reliable and the seek is not lost: see _doubtful.
+            encoded = self._encode(features, FULL_WINDOW_FRAMES)
+            decoded = self._decode(encoded, tokens, duration_s)
+        if _silence(decoded):
+            return []
+        return self._segments(decoded, encoded, content_frames, duration_s)
+
+    def _segments(
+        self, decoded: _Decoded, encoded: Any, content_frames: int, duration_s: float
+    ) -> list[AsrSegment]:
+        from faster_whisper.transcribe import merge_punctuations
+
+        if not decoded.text_tokens:
+            return []
+        alignment = self._model.find_alignment(
+            self._tokenizer, [decoded.text_tokens], encoded, content_frames
+        )[0]
+        merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
+
+        def clamp(t: float) -> float:
+            return min(max(float(t), 0.0), duration_s)
+
+        words: list[AsrWord] = []
+        for word in _whole_words(alignment):
+            if _is_word(word["word"]):
+                start = clamp(word["start"])
+                words.append(
+                    AsrWord(
+                        w=word["word"].strip(),
+                        start=start,
+                        end=max(start, clamp(word["end"])),
+                        p=min(max(float(word["probability"]), 0.0), 1.0),
+                    )
+                )
+        if not words:
+            return []
+        text = " ".join(word.w for word in words)
+        return [AsrSegment(words[0].start, words[-1].end, text, tuple(words))]
 
     def transcribe_batch(
         self, clips: Sequence[tuple[npt.NDArray[np.floating], str | None]]
     ) -> list[list[AsrSegment]]:
-        # One clip after another. faster-whisper's BatchedInferencePipeline (the clips in one
-        # CTranslate2 batch) was no faster on the CPU, measured on one 2-core x86 machine with
-        # one thread for 2, 4 and 8 clips of 2.5-10 s: 0.92 against 0.91 s, 1.77 against
-        # 1.89 s and 3.64 against 5.10 s (loop against batched). Every clip is padded to a
-        # 30 s window, and the encoder (350 ms of the ~420 a 3 s clip costs) is no cheaper
-        # per window in a batch (347 ms a window at 2, 396 at 4, 497 at 8). It also takes one
-        # prompt for the whole batch, where each of ours has its own.
+        # One clip after another. One CTranslate2 batch (the windows padded to the longest,
+        # one generate call) was measured on one 2-core x86 machine, one thread, on 2-6 s
+        # utterances: 2 clips 0.257 s against 0.278 looped, 4 clips 0.510 against 0.487,
+        # 8 clips 0.951 against 1.189. It pays 20 % at 8 at most, and only when every
+        # clip's prompt has the same number of tokens (CTranslate2 wants the start of the
+        # transcript at one position in the batch), where ours carry their own questions.
         return [self.transcribe(audio, prompt) for audio, prompt in clips]
 
 
