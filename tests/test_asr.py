@@ -263,3 +263,52 @@ def test_cuda_float16_agrees_with_the_cpu(
         assert word_error_rate(on_cpu, on_gpu) <= 0.1, (on_cpu, on_gpu)
     batch = gpu.transcribe_batch([(answer[0], None), (prompted_clip, PROMPT)])
     assert batch == [gpu.transcribe(answer[0]), gpu.transcribe(prompted_clip, PROMPT)]
+
+
+def test_the_encoder_window_is_the_clip_and_a_second_of_silence() -> None:
+    second = asr.FRAMES_PER_S
+    assert asr._window_frames(3 * second, asr.WINDOW_PADS_S[0]) == 4 * second
+    assert asr._window_frames(301, 1.0) % 2 == 0  # the encoder halves it
+    assert asr._window_frames(29 * second + 50, 1.0) == asr.FULL_WINDOW_FRAMES
+    assert asr._window_frames(second, -1.0) == asr.FULL_WINDOW_FRAMES
+
+
+def test_a_pass_that_starts_over_is_doubted() -> None:
+    assert asr._repeats("I would like to learn more. I would like learn more about")
+    assert asr._repeats("We moved the service. We Moved the Service to")
+    assert asr._repeats("Fail again. Fail again.")  # said twice at once
+    assert not asr._repeats("I think it went well, and I think so too")  # two words, apart
+    assert not asr._repeats("Ever tried. Ever failed. No matter.")
+    assert not asr._repeats("")
+
+
+def test_timestamps_past_the_window_or_too_fast_for_speech_are_off_the_clock() -> None:
+    window_s = 4.0
+    assert not asr._off_clock([(0.0, 2.5, 8), (2.5, 3.9, 5)], window_s)
+    assert asr._off_clock([(0.0, 12.1, 10)], window_s)  # past the window
+    assert asr._off_clock([(0.0, 0.5, 13)], window_s)  # 13 words in half a second
+    assert not asr._off_clock([], window_s)
+
+
+def test_pieces_of_a_word_are_joined_as_written() -> None:
+    aligned = [
+        {"word": " about", "start": 0.0, "end": 0.3, "probability": 0.9},
+        {"word": " 40", "start": 0.3, "end": 0.5, "probability": 0.8},
+        {"word": ",000", "start": 0.5, "end": 0.9, "probability": 0.6},
+        {"word": " invoices.", "start": 0.9, "end": 1.4, "probability": 0.95},
+    ]
+    whole = asr._whole_words(aligned)
+    assert [w["word"] for w in whole] == [" about", " 40,000", " invoices."]
+    assert (whole[1]["start"], whole[1]["end"], whole[1]["probability"]) == (0.3, 0.9, 0.6)
+    assert aligned[1]["word"] == " 40"  # the caller's list is left as it was
+
+
+def test_a_long_utterance_is_heard_whole(recognizer: SpeechRecognizer) -> None:
+    """The longest utterance the cutter gives (15 s, and its context) in one pass: no word
+    of the end is lost to the token bound, and nothing is said twice."""
+    sentences = SCRIPT * 2
+    said = synth(" ".join(sentences), VOICE, 180)
+    clip = level(np.concatenate([said, np.zeros(RATE // 2)]))
+    assert 12 * RATE <= clip.size <= 16 * RATE, clip.size / RATE
+    heard = text_of(recognizer.transcribe(clip))
+    assert word_error_rate(" ".join(sentences), heard) <= 0.15, heard

@@ -1,6 +1,7 @@
 """Smoke test of the concurrent-streams benchmark (bench/streams/): one tiny real run.
 
-Two steps (1 and 2 streams, 6 s each) in both modes against real servers, with real aiortc
+Two steps (1 and 2 streams, 6 s each) in the three modes (decode-only, analysis, analysis
+with speech-to-text) against real servers, with real aiortc
 peers replaying pre-encoded VP8 and Opus from a generator process. It checks the JSON report's
 shape, that every session's seconds arrived contiguous from 0, that the numbers are finite,
 and that the plot was written; it does not judge the figures, which depend on the machine.
@@ -42,11 +43,12 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def test_tiny_ramp_in_both_modes_writes_json_and_plot(
+def test_tiny_ramp_in_every_mode_writes_json_and_plot(
     tmp_path: Path, models_dir: Path, media_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, png = tmp_path / "streams.json", tmp_path / "streams.png"
     argv = ["--ramp", "1,2", "--no-until-fail", "--seconds", str(SECONDS), "--analysis", "both"]
+    argv += ["--transcribe", "both"]
     argv += [
         "--json",
         str(out),
@@ -68,6 +70,8 @@ def test_tiny_ramp_in_both_modes_writes_json_and_plot(
         ("off", 2),
         ("on", 1),
         ("on", 2),
+        ("asr", 1),
+        ("asr", 2),
     ]
     for step in steps:
         where = (step["mode"], step["streams"])
@@ -91,14 +95,27 @@ def test_tiny_ramp_in_both_modes_writes_json_and_plot(
         assert _finite(breakdown["other"]), where
         assert all(_finite(v) for v in breakdown["stages"].values()), where
         assert all(_finite(v) for v in breakdown["paths"].values()), where
-        if step["mode"] == "on":
+        if step["mode"] != "off":
             assert step["frames_analysed_per_s"] > 0, where
+        heard = step["transcript"]
+        if step["mode"] == "asr":
+            # The replayed candidate says its first sentence in the first seconds.
+            assert heard["utterances"] >= step["streams"] and heard["words"] > 0, where
+            assert 0 < heard["lag_ms"]["p50"] <= heard["lag_ms"]["max"], where
+        else:
+            assert heard["utterances"] == 0, where
 
     assert [row["streams"] for row in report["comparison"]] == [1, 2]
     assert all(_finite(row["ratio"]) for row in report["comparison"])
-    assert set(report["max_sustainable"]) == {"on", "off"}
+    assert set(report["max_sustainable"]) == {"on", "off", "asr"}
+    asr = report["asr_comparison"]
+    assert [row["streams"] for row in asr] == [1, 2]
+    assert all(_finite(row["added_per_speaking_stream"]) for row in asr)
+    assert 0 < asr[0]["speech_fraction"] < 1
+    assert "speech-to-text: asr" in printed
     targets = report["targets"]
-    assert len(targets) == 4
+    assert len(targets) == 6
+    assert any(t["name"].startswith("transcript lag p95") for t in targets)
     for target in targets:
         assert set(target) == {"name", "value", "target", "met"}
         assert isinstance(target["name"], str) and isinstance(target["met"], bool)

@@ -74,11 +74,11 @@ def test_long_speech_is_cut_at_the_quietest_hop_before_the_limit() -> None:
     n = 4000  # 40 s of speech without a pause
     speech = np.ones(n, bool)
     levels = np.full(n, -20.0, np.float32)
-    quiet = [1420, 2750]  # a dip between two words in each cut window
+    quiet = [1420, 2850]  # a dip between two words in each cut window
     levels[quiet] = -45.0
     utterances, _ = run(speech, levels)
     got = spans(utterances)
-    assert got == [(0, 1420), (1420, 2750), (2750, 4000)]
+    assert got == [(0, 1420), (1420, 2850), (2850, 4000)]
     assert all(end - start <= MAX_HOPS for start, end in got)
     assert [u.cut_before for u in utterances] == [False, True, True]
     assert [u.cut_after for u in utterances] == [True, True, False]

@@ -1,21 +1,23 @@
 """Concurrent streams: signal lag, server CPU and memory per stream, analysis on against off.
 
     python -m bench.streams [--ramp 1,2,4,8,12,16 | --clients N] [--seconds 20]
-        [--analysis on|off|both] [--limits off|defaults] [--[no-]until-fail] [--ramp-max 64]
+        [--analysis on|off|both] [--transcribe off|on|both] [--limits off|defaults]
+        [--[no-]until-fail] [--ramp-max 64]
         [--burst N] [--workers N] [--json out.json] [--plot out.png]
         [--server URL --key KEY [--server-pid PID]] [--server-args "..."] [--data-dir DIR]
 
 For each mode (``off`` = ``rtserver serve --analysis decode``, the baseline, then ``on`` =
-``--analysis full``) it starts one real server (``--workers N`` when given, else the server's
-default) and climbs the ramp. With ``--limits off`` (the default) every admission limit of the
-server is lifted (``--max-sessions`` 64 or more, ``--max-cpu 0 --max-loop-lag 0
---max-signal-lag 0``), so that a step fails by overload, not by refusal, and with
-``--until-fail`` (the default) the ramp goes on past its last step, by its last increment (at
-least 4), until a step fails or ``--ramp-max``: the maxima compared are real ones. With
-``--limits defaults`` the server runs on its own defaults: refused sessions are counted by
-error code, and a step counts as sustained only when none was refused. ``--burst N`` ends each
-mode with N sessions joining at once (refusals allowed): how the server meets a burst. At each
-step of N streams:
+``--analysis full --transcribe off``, then, with ``--transcribe both``, ``asr`` = ``--analysis
+full --transcribe on``; ``--transcribe on`` runs ``asr`` in place of ``on``) it starts one real
+server (``--workers N`` when given, else the server's default) and climbs the ramp. With
+``--limits off`` (the default) every admission limit of the server is lifted
+(``--max-sessions`` 64 or more, ``--max-cpu 0 --max-loop-lag 0 --max-signal-lag 0``), so that a
+step fails by overload, not by refusal, and with ``--until-fail`` (the default) the ramp goes
+on past its last step, by its last increment (at least 4), until a step fails or
+``--ramp-max``: the maxima compared are real ones. With ``--limits defaults`` the server runs
+on its own defaults: refused sessions are counted by error code, and a step counts as sustained
+only when none was refused. ``--burst N`` ends each mode with N sessions joining at once
+(refusals allowed): how the server meets a burst. At each step of N streams:
 
 - N sessions are created through the HR API (``POST /api/v1/sessions``), and N aiortc client
   peers join them from generator processes (multiprocessing, spawn; ``--peers-per-process``
@@ -64,6 +66,15 @@ admitted session connected; a mode stops climbing after its first step that is n
 - at the most streams sustained with analysis: p95 signal lag (sender clock) at most 400 ms, and
   what the server adds beyond the speech gate's declared 270 ms lookahead (its own ``lag_ms``
   p95 less 270) at most 60 ms.
+
+With ``--transcribe both``, at each step both ``on`` and ``asr`` ran: the server CPU that
+speech-to-text adds per stream (``asr`` less ``on``), and per speaking stream (divided by the
+share of the loop in which the replayed candidate speaks), with the transcript messages the
+observers got (utterances, words, and their ``lag_ms``: the end of an utterance to its
+publication). Targets (issue 14): speech-to-text adds at most 0.03 of a core per speaking
+stream, at the most streams both modes sustain; transcript lag p95 at most 1.5 s at 8 streams.
+
+    python -m bench.streams --analysis on --transcribe both --ramp 1,4,8 --no-until-fail
 
 With ``--limits defaults`` (analysis on): the server's defaults sustain at least 16 streams with
 none refused and no second missing; and each burst refuses only with a 503 reason
@@ -120,6 +131,8 @@ from bench.streams.generator import Generators
 from bench.streams.media import encode_media
 from bench.streams.ramp import Bench
 from bench.streams.reporting import (
+    asr_comparison,
+    asr_targets,
     comparison,
     defaults_targets,
     max_sustained,
@@ -155,6 +168,12 @@ def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.
         "--settle", type=float, default=2.0, help="seconds after the start before CPU is measured"
     )
     parser.add_argument("--analysis", choices=["on", "off", "both"], default="both")
+    parser.add_argument(
+        "--transcribe",
+        choices=["off", "on", "both"],
+        default="off",
+        help="speech-to-text in analysis-on (mode 'asr'); both: 'on' and 'asr' compared",
+    )
     parser.add_argument("--server", help="an already running server's URL (default: start one)")
     parser.add_argument(
         "--key",
@@ -207,6 +226,8 @@ def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.
     args.size = (args.size[0], args.size[1])
     args.ramp_max = max(args.ramp_max, max(args.ramp))
     args.max_sessions = max(args.max_sessions, args.ramp_max, args.burst)
+    if args.server and args.transcribe == "both":
+        parser.error("--server runs one mode: give --transcribe on or off")
     if args.server and args.analysis == "both":
         parser.error("--server runs one mode: give --analysis on or off")
     if args.server and not args.key:
@@ -238,6 +259,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     processes = math.ceil(most / args.peers_per_process)
     generators = Generators(processes, media)
     modes = ["off", "on"] if args.analysis == "both" else [args.analysis]
+    if "on" in modes and args.transcribe != "off":
+        modes += ["asr"]
+        if args.transcribe == "on":
+            modes.remove("on")
     steps: list[dict[str, Any]] = []
     bench = Bench(args, generators)
     try:
@@ -251,13 +276,18 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         generators.close()
     on = [s for s in steps if s["mode"] == "on"]
     off = [s for s in steps if s["mode"] == "off"]
+    asr = [s for s in steps if s["mode"] == "asr"]
     rows = comparison(on, off)
+    speech_fraction = media.speech_s / media.loop_s
+    asr_rows = asr_comparison(asr, on, speech_fraction)
     top = args.ramp_max if args.until_fail else max(args.ramp)
     chosen_targets = []
     if args.limits == "defaults" and on:
         chosen_targets = defaults_targets(on, top)
     elif on and off:
         chosen_targets = targets(on, off, rows, top)
+    if asr:
+        chosen_targets += asr_targets(asr, asr_rows)
     gen = [s["generator_cpu_per_stream"] for s in steps]
     result: dict[str, Any] = {
         "config": {
@@ -269,6 +299,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             "ramp_max": args.ramp_max,
             "burst": args.burst,
             "analysis": args.analysis,
+            "transcribe": args.transcribe,
             "server": args.server or "local",
             "workers": args.workers if args.workers_supported else None,
             "server_args": args.server_args,
@@ -280,14 +311,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
                 "video_kbps": media.video_kbps,
                 "audio_kbps": media.audio_kbps,
                 "loop_s": media.loop_s,
+                "speech_s": media.speech_s,
             },
         },
         "servers": bench.healths,
         "steps": steps,
         "comparison": rows,
+        "asr_comparison": asr_rows,
         "max_sustainable": {
             mode: dict(zip(("streams", "ramp_top"), max_sustained(group, top), strict=True))
-            for mode, group in (("on", on), ("off", off))
+            for mode, group in (("on", on), ("off", off), ("asr", asr))
             if group
         },
         "generator_cpu_per_stream": float(np.mean(gen)) if gen else 0.0,

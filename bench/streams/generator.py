@@ -58,6 +58,8 @@ class ClientPeer:
     ws: ClientConnection | None = None
     # Each signal: t, arrival (monotonic s), the server's lag_ms, video frames, audio hops.
     arrivals: list[tuple[int, float, float, int, int]] = field(default_factory=list)
+    # Each transcript message: the server's lag_ms and its number of words.
+    transcripts: list[tuple[float, int]] = field(default_factory=list)
     last_t_seen: asyncio.Event = field(default_factory=asyncio.Event)
     final: asyncio.Event = field(default_factory=asyncio.Event)
     reader: asyncio.Task[None] | None = None
@@ -109,6 +111,9 @@ class ClientPeer:
                     self.arrivals.append((t, at, lag_ms, frames, hops))
                     if t >= self.wanted_t:
                         self.last_t_seen.set()
+                elif message.get("type") == "transcript":
+                    words = len(message.get("words") or ())
+                    self.transcripts.append((float(message["lag_ms"]), words))
                 elif message.get("type") == "final":
                     self.end_reason = str(message.get("end_reason", ""))
                     self.final.set()
@@ -154,6 +159,7 @@ class ClientPeer:
             "end_reason": self.end_reason,
             "last_sent": {str(t): at for t, at in self.clock.last_sent.items()},
             "arrivals": self.arrivals,
+            "transcripts": self.transcripts,
             "sent_until_s": self.clock.sent_until,
             "late_p99_ms": float(np.percentile(late, 99)),
         }

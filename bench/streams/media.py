@@ -64,6 +64,7 @@ class EncodedMedia:
     loop_s: float
     video_kbps: float
     audio_kbps: float
+    speech_s: float  # seconds of each loop in which the candidate speaks (espeak's spans)
 
 
 def encode_media(
@@ -71,6 +72,7 @@ def encode_media(
 ) -> EncodedMedia:
     """The face video as VP8 and the speech as Opus packets, one loop of whole seconds."""
     speech = make_speech_wav(cache / "speech.wav", SCRIPT)
+    speech_s = sum(end - start for start, end in speech.intervals)
     loop_s = math.ceil(speech.duration_s)  # whole seconds: both tracks loop in step
     video_path = make_face_video(cache / f"face-{size[0]}x{size[1]}-{fps}.y4m", loop_s, fps, size)
 
@@ -130,6 +132,7 @@ def encode_media(
         float(loop_s),
         video_kbps=sum(map(len, video.payloads)) * 8 / loop_s / 1000,
         audio_kbps=sum(map(len, audio.payloads)) * 8 / loop_s / 1000,
+        speech_s=speech_s,
     )
 
 

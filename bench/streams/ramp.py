@@ -114,6 +114,8 @@ class Bench:
             yield
             return
         options = ["--analysis", MODES[mode], *limit_options(args)]
+        if mode != "off":  # decode-only transcribes nothing; "on" is analysis without it
+            options += ["--transcribe", "on" if mode == "asr" else "off"]
         if args.workers is not None and args.workers_supported:
             options += ["--workers", str(args.workers)]
         options += shlex.split(args.server_args)
@@ -146,6 +148,8 @@ class Bench:
                 raise SystemExit(
                     f"the server runs --analysis {health.get('analysis')}, not {MODES[mode]}"
                 )
+            if mode == "asr" and not health.get("transcription"):
+                raise SystemExit("the server does not transcribe (--transcribe off)")
             self.healths[mode] = health
             workers = health.get("workers")
             count = len(workers) if isinstance(workers, list) else workers or 1

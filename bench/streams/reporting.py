@@ -18,6 +18,11 @@ TARGET_MAX_LOAD_P95_MS = 400.0
 TARGET_SERVER_ADDED_P95_MS = 60.0
 # On the server's own defaults (--limits defaults): streams it must sustain with none refused.
 TARGET_DEFAULTS_STREAMS = 16
+# Speech-to-text (mode "asr" against "on"): the CPU it adds per stream while the candidate
+# speaks, and the transcript's lag p95 (end of an utterance to publication) at 8 streams.
+TARGET_ASR_CPU_PER_SPEAKING_STREAM = 0.03
+TARGET_ASR_LAG_P95_MS = 1500.0
+TARGET_ASR_STREAMS = 8
 # A burst's refusals must be these codes (503 with a reason), never a dropped connection.
 BURST_REFUSAL_CODES = ("overloaded", "at_capacity")
 
@@ -91,6 +96,59 @@ def comparison(on: list[dict[str, Any]], off: list[dict[str, Any]]) -> list[dict
             }
         )
     return rows
+
+
+def asr_comparison(
+    asr: list[dict[str, Any]], on: list[dict[str, Any]], speech_fraction: float
+) -> list[dict[str, Any]]:
+    """Per step both ran: the server CPU that speech-to-text adds per stream, and per
+    speaking stream (divided by the share of the loop the candidate speaks), with the
+    transcript's figures."""
+    by_n = {s["streams"]: s for s in ramp_steps_only(on)}
+    rows = []
+    for step in ramp_steps_only(asr):
+        base = by_n.get(step["streams"])
+        a = step["server_cpu_per_stream"]
+        b = base["server_cpu_per_stream"] if base else None
+        added = a - b if a is not None and b is not None else None
+        rows.append(
+            {
+                "streams": step["streams"],
+                "asr_cpu_per_stream": a,
+                "on_cpu_per_stream": b,
+                "added_per_stream": added,
+                "added_per_speaking_stream": (
+                    added / speech_fraction if added is not None and speech_fraction else None
+                ),
+                "speech_fraction": speech_fraction,
+                "both_sustainable": step["sustainable"] and bool(base and base["sustainable"]),
+                **step["transcript"],
+            }
+        )
+    return rows
+
+
+def asr_targets(asr: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[Target]:
+    """Speech-to-text's CPU per speaking stream (at the most streams both modes sustain)
+    and its lag p95 at TARGET_ASR_STREAMS (or the most streams sustained with it)."""
+    out = []
+    both = [r for r in rows if r["both_sustainable"] and r["added_per_speaking_stream"] is not None]
+    if both:
+        row = both[-1]
+        value = row["added_per_speaking_stream"]
+        name = f"speech-to-text cores per speaking stream at {row['streams']} streams"
+        target = TARGET_ASR_CPU_PER_SPEAKING_STREAM
+        out.append(Target(name, value, target, value <= target))
+    steps = [s for s in ramp_steps_only(asr) if s["sustainable"] and s["transcript"]["utterances"]]
+    at = [s for s in steps if s["streams"] == TARGET_ASR_STREAMS] or steps[-1:]
+    if at:
+        lag = at[0]["transcript"]["lag_ms"]["p95"]
+        name = f"transcript lag p95 (ms) at {at[0]['streams']} streams"
+        out.append(Target(name, lag, TARGET_ASR_LAG_P95_MS, lag <= TARGET_ASR_LAG_P95_MS))
+    else:
+        name = "transcript lag p95 (ms): no sustained step with transcripts"
+        out.append(Target(name, None, TARGET_ASR_LAG_P95_MS, False))
+    return out
 
 
 def targets(
@@ -249,6 +307,25 @@ def report(result: dict[str, Any]) -> str:
                 f"  {_num(row['off_cpu_per_stream'], '.4f', 11)}  {_num(row['ratio'], '.2f', 6)}"
                 f"  {'yes' if row['both_sustainable'] else 'no'}"
             )
+    if result.get("asr_comparison"):
+        lines += [
+            "",
+            "speech-to-text: asr (analysis + transcripts) against on (analysis alone)",
+            "   N  asr cores/N  on cores/N  added/N  added/speaking N  utterances  words"
+            "  lag p50  lag p95  lag max (ms)",
+        ]
+        for row in result["asr_comparison"]:
+            lag = row["lag_ms"]
+            lines.append(
+                f"{row['streams']:>4}  {_num(row['asr_cpu_per_stream'], '.4f', 11)}"
+                f"  {_num(row['on_cpu_per_stream'], '.4f', 10)}"
+                f"  {_num(row['added_per_stream'], '.4f', 7)}"
+                f"  {_num(row['added_per_speaking_stream'], '.4f', 16)}"
+                f"  {row['utterances']:>10}  {row['words']:>5}  {_num(lag['p50'], '.0f', 7)}"
+                f"  {_num(lag['p95'], '.0f', 7)}  {_num(lag['max'], '.0f', 7)}"
+            )
+        fraction = result["asr_comparison"][0]["speech_fraction"]
+        lines.append(f"(the candidate speaks {100 * fraction:.0f} % of each loop)")
     lines.append("")
     for mode, best in result["max_sustainable"].items():
         bound = " (the ramp's top: a lower bound)" if best["ramp_top"] else ""
@@ -276,8 +353,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (lag_ax, cpu_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
-    colours = {"on": "tab:red", "off": "tab:blue"}
-    for mode in ("on", "off"):
+    colours = {"on": "tab:red", "off": "tab:blue", "asr": "tab:green"}
+    for mode in ("on", "off", "asr"):
         steps = [s for s in result["steps"] if s["mode"] == mode and s["lag_ms"]["p50"] is not None]
         if not steps:
             continue

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     # Only a type here: the ramp imports this module to run its steps.
     from bench.streams.ramp import Bench
 
-MODES = {"off": "decode", "on": "full"}  # bench mode -> the server's --analysis
+# bench mode -> the server's --analysis; "asr" is "on" with speech-to-text (--transcribe on)
+MODES = {"off": "decode", "on": "full", "asr": "full"}
 SUSTAINABLE_P95_MS = 1000.0
 
 
@@ -134,7 +135,8 @@ class Step:
             "video_fps_decoded": float(np.mean(frames)) if frames else None,
             "seconds_without_video": no_video,
             # Decode-only analyses no audio hop, so the signals cannot tell there.
-            "seconds_without_audio": no_audio if self.mode == "on" else None,
+            "seconds_without_audio": no_audio if self.mode != "off" else None,
+            "transcript": transcript_figures(results),
             "sessions": sessions,
         }
 
@@ -223,3 +225,14 @@ class Step:
             "other_main_threads": event_loop,
             "other_rest": None if other is None or event_loop is None else other - event_loop,
         }
+
+
+def transcript_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The transcript messages the observers got: how many, their words, and their lag
+    (the server's ``lag_ms``: the end of the utterance to its publication)."""
+    heard = [item for result in results for item in result.get("transcripts", ())]
+    return {
+        "utterances": len(heard),
+        "words": sum(words for _lag, words in heard),
+        "lag_ms": percentiles([lag for lag, _words in heard]),
+    }

@@ -27,7 +27,10 @@ from rtserver.kernels.audio import HOP, RATE, HopFeatures
 HOP_S = HOP / RATE
 PAUSE_S = 0.5  # a silence this long ends an utterance
 MAX_UTTERANCE_S = 15.0  # continuous speech is cut once an utterance reaches this length
-CUT_WINDOW_S = 3.0  # ... at the quietest hop of the last this-many seconds before the limit
+# ... at the quietest hop of the last this-many seconds before the limit. The cut waits for
+# the limit, so this is also how late a cut utterance can be given: 1 s holds a gap between
+# two words in fluent speech (several a second) and keeps a cut's lag near a pause's.
+CUT_WINDOW_S = 1.0
 # Audio kept on either side of an utterance's own span, for the recogniser: half a pause at
 # most, so the context of two utterances either side of a pause never overlaps.
 CONTEXT_S = PAUSE_S / 2
