@@ -182,6 +182,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="where speech-to-text runs (default auto: CUDA when present, else the CPU)",
     )
     serve.add_argument(
+        "--asr-workers",
+        dest="asr_workers",
+        type=int,
+        help="utterances transcribed at once per process (default: 1)",
+    )
+    serve.add_argument(
         "--engine",
         action="append",
         help="inference backend to try, best first (repeatable; default: tensorrt, "
@@ -276,6 +282,7 @@ def serve(args: argparse.Namespace) -> int:
             "models_dir",
             "asr_model",
             "asr_device",
+            "asr_workers",
             "engine",
             "log_level",
         )

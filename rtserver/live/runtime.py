@@ -67,7 +67,9 @@ def build_runtime(
     store = Store(config.db_path)
     asr = None
     if analysis.recognizer is not None:
-        asr = AsrQueue(analysis.recognizer, metrics, max_batch=ASR_MAX_BATCH)
+        asr = AsrQueue(
+            analysis.recognizer, metrics, workers=config.asr_workers, max_batch=ASR_MAX_BATCH
+        )
     return Runtime(
         config=config,
         store=store,

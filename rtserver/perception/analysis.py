@@ -145,7 +145,9 @@ def build_analysis(
     backends["vad"] = "onnxruntime-cpu"
     recognizer = None
     if config.transcribe == "on":
-        recognizer = load_recognizer(config.asr_model_path, config.asr_device)
+        recognizer = load_recognizer(
+            config.asr_model_path, config.asr_device, workers=config.asr_workers
+        )
         backends["asr"] = recognizer.name
     else:
         log.info("transcription is off: no speech-to-text model is loaded")
