@@ -17,6 +17,16 @@ class BadRequest(RtServerError):
     code = "bad_request"
 
 
+class InvalidJob(BadRequest):
+    """A job that cannot be used; ``problems`` lists every reason (``scoring/jobs.py``)."""
+
+    code = "invalid_job"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("the job is not valid: " + "; ".join(problems))
+        self.problems = problems
+
+
 class BadSdp(BadRequest):
     code = "bad_sdp"
 

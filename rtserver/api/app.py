@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from rtserver.api import candidates, health, observers, pages, sessions
+from rtserver.api import candidates, health, jobs, observers, pages, sessions
 from rtserver.api.context import Api
 from rtserver.api.http import handle_error
 from rtserver.api.pages import WEB_CLIENT
@@ -114,6 +114,10 @@ def _app(
         Route("/healthz", health.healthz),
         Route("/metrics", health.metrics),
         Route("/api/v1/ice-servers", observers.ice_servers, methods=["GET"]),
+        Route("/api/v1/jobs", jobs.create_job, methods=["POST"]),
+        Route("/api/v1/jobs", jobs.list_jobs, methods=["GET"]),
+        Route("/api/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
+        Route("/api/v1/jobs/{job_id}", jobs.update_job, methods=["PUT"]),
         Route("/api/v1/sessions", sessions.create_session, methods=["POST"]),
         Route("/api/v1/sessions", sessions.list_sessions, methods=["GET"]),
         Route(session, sessions.get_session, methods=["GET"]),

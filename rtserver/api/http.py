@@ -11,7 +11,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from rtserver.api.context import api_of
-from rtserver.errors import AtCapacity, BadRequest, PayloadTooLarge, RtServerError, http_status
+from rtserver.errors import (
+    AtCapacity,
+    BadRequest,
+    InvalidJob,
+    PayloadTooLarge,
+    RtServerError,
+    http_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +49,11 @@ def error_response(error: RtServerError) -> JSONResponse:
     headers = {}
     if isinstance(error, AtCapacity):
         headers["Retry-After"] = str(error.retry_after_s)
+    body: dict[str, Any] = {"error": error.code, "detail": error.detail}
+    if isinstance(error, InvalidJob):
+        body["problems"] = error.problems
     return JSONResponse(
-        {"error": error.code, "detail": error.detail},
+        body,
         status_code=http_status(error),
         headers=headers,
     )

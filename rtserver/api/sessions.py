@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from rtserver.api.context import Api, api_of, client_address
 from rtserver.api.http import read_json
+from rtserver.api.jobs import job_of
 from rtserver.errors import BadRequest, Conflict, Unauthorized
 from rtserver.live.publisher import Publisher
 from rtserver.live.transcripts import with_transcript
@@ -43,7 +44,18 @@ async def create_session(request: Request) -> Response:
     job = _optional_str(body, "job")
     questions = _questions(body.get("questions"))
     expires_in_s = _expires_in(body.get("expires_in"))
-    record, join_token = await api.db.create_session(candidate, job, questions, expires_in_s)
+    job_version = None
+    stored = await api.db.read(lambda store: store.get_job(job)) if job else None
+    if stored is not None:
+        # A job's id: the session takes the job's questions and is scored with this version.
+        # Any other "job" text is a label, as before jobs existed.
+        if body.get("questions"):
+            raise BadRequest("give a job or questions, not both: a job brings its questions")
+        questions = [Question(q.text, q.seconds) for q in job_of(stored).questions]
+        job_version = stored.version
+    record, join_token = await api.db.create_session(
+        candidate, job, questions, expires_in_s, job_version
+    )
     await api.db.audit(actor, "create", record.id)
     base = api.base_url(request)
     return JSONResponse(

@@ -14,6 +14,7 @@ from rtserver.store.records import (
     STATUS_ENDED,
     STATUS_ERASED,
     STATUS_LIVE,
+    JobRecord,
     Question,
     SessionRecord,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "STATUS_ERASED",
     "STATUS_LIVE",
     "AsyncStore",
+    "JobRecord",
     "Question",
     "SessionRecord",
     "Store",

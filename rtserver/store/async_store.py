@@ -343,10 +343,12 @@ class AsyncStore:
         job: str | None,
         questions: list[Question],
         expires_in_s: float = DEFAULT_EXPIRES_IN_S,
+        job_version: int | None = None,
     ) -> tuple[SessionRecord, str]:
-        """Write: a new session whose join link lasts ``expires_in_s``, and its join token."""
+        """Write: a new session whose join link lasts ``expires_in_s``, and its join token;
+        ``job_version`` when ``job`` is a job's id."""
         return await self.write(
-            lambda store: store.create_session(candidate, job, questions, expires_in_s)
+            lambda store: store.create_session(candidate, job, questions, expires_in_s, job_version)
         )
 
     async def get_session(self, session_id: str) -> SessionRecord | None:

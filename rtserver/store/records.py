@@ -25,10 +25,30 @@ class Question:
 
 
 @dataclass(frozen=True)
+class JobRecord:
+    """One version of a job: its body is the job file's format (``scoring/jobs.py``)."""
+
+    id: str
+    version: int  # 1, 2, ...: each edit makes a new version; old ones are kept
+    body: dict[str, Any]
+    created_at: float
+    created_by: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "version": self.version,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            **self.body,
+        }
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     id: str
     candidate: str | None
-    job: str | None
+    job: str | None  # a job's id (then job_version is set) or, before jobs, a free label
     questions: tuple[Question, ...]
     status: str
     created_at: float
@@ -36,6 +56,7 @@ class SessionRecord:
     ended_at: float | None
     end_reason: str | None
     expires_at: float  # unix time (s) after which the join link is refused
+    job_version: int | None = None  # the version of the job it is scored with
 
     def is_expired(self, now: float | None = None) -> bool:
         """Whether the join link has expired at unix time ``now`` (s; default: now)."""
@@ -53,4 +74,5 @@ class SessionRecord:
             "ended_at": self.ended_at,
             "end_reason": self.end_reason,
             "expires_at": self.expires_at,
+            "job_version": self.job_version,
         }

@@ -28,6 +28,7 @@ from rtserver.store.records import (
     STATUS_ENDED,
     STATUS_ERASED,
     STATUS_LIVE,
+    JobRecord,
     Question,
     SessionRecord,
 )
@@ -59,6 +60,14 @@ CREATE TABLE IF NOT EXISTS messages (
     payload TEXT NOT NULL,
     PRIMARY KEY (session_id, seq)
 );
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (id, version)
+);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -74,6 +83,7 @@ CREATE TABLE IF NOT EXISTS audit (
 _ADDED_SESSION_COLUMNS = (
     ("expires_at", "REAL", f"created_at + {DEFAULT_EXPIRES_IN_S!r}"),
     ("resume_hash", "TEXT", None),
+    ("job_version", "INTEGER", None),
 )
 
 
@@ -117,6 +127,57 @@ class Store:
             if db.in_transaction:
                 db.rollback()
 
+    # -- jobs -------------------------------------------------------------------------
+
+    def save_job(self, body: dict[str, Any], actor: str, job_id: str | None = None) -> JobRecord:
+        """Saves ``body`` (a valid job, ``scoring/jobs.py``) as a new job, or as the next
+        version of ``job_id``. KeyError when ``job_id`` is no job."""
+        now = time.time()
+        with self._locked() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if job_id is None:
+                    job_id, version = uuid.uuid4().hex, 1
+                else:
+                    row = db.execute(
+                        "SELECT MAX(version) FROM jobs WHERE id = ?", (job_id,)
+                    ).fetchone()
+                    if row[0] is None:
+                        raise KeyError(job_id)
+                    version = int(row[0]) + 1
+                db.execute(
+                    "INSERT INTO jobs (id, version, body, created_at, created_by)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (job_id, version, json.dumps(body, sort_keys=True), now, actor),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return JobRecord(job_id, version, body, now, actor)
+
+    def get_job(self, job_id: str, version: int | None = None) -> JobRecord | None:
+        """The job's ``version``, or its latest; None when there is no such job."""
+        with self._locked() as db:
+            if version is None:
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE id = ? ORDER BY version DESC LIMIT 1", (job_id,)
+                ).fetchone()
+            else:
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE id = ? AND version = ?", (job_id, version)
+                ).fetchone()
+        return _job_from_row(row) if row else None
+
+    def list_jobs(self) -> list[JobRecord]:
+        """Every job's latest version, newest first."""
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT j.* FROM jobs j JOIN (SELECT id, MAX(version) AS v FROM jobs GROUP BY id)"
+                " latest ON j.id = latest.id AND j.version = latest.v ORDER BY j.created_at DESC"
+            ).fetchall()
+        return [_job_from_row(row) for row in rows]
+
     # -- sessions ---------------------------------------------------------------------
 
     def create_session(
@@ -125,9 +186,11 @@ class Store:
         job: str | None,
         questions: list[Question],
         expires_in_s: float = DEFAULT_EXPIRES_IN_S,
+        job_version: int | None = None,
     ) -> tuple[SessionRecord, str]:
         """Creates a session whose join link lasts ``expires_in_s`` seconds; returns it with
-        its join token (the only time it is seen)."""
+        its join token (the only time it is seen). ``job_version`` is set when ``job`` is a
+        job's id: the version the session is scored with."""
         session_id = uuid.uuid4().hex
         join_token = secrets.token_urlsafe(32)
         now = time.time()
@@ -135,7 +198,7 @@ class Store:
         with self._locked() as db:
             db.execute(
                 "INSERT INTO sessions (id, candidate, job, questions, token_hash, status,"
-                " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, expires_at, job_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     session_id,
                     candidate,
@@ -145,6 +208,7 @@ class Store:
                     STATUS_CREATED,
                     now,
                     now + expires_in_s,
+                    job_version,
                 ),
             )
         record = self.get_session(session_id)
@@ -299,6 +363,16 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
         raise
 
 
+def _job_from_row(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        version=int(row["version"]),
+        body=json.loads(row["body"]),
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+    )
+
+
 def _session_from_row(row: sqlite3.Row) -> SessionRecord:
     questions = tuple(Question(q["text"], int(q["seconds"])) for q in json.loads(row["questions"]))
     return SessionRecord(
@@ -312,4 +386,5 @@ def _session_from_row(row: sqlite3.Row) -> SessionRecord:
         ended_at=row["ended_at"],
         end_reason=row["end_reason"],
         expires_at=row["expires_at"],
+        job_version=row["job_version"],
     )

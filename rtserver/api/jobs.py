@@ -1,0 +1,86 @@
+"""Jobs, as HR edits them: create, list, view and edit a job's competency model.
+
+A job is checked by ``scoring/jobs.py``: an invalid one is refused with 400 ``invalid_job``
+and every problem listed. Editing a job makes a new version and keeps the old ones, so a
+session scored with version 2 can always be explained by version 2. Every change is
+audit-logged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from rtserver.api.context import Api, api_of
+from rtserver.api.http import read_json
+from rtserver.errors import BadRequest, InvalidJob, NotFound
+from rtserver.scoring.jobs import Job, JobInvalid, parse_job
+from rtserver.store import JobRecord
+
+
+async def create_job(request: Request) -> Response:
+    api = api_of(request)
+    actor = api.require_hr(request)
+    job = _valid(await read_json(request))
+    record: JobRecord = await api.db.write(lambda store: store.save_job(job.to_wire(), actor))
+    await api.db.audit(actor, "create_job", None, f"job {record.id} version {record.version}")
+    return JSONResponse(record.to_wire(), status_code=201)
+
+
+async def update_job(request: Request) -> Response:
+    """A new version of the job; the old ones stay as they were."""
+    api = api_of(request)
+    actor = api.require_hr(request)
+    job_id = request.path_params["job_id"]
+    await job_or_404(api, job_id)
+    job = _valid(await read_json(request))
+    record: JobRecord = await api.db.write(
+        lambda store: store.save_job(job.to_wire(), actor, job_id)
+    )
+    await api.db.audit(actor, "update_job", None, f"job {record.id} version {record.version}")
+    return JSONResponse(record.to_wire())
+
+
+async def list_jobs(request: Request) -> Response:
+    api = api_of(request)
+    api.require_hr(request)
+    records: list[JobRecord] = await api.db.read(lambda store: store.list_jobs())
+    return JSONResponse({"jobs": [r.to_wire() for r in records]})
+
+
+async def get_job(request: Request) -> Response:
+    """The job's latest version, or ``?version=N``."""
+    api = api_of(request)
+    api.require_hr(request)
+    version = _version(request.query_params.get("version"))
+    record = await job_or_404(api, request.path_params["job_id"], version)
+    return JSONResponse(record.to_wire())
+
+
+async def job_or_404(api: Api, job_id: str, version: int | None = None) -> JobRecord:
+    record: JobRecord | None = await api.db.read(lambda store: store.get_job(job_id, version))
+    if record is None:
+        which = f" version {version}" if version is not None else ""
+        raise NotFound(f"no job {job_id}{which}")
+    return record
+
+
+def job_of(record: JobRecord) -> Job:
+    """The job a stored version describes (it was checked when it was saved)."""
+    return parse_job(record.body)
+
+
+def _valid(body: dict[str, Any]) -> Job:
+    try:
+        return parse_job(body)
+    except JobInvalid as exc:
+        raise InvalidJob(exc.problems) from exc
+
+
+def _version(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise BadRequest("version must be a positive integer")
+    return int(raw)

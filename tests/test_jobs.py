@@ -1,0 +1,126 @@
+"""scoring/jobs.py: a job's competency model, parsed and checked, every problem listed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtserver.scoring.jobs import JobInvalid, load_job_file, parse_job
+
+
+def job(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "title": "Backend software engineer",
+        "threshold": 70,
+        "competencies": [
+            {
+                "id": "problem_solving",
+                "name": "Problem solving",
+                "weight": 0.6,
+                "description": "Finds the cause of a problem and fixes it.",
+                "anchors": {"1": "Guesses.", "3": "Tries a fix and checks it.", "5": "Measures."},
+                "skills": ["Python", "PostgreSQL"],
+            },
+            {
+                "id": "teamwork",
+                "name": "Teamwork",
+                "weight": 0.4,
+                "description": "Works with others toward a shared goal.",
+                "anchors": {"1": "Works alone.", "5": "Brings others along."},
+            },
+        ],
+        "questions": [
+            {
+                "text": "Tell us about a hard bug.",
+                "seconds": 120,
+                "competencies": ["problem_solving"],
+            },
+            {"text": "Tell us about a disagreement.", "competencies": ["teamwork"]},
+        ],
+    }
+    data.update(changes)
+    return data
+
+
+def test_a_valid_job_round_trips() -> None:
+    parsed = parse_job(job())
+    assert parsed.title == "Backend software engineer" and parsed.threshold == 70.0
+    assert [c.id for c in parsed.competencies] == ["problem_solving", "teamwork"]
+    assert parsed.competency("problem_solving").anchors == {
+        1: "Guesses.",
+        3: "Tries a fix and checks it.",
+        5: "Measures.",
+    }
+    assert parsed.questions[1].seconds == 120  # the default
+    assert parsed.delivery_weight == 0.0 and parsed.face_signals is False
+    assert parse_job(parsed.to_wire()) == parsed
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    bad = job(threshold=120, delivery_weight=0.5)
+    bad["competencies"][0]["weight"] = 0.7  # sums to 1.1
+    bad["competencies"][1]["anchors"] = {"7": "Too high."}
+    bad["questions"][1]["competencies"] = ["leadership"]
+    with pytest.raises(JobInvalid) as caught:
+        parse_job(bad)
+    problems = caught.value.problems
+    expected = [
+        "threshold must be a number from 0 to 100",
+        "delivery_weight must be a number from 0 to 0.2",
+        "anchor level '7' is not one of 1-5",
+        "weights must sum to 1",
+        "unknown competency 'leadership'",
+        "competency 'teamwork' is targeted by no question",
+    ]
+    for fragment in expected:
+        assert any(fragment in p for p in problems), (fragment, problems)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"questions": []}, "questions must be a non-empty list"),
+        ({"competencies": []}, "competencies must be a non-empty list"),
+        ({"title": ""}, "title must be a non-empty text"),
+        ({"face_signals": "yes"}, "face_signals must be true or false"),
+        ({"colour": "blue"}, "unknown job fields: colour"),
+    ],
+)
+def test_each_kind_of_problem_is_named(changes: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(JobInvalid) as caught:
+        parse_job(job(**changes))
+    assert any(fragment in p for p in caught.value.problems), caught.value.problems
+
+
+def test_a_repeated_competency_id_and_a_bad_id_are_refused() -> None:
+    data = job()
+    data["competencies"][1]["id"] = "problem_solving"
+    with pytest.raises(JobInvalid, match="appears twice"):
+        parse_job(data)
+    data = job()
+    data["competencies"][1]["id"] = "Team Work"
+    with pytest.raises(JobInvalid, match="lower-case"):
+        parse_job(data)
+
+
+def test_job_files_in_json_and_toml(tmp_path: Path) -> None:
+    as_json = tmp_path / "job.json"
+    as_json.write_text(json.dumps(job()))
+    as_toml = tmp_path / "job.toml"
+    as_toml.write_text(
+        'title = "Support agent"\nthreshold = 60\n'
+        '[[competencies]]\nid = "empathy"\nname = "Empathy"\nweight = 1.0\n'
+        'anchors = { "1" = "Dismisses.", "5" = "Acknowledges and acts." }\n'
+        '[[questions]]\ntext = "An angry customer?"\ncompetencies = ["empathy"]\n'
+    )
+    assert load_job_file(as_json).title == "Backend software engineer"
+    assert load_job_file(as_toml).competencies[0].anchors[5] == "Acknowledges and acts."
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(JobInvalid, match="not valid JSON"):
+        load_job_file(broken)
+    with pytest.raises(JobInvalid, match="cannot read"):
+        load_job_file(tmp_path / "missing.json")
