@@ -42,6 +42,9 @@ SITUATION = re.compile(
     r"employer|store|team)|in my (last|previous|current|first) (job|role|position)|when i was|"
     r"once,? (a|we|i|our)|one (time|day|morning|evening|night|weekend)|there was a|we had a|"
     r"i had a|our (team|store|company|shop|client|customer) (had|was)|during (the|a|my|our)|"
+    r"i used to (work|do|run|manage|be)|(a|one|this) (customer|client|gentleman|lady|man|woman|"
+    r"guy|colleague|driver|member of staff|user|caller) (came|called|rang|phoned|emailed|had|"
+    r"was|wrote|complained)|"
     r"back (in|when)|in (19|20)\d\d|on a (monday|tuesday|wednesday|thursday|friday|saturday|"
     r"sunday))\b"
 )
@@ -65,13 +68,18 @@ ACTION = re.compile(
     r"\b(i|we)\s+(?:then\s+|also\s+|quickly\s+|finally\s+|first\s+|just\s+|personally\s+)?"
     r"(\w+ed|" + "|".join(IRREGULAR_PAST) + r")\b"
 )
+# What the candidate would do: a situational question ("what would you do if") asks for it.
+PLAN = re.compile(r"\b(i would|i'd|i will|i'll|i'm going to|my first step would be)\s+\w+")
 RESULT = re.compile(
     r"\b(as a result|the result was|in the end|in the end,|which (meant|cut|reduced|saved|"
-    r"brought|raised|increased|dropped|halved|doubled|led)|so (we|the|our|that)|ended up|"
+    r"brought|raised|increased|dropped|halved|doubled|led)|so now|ended up|"
     r"resulted|afterwards|after that|since then|from then on|by the end|that (cut|reduced|"
     r"saved|fixed|solved|brought)|it worked|we (hit|met|beat|reached|made) (the|our)|"
     r"(went|dropped|fell|rose|grew|came) (down|up|from|to)|on time|under budget|"
-    r"got (a|an|the) (promotion|award|bonus|thank)|thanked (me|us))\b"
+    r"got (a|an|the) (promotion|award|bonus|thank)|thanked (me|us)|went away|never happened "
+    r"again|(was|were|got) (fixed|resolved|solved|sorted)|(it|that|this) (worked|helped)|"
+    r"left (us|me) a|(five|5)[- ]star|(emailed|wrote|called|rang) (me|us)( back)? to say|"
+    r"came back|(works|working) now|now (works|runs|takes)|still (gets|get) used)\b"
 )
 CHANGE = re.compile(
     r"\b(reduc\w*|increas\w*|improv\w*|cut|saved?|grew|grow\w*|halved|doubled|tripled|"
@@ -124,6 +132,7 @@ class SentenceCues:
     situation: bool
     task: bool
     action: bool
+    plan: bool  # an action the candidate would take ("I would call", "I'd check")
     result: bool
     numbers: int
     names: int  # capitalised names inside the sentence and skills named
@@ -175,6 +184,7 @@ def sentence_cues(text: str, skills: dict[str, re.Pattern[str]]) -> SentenceCues
         situation=bool(SITUATION.search(lower)),
         task=bool(TASK.search(lower)),
         action=bool(ACTION.search(lower)),
+        plan=bool(PLAN.search(lower)),
         result=bool(RESULT.search(lower)),
         numbers=len(NUMBER.findall(lower)),
         names=len(proper) + len(named),
@@ -193,15 +203,19 @@ def answer_cues(text: str, skills: Sequence[str] = ()) -> AnswerCues:
     words = sum(s.words for s in sentences)
     if not sentences or words == 0:
         return AnswerCues(sentences, 0, 0.0, 0.0, 0.0, (), (), 0.0, 0.0)
+    acted = any(s.action for s in sentences)
+    planned = any(s.plan for s in sentences)
     parts = [
-        any(s.situation for s in sentences),
-        any(s.task for s in sentences),
-        any(s.action for s in sentences),
-        any(s.result for s in sentences),
+        float(any(s.situation for s in sentences)),
+        float(any(s.task for s in sentences)),
+        1.0 if acted else 0.5 if planned else 0.0,  # a plan is half of a deed
+        float(any(s.result for s in sentences)),
     ]
-    actions = sum(s.action for s in sentences)
-    figures = sum(min(s.numbers, 2) for s in sentences if s.has_verb)
-    names = sum(min(s.names, 2) for s in sentences if s.has_verb)
+    actions = sum(s.action for s in sentences) + sum(s.plan for s in sentences) / 2
+    # Figures and names count in statements only: a list of names is not a specific.
+    stated = [s for s in sentences if s.has_verb and not _is_list(s)]
+    figures = sum(min(s.numbers, 2) for s in stated)
+    names = sum(min(s.names, 2) for s in stated)
     specificity = min(1.0, (min(actions, 3) + min(figures, 3) + min(names, 3)) / 6.0)
     result = [s for s in sentences if s.result]
     if any(s.numbers or s.change for s in result):

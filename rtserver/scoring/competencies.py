@@ -38,11 +38,11 @@ from rtserver.scoring.jobs import Competency, Job
 
 # Cosine similarity (MiniLM) of an answer to its question under which it is about something
 # else (rated 1), and over which its relevance no longer limits its level.
-RELEVANCE_FLOOR = 0.12
-RELEVANCE_FULL = 0.30
+RELEVANCE_FLOOR = 0.05
+RELEVANCE_FULL = 0.25
 # An answer this much closer to another of the job's questions answers that one instead.
-WRONG_QUESTION_MARGIN = 0.08
-WRONG_QUESTION_MAX_LEVEL = 2.0
+WRONG_QUESTION_MARGIN = 0.12
+WRONG_QUESTION_MAX_LEVEL = 1.4
 # How much each cue (0-1) adds to the level above 1: they sum to 4, the whole scale.
 CUE_WEIGHTS = {
     "structure": 1.2,
@@ -159,12 +159,17 @@ def _rate(
     level -= BUZZ_PENALTY * cues.buzz
     reasons += _cue_reasons(cues, competency, skills)
 
-    anchor_level = _anchor_level(competency, answer, encoder)
+    anchor_level, anchor_closeness = _anchor_level(competency, answer, encoder)
     if anchor_level is not None:
         level += max(-ANCHOR_PULL, min(ANCHOR_PULL, anchor_level - level))
 
-    # Relevance limits the level: an answer about something else says nothing of this.
-    gate = (relevance - RELEVANCE_FLOOR) / (RELEVANCE_FULL - RELEVANCE_FLOOR)
+    # Relevance limits the level: an answer about something else says nothing of this. It
+    # is the answer's closeness to the question, or to what the competency is about (its
+    # description or an anchor), whichever is closest: a good answer may say little of
+    # the question's own words.
+    described = encoder.encode([f"{competency.name}. {competency.description}"])[0]
+    topic = max(relevance, anchor_closeness, float(_rounded(described @ answer)))
+    gate = (topic - RELEVANCE_FLOOR) / (RELEVANCE_FULL - RELEVANCE_FLOOR)
     gate = min(1.0, max(0.0, gate))
     if gate < 1.0:
         reasons.append(
@@ -208,16 +213,19 @@ def _cue_reasons(cues: AnswerCues, competency: Competency, skills: float) -> lis
 
 def _anchor_level(
     competency: Competency, answer: npt.NDArray[np.float32], encoder: TextEncoder
-) -> float | None:
-    """The level the answer's meaning is closest to: the anchors' levels weighted by a
-    softmax of the answer's similarity to each anchor. None with fewer than two anchors."""
+) -> tuple[float | None, float]:
+    """The level the answer's meaning is closest to (the anchors' levels weighted by a
+    softmax of the answer's similarity to each; None with fewer than two anchors), and its
+    similarity to the closest anchor (-1 with none)."""
     levels = sorted(competency.anchors)
-    if len(levels) < 2:
-        return None
+    if not levels:
+        return None, -1.0
     anchors = encoder.encode([competency.anchors[level] for level in levels])
     similarity = _rounded(anchors @ answer)
+    if len(levels) < 2:
+        return None, float(similarity.max())
     weights = np.exp((similarity - similarity.max()) / ANCHOR_TEMPERATURE)
-    return float(np.dot(weights, levels) / weights.sum())
+    return float(np.dot(weights, levels) / weights.sum()), float(similarity.max())
 
 
 def _evidence(
