@@ -104,6 +104,23 @@ class FinalMessage:
     transcript_missing: tuple[dict[str, float], ...] = ()
     # "on" or "off": whether speech was transcribed (extension field).
     transcription: str = "off"
+    # A session with a job (scoring/job_report.py; extension fields). Then ``score`` is the
+    # job-fit score and ``dimensions`` the competencies; ``job`` is {"id", "version",
+    # "title"}; ``recommendation`` "advance" (score >= threshold: invite to the human
+    # interview) or "review" (a person looks again; never a rejection); ``competencies``
+    # {id: {"name", "score", "weight", "answered", "evidence", "evidence_times"}};
+    # ``answers`` per question {"question", "text", "competencies": {id: {"score", "level",
+    # "answered", "evidence", "evidence_times", "reasons"}}}; ``not_answered`` the
+    # competencies nothing was said to; ``delivery`` {"score", "weight", "dimensions"}: how
+    # the candidate came across, for information unless the job gives it a weight. All
+    # None or empty without a job.
+    job: dict[str, Any] | None = None
+    recommendation: str | None = None
+    threshold: float | None = None
+    competencies: dict[str, Any] | None = None
+    answers: tuple[dict[str, Any], ...] = ()
+    not_answered: tuple[str, ...] = ()
+    delivery: dict[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)

@@ -380,7 +380,7 @@ def test_a_speech_model_wheel_off_its_pin_or_short_of_a_file_is_refused(
 def test_the_speech_model_is_needed_only_for_transcription() -> None:
     from rtserver.config import load_config
 
-    assert needed_models(load_config({}, {}))[-1] == "asr"  # transcription is on by default
+    assert "asr" in needed_models(load_config({}, {}))  # transcription is on by default
     assert "asr" not in needed_models(load_config({"transcribe": "off"}, {}))
     # A model directory of the operator's own is never fetched.
     own = load_config({"asr_model": "/srv/whisper-small.en"}, {})
@@ -456,8 +456,9 @@ def test_the_sentence_encoder_is_converted_into_a_directory_pinned_file_by_file(
     assert not is_current(out, "sentence_encoder")
 
 
-def test_the_live_server_does_not_fetch_the_sentence_encoder_yet() -> None:
-    """Job-fit scoring does not run it yet: only `rtserver models fetch` takes it."""
+def test_the_sentence_encoder_comes_with_transcription() -> None:
+    """The job-fit rates what was transcribed: the server fetches the encoder with it."""
     from rtserver.config import load_config
 
-    assert "sentence_encoder" not in needed_models(load_config({}, {}))
+    assert "sentence_encoder" in needed_models(load_config({}, {}))
+    assert "sentence_encoder" not in needed_models(load_config({"transcribe": "off"}, {}))

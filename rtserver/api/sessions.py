@@ -16,6 +16,7 @@ from rtserver.api.context import Api, api_of, client_address
 from rtserver.api.http import read_json
 from rtserver.api.jobs import job_of
 from rtserver.errors import BadRequest, Conflict, Unauthorized
+from rtserver.live.job_scoring import with_job
 from rtserver.live.publisher import Publisher
 from rtserver.live.transcripts import with_transcript
 from rtserver.messages import StoredMessage
@@ -107,6 +108,7 @@ async def end_session(request: Request) -> Response:
         texts = [q.text for q in record.questions]
         final = score_interview(Interview(record.id, [], ended_by, emotion_on, texts))
         final = with_transcript(final, [], on=api.runtime.config.transcribe == "on")
+        final = await with_job(api.runtime, record.id, final, [])
         await Publisher(api.runtime, record.id).finish(final, ended_by)
     await api.db.audit(actor, "end", record.id)
     ended = await api.session_or_404(session_id)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from aiortc import RTCSessionDescription
 
 from rtserver.errors import AtCapacity, Conflict
+from rtserver.live.job_scoring import with_job
 from rtserver.live.publisher import Publisher
 from rtserver.live.runtime import Runtime
 from rtserver.live.session import LiveSession
@@ -224,6 +225,7 @@ async def finish_sessions(runtime: Runtime, session_ids: Iterable[str], reason: 
             final = with_transcript(
                 final, transcripts, complete=False, on=runtime.config.transcribe == "on"
             )
+            final = await with_job(runtime, session_id, final, transcripts)
             next_seq = stored[-1].seq + 1 if stored else 0
             await Publisher(runtime, session_id, next_seq).finish(final, reason)
         else:

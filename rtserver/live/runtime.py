@@ -20,6 +20,7 @@ from rtserver.metrics import Metrics
 from rtserver.perception.analysis import build_analysis
 from rtserver.perception.faces import FaceDetector
 from rtserver.perception.vad import SileroVad
+from rtserver.scoring.competencies import TextEncoder
 from rtserver.server.admission import RecentSignalLag
 from rtserver.store import AsyncStore, Store
 
@@ -53,6 +54,8 @@ class Runtime:
     asr: AsrQueue | None = None
     # How late this process's signals have gone out lately (admission control reads it).
     signal_lag: RecentSignalLag = field(default_factory=RecentSignalLag)
+    # Sentence embeddings for the job-fit (live/job_scoring.py): loaded on first use.
+    text_encoder: TextEncoder | None = None
 
 
 def build_runtime(

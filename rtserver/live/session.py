@@ -29,6 +29,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from rtserver.errors import Conflict, ControlRefused
 from rtserver.live.hints import HintRules
+from rtserver.live.job_scoring import with_job
 from rtserver.live.link import Link, drain
 from rtserver.live.questions import QuestionTimeline
 from rtserver.live.runtime import Runtime
@@ -382,6 +383,8 @@ class LiveSession:
                 # The last utterances' transcripts go out before the final, which lists them.
                 await transcriber.finish(config.transcript_wait_s)
                 final = with_transcript(final, transcriber.messages, transcriber.missing)
+            messages = transcriber.messages if transcriber is not None else []
+            final = await with_job(self.runtime, self.id, final, messages)
             await self.seconds.publisher.finish(final, reason)
             closed = True
             self.runtime.metrics.late_results.inc(self.aggregator.late_results)

@@ -57,7 +57,8 @@ def needed_models(config: Config) -> list[str]:
     if config.emotion == "on":
         names.append("emotion")
     if config.transcribe == "on":
-        names += transcription_models(config)
+        # The job-fit rates what was transcribed: its sentence encoder comes with it.
+        names += [*transcription_models(config), "sentence_encoder"]
     return names
 
 
