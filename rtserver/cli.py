@@ -68,6 +68,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "as RTSERVER_TURN_SECRET or in the config file: a command line is visible to all users",
     )
     serve.add_argument(
+        "--webhook-url",
+        dest="webhook_urls",
+        action="append",
+        help="an ATS receiver for completed interviews and decisions (repeatable)",
+    )
+    serve.add_argument(
+        "--webhook-secret",
+        dest="webhook_secret",
+        help="the secret webhooks are signed with (HMAC-SHA256); better set as "
+        "RTSERVER_WEBHOOK_SECRET or in the config file",
+    )
+    serve.add_argument(
         "--turn-ttl",
         dest="turn_ttl_s",
         type=float,
@@ -263,6 +275,8 @@ def serve(args: argparse.Namespace) -> int:
             "ice_addresses",
             "ice_servers",
             "turn_secret",
+            "webhook_urls",
+            "webhook_secret",
             "turn_ttl_s",
             "ice_transport_policy",
             "public_url",

@@ -47,6 +47,11 @@ class Config:
     ice_transport_policy: str = "all"
     # Public base URL used to build candidate and observer links; empty derives it.
     public_url: str = ""
+    # Receivers of the ATS webhooks (ats/webhooks.py): every completed interview and every
+    # decision goes to each, signed with webhook_secret (HMAC-SHA256); jobs may add their
+    # own receivers. Never logged, nor in repr.
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str = field(default="", repr=False)
     # Live sessions above this are refused with 503 "at_capacity" and Retry-After; 0 means
     # SESSIONS_PER_CORE per core. A ceiling, not the limit that binds: the CPU budget below
     # refuses first on every machine measured (a 2-core machine holds about 17 analysed
@@ -176,7 +181,7 @@ class ConfigError(ValueError):
     """A configuration value could not be understood."""
 
 
-_TUPLE_FIELDS = {"ice_addresses", "ice_servers", "engine"}
+_TUPLE_FIELDS = {"ice_addresses", "ice_servers", "engine", "webhook_urls"}
 
 
 def _coerce(name: str, raw: Any) -> Any:
@@ -260,6 +265,11 @@ def _validate(config: Config) -> Config:
         raise ConfigError("asr_device must be 'auto', 'cpu' or 'cuda'")
     if config.transcribe not in {"on", "off"}:
         raise ConfigError("transcribe must be 'on' or 'off'")
+    for url in config.webhook_urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"webhook URL {url!r} must start with http:// or https://")
+    if config.webhook_urls and len(config.webhook_secret) < 16:
+        raise ConfigError("webhook_urls need a webhook_secret of 16 characters or more")
     if not 1 <= config.asr_workers <= 64:
         raise ConfigError("asr_workers must be between 1 and 64")
     if not 0 <= config.max_asr_backlog_s <= 3600:

@@ -20,15 +20,17 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from rtserver.api import candidates, health, jobs, observers, pages, sessions
+from rtserver.api import candidates, decisions, health, jobs, observers, pages, sessions
 from rtserver.api.context import Api
 from rtserver.api.http import handle_error
 from rtserver.api.pages import WEB_CLIENT
 from rtserver.api.security import SecuredStarlette
+from rtserver.ats.webhooks import WebhookDispatcher
 from rtserver.config import Config
 from rtserver.errors import RtServerError
 from rtserver.live.manager import SessionManager, recover_interrupted
 from rtserver.live.runtime import (
+    Runtime,
     build_front_runtime,
     build_runtime,
     start_queues,
@@ -66,10 +68,12 @@ def create_app(config: Config, api_key: str) -> Starlette:
         start_queues(runtime)
         if isinstance(api.manager, SessionManager) and api.manager.cpu_budget is not None:
             api.manager.cpu_budget.start()  # from after the warm-up, which is no measure of it
+        webhooks = start_webhooks(runtime)
         try:
             yield
         finally:
             await api.manager.shutdown()
+            await stop_webhooks(runtime, webhooks)
             await stop_queues(runtime)
             runtime.executor.shutdown(wait=False, cancel_futures=True)
             await runtime.db.close()  # everything queued is written first
@@ -92,16 +96,35 @@ def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
         # Models are fetched here, once, before any worker starts: workers only verify
         # them (under the models directory's lock, rtserver/models/fetch.py).
         await asyncio.to_thread(ensure_models, config.models_path, needed_models(config))
+        webhooks = start_webhooks(runtime)
         try:
             await pool.start()
             yield
         finally:
             await pool.shutdown()
+            await stop_webhooks(runtime, webhooks)
             runtime.executor.shutdown(wait=False, cancel_futures=True)
             await runtime.db.close()  # everything queued is written first
             runtime.store.close()
 
     return _app(api, lifespan)
+
+
+def start_webhooks(runtime: Runtime) -> WebhookDispatcher | None:
+    """The ATS webhook dispatcher, in the server process only, when there is a secret to
+    sign with (without one, no receiver can be configured)."""
+    if not runtime.config.webhook_secret or runtime.outbox is None:
+        return None
+    dispatcher = WebhookDispatcher(runtime.outbox, runtime.config.webhook_secret)
+    dispatcher.start()
+    return dispatcher
+
+
+async def stop_webhooks(runtime: Runtime, dispatcher: WebhookDispatcher | None) -> None:
+    if dispatcher is not None:
+        await dispatcher.stop()
+    if runtime.outbox is not None:
+        runtime.outbox.close()
 
 
 def _app(
@@ -129,6 +152,10 @@ def _app(
         Route(f"{session}/summary", candidates.summary, methods=["GET"]),
         Route(f"{session}/report", sessions.report, methods=["GET"]),
         Route(f"{session}/audit", sessions.audit_log, methods=["GET"]),
+        Route(f"{session}/decision", decisions.decide, methods=["POST"]),
+        Route(f"{session}/decision", decisions.list_decisions, methods=["GET"]),
+        Route(f"{session}/explanation", decisions.explanation, methods=["GET"]),
+        Route("/api/v1/webhooks/deliveries", decisions.deliveries, methods=["GET"]),
         WebSocketRoute(f"{session}/signals", observers.signals),
         Route("/candidate/{session_id}", pages.candidate_page),
         Route("/observe", pages.observer_page),

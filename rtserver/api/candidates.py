@@ -16,6 +16,7 @@ from rtserver.api.http import NO_STORE, read_json
 from rtserver.api.sdp import parse_candidate_offer
 from rtserver.errors import Conflict, Expired, ResumeRequired, Unauthorized
 from rtserver.media.turn import page_ice_configuration
+from rtserver.scoring.feedback import content_feedback
 from rtserver.scoring.summary import summarise
 from rtserver.store import STATUS_ENDED, STATUS_LIVE, SessionRecord
 
@@ -113,12 +114,18 @@ async def summary(request: Request) -> Response:
         return JSONResponse({"status": status, "strengths": [], "improvements": []})
     # Audited when it is actually shown, not for every poll while it is pending.
     await api.db.audit("candidate@" + client_address(request), "view_summary", record.id)
-    summary = summarise(final.payload)
+    payload = final.payload
+    delivery = payload.get("delivery")
+    if delivery:  # a job session: its dimensions are competencies; delivery advice as ever
+        payload = {**payload, "dimensions": delivery["dimensions"]}
+    summary = summarise(payload)
     return JSONResponse(
         {
             "status": "ended",
             "strengths": list(summary.strengths),
             "improvements": list(summary.improvements),
+            # Per question, what the answer could add (a job session; no score).
+            "answers": content_feedback(final.payload),
             # Why it ended (e.g. max_length), so the page can say so plainly.
             "end_reason": final.payload.get("end_reason") or None,
         }

@@ -22,7 +22,7 @@ from rtserver.store import JobRecord
 async def create_job(request: Request) -> Response:
     api = api_of(request)
     actor = api.require_hr(request)
-    job = _valid(await read_json(request))
+    job = _valid(api, await read_json(request))
     record: JobRecord = await api.db.write(lambda store: store.save_job(job.to_wire(), actor))
     await api.db.audit(actor, "create_job", None, f"job {record.id} version {record.version}")
     return JSONResponse(record.to_wire(), status_code=201)
@@ -34,7 +34,7 @@ async def update_job(request: Request) -> Response:
     actor = api.require_hr(request)
     job_id = request.path_params["job_id"]
     await job_or_404(api, job_id)
-    job = _valid(await read_json(request))
+    job = _valid(api, await read_json(request))
     record: JobRecord = await api.db.write(
         lambda store: store.save_job(job.to_wire(), actor, job_id)
     )
@@ -71,11 +71,14 @@ def job_of(record: JobRecord) -> Job:
     return parse_job(record.body)
 
 
-def _valid(body: dict[str, Any]) -> Job:
+def _valid(api: Api, body: dict[str, Any]) -> Job:
     try:
-        return parse_job(body)
+        job = parse_job(body)
     except JobInvalid as exc:
         raise InvalidJob(exc.problems) from exc
+    if job.webhooks and not api.runtime.config.webhook_secret:
+        raise InvalidJob(["webhooks need the server's webhook secret (--webhook-secret)"])
+    return job
 
 
 def _version(raw: str | None) -> int | None:

@@ -5,6 +5,7 @@ session with its join token."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -147,6 +148,9 @@ async def erase(request: Request) -> Response:
     record = await api.session_or_404(request.path_params["session_id"])
     await api.manager.end(record.id, "erased")
     await api.db.erase(record.id)
+    outbox = api.runtime.outbox
+    if outbox is not None:  # its webhook events carry its data too, delivered or not
+        await asyncio.to_thread(outbox.erase, record.id)
     await api.db.audit(actor, "erase", record.id)
     return Response(status_code=204)
 

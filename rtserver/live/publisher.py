@@ -7,6 +7,7 @@ import asyncio
 import functools
 from typing import Any
 
+from rtserver.ats.events import session_completed
 from rtserver.live.runtime import Runtime
 from rtserver.messages import FinalMessage, SignalMessage, StoredMessage, TranscriptMessage
 
@@ -59,6 +60,7 @@ class Publisher:
             bus.close_session(session)
 
         await writer.submit(lambda store: store.mark_ended(session, reason), announce, session)
+        await session_completed(runtime, session, final)  # the ATS hears of it once stored
         return stored
 
     def _stored(self, message: SignalMessage | FinalMessage | TranscriptMessage) -> StoredMessage:

@@ -23,6 +23,7 @@ from rtserver.perception.vad import SileroVad
 from rtserver.scoring.competencies import TextEncoder
 from rtserver.server.admission import RecentSignalLag
 from rtserver.store import AsyncStore, Store
+from rtserver.store.outbox import Outbox
 
 # Utterances decoded per speech-to-text call (rtserver/inference/asr_queue.py): one. On the
 # CPU a CTranslate2 batch saved 20 % at 8 utterances at most, and only where every prompt has
@@ -56,6 +57,8 @@ class Runtime:
     signal_lag: RecentSignalLag = field(default_factory=RecentSignalLag)
     # Sentence embeddings for the job-fit (live/job_scoring.py): loaded on first use.
     text_encoder: TextEncoder | None = None
+    # Where ATS webhook events wait for delivery (store/outbox.py).
+    outbox: Outbox | None = None
 
 
 def build_runtime(
@@ -85,6 +88,7 @@ def build_runtime(
         backends=analysis.backends,
         vad=analysis.vad,
         asr=asr,
+        outbox=Outbox(config.db_path),
     )
 
 
@@ -131,4 +135,5 @@ def build_front_runtime(config: Config) -> Runtime:
         metrics=metrics,
         executor=ThreadPoolExecutor(1, thread_name_prefix="front"),
         detector=None,
+        outbox=Outbox(config.db_path),
     )

@@ -14,6 +14,7 @@ the API's body for ``POST /api/v1/jobs``::
      "questions": [{"text": "...", "seconds": 120, "competencies": ["problem_solving"]}],
      "delivery_weight": 0.0, "face_signals": false}
 
+``webhooks`` (optional) lists this job's own ATS receivers, beside the server's.
 ``delivery_weight`` (0 to 0.2, default 0) is the share of the score that how the candidate
 came across (presence, speaking share, loudness, continuity, fluency) may take; the rest
 is what they said. ``face_signals`` (default false) must be true for face-derived signals
@@ -90,6 +91,7 @@ class Job:
     questions: tuple[JobQuestion, ...]
     delivery_weight: float = 0.0  # share of the score for delivery (0-0.2)
     face_signals: bool = False  # whether face-derived signals may enter that share
+    webhooks: tuple[str, ...] = ()  # this job's own ATS receivers (ats/webhooks.py)
 
     def competency(self, competency_id: str) -> Competency:
         return next(c for c in self.competencies if c.id == competency_id)
@@ -102,6 +104,7 @@ class Job:
             "questions": [q.to_wire() for q in self.questions],
             "delivery_weight": self.delivery_weight,
             "face_signals": self.face_signals,
+            "webhooks": list(self.webhooks),
         }
 
 
@@ -134,6 +137,7 @@ def parse_job(data: Any) -> Job:
     if not isinstance(face, bool):
         problems.append("face_signals must be true or false")
         face = False
+    webhooks = _webhooks(data.get("webhooks", []), problems)
     competencies = _competencies(data.get("competencies"), problems)
     known = {c.id for c in competencies}
     questions = _questions(data.get("questions"), known, problems)
@@ -146,10 +150,19 @@ def parse_job(data: Any) -> Job:
         problems.append(f"unknown job fields: {', '.join(unknown)}")
     if problems:
         raise JobInvalid(problems)
-    return Job(title, threshold, tuple(competencies), tuple(questions), delivery, face)
+    return Job(title, threshold, tuple(competencies), tuple(questions), delivery, face, webhooks)
 
 
-_JOB_KEYS = {"title", "threshold", "competencies", "questions", "delivery_weight", "face_signals"}
+_JOB_KEYS = {
+    "title",
+    "threshold",
+    "competencies",
+    "questions",
+    "delivery_weight",
+    "face_signals",
+    "webhooks",
+}
+MAX_WEBHOOKS = 5
 _COMPETENCY_KEYS = {"id", "name", "weight", "description", "anchors", "skills"}
 _QUESTION_KEYS = {"text", "seconds", "competencies"}
 
@@ -252,6 +265,19 @@ def _questions(raw: Any, known: set[str], problems: list[str]) -> list[JobQuesti
             problems.append(f"{where} has unknown fields: {', '.join(unknown)}")
         out.append(JobQuestion(text, seconds, tuple(ids)))
     return out
+
+
+def _webhooks(raw: Any, problems: list[str]) -> tuple[str, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_WEBHOOKS:
+        problems.append(f"webhooks must be a list of at most {MAX_WEBHOOKS} URLs")
+        return ()
+    urls = []
+    for url in raw:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            problems.append(f"webhook {url!r} must be an http:// or https:// URL")
+            continue
+        urls.append(url[:2000])
+    return tuple(urls)
 
 
 def _text(raw: Any, what: str, problems: list[str], required: bool = False) -> str:

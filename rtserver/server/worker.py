@@ -157,6 +157,8 @@ async def run(sock: socket.socket) -> None:
         channel.close()
         runtime.executor.shutdown(wait=False, cancel_futures=True)
         runtime.store.close()
+        if runtime.outbox is not None:
+            runtime.outbox.close()
 
 
 def main(argv: Sequence[str]) -> int:

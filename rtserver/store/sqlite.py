@@ -68,6 +68,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_by TEXT NOT NULL,
     PRIMARY KEY (id, version)
 );
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    reviewer TEXT NOT NULL,
+    recommendation TEXT,
+    actor TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -288,8 +298,47 @@ class Store:
                 (STATUS_ERASED, time.time(), session_id),
             )
             db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
+            db.execute("DELETE FROM decisions WHERE session_id = ?", (session_id,))
             db.execute("COMMIT")
         return cursor.rowcount == 1
+
+    # -- decisions --------------------------------------------------------------------
+
+    def add_decision(
+        self,
+        session_id: str,
+        decision: str,
+        reason: str,
+        reviewer: str,
+        recommendation: str | None,
+        actor: str,
+    ) -> dict[str, Any]:
+        """Records a person's decision on a candidate (the latest one stands)."""
+        now = time.time()
+        with self._locked() as db:
+            db.execute(
+                "INSERT INTO decisions (session_id, at, decision, reason, reviewer,"
+                " recommendation, actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session_id, now, decision, reason, reviewer, recommendation, actor),
+            )
+        return {
+            "session": session_id,
+            "at": now,
+            "decision": decision,
+            "reason": reason,
+            "reviewer": reviewer,
+            "recommendation": recommendation,
+        }
+
+    def decisions(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's decisions, oldest first."""
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT session_id AS session, at, decision, reason, reviewer, recommendation"
+                " FROM decisions WHERE session_id = ? ORDER BY id",
+                (session_id,),
+            ).fetchall()
+        return [dict(row) for row in rows]
 
     # -- message log ------------------------------------------------------------------
 

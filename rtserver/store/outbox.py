@@ -1,0 +1,203 @@
+"""The webhook outbox: events for the company's ATS, kept until they are delivered.
+
+An event is written here in the same database as the session it is about, by whichever
+process produced it (a worker that ended a session, the server that took a decision), and
+the server's dispatcher (``ats/webhooks.py``) delivers it. Each row is one event for one
+receiver URL, with its idempotency key; it stays ``pending`` until a receiver answers 2xx
+(``delivered``) or the attempts run out (``failed``). So a delivery survives a restart and
+is made at least once; a receiver that sees the same key twice has seen the same event.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BUSY_TIMEOUT_S = 10.0
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    id TEXT PRIMARY KEY,
+    session_id TEXT,
+    event TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    delivered_at REAL,
+    last_status INTEGER,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (status, next_at);
+"""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event for one receiver."""
+
+    id: str  # the idempotency key: the same for every attempt
+    session: str | None
+    event: str  # "session.completed", "decision.made"
+    url: str
+    body: str  # the JSON sent, exactly as signed
+    status: str
+    attempts: int
+    next_at: float
+    created_at: float
+    delivered_at: float | None
+    last_status: int | None  # the receiver's last HTTP status (None: no answer)
+    last_error: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "session": self.session,
+            "event": self.event,
+            "url": self.url,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_at": self.next_at if self.status == PENDING else None,
+            "created_at": self.created_at,
+            "delivered_at": self.delivered_at,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+        }
+
+
+class Outbox:
+    """The outbox table, on its own connection to the server's database (WAL: readers and
+    the store's writer do not wait on each other)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
+        )
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._locked() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._db
+
+    def close(self) -> None:
+        with self._locked() as db:
+            db.close()
+
+    def add(
+        self, event: str, urls: list[str], payload: dict[str, Any], session: str | None
+    ) -> list[str]:
+        """Queues ``payload`` (JSON) as ``event`` for each of ``urls``; their keys."""
+        now = time.time()
+        keys = []
+        with self._locked() as db:
+            for url in dict.fromkeys(urls):
+                key = uuid.uuid4().hex
+                body = json.dumps(
+                    {"id": key, "event": event, "created_at": now, "data": payload},
+                    sort_keys=True,
+                    separators=(",", ":"),
+                )
+                db.execute(
+                    "INSERT INTO webhook_outbox (id, session_id, event, url, body, status,"
+                    " next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, session, event, url, body, PENDING, now, now),
+                )
+                keys.append(key)
+        return keys
+
+    def due(self, now: float, limit: int = 32) -> list[Delivery]:
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT * FROM webhook_outbox WHERE status = ? AND next_at <= ?"
+                " ORDER BY next_at LIMIT ?",
+                (PENDING, now, limit),
+            ).fetchall()
+        return [_delivery(row) for row in rows]
+
+    def next_due(self) -> float | None:
+        """When the next pending delivery is due (unix time), None with none pending."""
+        with self._locked() as db:
+            row = db.execute(
+                "SELECT MIN(next_at) FROM webhook_outbox WHERE status = ?", (PENDING,)
+            ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def record(
+        self,
+        key: str,
+        delivered: bool,
+        http_status: int | None,
+        error: str,
+        retry_at: float | None,
+    ) -> None:
+        """One attempt's outcome: delivered; or pending again from ``retry_at``; or, with
+        no ``retry_at``, failed for good."""
+        now = time.time()
+        status = DELIVERED if delivered else PENDING if retry_at is not None else FAILED
+        with self._locked() as db:
+            db.execute(
+                "UPDATE webhook_outbox SET status = ?, attempts = attempts + 1, next_at = ?,"
+                " delivered_at = ?, last_status = ?, last_error = ? WHERE id = ?",
+                (
+                    status,
+                    retry_at if retry_at is not None else now,
+                    now if delivered else None,
+                    http_status,
+                    error[:500],
+                    key,
+                ),
+            )
+
+    def deliveries(self, session: str | None = None, limit: int = 200) -> list[Delivery]:
+        """The delivery log, newest first."""
+        with self._locked() as db:
+            if session is None:
+                rows = db.execute(
+                    "SELECT * FROM webhook_outbox ORDER BY created_at DESC LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT * FROM webhook_outbox WHERE session_id = ?"
+                    " ORDER BY created_at DESC LIMIT ?",
+                    (session, limit),
+                ).fetchall()
+        return [_delivery(row) for row in rows]
+
+    def erase(self, session: str) -> None:
+        """A candidate's events, delivered or not, are their data: erased with the session."""
+        with self._locked() as db:
+            db.execute("DELETE FROM webhook_outbox WHERE session_id = ?", (session,))
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        session=row["session_id"],
+        event=row["event"],
+        url=row["url"],
+        body=row["body"],
+        status=row["status"],
+        attempts=int(row["attempts"]),
+        next_at=float(row["next_at"]),
+        created_at=float(row["created_at"]),
+        delivered_at=row["delivered_at"],
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+    )
