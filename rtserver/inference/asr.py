@@ -217,7 +217,7 @@ class _Decoded:
     no_speech_prob: float
     compression_ratio: float
     off_clock: bool  # its timestamps cannot be right: see _off_clock
-    repeats: bool  # three words in a row said twice: see _repeats
+    repeats: bool  # something said twice: see _repeats
 
 
 def _off_clock(timed: list[tuple[float, float, int]], window_s: float) -> bool:
@@ -235,7 +235,7 @@ def _repeats(text: str) -> bool:
     matter."). In a short window Whisper sometimes starts over once it has said the
     utterance ("I would like to learn more about the role. I would like learn more about"),
     and NO_REPEAT_NGRAM only makes it vary the words. A candidate who repeats themself is
-    heard again on the full window, and kept."""
+    heard again with more silence after the clip, and kept."""
     words = ["".join(ch for ch in word if ch.isalnum()) for word in text.lower().split()]
     trigrams = list(zip(words, words[1:], words[2:], strict=False))
     if len(set(trigrams)) < len(trigrams):
