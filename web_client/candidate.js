@@ -1280,12 +1280,35 @@
     list.parentElement.querySelector(".summary-empty").hidden = items.length > 0;
   }
 
+  // For an interview for a job: per question, what the answer could add. Never a score.
+  function renderAnswerFeedback(answers) {
+    const items = answers.filter((a) => Array.isArray(a.feedback) && a.feedback.length);
+    $("answer-feedback-list").replaceChildren(
+      ...items.map((a) => {
+        const li = document.createElement("li");
+        const question = document.createElement("p");
+        question.className = "answer-question";
+        question.textContent = String(a.text || "");
+        const tips = document.createElement("ul");
+        for (const tip of a.feedback) {
+          const tipItem = document.createElement("li");
+          tipItem.textContent = String(tip);
+          tips.append(tipItem);
+        }
+        li.append(question, tips);
+        return li;
+      }),
+    );
+    $("answer-feedback").hidden = items.length === 0;
+  }
+
   function renderSummary(summary, endFailed = false) {
     const strengths = summary && Array.isArray(summary.strengths) ? summary.strengths : [];
     const improvements =
       summary && Array.isArray(summary.improvements) ? summary.improvements : [];
     fillList($("strengths"), strengths);
     fillList($("improvements"), improvements);
+    renderAnswerFeedback(summary && Array.isArray(summary.answers) ? summary.answers : []);
     $("summary-body").hidden = !summary;
     const ended =
       state.endReason === "max_length"
