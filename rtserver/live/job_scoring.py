@@ -53,6 +53,38 @@ async def with_job(
         return _without(final, f"{type(exc).__name__}: {exc}")
 
 
+async def job_prompts(
+    runtime: Runtime, session_id: str, questions: Sequence[str]
+) -> tuple[str, ...]:
+    """What speech-to-text is conditioned on for each question (Whisper's prompt): the
+    question, and with a job the skills of the competencies it targets, so that a
+    candidate's "Kubernetes" is heard as such. The questions alone without a job, or if the
+    job cannot be read."""
+    prompts = tuple(questions)
+    try:
+        record = await runtime.db.get_session(session_id)
+        if record is None or record.job is None or record.job_version is None:
+            return prompts
+        job_id, version = record.job, record.job_version
+        stored = await runtime.db.read(lambda store: store.get_job(job_id, version))
+        if stored is None:
+            return prompts
+        job = parse_job(stored.body)
+    except Exception:
+        log.exception("job vocabulary not loaded", extra={"session": session_id})
+        return prompts
+    out = []
+    for index, text in enumerate(prompts):
+        asked = job.questions[index] if index < len(job.questions) else None
+        skills = (
+            []
+            if asked is None
+            else [skill for cid in asked.competencies for skill in job.competency(cid).skills]
+        )
+        out.append(f"{text} {', '.join(dict.fromkeys(skills))}." if skills else text)
+    return tuple(out)
+
+
 def text_encoder(runtime: Runtime) -> TextEncoder:
     """The process's sentence encoder, loaded on first use (thread-safe)."""
     with _encoder_lock:

@@ -29,7 +29,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from rtserver.errors import Conflict, ControlRefused
 from rtserver.live.hints import HintRules
-from rtserver.live.job_scoring import with_job
+from rtserver.live.job_scoring import job_prompts, with_job
 from rtserver.live.link import Link, drain
 from rtserver.live.questions import QuestionTimeline
 from rtserver.live.runtime import Runtime
@@ -146,6 +146,9 @@ class LiveSession:
         answer = await self.link.ingest.answer(offer)
         self.link.connected_at = self.started_at = time.monotonic()
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"ticker-{self.id}")
+        if self.transcriber is not None:
+            # With a job, speech-to-text hears each question's skills too ("PostgreSQL").
+            self.transcriber.questions = await job_prompts(self.runtime, self.id, self.questions)
         return answer
 
     async def reconnect(self, offer: RTCSessionDescription) -> RTCSessionDescription:

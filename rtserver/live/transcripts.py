@@ -53,6 +53,7 @@ class SessionTranscriber:
         self.queue = queue
         self.clock = clock
         self.timeline = timeline
+        # The prompt for each question: its text, and with a job its skills (job_prompts).
         self.questions = tuple(questions)
         # Stores one message and fans it out, waiting for room in the store's queue rather
         # than ever dropping it (Publisher.publish_and_wait).
