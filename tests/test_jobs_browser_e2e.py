@@ -10,6 +10,7 @@ under the server's Content-Security-Policy, and no violation or script error may
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from media import make_speech_wav
+from peer import connect_peer, use_loopback_only
 from server import ServerProcess
 from test_browser_e2e import CHROMIUM, SCREEN, Problems, Screenshots, assert_security_headers
 
@@ -277,3 +280,94 @@ async def test_the_report_of_a_job_session_and_a_decision(server: ServerProcess)
             ("advance", "Sam", "A strong referral; worth a conversation.")
         ]
         assert recorded["decisions"][0]["recommendation"] == "review"
+
+
+# An answer to the backend job's first question (as tests/test_job_fit_e2e.py speaks it).
+ANSWER = (
+    0.5,
+    "Last year our nightly import failed every Monday morning.",
+    0.8,
+    "I traced it to a time zone bug in the date parser, and I fixed it with a test for the "
+    "clock change.",
+    0.8,
+    "It has not failed since, and the support tickets dropped to zero.",
+    0.8,
+)
+
+
+async def test_a_quote_in_the_report_shows_its_moment(tmp_path: Path) -> None:
+    """A real aiortc peer answers the first question with espeak speech; in the report, a
+    competency's quote moves the charts' cursor to when it was said and marks the transcript
+    line that holds it."""
+    use_loopback_only()
+    answer = make_speech_wav(tmp_path / "answer.wav", ANSWER, voice="en-us+f2")
+    server = ServerProcess(tmp_path / "data", transcribe=True).start()
+    problems = Problems()
+    try:
+        async with httpx.AsyncClient(
+            base_url=server.base_url, headers=server.hr_headers, trust_env=False, timeout=30.0
+        ) as hr:
+            job = (await hr.post("/api/v1/jobs", json=json.loads(JOB.read_text()))).json()
+            made = await hr.post("/api/v1/sessions", json={"candidate": "Ada", "job": job["id"]})
+            session = made.json()
+            peer = await connect_peer(
+                server.base_url,
+                session["id"],
+                session["join_token"],
+                None,
+                answer.path,
+                client=hr,
+                channels=("control",),
+            )
+            channel = peer.channels["control"]
+            async with asyncio.timeout(10):
+                while channel.readyState != "open":
+                    await asyncio.sleep(0.05)
+            channel.send(json.dumps({"type": "question", "index": 0, "at": 0.0}))
+            await peer.wait_media_ended(answer.duration_s + 15)
+            await asyncio.sleep(1.0)
+            await peer.close()
+            final = None
+            async with asyncio.timeout(90):
+                while final is None:
+                    report = await hr.get(f"/api/v1/sessions/{session['id']}/report")
+                    final = report.json().get("final") if report.status_code == 200 else None
+                    await asyncio.sleep(0.5)
+        solving = final["competencies"]["problem_solving"]
+        assert solving["answered"] and solving["evidence"], solving
+
+        async with playwright_api.async_playwright() as playwright:
+            browser, page = await open_page(
+                playwright,
+                problems,
+                f"{server.base_url}/observe/{session['id']}#token={server.api_key}",
+            )
+            try:
+                await page.wait_for_selector("body[data-view='report']")
+                bar = page.locator("#dimensions [data-competency='problem_solving']")
+                assert await bar.locator(".not-answered").count() == 0
+                quote = bar.locator("button.quote").first
+                await quote.wait_for()
+                t = float(await quote.get_attribute("data-t") or "nan")
+                assert t == pytest.approx(solving["evidence_times"][0]["start"])
+                said = solving["evidence"][0]
+                assert said in await quote.inner_text()
+                await quote.click()
+                await page.wait_for_selector("body[data-cursor-t]")
+                assert float(await page.get_attribute("body", "data-cursor-t") or "nan") == t
+                line = page.locator("#transcript-report .t-line[aria-current='time']")
+                await line.wait_for()
+                start = float(await line.get_attribute("data-start") or "nan")
+                end = float(await line.get_attribute("data-end") or "nan")
+                assert start - 0.05 <= t <= end, (start, t, end)
+                assert said in await line.inner_text()
+                cursor = await page.evaluate("() => window.rtObserverLayout.cursor()")
+                assert cursor["t"] == t
+                assert await page.locator("#cursor-readout").is_visible()
+                await Screenshots("job_report_quote").take(page, "quote")
+                problems.assert_none()
+            finally:
+                await browser.close()
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log(), server.log()[-4000:]
