@@ -13,7 +13,8 @@
 
 (() => {
   const { $, pathSegmentAfter, setStatus, showError } = window.rtPage;
-  const KEY_STORAGE = "rtserver.observer.apiKey";
+  const { takeKeyFromFragment, apiKey, storeKey, forgetKey, AuthError, api } = window.rtPage;
+  const { el, jsonRequest, errorDetail } = window.rtPage;
   const LIST_REFRESH_MS = 4000;
   const WATCH_RETRY_MS = 2000;
   const BACKOFF_MIN_MS = 500;
@@ -108,37 +109,11 @@
     });
   }
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "class") node.className = v;
-      else if (k === "text") node.textContent = v;
-      else node.setAttribute(k, v === true ? "" : String(v));
-    }
-    for (const child of children) {
-      if (child !== null && child !== undefined) node.append(child);
-    }
-    return node;
-  }
-
   // ================================================================ API key
-
-  // Reads #token=... once and removes it from the address bar (history, screenshots).
-  function takeKeyFromFragment() {
-    const params = new URLSearchParams(location.hash.replace(/^#/, ""));
-    const key = params.get("token");
-    if (key) {
-      sessionStorage.setItem(KEY_STORAGE, key);
-      history.replaceState(null, "", location.pathname + location.search);
-    }
-  }
-
-  const apiKey = () => sessionStorage.getItem(KEY_STORAGE) || "";
 
   function askForKey(message) {
     stopEverything();
-    sessionStorage.removeItem(KEY_STORAGE);
+    forgetKey();
     $("list-view").hidden = true;
     $("session-view").hidden = true;
     $("forget-key").hidden = true;
@@ -147,25 +122,6 @@
     setStatus("Signed out", "bad");
     showError(message || "");
     $("key").focus();
-  }
-
-  class AuthError extends Error {}
-
-  // A REST call with the key; returns {status, ok, body}; throws AuthError on 401.
-  async function api(path, options = {}) {
-    const headers = { Authorization: `Bearer ${apiKey()}`, ...(options.headers || {}) };
-    const response = await fetch(path, { cache: "no-store", ...options, headers });
-    let body = null;
-    const type = response.headers.get("content-type") || "";
-    if (type.includes("json")) {
-      try {
-        body = await response.json();
-      } catch (_) {
-        body = null;
-      }
-    }
-    if (response.status === 401) throw new AuthError("The API key was not accepted.");
-    return { status: response.status, ok: response.ok, body, headers: response.headers };
   }
 
   const sessionPath = (id, rest = "") => `/api/v1/sessions/${encodeURIComponent(id)}${rest}`;
@@ -1150,6 +1106,16 @@
     if (final.transcription === "on" || final.transcription === "off") {
       facts.push(["Transcription", final.transcription === "off" ? "Off" : "On"]);
     }
+    const job = jobOf(final);
+    if (job) {
+      facts[1] = ["Job", jobTitle(job)];
+      facts.splice(
+        2,
+        0,
+        ["Threshold", isNum(final.threshold) ? `${Math.round(final.threshold)} / 100` : "–"],
+        ["Recommendation", RECOMMENDATIONS[final.recommendation] || final.recommendation || "–"],
+      );
+    }
     $("report-facts").replaceChildren(
       ...facts.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))),
     );
@@ -1158,40 +1124,44 @@
     $("report-notes").replaceChildren(...notes.map((n) => el("li", { text: String(n) })));
     $("report-notes").hidden = notes.length === 0;
 
-    const dims = Object.entries(final.dimensions || {}).sort(
-      (a, b) => ((b[1] || {}).weight || 0) - ((a[1] || {}).weight || 0),
-    );
-    $("dimensions").replaceChildren(
-      ...dims.map(([name, dim]) => {
-        const value = dim && isNum(dim.score) ? dim.score : null;
-        const rounded = value === null ? null : Math.round(value);
-        const weight = dim && isNum(dim.weight) ? `weight ${Math.round(dim.weight * 100)}%` : "";
-        return el(
-          "div",
-          { class: "dimension", "data-dimension": name },
-          el(
+    if (job) renderCompetencies(final);
+    else {
+      const dims = Object.entries(final.dimensions || {}).sort(
+        (a, b) => ((b[1] || {}).weight || 0) - ((a[1] || {}).weight || 0),
+      );
+      $("dimensions").replaceChildren(
+        ...dims.map(([name, dim]) => {
+          const value = dim && isNum(dim.score) ? dim.score : null;
+          const rounded = value === null ? null : Math.round(value);
+          const weight = dim && isNum(dim.weight) ? `weight ${Math.round(dim.weight * 100)}%` : "";
+          return el(
             "div",
-            { class: "dim-head" },
-            el("span", { class: "dim-name", text: cap(name) }),
-            el("span", { class: "dim-weight muted small", text: weight }),
-            el("span", { class: "dim-score", text: rounded === null ? "–" : String(rounded) }),
-          ),
-          el(
-            "div",
-            {
-              class: "dim-bar",
-              role: "meter",
-              "aria-label": `${cap(name)} score`,
-              "aria-valuemin": 0,
-              "aria-valuemax": 100,
-              "aria-valuenow": rounded === null ? 0 : rounded,
-            },
-            barFill(rounded === null ? "" : scoreTone(rounded), rounded === null ? 0 : value),
-          ),
-          el("p", { class: "evidence", text: dim && dim.evidence ? String(dim.evidence) : "" }),
-        );
-      }),
-    );
+            { class: "dimension", "data-dimension": name },
+            el(
+              "div",
+              { class: "dim-head" },
+              el("span", { class: "dim-name", text: cap(name) }),
+              el("span", { class: "dim-weight muted small", text: weight }),
+              el("span", { class: "dim-score", text: rounded === null ? "–" : String(rounded) }),
+            ),
+            el(
+              "div",
+              {
+                class: "dim-bar",
+                role: "meter",
+                "aria-label": `${cap(name)} score`,
+                "aria-valuemin": 0,
+                "aria-valuemax": 100,
+                "aria-valuenow": rounded === null ? 0 : rounded,
+              },
+              barFill(rounded === null ? "" : scoreTone(rounded), rounded === null ? 0 : value),
+            ),
+            el("p", { class: "evidence", text: dim && dim.evidence ? String(dim.evidence) : "" }),
+          );
+        }),
+      );
+    }
+    renderJobParts(final, job);
 
     const questions = sessionQuestions();
     const breakdown = Array.isArray(final.questions) ? final.questions : [];
@@ -1228,6 +1198,231 @@
     renderReportTranscript(final);
 
     if (final.emotion_analysis === "off") setEmotionOff(true);
+  }
+
+  // ================================================================ report for a job
+
+  // With a job, the final rates what the candidate said against the job's competencies:
+  // `job`, `recommendation`, `threshold`, `competencies` (each with its quotes and when they
+  // were said) and `delivery` (how the candidate came across, for information).
+  const RECOMMENDATIONS = {
+    advance: "Advance to the human interview",
+    review: "Review: a person looks again; not a rejection",
+  };
+  const DECISIONS = { advance: "Advance", reject: "Reject", hold: "Hold" };
+
+  const jobOf = (final) => (final && final.job && typeof final.job === "object" ? final.job : null);
+
+  function jobTitle(job) {
+    const title = job.title || job.id || "Job";
+    return Number.isInteger(job.version) ? `${title} (version ${job.version})` : title;
+  }
+
+  // Whether a decision goes against the recommendation (as the server judges it): not
+  // advancing a candidate recommended to advance, or advancing one left for review.
+  function againstRecommendation(decision, recommendation) {
+    if (recommendation === "advance") return decision !== "advance";
+    if (recommendation === "review") return decision === "advance";
+    return false;
+  }
+
+  // One bar per competency, heaviest first: its name, score and weight, "not answered" when
+  // no answer touched it, and its evidence: the candidate's words, each a button to that
+  // moment when its time is known.
+  function renderCompetencies(final) {
+    const competencies = Object.entries(final.competencies || {}).sort(
+      (a, b) => ((b[1] || {}).weight || 0) - ((a[1] || {}).weight || 0),
+    );
+    $("dimensions").replaceChildren(
+      ...competencies.map(([id, c]) => {
+        const name = (c && c.name) || id;
+        const value = c && isNum(c.score) ? c.score : null;
+        const rounded = value === null ? null : Math.round(value);
+        const answered = !!(c && c.answered);
+        const weight = c && isNum(c.weight) ? `weight ${Math.round(c.weight * 100)}%` : "";
+        const quotes = Array.isArray(c && c.evidence) ? c.evidence : [];
+        const times = Array.isArray(c && c.evidence_times) ? c.evidence_times : [];
+        return el(
+          "div",
+          { class: "dimension competency", "data-competency": id, "data-answered": answered },
+          el(
+            "div",
+            { class: "dim-head" },
+            el("span", { class: "dim-name", text: name }),
+            el("span", { class: "dim-weight muted small", text: weight }),
+            answered ? null : el("span", { class: "not-answered", text: "not answered" }),
+            el("span", { class: "dim-score", text: rounded === null ? "–" : String(rounded) }),
+          ),
+          el(
+            "div",
+            {
+              class: "dim-bar",
+              role: "meter",
+              "aria-label": `${name} score`,
+              "aria-valuemin": 0,
+              "aria-valuemax": 100,
+              "aria-valuenow": rounded === null ? 0 : rounded,
+            },
+            barFill(rounded === null ? "" : scoreTone(rounded), rounded === null ? 0 : value),
+          ),
+          quotes.length
+            ? el("ul", { class: "quotes" }, ...quotes.map((q, i) => quoteItem(q, times[i])))
+            : el("p", {
+                class: "evidence",
+                text: answered ? "No quote." : "Not answered: no question that targets it was answered.",
+              }),
+        );
+      }),
+    );
+  }
+
+  // A quote, verbatim; with its time, a button that shows that moment.
+  function quoteItem(text, timed) {
+    const quoted = `\u201c${String(text)}\u201d`;
+    const start = timed && isNum(timed.start) ? timed.start : null;
+    if (start === null) return el("li", {}, el("span", { class: "quote", text: quoted }));
+    const button = el(
+      "button",
+      { type: "button", class: "quote", "data-t": start, title: "Show this moment" },
+      el("span", { class: "t-time", text: moment(start) }),
+      el("span", { class: "quote-text", text: quoted }),
+    );
+    button.addEventListener("click", () => showQuote(start));
+    return el("li", {}, button);
+  }
+
+  // Moves the charts' cursor to `t` and brings the report transcript's line around it into
+  // view (the line that holds `t`, else the last one begun before it).
+  function showQuote(t) {
+    let around = null;
+    for (const line of document.querySelectorAll("#transcript-report .t-line")) {
+      const start = Number(line.dataset.start);
+      const end = Number(line.dataset.end);
+      if (start <= t + 0.05 && (t <= end || !around || start >= Number(around.dataset.start))) {
+        around = line;
+        if (t <= end) break;
+      }
+    }
+    setCursor(t, around ? around.dataset.key : null);
+    if (around) {
+      const smooth = !window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+      around.scrollIntoView({ block: "center", behavior: smooth ? "smooth" : "auto" });
+    }
+  }
+
+  // The parts of the report only a job has: the score's name, the delivery panel and the
+  // decision form, with the decisions so far. Without a job, all hidden.
+  function renderJobParts(final, job) {
+    $("score-label").textContent = job ? "job-fit score" : "overall score";
+    $("dimensions-title").textContent = job ? "Competencies" : "Dimensions";
+    $("competencies-help").hidden = !job;
+    $("delivery").hidden = !job;
+    $("decision").hidden = !job;
+    if (!job) return;
+
+    const delivery = final.delivery && typeof final.delivery === "object" ? final.delivery : {};
+    const weight = isNum(delivery.weight) ? delivery.weight : 0;
+    $("delivery-weight").textContent =
+      `How the candidate came across. Its weight in the job-fit score: ${Math.round(weight * 100)}\u00a0%` +
+      (weight ? "." : ", unless the job gives it one; the score rests on what was said.");
+    const dims = Object.entries(delivery.dimensions || {});
+    $("delivery-dimensions").replaceChildren(
+      ...dims.map(([name, d]) =>
+        el(
+          "div",
+          { "data-dimension": name },
+          el("dt", { text: cap(name) }),
+          el("dd", { text: d && isNum(d.score) ? String(Math.round(d.score)) : "–" }),
+        ),
+      ),
+    );
+    if (!dims.length) {
+      $("delivery-dimensions").replaceChildren(
+        el("div", {}, el("dt", { text: "Nothing measured" }), el("dd", { text: "–" })),
+      );
+    }
+    updateReasonRequired();
+    loadDecisions();
+  }
+
+  function chosenDecision() {
+    const checked = $("decision-form").querySelector("input[name=decision]:checked");
+    return checked ? checked.value : "";
+  }
+
+  function updateReasonRequired() {
+    const final = state.final || {};
+    const needed = againstRecommendation(chosenDecision(), final.recommendation);
+    $("decision-reason-required").hidden = !needed;
+    $("decision-reason").setAttribute("aria-required", needed ? "true" : "false");
+  }
+
+  // The decisions so far, oldest first (the latest stands), from the server.
+  async function loadDecisions() {
+    let result;
+    try {
+      result = await api(sessionPath(sessionId, "/decision"));
+    } catch (error) {
+      if (error instanceof AuthError) return askForKey(error.message);
+      return;
+    }
+    const decisions = result.ok && result.body && Array.isArray(result.body.decisions)
+      ? result.body.decisions
+      : [];
+    $("decision-list").replaceChildren(
+      ...decisions.map((d) =>
+        el(
+          "li",
+          { "data-decision": d.decision },
+          el("strong", { text: DECISIONS[d.decision] || cap(String(d.decision)) }),
+          el("span", { text: ` by ${d.reviewer || "–"}, ${dateTime(d.at)}` }),
+          d.reason ? el("span", { class: "decision-reason", text: `: ${d.reason}` }) : null,
+        ),
+      ),
+    );
+    $("decision-list").hidden = decisions.length === 0;
+    $("decision-none").hidden = decisions.length > 0;
+    document.body.dataset.decisions = String(decisions.length);
+  }
+
+  async function submitDecision(event) {
+    event.preventDefault();
+    const error = $("decision-error");
+    const decision = chosenDecision();
+    const reviewer = $("decision-reviewer").value.trim();
+    const problem = !decision
+      ? "Choose advance, reject or hold."
+      : !reviewer
+        ? "Name the reviewer: the person who decides."
+        : "";
+    error.textContent = problem;
+    error.hidden = !problem;
+    if (problem) return;
+    const button = $("decision-submit");
+    button.disabled = true;
+    $("decision-status").textContent = "Recording…";
+    try {
+      const result = await api(
+        sessionPath(sessionId, "/decision"),
+        jsonRequest("POST", { decision, reviewer, reason: $("decision-reason").value }),
+      );
+      if (result.status === 201) {
+        $("decision-reason").value = "";
+        $("decision-status").textContent = "Recorded.";
+        await loadDecisions();
+      } else {
+        $("decision-status").textContent = "";
+        error.textContent = `Not recorded: ${errorDetail(result)}`;
+        error.hidden = false;
+      }
+    } catch (e) {
+      if (e instanceof AuthError) return askForKey(e.message);
+      $("decision-status").textContent = "";
+      error.textContent = "Not recorded: the server could not be reached.";
+      error.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
   }
 
   // The bar's width is set through the CSSOM: the CSP allows no inline style attribute.
@@ -1774,7 +1969,7 @@
     event.preventDefault();
     const key = $("key").value.trim();
     if (!key) return;
-    sessionStorage.setItem(KEY_STORAGE, key);
+    storeKey(key);
     $("key").value = "";
     location.reload(); // a clean start with the new key
   });
@@ -1790,6 +1985,8 @@
   $("print").addEventListener("click", () => window.print());
   $("download-csv").addEventListener("click", downloadCsv);
   $("cursor-clear").addEventListener("click", clearCursor);
+  $("decision-form").addEventListener("submit", submitDecision);
+  $("decision-form").addEventListener("change", updateReasonRequired);
   setupUnmute();
   setupTranscriptPanel();
 

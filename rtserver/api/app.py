@@ -160,6 +160,7 @@ def _app(
         Route("/candidate/{session_id}", pages.candidate_page),
         Route("/observe", pages.observer_page),
         Route("/observe/{session_id}", pages.observer_page),
+        Route("/jobs", pages.jobs_page),
         Mount("/static", app=StaticFiles(directory=WEB_CLIENT, check_dir=False), name="static"),
     ]
     app = SecuredStarlette(

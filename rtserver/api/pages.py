@@ -1,4 +1,5 @@
-"""The pages: the candidate's, the observer's and the index, served from ``web_client/``."""
+"""The pages: the candidate's, the observer's, the jobs page and the index, served from
+``web_client/``."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ async def candidate_page(request: Request) -> Response:
 
 async def observer_page(request: Request) -> Response:
     return FileResponse(WEB_CLIENT / "observer.html")
+
+
+async def jobs_page(request: Request) -> Response:
+    """HR's jobs: the list, the editor, and a new interview for a job (the key in the page)."""
+    return FileResponse(WEB_CLIENT / "jobs.html")
 
 
 async def index(request: Request) -> Response:
