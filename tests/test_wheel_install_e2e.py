@@ -239,13 +239,14 @@ async def next_signal(url: str, timeout_s: float) -> dict[str, Any]:
 async def assert_pages_served(
     client: httpx.AsyncClient, base_url: str, session: dict[str, Any]
 ) -> None:
-    """The home page, both pages, and every file of ``web_client/`` under /static, byte for
-    byte."""
+    """The home page, the candidate's, observer's and jobs pages, and every file of
+    ``web_client/`` under /static, byte for byte."""
     pages = {
         f"{base_url}/": "index.html",
         session["candidate_url"]: "candidate.html",
         f"{base_url}/observe": "observer.html",
         f"{base_url}/observe/{session['id']}": "observer.html",
+        f"{base_url}/jobs": "jobs.html",
     }
     for url, name in pages.items():
         response = await client.get(url)
