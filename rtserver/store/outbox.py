@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BUSY_TIMEOUT_S = 10.0
+from rtserver.store.sqlite import open_connection
+
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
 _SCHEMA = """
@@ -81,14 +82,9 @@ class Outbox:
     the store's writer do not wait on each other)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
-        )
-        self._db.row_factory = sqlite3.Row
+        self._db = open_connection(path)
         self._lock = threading.Lock()
         with self._locked() as db:
-            db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
 
     @contextmanager

@@ -101,6 +101,19 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def open_connection(path: Path) -> sqlite3.Connection:
+    """A connection to the database at ``path`` (made if missing) as every process uses it:
+    rows by name, autocommit, WAL, and a busy timeout for other processes' writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
+    )
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 class Store:
     """A thread-safe SQLite store. Calls are short single statements (well under 1 ms).
 
@@ -109,15 +122,9 @@ class Store:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
-        )
-        self._db.row_factory = sqlite3.Row
+        self._db = open_connection(path)
         self._lock = threading.Lock()
         with self._locked() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             _add_missing_columns(db)
 
