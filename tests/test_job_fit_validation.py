@@ -204,3 +204,26 @@ def test_the_same_input_gives_the_same_bytes(jobs: dict[str, Job], models_dir: P
         return json.dumps(job_fit(job, answers, fresh).to_wire(), sort_keys=True)
 
     assert once() == once()
+
+
+def test_delivery_counts_only_with_a_weight_and_face_signals_only_when_asked(
+    jobs: dict[str, Job], encoder: Remembering
+) -> None:
+    from dataclasses import replace
+
+    from rtserver.messages import Dimension
+    from rtserver.scoring.job_report import delivery_score
+
+    dims = {
+        "presence": Dimension(score=10.0, weight=0.3, evidence=""),
+        "speaking": Dimension(score=90.0, weight=0.7, evidence=""),
+    }
+    assert delivery_score(dims, face_signals=False) == 90.0  # presence left out
+    assert delivery_score(dims, face_signals=True) == 10.0 * 0.3 + 90.0 * 0.7
+    job = jobs["backend_engineer"]
+    answers = {BUG: [Spoken(SHORT_COMPLETE_BUG)]}
+    content = job_fit(job, answers, encoder, delivery_score=90.0)
+    assert content.score == content.content_score and content.delivery_weight == 0.0
+    weighted = job_fit(replace(job, delivery_weight=0.2), answers, encoder, delivery_score=90.0)
+    assert weighted.delivery_weight == 0.2
+    assert weighted.score == round(0.8 * weighted.content_score + 0.2 * 90.0, 1)

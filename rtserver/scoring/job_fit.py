@@ -100,8 +100,11 @@ def job_fit(
     )
     scores = tuple(_competency_score(job, cid, rated) for cid in (c.id for c in job.competencies))
     content = round(sum(c.weight * c.score for c in scores), 1)
-    weight = job.delivery_weight if delivery_score is not None else 0.0
-    total = content if weight == 0.0 else (1.0 - weight) * content + weight * delivery_score  # type: ignore[operator]
+    weight = 0.0
+    total = content
+    if delivery_score is not None and job.delivery_weight > 0:
+        weight = job.delivery_weight
+        total = (1.0 - weight) * content + weight * delivery_score
     total = round(total, 1)
     return JobFit(
         score=total,
