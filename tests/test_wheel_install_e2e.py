@@ -42,7 +42,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
 # Packages only the test extra brings: none may be importable in the clean venv.
-TEST_ONLY = ("pytest", "playwright", "skimage", "matplotlib", "httpx")
+TEST_ONLY = ("pytest", "playwright", "skimage", "matplotlib")
 CONTENT_TYPES = {
     ".html": ("text/html",),
     ".css": ("text/css",),
