@@ -242,6 +242,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     score.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     score.add_argument("--config", type=Path, help="TOML configuration file")
     score.add_argument("--models-dir", dest="models_dir")
+    jobs = commands.add_parser("jobs", help="jobs in the server's store")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
+    importing = jobs_commands.add_parser(
+        "import", help="add a job file (.json or .toml) to the store, or a new version of one"
+    )
+    importing.add_argument("file", type=Path, help="a job file (.json or .toml)")
+    importing.add_argument("--update", metavar="ID", help="save it as the next version of job ID")
+    importing.add_argument("--config", type=Path, help="TOML configuration file")
+    importing.add_argument("--data-dir", dest="data_dir")
     return parser.parse_args(argv)
 
 
@@ -402,41 +411,6 @@ def analyze_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def score_command(args: argparse.Namespace) -> int:
-    from rtserver.inference.sentence_encoder import SentenceEncoder, SentenceEncoderError
-    from rtserver.models.fetch import MODELS, ModelFetchError, ensure_models
-    from rtserver.scoring.jobs import JobInvalid, load_job_file
-    from rtserver.scoring.offline import AnswersInvalid, format_job_fit, score_file
-
-    try:
-        config = load_config({"models_dir": args.models_dir}, os.environ, args.config)
-    except ConfigError as exc:
-        print(f"rtserver: {exc}", file=sys.stderr)
-        return 2
-    setup_logging("warning")
-    try:
-        job = load_job_file(args.job)
-    except JobInvalid as exc:
-        print(f"rtserver: {args.job} is not a valid job:", file=sys.stderr)
-        print("\n".join(f"  - {problem}" for problem in exc.problems), file=sys.stderr)
-        return 2
-    try:
-        ensure_models(config.models_path, ["sentence_encoder"])
-        encoder = SentenceEncoder(config.models_path / MODELS["sentence_encoder"].file)
-        fit = score_file(job, args.answers, encoder)
-    except AnswersInvalid as exc:
-        print(f"rtserver: {exc}", file=sys.stderr)
-        return 2
-    except (ModelFetchError, SentenceEncoderError) as exc:
-        print(f"rtserver: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(fit.to_wire(), sort_keys=True, separators=(",", ":")))
-    else:
-        print(format_job_fit(job, fit))
-    return 0
-
-
 def format_analysis(result: dict[str, Any]) -> str:
     """A table of the per-second signals, then the summary and, with transcription on, the
     transcript."""
@@ -471,7 +445,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "analyze":
         return analyze_command(args)
     if args.command == "score":
+        from rtserver.cli_jobs import score_command
+
         return score_command(args)
+    if args.command == "jobs":
+        from rtserver.cli_jobs import import_job_command
+
+        return import_job_command(args)
     return 2
 
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rtserver.scoring.competencies import Spoken, TextEncoder
-from rtserver.scoring.job_fit import JobFit, job_fit
+from rtserver.scoring.competencies import Spoken
+from rtserver.scoring.job_fit import JobFit
 from rtserver.scoring.jobs import Job
 
 MAX_ANSWER_CHARS = 20_000  # about 20 minutes of speech
@@ -53,10 +53,6 @@ def parse_answers(data: Any, job: Job) -> dict[int, list[Spoken]]:
             raise AnswersInvalid(f"answers[{i}].text must be a text of at most 20000 characters")
         answers.setdefault(question, []).append(Spoken(text))
     return answers
-
-
-def score_file(job: Job, path: Path, encoder: TextEncoder) -> JobFit:
-    return job_fit(job, load_answers(path, job), encoder)
 
 
 def format_job_fit(job: Job, fit: JobFit) -> str:
