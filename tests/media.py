@@ -56,6 +56,19 @@ INTERVIEW_SCRIPT: tuple[Segment, ...] = (
     "My last project was a video analysis pipeline.",
     0.5,
 )
+
+# An answer to the backend engineer job's first question (tests/jobs/backend_engineer.json:
+# a production bug): situation, action and result, for the job-fit's live tests.
+JOB_ANSWER_SCRIPT: tuple[Segment, ...] = (
+    0.5,
+    "Last year our nightly import failed every Monday morning.",
+    0.8,
+    "I traced it to a time zone bug in the date parser, and I fixed it with a test for the "
+    "clock change.",
+    0.8,
+    "It has not failed since, and the support tickets dropped to zero.",
+    0.8,
+)
 """About 3 s of speech, a 2.5 s silent gap, about 3 s of speech: about 9 s in all."""
 
 HAAR_FRONTAL_FACE = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]

@@ -236,6 +236,15 @@ def open_peer(video: Path | None, audio: Path | None) -> Peer:
     return peer
 
 
+async def wait_open(peer: Peer, label: str, timeout: float = 10.0) -> None:
+    """Waits until the peer's data channel ``label`` is open (TimeoutError after
+    ``timeout`` s)."""
+    channel = peer.channels[label]
+    async with asyncio.timeout(timeout):
+        while channel.readyState != "open":
+            await asyncio.sleep(0.05)
+
+
 async def connect_peer(
     base_url: str,
     session_id: str,

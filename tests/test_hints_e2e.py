@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from media import make_speech_wav
-from peer import Peer, connect_peer, create_session, use_loopback_only
+from peer import Peer, connect_peer, create_session, use_loopback_only, wait_open
 from server import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -42,13 +42,6 @@ QUIET_SCRIPT = (
     "I also like to write things down, so the whole team knows what we agreed to do.",
     1.0,
 )
-
-
-async def wait_open(peer: Peer, label: str, timeout: float = 10.0) -> None:
-    channel = peer.channels[label]
-    async with asyncio.timeout(timeout):
-        while channel.readyState != "open":
-            await asyncio.sleep(0.05)
 
 
 def hint_codes(peer: Peer) -> list[str]:

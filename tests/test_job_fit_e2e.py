@@ -10,36 +10,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from media import SpeechTrack, make_speech_wav
-from peer import collect_signals, connect_peer, signals_url, use_loopback_only
+from media import JOB_ANSWER_SCRIPT, SpeechTrack, make_speech_wav
+from peer import collect_signals, connect_peer, signals_url, use_loopback_only, wait_open
 from server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
 JOB = Path(__file__).parent / "jobs" / "backend_engineer.json"
-ANSWER = (
-    0.5,
-    "Last year our nightly import failed every Monday morning.",
-    0.8,
-    "I traced it to a time zone bug in the date parser, and I fixed it with a test for the "
-    "clock change.",
-    0.8,
-    "It has not failed since, and the support tickets dropped to zero.",
-    0.8,
-)
 
 
 @pytest.fixture(scope="module")
 def answer_wav(tmp_path_factory: pytest.TempPathFactory) -> SpeechTrack:
     path = tmp_path_factory.mktemp("job") / "answer.wav"
-    return make_speech_wav(path, ANSWER, voice="en-us+f2")
-
-
-async def wait_open(peer: object, label: str, timeout: float = 10.0) -> None:
-    channel = peer.channels[label]  # type: ignore[attr-defined]
-    async with asyncio.timeout(timeout):
-        while channel.readyState != "open":
-            await asyncio.sleep(0.05)
+    return make_speech_wav(path, JOB_ANSWER_SCRIPT, voice="en-us+f2")
 
 
 async def test_a_live_answer_is_rated_against_the_job(

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from media import make_speech_wav
-from peer import connect_peer, use_loopback_only
+from media import JOB_ANSWER_SCRIPT, make_speech_wav
+from peer import connect_peer, use_loopback_only, wait_open
 from server import ServerProcess
 from test_browser_e2e import CHROMIUM, SCREEN, Problems, Screenshots, assert_security_headers
 
@@ -282,25 +282,12 @@ async def test_the_report_of_a_job_session_and_a_decision(server: ServerProcess)
         assert recorded["decisions"][0]["recommendation"] == "review"
 
 
-# An answer to the backend job's first question (as tests/test_job_fit_e2e.py speaks it).
-ANSWER = (
-    0.5,
-    "Last year our nightly import failed every Monday morning.",
-    0.8,
-    "I traced it to a time zone bug in the date parser, and I fixed it with a test for the "
-    "clock change.",
-    0.8,
-    "It has not failed since, and the support tickets dropped to zero.",
-    0.8,
-)
-
-
 async def test_a_quote_in_the_report_shows_its_moment(tmp_path: Path) -> None:
     """A real aiortc peer answers the first question with espeak speech; in the report, a
     competency's quote moves the charts' cursor to when it was said and marks the transcript
     line that holds it."""
     use_loopback_only()
-    answer = make_speech_wav(tmp_path / "answer.wav", ANSWER, voice="en-us+f2")
+    answer = make_speech_wav(tmp_path / "answer.wav", JOB_ANSWER_SCRIPT, voice="en-us+f2")
     server = ServerProcess(tmp_path / "data", transcribe=True).start()
     problems = Problems()
     try:
@@ -319,11 +306,8 @@ async def test_a_quote_in_the_report_shows_its_moment(tmp_path: Path) -> None:
                 client=hr,
                 channels=("control",),
             )
-            channel = peer.channels["control"]
-            async with asyncio.timeout(10):
-                while channel.readyState != "open":
-                    await asyncio.sleep(0.05)
-            channel.send(json.dumps({"type": "question", "index": 0, "at": 0.0}))
+            await wait_open(peer, "control")
+            peer.channels["control"].send(json.dumps({"type": "question", "index": 0, "at": 0.0}))
             await peer.wait_media_ended(answer.duration_s + 15)
             await asyncio.sleep(1.0)
             await peer.close()
