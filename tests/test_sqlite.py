@@ -154,3 +154,57 @@ def test_resume_secret_is_set_once_and_stored_hashed(tmp_path: Path) -> None:
     assert not store.check_resume_secret("nope", "secret-1" * 5)
     store.close()
     assert b"secret-1" not in path.read_bytes()
+
+
+def test_hiring_history_is_kept_apart_and_erased_with_the_candidate(tmp_path: Path) -> None:
+    """Outcomes, self-identification and decisions are erased with the session; scored
+    sessions carry the final and the latest decision; a calibration makes a new version."""
+    from hiring_history import PastCandidate, job_body, seed_history
+
+    from rtserver.store import Outcome
+
+    store = Store(tmp_path / "db.sqlite3")
+    record = store.save_job(job_body(), "hr@test")
+    scores = {"problem_solving": 80.0, "system_design": 60.0, "code_quality": 40.0}
+    scores["collaboration"] = 20.0
+    ids = seed_history(
+        store,
+        record,
+        [
+            PastCandidate("Ada", scores, "advance", "Female", "Asian"),
+            PastCandidate("Bo", scores, None, None, "White"),
+            PastCandidate("Cy", scores, "hold", answered_form=False),
+        ],
+    )
+    store.add_decision(ids["Cy"], "advance", "second look", "Dana", "review", "hr@test")
+    sessions = {s.candidate: s for s in store.scored_sessions(record.id)}
+    assert sessions["Ada"].final["score"] == 60.0  # 0.4*80 + 0.3*60 + 0.2*40 + 0.1*20
+    assert (sessions["Ada"].decision, sessions["Bo"].decision) == ("advance", None)
+    assert sessions["Cy"].decision == "advance"  # the latest decision stands
+    assert store.self_identification_for_audit(list(ids.values())) == {
+        ids["Ada"]: ("Female", "Asian"),
+        ids["Bo"]: (None, "White"),
+    }
+    store.save_outcomes(
+        record.id,
+        [Outcome(ids["Ada"], True, 4.0, "2026-01-31"), Outcome(ids["Bo"], False, None, None)],
+        "hr@test",
+    )
+    store.save_outcomes(record.id, [Outcome(ids["Ada"], True, 4.5, "2026-06-30")], "hr@test")
+    assert store.outcomes(record.id)[ids["Ada"]].performance == 4.5  # the later one replaces
+    assert set(store.outcomes(record.id)) == {ids["Ada"], ids["Bo"]}
+
+    assert store.erase(ids["Ada"])
+    assert set(store.outcomes(record.id)) == {ids["Bo"]}
+    assert ids["Ada"] not in store.self_identification_for_audit([ids["Ada"]])
+    assert store.decisions(ids["Ada"]) == []
+    assert {s.candidate for s in store.scored_sessions(record.id)} == {"Bo", "Cy"}
+
+    body = {**record.body, "threshold": 65}
+    applied = store.apply_calibration(record.id, body, 1, {"n": 40}, "cli:Dana")
+    assert (applied.version, applied.created_by) == (2, "cli:Dana")
+    assert store.get_job(record.id) == applied
+    [calibration] = store.calibrations(record.id)
+    assert calibration["from_version"] == 1 and calibration["to_version"] == 2
+    assert calibration["applied_by"] == "cli:Dana" and calibration["result"] == {"n": 40}
+    store.close()

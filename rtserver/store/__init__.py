@@ -15,7 +15,9 @@ from rtserver.store.records import (
     STATUS_ERASED,
     STATUS_LIVE,
     JobRecord,
+    Outcome,
     Question,
+    ScoredSession,
     SessionRecord,
 )
 from rtserver.store.sqlite import Store
@@ -28,7 +30,9 @@ __all__ = [
     "STATUS_LIVE",
     "AsyncStore",
     "JobRecord",
+    "Outcome",
     "Question",
+    "ScoredSession",
     "SessionRecord",
     "Store",
     "StoreBacklogged",

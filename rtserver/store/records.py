@@ -45,6 +45,38 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What became of a candidate after the interview, as the company's HR system knows it:
+    linked to the scored session, and erased with it."""
+
+    session: str
+    hired: bool | None  # None: not known (yet)
+    performance: float | None  # the company's own rating, any scale; None: not rated
+    rated_at: str | None  # the date of that rating, as given (ISO 8601)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "hired": self.hired,
+            "performance": self.performance,
+            "rated_at": self.rated_at,
+        }
+
+
+@dataclass(frozen=True)
+class ScoredSession:
+    """An ended session of a job with its final report and the latest decision on it: one
+    row of what calibration and the bias audit read."""
+
+    id: str
+    candidate: str | None
+    job_version: int | None
+    ended_at: float | None  # unix time (s)
+    final: dict[str, Any]  # the final message's payload
+    decision: str | None  # the latest person's decision ("advance", "reject", "hold"), if any
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     id: str
     candidate: str | None

@@ -29,7 +29,9 @@ from rtserver.store.records import (
     STATUS_ERASED,
     STATUS_LIVE,
     JobRecord,
+    Outcome,
     Question,
+    ScoredSession,
     SessionRecord,
 )
 
@@ -78,6 +80,30 @@ CREATE TABLE IF NOT EXISTS decisions (
     recommendation TEXT,
     actor TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outcomes (
+    session_id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    hired INTEGER,
+    performance REAL,
+    rated_at TEXT,
+    recorded_at REAL NOT NULL,
+    recorded_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS self_identification (
+    session_id TEXT PRIMARY KEY,
+    sex TEXT,
+    race TEXT,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calibrations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    from_version INTEGER NOT NULL,
+    to_version INTEGER NOT NULL,
+    at REAL NOT NULL,
+    applied_by TEXT NOT NULL,
+    result TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -87,6 +113,9 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL DEFAULT ''
 );
 """
+
+# Every table keyed by a session that holds the candidate's data: erase() empties them all.
+_ERASED_WITH_THE_SESSION = ("messages", "decisions", "outcomes", "self_identification")
 
 # Columns added to `sessions` since its first release, with the value rows of an older
 # database get: each is added on open when missing.
@@ -149,29 +178,8 @@ class Store:
     def save_job(self, body: dict[str, Any], actor: str, job_id: str | None = None) -> JobRecord:
         """Saves ``body`` (a valid job, ``scoring/jobs.py``) as a new job, or as the next
         version of ``job_id``. KeyError when ``job_id`` is no job."""
-        now = time.time()
-        with self._locked() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if job_id is None:
-                    job_id, version = uuid.uuid4().hex, 1
-                else:
-                    row = db.execute(
-                        "SELECT MAX(version) FROM jobs WHERE id = ?", (job_id,)
-                    ).fetchone()
-                    if row[0] is None:
-                        raise KeyError(job_id)
-                    version = int(row[0]) + 1
-                db.execute(
-                    "INSERT INTO jobs (id, version, body, created_at, created_by)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (job_id, version, json.dumps(body, sort_keys=True), now, actor),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return JobRecord(job_id, version, body, now, actor)
+        with self._locked() as db, _write_transaction(db):
+            return _insert_job_version(db, body, actor, job_id)
 
     def get_job(self, job_id: str, version: int | None = None) -> JobRecord | None:
         """The job's ``version``, or its latest; None when there is no such job."""
@@ -293,7 +301,8 @@ class Store:
         return [row["id"] for row in rows]
 
     def erase(self, session_id: str) -> bool:
-        """Erases a candidate's data: messages and personal fields. The audit log stays."""
+        """Erases a candidate's data: messages, personal fields, decisions, outcomes and
+        self-identification. The audit log stays."""
         with self._locked() as db:
             # IMMEDIATE takes the write lock up front (waiting out other processes' writes),
             # so the transaction cannot fail half way on a lock it would need to upgrade.
@@ -304,8 +313,8 @@ class Store:
                 " WHERE id = ?",
                 (STATUS_ERASED, time.time(), session_id),
             )
-            db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
-            db.execute("DELETE FROM decisions WHERE session_id = ?", (session_id,))
+            for table in _ERASED_WITH_THE_SESSION:
+                db.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
             db.execute("COMMIT")
         return cursor.rowcount == 1
 
@@ -346,6 +355,117 @@ class Store:
                 (session_id,),
             ).fetchall()
         return [dict(row) for row in rows]
+
+    # -- outcomes and calibration ------------------------------------------------------
+
+    def save_outcomes(self, job_id: str, outcomes: list[Outcome], actor: str) -> None:
+        """Records what became of these sessions' candidates, all or none; a session's
+        later outcome replaces its earlier one."""
+        now = time.time()
+        with self._locked() as db, _write_transaction(db):
+            db.executemany(
+                "INSERT OR REPLACE INTO outcomes (session_id, job, hired, performance,"
+                " rated_at, recorded_at, recorded_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (o.session, job_id, o.hired, o.performance, o.rated_at, now, actor)
+                    for o in outcomes
+                ],
+            )
+
+    def outcomes(self, job_id: str) -> dict[str, Outcome]:
+        """The job's recorded outcomes by session id."""
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT session_id, hired, performance, rated_at FROM outcomes WHERE job = ?",
+                (job_id,),
+            ).fetchall()
+        return {
+            row["session_id"]: Outcome(
+                row["session_id"],
+                None if row["hired"] is None else bool(row["hired"]),
+                row["performance"],
+                row["rated_at"],
+            )
+            for row in rows
+        }
+
+    def scored_sessions(self, job_id: str) -> list[ScoredSession]:
+        """The job's ended sessions that have a final report, oldest first, each with the
+        latest decision on it."""
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT s.id, s.candidate, s.job_version, s.ended_at, m.payload,"
+                " (SELECT d.decision FROM decisions d WHERE d.session_id = s.id"
+                "  ORDER BY d.id DESC LIMIT 1) AS decision"
+                " FROM sessions s JOIN messages m ON m.session_id = s.id AND m.kind = 'final'"
+                " WHERE s.job = ? AND s.status = ? ORDER BY s.ended_at, s.id",
+                (job_id, STATUS_ENDED),
+            ).fetchall()
+        return [
+            ScoredSession(
+                row["id"],
+                row["candidate"],
+                row["job_version"],
+                row["ended_at"],
+                json.loads(row["payload"]),
+                row["decision"],
+            )
+            for row in rows
+        ]
+
+    def apply_calibration(
+        self, job_id: str, body: dict[str, Any], from_version: int, result: dict[str, Any], by: str
+    ) -> JobRecord:
+        """Saves ``body`` (the job with calibrated weights) as the job's next version and
+        records who applied which calibration, from which version, with its figures."""
+        with self._locked() as db, _write_transaction(db):
+            record = _insert_job_version(db, body, by, job_id)
+            db.execute(
+                "INSERT INTO calibrations (job, from_version, to_version, at, applied_by, result)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, from_version, record.version, record.created_at, by, json.dumps(result)),
+            )
+        return record
+
+    def calibrations(self, job_id: str) -> list[dict[str, Any]]:
+        """The calibrations applied to the job, oldest first."""
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT from_version, to_version, at, applied_by, result FROM calibrations"
+                " WHERE job = ? ORDER BY id",
+                (job_id,),
+            ).fetchall()
+        return [{**dict(row), "result": json.loads(row["result"])} for row in rows]
+
+    # -- voluntary self-identification --------------------------------------------------
+    # Kept in its own table and read by one method, for the bias audit only: nothing that
+    # scores, reports or lists sessions reads it.
+
+    def save_self_identification(self, session_id: str, sex: str | None, race: str | None) -> None:
+        """The candidate's own answers (None: declined); a later answer replaces it."""
+        with self._locked() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO self_identification (session_id, sex, race, at)"
+                " VALUES (?, ?, ?, ?)",
+                (session_id, sex, race, time.time()),
+            )
+
+    def self_identification_for_audit(
+        self, session_ids: list[str]
+    ) -> dict[str, tuple[str | None, str | None]]:
+        """(sex, race) of those sessions' candidates who answered, by session id."""
+        found: dict[str, tuple[str | None, str | None]] = {}
+        with self._locked() as db:
+            for start in range(0, len(session_ids), 500):  # SQLite's bound parameters
+                chunk = session_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    "SELECT session_id, sex, race FROM self_identification"
+                    f" WHERE session_id IN ({marks})",
+                    chunk,
+                ).fetchall()
+                found.update({row["session_id"]: (row["sex"], row["race"]) for row in rows})
+        return found
 
     # -- message log ------------------------------------------------------------------
 
@@ -397,6 +517,39 @@ class Store:
                     (session_id, limit),
                 ).fetchall()
         return [dict(row) for row in rows]
+
+
+@contextmanager
+def _write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: IMMEDIATE takes the write lock up front (waiting out other
+    processes' writes), so it cannot fail half way on a lock it would need to upgrade."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _insert_job_version(
+    db: sqlite3.Connection, body: dict[str, Any], actor: str, job_id: str | None
+) -> JobRecord:
+    """Inserts ``body`` as a new job or as ``job_id``'s next version (KeyError when there is
+    no such job); inside the caller's transaction."""
+    now = time.time()
+    if job_id is None:
+        job_id, version = uuid.uuid4().hex, 1
+    else:
+        row = db.execute("SELECT MAX(version) FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row[0] is None:
+            raise KeyError(job_id)
+        version = int(row[0]) + 1
+    db.execute(
+        "INSERT INTO jobs (id, version, body, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
+        (job_id, version, json.dumps(body, sort_keys=True), now, actor),
+    )
+    return JobRecord(job_id, version, body, now, actor)
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
