@@ -352,7 +352,7 @@ def _effect(
     """One competency's row of ``competency_effects`` (scoring ``k + 1`` is without it)."""
 
     def without(value: float) -> float | None:
-        return _number(value) if defined else None
+        return _number(float(value)) if defined else None
 
     low = {d: {"with": float(lowest[d][0]), "without": without(lowest[d][k + 1])} for d in lowest}
     return {
