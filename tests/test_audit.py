@@ -326,6 +326,16 @@ def test_read_audit_csv_bad_input_names_the_line(
         read_audit_csv(path)
 
 
+def test_read_audit_csv_refuses_what_is_not_utf8_csv(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes((HEADER + "a,50,1,Fé,A\n").encode("latin-1"))
+    with pytest.raises(AuditInvalid, match="not UTF-8"):
+        read_audit_csv(path)
+    path.write_text(HEADER + "a,50,1,F" + "x" * 200_000 + ",A\n", encoding="utf-8")
+    with pytest.raises(AuditInvalid, match=r"^line 2: "):
+        read_audit_csv(path)
+
+
 def test_competency_effects_find_the_competency_that_carries_the_gap() -> None:
     rng = np.random.default_rng(11)
     size = 400

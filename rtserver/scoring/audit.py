@@ -83,24 +83,36 @@ def read_audit_csv(path: Path) -> list[AuditRow]:
     race`` (others are ignored), then one candidate a line; ``selected`` is 1 or 0, an empty
     sex or race is unknown. A UTF-8 byte order mark is accepted. Raises AuditInvalid, naming
     the line, on a missing column, a bad score or selection, a duplicate candidate, or a file
-    without rows."""
+    without rows; and on a file that is not UTF-8 or not CSV."""
     with path.open(encoding="utf-8-sig", newline="") as file:
         reader = csv.DictReader(file)
-        _check_header(reader.fieldnames)
-        rows: list[AuditRow] = []
-        first_line: dict[str, int] = {}
-        for record in reader:
-            line = reader.line_num
-            row = _parse_row(record, line)
-            if row.candidate in first_line:
-                raise AuditInvalid(
-                    f"line {line}: candidate {row.candidate!r} is already on line "
-                    f"{first_line[row.candidate]}"
-                )
-            first_line[row.candidate] = line
-            rows.append(row)
+        try:
+            rows = _read_rows(reader)
+        except UnicodeDecodeError:
+            # Decoding runs ahead in chunks, so the line it fails on is not known.
+            raise AuditInvalid("the file is not UTF-8 text") from None
+        except csv.Error as error:
+            # DictReader.line_num is updated only after a good record; its reader's is not.
+            raise AuditInvalid(f"line {reader.reader.line_num}: {error}") from None
     if not rows:
         raise AuditInvalid("line 2: the file has a header but no candidate rows")
+    return rows
+
+
+def _read_rows(reader: csv.DictReader[str]) -> list[AuditRow]:
+    _check_header(reader.fieldnames)
+    rows: list[AuditRow] = []
+    first_line: dict[str, int] = {}
+    for record in reader:
+        line = reader.line_num
+        row = _parse_row(record, line)
+        if row.candidate in first_line:
+            raise AuditInvalid(
+                f"line {line}: candidate {row.candidate!r} is already on line "
+                f"{first_line[row.candidate]}"
+            )
+        first_line[row.candidate] = line
+        rows.append(row)
     return rows
 
 
