@@ -420,6 +420,7 @@ def test_standalone_document_prints_and_states_its_limits() -> None:
     assert "<title>Audit &lt;Q3&gt;</title>" in html and "2025-03-01" in html
     assert "@media print" in html and "page-break-inside: avoid" in html
     for phrase in (
+        "What these figures mean",
         "6 RCNY § 5-301",
         "29 CFR 1607.4(D)",
         "rule of thumb",

@@ -18,13 +18,15 @@ DIMENSION_TITLES = {"sex": "Sex", "race": "Race / ethnicity", "sex_race": "Sex a
 THRESHOLD = 0.8  # the four-fifths line of the charts
 
 # The chart's geometry, in SVG user units.
-LABEL_WIDTH = 220
+LABEL_WIDTH = 280
+LABEL_CHARS = 40  # longer labels are cut in the chart (whole in its tooltip and table)
 BAR_WIDTH = 360
 ROW_HEIGHT = 22
 AXIS_HEIGHT = 20
 
+LIMITS_TITLE = "What these figures mean, and their limits"
 LIMITS = (
-    "What these figures mean, and their limits. The impact ratio is the one of NYC Local Law "
+    "The impact ratio is the one of NYC Local Law "
     "144's rules (6 RCNY § 5-301): a group's selection rate (or its scoring rate, the share "
     "scoring above the whole sample's median) over the highest group's rate in the same "
     "dimension. The four-fifths rule of the EEOC Uniform Guidelines (29 CFR 1607.4(D)), which "
@@ -46,6 +48,7 @@ th, td { border: 1px solid #bbb; padding: 0.2em 0.5em; text-align: right; }
 th.label, td.label { text-align: left; }
 tr.below td { background: #fde2e2; }
 .flag { font-weight: bold; }
+.chart-caption { margin: 0.5em 0 0.2em; font-size: 0.9em; }
 svg.impact-chart { display: block; margin-bottom: 1.5em; page-break-inside: avoid; }
 svg.impact-chart rect.bar { fill: #4a78b5; }
 svg.impact-chart rect.bar.below { fill: #c0392b; }
@@ -92,7 +95,7 @@ def audit_html(
         f"<title>{escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         f'<header><h1>{escape(title)}</h1><p class="generated">Generated {when}</p></header>\n'
         f"{audit_fragment(audit, effects)}\n"
-        f'<p class="limits">{escape(LIMITS)}</p>\n'
+        f'<section class="limits"><h2>{LIMITS_TITLE}</h2><p>{escape(LIMITS)}</p></section>\n'
         "</body>\n</html>\n"
     )
 
@@ -113,7 +116,8 @@ def _dimension_section(title: str, groups: Sequence[Mapping[str, Any]]) -> str:
         f'<section class="audit-dimension">\n<h2>{escape(title)}</h2>\n'
         f"{_groups_table(groups)}\n"
         f"{_chart(f'selection by {title.lower()}', groups, SELECTION)}\n"
-        f"{_chart(f'scoring by {title.lower()}', groups, SCORING)}\n</section>"
+        f"{_chart(f'scoring (above the median) by {title.lower()}', groups, SCORING)}\n"
+        "</section>"
     )
 
 
@@ -181,6 +185,7 @@ def _chart(title: str, groups: Sequence[Mapping[str, Any]], keys: tuple[str, str
     rows = "\n".join(_bar(i, g, keys) for i, g in enumerate(groups))
     label = escape(f"Impact ratios of {title}, with the 0.8 line")
     return (
+        f'<p class="chart-caption">{label}</p>\n'
         f'<svg class="impact-chart" role="img" aria-label="{label}" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">\n'
         f"<title>{label}</title>\n{rows}\n"
@@ -195,9 +200,11 @@ def _bar(i: int, g: Mapping[str, Any], keys: tuple[str, str]) -> str:
     y = i * ROW_HEIGHT
     ratio, below = g[keys[0]], g[keys[1]]
     text_y = y + ROW_HEIGHT - 7
+    name = g["group"]
+    shown = name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
     label = (
         f'<text class="group" x="{LABEL_WIDTH - 6}" y="{text_y}" text-anchor="end">'
-        f"{escape(g['group'])}</text>"
+        f"<title>{escape(name)}</title>{escape(shown)}</text>"
     )
     if ratio is None:
         return label + f'<text class="na" x="{LABEL_WIDTH + 4}" y="{text_y}">n/a</text>'
