@@ -389,4 +389,5 @@ def _lifts(before: float | None, after: float | None) -> bool:
     0.8 to 0.8 or more, or up by ``GAP_LIFT`` or more."""
     if before is None or after is None:
         return False
-    return (before < 0.8 <= after) or after - before >= GAP_LIFT
+    threshold = float(FOUR_FIFTHS)
+    return (before < threshold <= after) or after - before >= GAP_LIFT
