@@ -34,8 +34,15 @@ import numpy.typing as npt
 from scipy.optimize import nnls
 
 from rtserver.scoring.groups import (
+    DIMENSIONS,
     FloatArray,
+    Group,
+    above_median,
+    group_rates,
+    groups_of,
+    impact_ratios,
     known,
+    lowest_ratio,
 )
 
 IntArray = npt.NDArray[np.int64]
@@ -59,6 +66,7 @@ DIRICHLET_SAMPLES = 2000
 MIXTURE_STEPS = 20  # t = 0.05 .. 1 toward each simplex vertex
 REFINE_ROUNDS = 30
 REFINE_BATCH = 128
+REFINE_STARTS = 4
 REFINE_STEP = 0.1  # the first perturbations' scale, in weight units; halves on every miss
 # In the fallback (no weighting meets the condition), validity only breaks ties between
 # equally low ratios: a ratio moves in steps of at least 1/n, far above this.
@@ -143,6 +151,50 @@ class Calibration:
             "prior_kind": self.prior_kind,
             "strength": self.strength,
             "folds": self.folds,
+        }
+
+
+@dataclass(frozen=True)
+class FairCalibration:
+    weights: dict[str, float]  # the fair weights, non-negative, summing to 1
+    validity: Validity  # on held-out rows, the fair search rerun inside each training fold
+    unconstrained: Calibration
+    ratios_before: dict[str, float]  # lowest impact ratio per dimension, unconstrained weights
+    ratios_after: dict[str, float]  # the same with the fair weights
+    groups_before: list[dict[str, Any]]  # dimension, group, n, scoring_rate, impact_ratio
+    groups_after: list[dict[str, Any]]
+    feasible: bool  # whether every constrained group reaches the threshold
+    excluded: tuple[str, ...]  # "<dimension>: <group>" left out of the impact ratios
+    threshold: float = FAIR_THRESHOLD
+
+    @property
+    def validity_lost(self) -> float:
+        """What the condition cost: the unconstrained r less the fair r (both held out)."""
+        return self.unconstrained.validity.r - self.validity.r
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "weights": rounded_weights(self.weights),
+            "validity": {
+                "prior": self.unconstrained.validity_prior.to_wire(),
+                "calibrated": self.validity.to_wire(),
+                "unconstrained": self.unconstrained.validity.to_wire(),
+            },
+            "n": self.unconstrained.n,
+            "prior_weights": rounded_weights(self.unconstrained.prior),
+            "prior_kind": self.unconstrained.prior_kind,
+            "strength": self.unconstrained.strength,
+            "folds": self.unconstrained.folds,
+            "fairness": {
+                "ratios_before": self.ratios_before,
+                "ratios_after": self.ratios_after,
+                "groups_before": self.groups_before,
+                "groups_after": self.groups_after,
+                "validity_lost": self.validity_lost,
+                "feasible": self.feasible,
+                "excluded": list(self.excluded),
+                "threshold": self.threshold,
+            },
         }
 
 
@@ -457,3 +509,246 @@ def _validity(predictions: FloatArray, y: FloatArray, resamples: int, seed: int)
     rs = pearson(predictions[draws], y[draws])
     low, high = np.nanpercentile(rs, [2.5, 97.5]) if np.isfinite(rs).any() else (np.nan,) * 2
     return Validity(r=float(pearson(predictions, y)), ci=(float(low), float(high)))
+
+
+# -- the fairness-constrained variant ----------------------------------------------------
+
+
+def calibrate_fair(
+    data: CalibrationData,
+    prior: Mapping[str, float],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    prior_kind: str = "current",
+    min_ratio: float = FAIR_THRESHOLD,
+    resamples: int = 2000,
+) -> FairCalibration:
+    """The weights of highest in-sample validity (r of the weighted score with performance,
+    weights on the simplex) under which every group's impact ratio on ``data`` is at least
+    ``min_ratio``, beside :func:`calibrate`'s unconstrained weights.
+
+    A group's impact ratio is its share of candidates scoring strictly above the whole
+    sample's median weighted score over the best-off group's share in its dimension (sex,
+    race, and their intersection; ``groups.py``). The ratio moves in steps, so the weights
+    are searched, not solved for: the unconstrained weights, the prior, the simplex's
+    vertices, mixtures of the unconstrained weights with each vertex and seeded random
+    weightings, all evaluated at once; the best that meets the condition is then refined by
+    shrinking random steps on the simplex. When none meets it, groups under 2 % of the
+    sample are left out (``excluded``) and the search reruns; when still none does, the
+    weights with the highest lowest ratio come back with ``feasible`` False.
+
+    The fair validity is nested like the unconstrained one: each held-out fold is predicted
+    by weights that the whole procedure, search included, found on the other folds."""
+    if all(known(s) is None for s in data.sex) and all(known(r) is None for r in data.race):
+        raise CalibrationInvalid(
+            "--fair needs sex and race columns (the candidates' voluntary "
+            "self-identification, empty where unknown): without them no group's impact "
+            "ratio can be measured"
+        )
+    if not 0 < min_ratio <= 1:
+        raise CalibrationInvalid(f"min_ratio must be above 0 and at most 1, not {min_ratio}")
+    x, y, w0 = _checked(data, prior, folds, prior_kind, resamples)
+    unconstrained = calibrate(
+        data, prior, folds=folds, seed=seed, prior_kind=prior_kind, resamples=resamples
+    )
+
+    def fit(rows: IntArray, key: int) -> FloatArray:
+        # The same inner choices as calibrate's nested fit of this fold, then the search.
+        strength = _choose_strength(x[rows], y[rows], w0, folds, _rng(seed, key))
+        calibrated = _fit(x[rows], y[rows], w0, (strength,))[0]
+        sex = [data.sex[i] for i in rows]
+        race = [data.race[i] for i in rows]
+        search = _fair_search(
+            x[rows], y[rows], calibrated, w0, sex, race, min_ratio, _rng(seed, key, 1)
+        )
+        return search.weights
+
+    held_out = _cross_validated(x, y, folds, seed, fit)
+    calibrated = np.array([unconstrained.weights[cid] for cid in data.competencies])
+    search = _fair_search(
+        x, y, calibrated, w0, data.sex, data.race, min_ratio, _rng(seed, folds, 1)
+    )
+    ratios_before, groups_before = _group_table(calibrated, x, search.groups, search.excluded)
+    ratios_after, groups_after = _group_table(search.weights, x, search.groups, search.excluded)
+    return FairCalibration(
+        weights=dict(zip(data.competencies, search.weights.tolist(), strict=True)),
+        validity=_validity(held_out, y, resamples, seed),
+        unconstrained=unconstrained,
+        ratios_before=ratios_before,
+        ratios_after=ratios_after,
+        groups_before=groups_before,
+        groups_after=groups_after,
+        feasible=search.feasible,
+        excluded=tuple(f"{g.dimension}: {g.name}" for g in search.excluded),
+        threshold=min_ratio,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Search:
+    weights: FloatArray
+    feasible: bool
+    groups: list[Group]  # every group of the rows searched
+    excluded: list[Group]  # those left out of the impact ratios
+
+
+def _fair_search(
+    x: FloatArray,
+    y: FloatArray,
+    calibrated: FloatArray,
+    w0: FloatArray,
+    sex: Sequence[str | None],
+    race: Sequence[str | None],
+    min_ratio: float,
+    rng: np.random.Generator,
+) -> _Search:
+    """The search :func:`calibrate_fair` describes, on the rows ``x``, ``y``."""
+    groups = groups_of(sex, race)
+    small = [g for g in groups if g.n < SMALL_GROUP_SHARE * len(y)]
+    candidates = _starting_points(calibrated, w0, rng)
+    best = candidates[0]
+    for excluded in [[], small] if small else [[]]:
+        constrained = [g for g in groups if g not in excluded]
+        best, feasible = _search(candidates, x, y, constrained, min_ratio, rng)
+        if feasible:
+            break
+    return _Search(best, feasible, groups, excluded)
+
+
+def _search(
+    candidates: FloatArray,
+    x: FloatArray,
+    y: FloatArray,
+    groups: Sequence[Group],
+    min_ratio: float,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, bool]:
+    """The weights of highest validity among and around ``candidates`` whose lowest ratio
+    over ``groups`` is at least ``min_ratio``, and True; or, when none is found, those of
+    the highest lowest ratio, and False."""
+
+    def fair_validity(weights: FloatArray) -> FloatArray:
+        meets = _lowest_ratio(weights, x, groups) >= min_ratio
+        return np.where(meets, _in_sample_r(weights, x, y), -np.inf)
+
+    def fairest(weights: FloatArray) -> FloatArray:
+        lowest = _lowest_ratio(weights, x, groups)
+        return lowest + TIE_BREAK * np.nan_to_num(_in_sample_r(weights, x, y))
+
+    keys = fair_validity(candidates)
+    if np.isfinite(keys).any():
+        starts = _best_rows(candidates, keys)
+    else:
+        # Feasible weightings can be a sliver of the simplex that no starting point hits
+        # when many small groups each bind: climb the lowest ratio until it is reached.
+        climbed = np.array(
+            [_refine(w, fairest, rng) for w in _best_rows(candidates, fairest(candidates))]
+        )
+        keys = fair_validity(climbed)
+        if not np.isfinite(keys).any():
+            return climbed[int(np.argmax(fairest(climbed)))], False
+        starts = climbed[np.isfinite(keys)]
+    refined = np.array([_refine(w, fair_validity, rng) for w in starts])
+    return refined[int(np.argmax(fair_validity(refined)))], True
+
+
+def _best_rows(candidates: FloatArray, keys: FloatArray) -> FloatArray:
+    """The :data:`REFINE_STARTS` rows of ``candidates`` with the highest finite ``keys``:
+    the ratio's plateaus trap a single climb, so a few climb from different places."""
+    order = np.argsort(-keys, kind="stable")[:REFINE_STARTS]
+    return candidates[order[np.isfinite(keys[order])]]
+
+
+def _starting_points(
+    calibrated: FloatArray, w0: FloatArray, rng: np.random.Generator
+) -> FloatArray:
+    """Weightings to start the search from, one a row, every one on the simplex."""
+    k = len(w0)
+    vertices = np.eye(k)
+    t = np.linspace(1 / MIXTURE_STEPS, 1, MIXTURE_STEPS)[:, None, None]
+    mixtures = ((1 - t) * calibrated + t * vertices[None, :, :]).reshape(-1, k)
+    samples = rng.dirichlet(np.ones(k), size=DIRICHLET_SAMPLES)
+    return np.vstack([calibrated, w0, vertices, mixtures, samples])
+
+
+def _refine(
+    start: FloatArray, key: Callable[[FloatArray], FloatArray], rng: np.random.Generator
+) -> FloatArray:
+    """``start`` moved by random steps on the simplex while a batch of them finds a higher
+    ``key``; the step halves whenever a batch finds none."""
+    best, best_key = start, float(key(start[None, :])[0])
+    step = REFINE_STEP
+    for _ in range(REFINE_ROUNDS):
+        trials = project_to_simplex(best + step * rng.standard_normal((REFINE_BATCH, len(best))))
+        keys = key(trials)
+        i = int(np.argmax(keys))
+        if keys[i] > best_key:
+            best, best_key = trials[i], float(keys[i])
+        else:
+            step /= 2
+    return best
+
+
+def project_to_simplex(points: FloatArray) -> FloatArray:
+    """The nearest point (Euclidean) with non-negative coordinates summing to 1, for each
+    row of ``points`` (Duchi, Shalev-Shwartz, Singer & Chandra 2008)."""
+    k = points.shape[-1]
+    ordered = -np.sort(-points, axis=-1)
+    excess = np.cumsum(ordered, axis=-1) - 1
+    positive = ordered - excess / np.arange(1, k + 1) > 0
+    last = k - 1 - np.argmax(positive[..., ::-1], axis=-1)
+    theta = np.take_along_axis(excess, last[..., None], axis=-1) / (last[..., None] + 1)
+    projected: FloatArray = np.maximum(points - theta, 0)
+    return projected
+
+
+def _in_sample_r(weights: FloatArray, x: FloatArray, y: FloatArray) -> FloatArray:
+    """r of each weighting's scores (a row of ``weights``) with ``y``, through the
+    covariances, so thousands of weightings cost a k x k product each."""
+    xc = x - x.mean(axis=0)
+    yc = y - y.mean()
+    covariance = xc.T @ yc
+    gram = xc.T @ xc
+    spread = np.einsum("ij,jk,ik->i", weights, gram, weights) * float(yc @ yc)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r: FloatArray = (weights @ covariance) / np.sqrt(spread)
+    return r
+
+
+def _lowest_ratio(weights: FloatArray, x: FloatArray, groups: Sequence[Group]) -> FloatArray:
+    """The lowest impact ratio over ``groups``, for each weighting (a row of ``weights``)."""
+    rates = group_rates(above_median(weights @ x.T), groups)
+    ratios = impact_ratios(rates, groups)
+    per_dimension = [lowest_ratio(ratios, groups, dimension) for dimension in DIMENSIONS]
+    lowest: FloatArray = np.min(per_dimension, axis=0)
+    return lowest
+
+
+def _group_table(
+    weights: FloatArray, x: FloatArray, groups: Sequence[Group], excluded: Sequence[Group]
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Under ``weights``: the lowest impact ratio of each dimension that has groups, and each
+    group's size, scoring rate and impact ratio (None when excluded or undefined), the
+    ratios taken over the groups not excluded."""
+    rates = group_rates(above_median(x @ weights), groups)
+    kept = [i for i, g in enumerate(groups) if g not in excluded]
+    ratios = np.full(len(groups), np.nan)
+    ratios[kept] = impact_ratios(rates[kept], [groups[i] for i in kept])
+    kept_groups = [groups[i] for i in kept]
+    lowest = {
+        dimension: float(lowest_ratio(ratios[kept], kept_groups, dimension))
+        for dimension in DIMENSIONS
+        if any(g.dimension == dimension for g in kept_groups)
+    }
+    table = [
+        {
+            "dimension": g.dimension,
+            "group": g.name,
+            "n": g.n,
+            "scoring_rate": float(rate),
+            "impact_ratio": None if math.isnan(ratio) else float(ratio),
+        }
+        for g, rate, ratio in zip(groups, rates, ratios, strict=True)
+    ]
+    return lowest, table
