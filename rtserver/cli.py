@@ -1,5 +1,6 @@
 """Command line: ``rtserver serve`` runs the server on its embedded defaults;
-``rtserver models fetch`` downloads and converts the models."""
+``rtserver models fetch`` downloads and converts the models. The job commands live in
+``cli_jobs.py``; outcomes, calibration and the bias audit in ``cli_audit.py``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from rtserver.api.demo import demo_session
+from rtserver.cli_audit import add_parsers as add_audit_parsers
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.logs import setup_logging
 from rtserver.media.ice import restrict_host_addresses
@@ -251,6 +253,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     importing.add_argument("--update", metavar="ID", help="save it as the next version of job ID")
     importing.add_argument("--config", type=Path, help="TOML configuration file")
     importing.add_argument("--data-dir", dest="data_dir")
+    add_audit_parsers(commands)
     return parser.parse_args(argv)
 
 
@@ -452,6 +455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rtserver.cli_jobs import import_job_command
 
         return import_job_command(args)
+    if args.command in ("outcomes", "calibrate", "audit"):
+        from rtserver.cli_audit import run
+
+        return run(args)
     return 2
 
 

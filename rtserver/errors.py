@@ -27,6 +27,17 @@ class InvalidJob(BadRequest):
         self.problems = problems
 
 
+class InvalidOutcomes(BadRequest):
+    """Outcomes that cannot be recorded; ``problems`` lists every reason
+    (``scoring/outcomes.py``). None of the batch is recorded."""
+
+    code = "invalid_outcomes"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("the outcomes are not valid: " + "; ".join(problems[:20]))
+        self.problems = problems
+
+
 class BadSdp(BadRequest):
     code = "bad_sdp"
 

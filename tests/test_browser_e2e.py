@@ -28,6 +28,8 @@ from media import INTERVIEW_SCRIPT, SpeechTrack
 from peer import connect_peer, create_session, end_session, use_loopback_only
 from server import ServerProcess
 
+from rtserver.store import Store
+
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -794,6 +796,14 @@ async def test_an_interview_at_the_maximum_length_ends_plainly(
             await page.wait_for_selector("#summary:not([hidden])", timeout=40_000)
             intro = await page.inner_text("#summary-intro")
             await shots.take(page, "candidate-summary-max-length")
+            # The voluntary self-identification form, offered only now it has ended.
+            await page.wait_for_selector("#self-id:not([hidden])", timeout=5_000)
+            await page.select_option("#self-id-sex", "Female")
+            await page.select_option("#self-id-race", "Asian")
+            await page.click("#self-id-send")
+            await page.wait_for_function(
+                "document.getElementById('self-id-status').textContent.includes('saved')"
+            )
             await browser.close()
         async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
             record = (
@@ -815,6 +825,16 @@ async def test_an_interview_at_the_maximum_length_ends_plainly(
     assert "maximum length" in intro.lower(), intro
     assert record["end_reason"] == "max_length", record
     assert summary["end_reason"] == "max_length", summary
+    store = Store(server.data_dir / "rtserver.sqlite3")
+    try:
+        answered = store.self_identification_for_audit([session["id"]])
+        actions = [entry["action"] for entry in store.audit_log(session["id"])]
+    finally:
+        store.close()
+    assert answered == {session["id"]: ("Female", "Asian")}
+    assert "self_identify" in actions
+    # Only the bias audit reads them: nothing HR or the candidate reads returns them.
+    assert "Asian" not in json.dumps(record) and "Asian" not in json.dumps(summary)
 
 
 # ------------------------------------------------------------------ the transcript (issue 14)

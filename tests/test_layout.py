@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,36 @@ def test_scoring_reads_no_media_and_serves_nothing(module: str) -> None:
     assert module in loaded
     forbidden = ("rtserver.api", "rtserver.media", "rtserver.live", "rtserver.server")
     assert not {m for m in loaded if m.startswith(forbidden)}
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "rtserver.scoring.job_fit",
+        "rtserver.scoring.job_report",
+        "rtserver.scoring.rubric",
+        "rtserver.live.job_scoring",
+    ],
+)
+def test_what_scores_a_candidate_loads_nothing_of_demographics(module: str) -> None:
+    loaded = loaded_after_import(module)
+    assert module in loaded
+    demographic = {
+        "rtserver.scoring.audit",
+        "rtserver.scoring.groups",
+        "rtserver.scoring.samples",
+        "rtserver.api.self_identification",
+    }
+    assert not loaded & demographic
+
+
+def test_only_the_audit_reads_self_identification() -> None:
+    """The one store method that returns candidates' self-identification is called by the
+    bias audit's two entry points (the API's and the command's) and by nothing else."""
+    root = Path(__file__).resolve().parents[1] / "rtserver"
+    readers = {
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if "self_identification_for_audit(" in path.read_text()
+    }
+    assert readers == {"store/sqlite.py", "api/audits.py", "cli_audit.py"}

@@ -13,7 +13,7 @@
 "use strict";
 
 (() => {
-  const { $, pathSegmentAfter, setStatus } = window.rtPage;
+  const { $, el, pathSegmentAfter, setStatus } = window.rtPage;
 
   const sessionId = pathSegmentAfter("candidate");
   const joinToken = new URLSearchParams(location.search).get("token") || "";
@@ -287,6 +287,7 @@
           seconds: Number.isFinite(q.seconds) && q.seconds > 0 ? q.seconds : null,
         }))
       : [OPEN_PROMPT];
+    state.selfIdentification = questions.self_identification || null;
     state.emotion = await emotionSetting(questions);
     state.transcription = questions.transcription === "off" ? "off" : "on";
     state.expiresAt = positive(questions.expires_at);
@@ -1330,10 +1331,44 @@
         "Your answers were received. Your summary is not ready yet; the hiring team will " +
         "receive your results.";
     }
+    if (summary) offerSelfIdentification();
     $("summary").hidden = false;
     $("finishing").hidden = true;
     showStep("summary");
   }
+
+  // The voluntary self-identification form, once the interview has ended (never before):
+  // its answers go to the bias audit only. Leaving a question on "I prefer not to say" sends
+  // nothing for it.
+  function offerSelfIdentification() {
+    const categories = state.selfIdentification;
+    if (!categories || !Array.isArray(categories.sex) || !Array.isArray(categories.race)) return;
+    const fill = (select, options) => {
+      select.replaceChildren(
+        el("option", { value: categories.decline, text: "I prefer not to say" }),
+        ...options.map((option) => el("option", { value: option, text: option })),
+      );
+    };
+    fill($("self-id-sex"), categories.sex);
+    fill($("self-id-race"), categories.race);
+    $("self-id").hidden = false;
+  }
+
+  $("self-id").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("self-id-send").disabled = true;
+    try {
+      await postJson(`${api}/self-identification`, {
+        token: joinToken,
+        sex: $("self-id-sex").value,
+        race: $("self-id-race").value,
+      });
+      $("self-id-status").textContent = "Thank you. Your answers were saved.";
+    } catch (err) {
+      $("self-id-status").textContent = "Your answers could not be saved. You can try again.";
+      $("self-id-send").disabled = false;
+    }
+  });
 
   // ---------------------------------------------------------------- teardown
 

@@ -88,6 +88,8 @@ window.rtPage = (() => {
       } catch (_) {
         body = null;
       }
+    } else if (type.includes("text/html")) {
+      body = await response.text(); // a report fragment, escaped by the server
     }
     if (response.status === 401) throw new AuthError("The API key was not accepted.");
     return { status: response.status, ok: response.ok, body, headers: response.headers };

@@ -24,6 +24,7 @@
     jobs: [], // GET /api/v1/jobs: each job's latest version
     editing: null, // {id, version, extra}: the job being edited, else a new one
     rowSeq: 0, // row keys: a question's ticks follow its competency through renames
+    auditJob: null, // the job whose bias audit is shown
   };
 
   const isNum = (v) => typeof v === "number" && Number.isFinite(v);
@@ -100,6 +101,13 @@
           text: "Edit",
         });
         edit.addEventListener("click", () => editJob(job.id));
+        const audit = el("button", {
+          type: "button",
+          class: "small-btn",
+          "aria-label": `Bias audit of ${job.title}`,
+          text: "Audit",
+        });
+        audit.addEventListener("click", () => openAudit(job));
         return el(
           "tr",
           { "data-job": job.id },
@@ -109,7 +117,7 @@
           el("td", { class: "num", text: String((job.questions || []).length) }),
           el("td", { class: "num", text: isNum(job.threshold) ? String(job.threshold) : "–" }),
           el("td", { text: dateTime(job.created_at) }),
-          el("td", { class: "num" }, edit),
+          el("td", { class: "num" }, edit, " ", audit),
         );
       }),
     );
@@ -118,6 +126,45 @@
     $("jobs-count").textContent =
       jobs.length === 1 ? "1 job" : `${jobs.length} jobs`;
     document.body.dataset.jobs = String(jobs.length);
+  }
+
+  // ================================================================ the bias audit
+
+  function openAudit(job) {
+    state.auditJob = job;
+    $("audit-title").textContent = `Bias audit: ${job.title || job.id}`;
+    $("audit-report").replaceChildren();
+    $("audit-error").hidden = true;
+    $("audit-view").hidden = false;
+    runAudit();
+  }
+
+  async function runAudit(event) {
+    if (event) event.preventDefault();
+    const job = state.auditJob;
+    if (!job) return;
+    const query = new URLSearchParams({ format: "html" });
+    if ($("audit-from").value) query.set("from", $("audit-from").value);
+    if ($("audit-to").value) query.set("to", $("audit-to").value);
+    let result;
+    try {
+      result = await call(`${jobPath(job.id)}/audit?${query}`);
+    } catch (_) {
+      result = { ok: false, status: 0, body: null };
+    }
+    if (!result) return;
+    if (!result.ok || typeof result.body !== "string") {
+      $("audit-report").replaceChildren();
+      $("audit-error").textContent = `No audit: ${errorDetail(result)}`;
+      $("audit-error").hidden = false;
+      return;
+    }
+    $("audit-error").hidden = true;
+    // The server escapes every label in the fragment; it holds no script or inline style.
+    const template = document.createElement("template");
+    template.innerHTML = result.body;
+    $("audit-report").replaceChildren(template.content);
+    document.body.dataset.audit = job.id;
   }
 
   const competencyNames = (job) =>
@@ -524,6 +571,7 @@
   });
   $("job-form").addEventListener("submit", saveJob);
   $("interview-form").addEventListener("submit", createInterview);
+  $("audit-form").addEventListener("submit", runAudit);
   window.addEventListener("hashchange", () => {
     if (!new URLSearchParams(location.hash.replace(/^#/, "")).get("token")) return;
     takeKeyFromFragment();

@@ -20,7 +20,18 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from rtserver.api import candidates, decisions, health, jobs, observers, pages, sessions
+from rtserver.api import (
+    audits,
+    candidates,
+    decisions,
+    health,
+    jobs,
+    observers,
+    outcomes,
+    pages,
+    self_identification,
+    sessions,
+)
 from rtserver.api.context import Api
 from rtserver.api.http import handle_error
 from rtserver.api.pages import WEB_CLIENT
@@ -141,6 +152,10 @@ def _app(
         Route("/api/v1/jobs", jobs.list_jobs, methods=["GET"]),
         Route("/api/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
         Route("/api/v1/jobs/{job_id}", jobs.update_job, methods=["PUT"]),
+        Route("/api/v1/jobs/{job_id}/outcomes", outcomes.record_outcomes, methods=["POST"]),
+        Route("/api/v1/jobs/{job_id}/outcomes", outcomes.list_outcomes, methods=["GET"]),
+        Route("/api/v1/jobs/{job_id}/audit", audits.bias_audit, methods=["GET"]),
+        Route("/api/v1/jobs/{job_id}/calibrations", audits.calibrations, methods=["GET"]),
         Route("/api/v1/sessions", sessions.create_session, methods=["POST"]),
         Route("/api/v1/sessions", sessions.list_sessions, methods=["GET"]),
         Route(session, sessions.get_session, methods=["GET"]),
@@ -155,12 +170,18 @@ def _app(
         Route(f"{session}/decision", decisions.decide, methods=["POST"]),
         Route(f"{session}/decision", decisions.list_decisions, methods=["GET"]),
         Route(f"{session}/explanation", decisions.explanation, methods=["GET"]),
+        Route(
+            f"{session}/self-identification",
+            self_identification.self_identify,
+            methods=["POST"],
+        ),
         Route("/api/v1/webhooks/deliveries", decisions.deliveries, methods=["GET"]),
         WebSocketRoute(f"{session}/signals", observers.signals),
         Route("/candidate/{session_id}", pages.candidate_page),
         Route("/observe", pages.observer_page),
         Route("/observe/{session_id}", pages.observer_page),
         Route("/jobs", pages.jobs_page),
+        Route("/audit.css", pages.audit_stylesheet),
         Mount("/static", app=StaticFiles(directory=WEB_CLIENT, check_dir=False), name="static"),
     ]
     app = SecuredStarlette(

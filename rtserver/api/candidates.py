@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from rtserver.api.context import Api, api_of, client_address
 from rtserver.api.http import NO_STORE, read_json
 from rtserver.api.sdp import parse_candidate_offer
+from rtserver.api.self_identification import categories as self_identification_categories
 from rtserver.errors import Conflict, Expired, ResumeRequired, Unauthorized
 from rtserver.media.turn import page_ice_configuration
 from rtserver.scoring.feedback import content_feedback
@@ -43,6 +44,8 @@ async def get_questions(request: Request) -> Response:
             "transcription": config.transcribe,
             "expires_at": record.expires_at,
             "max_interview_s": config.max_interview_s,
+            # The optional form offered once the interview has ended (bias audits only).
+            "self_identification": self_identification_categories(),
             **ice,
         },
         headers=NO_STORE,

@@ -15,6 +15,7 @@ from rtserver.errors import (
     AtCapacity,
     BadRequest,
     InvalidJob,
+    InvalidOutcomes,
     PayloadTooLarge,
     RtServerError,
     http_status,
@@ -50,7 +51,7 @@ def error_response(error: RtServerError) -> JSONResponse:
     if isinstance(error, AtCapacity):
         headers["Retry-After"] = str(error.retry_after_s)
     body: dict[str, Any] = {"error": error.code, "detail": error.detail}
-    if isinstance(error, InvalidJob):
+    if isinstance(error, InvalidJob | InvalidOutcomes):
         body["problems"] = error.problems
     return JSONResponse(
         body,

@@ -36,3 +36,11 @@ async def jobs_page(request: Request) -> Response:
 
 async def index(request: Request) -> Response:
     return FileResponse(WEB_CLIENT / "index.html")
+
+
+async def audit_stylesheet(request: Request) -> Response:
+    """The bias audit report's stylesheet, for the jobs page: the one the printable report
+    (``rtserver audit --html``) carries inline, so both look the same."""
+    from rtserver.scoring.audit_report import FRAGMENT_STYLE
+
+    return Response(FRAGMENT_STYLE, media_type="text/css", headers={"Cache-Control": "no-cache"})

@@ -40,26 +40,34 @@ LIMITS = (
     "auditor: these figures are what one would start from, not its conclusion."
 )
 
-STYLE = """
+# The fragment's own look, scoped to it: the jobs page loads it too (/audit.css), so the
+# report looks the same there and in the printed document.
+FRAGMENT_STYLE = """
+.audit table { border-collapse: collapse; margin: 0.5em 0 1.5em; page-break-inside: avoid; }
+.audit th, .audit td { border: 1px solid #bbb; padding: 0.2em 0.5em; text-align: right; }
+.audit th.label, .audit td.label { text-align: left; }
+.audit tr.below td { background: #fde2e2; }
+.audit .flag { font-weight: bold; }
+.audit .chart-caption { margin: 0.5em 0 0.2em; font-size: 0.9em; }
+.audit svg.impact-chart { display: block; margin-bottom: 1.5em; page-break-inside: avoid; }
+.audit svg.impact-chart rect.bar { fill: #4a78b5; }
+.audit svg.impact-chart rect.bar.below { fill: #c0392b; }
+.audit svg.impact-chart line.four-fifths { stroke: #222; }
+.audit svg.impact-chart text { font-size: 12px; }
+"""
+# The standalone document's page around it.
+STYLE = (
+    FRAGMENT_STYLE
+    + """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 header { border-bottom: 1px solid #999; margin-bottom: 1em; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; page-break-inside: avoid; }
-th, td { border: 1px solid #bbb; padding: 0.2em 0.5em; text-align: right; }
-th.label, td.label { text-align: left; }
-tr.below td { background: #fde2e2; }
-.flag { font-weight: bold; }
-.chart-caption { margin: 0.5em 0 0.2em; font-size: 0.9em; }
-svg.impact-chart { display: block; margin-bottom: 1.5em; page-break-inside: avoid; }
-svg.impact-chart rect.bar { fill: #4a78b5; }
-svg.impact-chart rect.bar.below { fill: #c0392b; }
-svg.impact-chart line.four-fifths { stroke: #222; }
-svg.impact-chart text { font-size: 12px; }
 .limits { max-width: 50em; font-size: 0.9em; }
 @media print {
   body { margin: 0; }
   section.audit-dimension, table, svg { page-break-inside: avoid; }
 }
 """
+)
 
 
 def audit_fragment(

@@ -170,7 +170,7 @@ def link_outcomes(
             session = by_id.get(entry.session)
             named = f"session {entry.session!r}"
         else:
-            session = latest_by_candidate.get(entry.candidate)
+            session = latest_by_candidate.get(entry.candidate or "")
             named = f"candidate {entry.candidate!r}"
         if session is None:
             problems.append(f"{entry.where}: {named} has no scored session of this job")
