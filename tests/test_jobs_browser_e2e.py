@@ -355,3 +355,48 @@ async def test_a_quote_in_the_report_shows_its_moment(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert "Traceback" not in server.log(), server.log()[-4000:]
+
+
+async def test_the_jobs_page_shows_a_jobs_bias_audit(tmp_path: Path) -> None:
+    """The Audit button of a job with a hiring history: its tables and the charts with the
+    0.8 line, the planted gap flagged, under the page's CSP (no inline style or script)."""
+    from hiring_history import job_body, seed_history
+    from test_audit_api_e2e import planted_candidates
+
+    from rtserver.store import Store
+
+    data = tmp_path / "data"
+    store = Store(data / "rtserver.sqlite3")
+    job = store.save_job(job_body(), "hr@test")
+    seed_history(store, job, planted_candidates())
+    store.close()
+    audited = ServerProcess(data).start()
+    problems = Problems()
+    shots = Screenshots("jobs-audit")
+    try:
+        async with playwright_api.async_playwright() as playwright:
+            browser, page = await open_page(
+                playwright, problems, f"{audited.base_url}/jobs#token={audited.api_key}"
+            )
+            await page.click(f"tr[data-job='{job.id}'] button:has-text('Audit')")
+            await page.wait_for_selector("#audit-report svg.impact-chart", timeout=15_000)
+            await shots.take(page, "jobs-audit")
+            report = await page.inner_text("#audit-report")
+            flagged = await page.locator("#audit-report tr.below").count()
+            lines = await page.locator("#audit-report line.four-fifths").count()
+            bar_fill = await page.evaluate(
+                "getComputedStyle(document.querySelector('#audit-report rect.bar')).fill"
+            )
+            await page.fill("#audit-from", "2999-01-01")
+            await page.click("#audit-run")
+            await page.wait_for_selector("#audit-error:not([hidden])")
+            refused = await page.inner_text("#audit-error")
+            await browser.close()
+    finally:
+        audited.stop()
+    problems.assert_none()
+    assert "Female" in report and "Male" in report, report
+    assert flagged >= 1 and lines >= 3  # women's ratio of 0.5; a chart per dimension
+    # /audit.css loaded: the report's own colours (SVG's default fill is black).
+    assert bar_fill in ("rgb(74, 120, 181)", "rgb(192, 57, 43)"), bar_fill
+    assert "no decided, scored sessions" in refused
