@@ -265,18 +265,28 @@ def _apply(
 
 def format_calibration(result: dict[str, Any]) -> str:
     validity = result["validity"]
-    lines = [f"n = {result['n']} outcomes", "", "competency            prior  calibrated"]
+    fairness = result.get("fairness")
     prior = result.get("prior_weights", {})
+    unconstrained = fairness["unconstrained_weights"] if fairness else None
+    header = "competency            prior  calibrated" + ("        fair" if fairness else "")
+    lines = [f"n = {result['n']} outcomes", "", header]
     for cid, weight in result["weights"].items():
-        lines.append(f"{cid:<20} {prior.get(cid, float('nan')):>6.3f}  {weight:>10.3f}")
+        columns = [prior.get(cid, float("nan")), *([unconstrained[cid]] if unconstrained else [])]
+        lines.append(
+            f"{cid:<20} {columns[0]:>6.3f}  "
+            + "".join(f"{value:>10.3f}  " for value in columns[1:])
+            + f"{weight:>10.3f}"
+        )
     lines.append("")
+    # With --fair, "calibrated" holds the fair weights' figures and "unconstrained" the plain
+    # calibration's: the table's column names.
+    names = {"calibrated": "fair", "unconstrained": "calibrated"} if fairness else {}
     for name, figures in validity.items():
         low, high = figures["ci"]
         lines.append(
-            f"validity ({name}): r = {figures['r']:.3f}  95% CI [{low:.3f}, {high:.3f}]"
+            f"validity ({names.get(name, name)}): r = {figures['r']:.3f}  95% CI [{low:.3f}, {high:.3f}]"
             " (Pearson r with performance, held-out folds)"
         )
-    fairness = result.get("fairness")
     if fairness:
         lines += ["", "impact ratios (lowest per dimension)    before  after"]
         for dim, before in fairness["ratios_before"].items():

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import pytest_asyncio
-from hiring_history import PastCandidate, job_body, job_fit_final, seed_history
 from server import ServerProcess
 
+from bench.hiring_history import PastCandidate, job_body, job_fit_final, seed_history
 from rtserver.messages import StoredMessage
 from rtserver.store import JobRecord, Store
 

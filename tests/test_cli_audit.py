@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hiring_history import PastCandidate, job_body, seed_history
 
+from bench.hiring_history import PastCandidate, job_body, seed_history
 from rtserver.store import Store
 
 IDS = ("problem_solving", "system_design", "code_quality", "collaboration")
@@ -151,3 +151,21 @@ def test_the_commands_take_csv_files_and_refuse_bad_ones(tmp_path: Path) -> None
     assert bad.returncode == 2 and "line 2" in bad.stderr
     both = rtserver("audit")
     assert both.returncode == 2 and "--job ID" in both.stderr
+
+
+def test_the_synthetic_history_takes_the_three_commands(tmp_path: Path) -> None:
+    """bench.hiring_history's data directory, as the README's walk-through uses it."""
+    from bench import hiring_history
+
+    data = tmp_path / "history"
+    assert hiring_history.main(["--data-dir", str(data), "--n", "90", "--seed", "4"]) == 0
+    store = Store(data / "rtserver.sqlite3")
+    [job] = store.list_jobs()
+    assert len(store.scored_sessions(job.id)) == 90
+    store.close()
+    imported = rtserver(
+        "outcomes", "import", data / "outcomes.csv", "--job", job.id, "--data-dir", data
+    )
+    assert imported.returncode == 0 and json.loads(imported.stdout)["recorded"] == 90
+    audited = rtserver("audit", "--job", job.id, "--data-dir", data, "--json")
+    assert audited.returncode == 0 and json.loads(audited.stdout)["n"] == 90

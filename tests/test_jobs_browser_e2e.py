@@ -360,9 +360,9 @@ async def test_a_quote_in_the_report_shows_its_moment(tmp_path: Path) -> None:
 async def test_the_jobs_page_shows_a_jobs_bias_audit(tmp_path: Path) -> None:
     """The Audit button of a job with a hiring history: its tables and the charts with the
     0.8 line, the planted gap flagged, under the page's CSP (no inline style or script)."""
-    from hiring_history import job_body, seed_history
     from test_audit_api_e2e import planted_candidates
 
+    from bench.hiring_history import job_body, seed_history
     from rtserver.store import Store
 
     data = tmp_path / "data"

@@ -159,8 +159,7 @@ def test_resume_secret_is_set_once_and_stored_hashed(tmp_path: Path) -> None:
 def test_hiring_history_is_kept_apart_and_erased_with_the_candidate(tmp_path: Path) -> None:
     """Outcomes, self-identification and decisions are erased with the session; scored
     sessions carry the final and the latest decision; a calibration makes a new version."""
-    from hiring_history import PastCandidate, job_body, seed_history
-
+    from bench.hiring_history import PastCandidate, job_body, seed_history
     from rtserver.store import Outcome
 
     store = Store(tmp_path / "db.sqlite3")

@@ -187,6 +187,7 @@ class FairCalibration:
             "strength": self.unconstrained.strength,
             "folds": self.unconstrained.folds,
             "fairness": {
+                "unconstrained_weights": rounded_weights(self.unconstrained.weights),
                 "ratios_before": self.ratios_before,
                 "ratios_after": self.ratios_after,
                 "groups_before": self.groups_before,
