@@ -284,7 +284,8 @@ def format_calibration(result: dict[str, Any]) -> str:
     for name, figures in validity.items():
         low, high = figures["ci"]
         lines.append(
-            f"validity ({names.get(name, name)}): r = {figures['r']:.3f}  95% CI [{low:.3f}, {high:.3f}]"
+            f"validity ({names.get(name, name)}): r = {figures['r']:.3f}"
+            f"  95% CI [{low:.3f}, {high:.3f}]"
             " (Pearson r with performance, held-out folds)"
         )
     if fairness:
