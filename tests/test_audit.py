@@ -309,9 +309,9 @@ HEADER = "candidate,score,selected,sex,race\n"
         (HEADER, 2, "no candidate"),
         ("candidate,score,sex,race\na,1,F,A\n", 1, "selected"),
         (HEADER + "a,50,1,F,A\nb,high,0,M,B\n", 3, "not a number"),
-        (HEADER + "a,150,1,F,A\n", 2, "0-100"),
-        (HEADER + "a,nan,1,F,A\n", 2, "0-100"),
-        (HEADER + "a,50,yes,F,A\n", 2, "1 or 0"),
+        (HEADER + "a,inf,1,F,A\n", 2, "finite"),
+        (HEADER + "a,nan,1,F,A\n", 2, "finite"),
+        (HEADER + "a,50,maybe,F,A\n", 2, "1 or 0"),
         (HEADER + "a,50,1,F,A\nb,50,0,M,B\na,60,0,M,B\n", 4, "line 2"),
         (HEADER + ",50,1,F,A\n", 2, "candidate is empty"),
         (HEADER + "a,50\n", 2, "1 or 0"),
@@ -431,3 +431,14 @@ def test_standalone_document_prints_and_states_its_limits() -> None:
     ):
         assert phrase in html, phrase
     assert "&lt;script&gt;" in html and "<script" not in html
+
+
+def test_read_audit_csv_takes_any_scale_and_common_spellings_of_the_flag(tmp_path: Path) -> None:
+    path = tmp_path / "other_tool.csv"
+    path.write_text("candidate,score,selected,sex,race\na,150,true,F,A\nb,-2.5,no,M,\nc,3,1.0,,B\n")
+    rows = read_audit_csv(path)
+    assert [(r.score, r.selected, r.sex, r.race) for r in rows] == [
+        (150.0, True, "F", "A"),
+        (-2.5, False, "M", None),
+        (3.0, True, None, "B"),
+    ]

@@ -143,13 +143,18 @@ def _parse_row(record: dict[str | Any, Any], line: int) -> AuditRow:
         score = float(text)
     except ValueError:
         raise AuditInvalid(f"line {line}: score {text!r} is not a number") from None
-    if not 0.0 <= score <= 100.0:  # also refuses nan
-        raise AuditInvalid(f"line {line}: score {text!r} is not within 0-100")
-    selected = _cell(record, "selected")
-    if selected not in ("0", "1"):
+    if not math.isfinite(score):  # any scale: only the order of scores matters here
+        raise AuditInvalid(f"line {line}: score {text!r} is not a finite number")
+    selected = _cell(record, "selected").lower()
+    if selected not in SELECTED_TRUE + SELECTED_FALSE:
         raise AuditInvalid(f"line {line}: selected is {selected!r}; it must be 1 or 0")
     sex, race = _cell(record, "sex"), _cell(record, "race")
-    return AuditRow(candidate, score, selected == "1", sex or None, race or None)
+    return AuditRow(candidate, score, selected in SELECTED_TRUE, sex or None, race or None)
+
+
+# 1/0 as the file format says, and the spellings other tools export the same flag with.
+SELECTED_TRUE = ("1", "1.0", "true", "yes")
+SELECTED_FALSE = ("0", "0.0", "false", "no")
 
 
 SELECTION_KEYS = (

@@ -53,7 +53,19 @@ MIN_OUTCOMES = 30
 # prior whatever the sample's size and spread. 0 is the plain non-negative fit.
 STRENGTHS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 CHANCE_Z = 1.96  # a held-out r under CHANCE_Z / sqrt(n) is not told apart from 0
-RESERVED_COLUMNS = ("candidate", "performance", "sex", "race", "hired", "rated_at")
+# Columns that are never a competency: the calibration's own, and those an export of
+# outcomes or of an audit sample carries beside them.
+RESERVED_COLUMNS = (
+    "candidate",
+    "performance",
+    "sex",
+    "race",
+    "hired",
+    "rated_at",
+    "session",
+    "score",
+    "selected",
+)
 PRIOR_KINDS = ("current", "equal")
 FAIR_THRESHOLD = 0.8  # the impact ratio every group must reach (the four-fifths rule)
 # LL144's rules let an audit leave out of the impact ratios a category under 2 % of the
@@ -265,7 +277,9 @@ def _parse_csv(reader: Any, name: str, competencies: Sequence[str] | None) -> Ca
             )
         else:
             first_line[candidate] = line
-        row = [_number(fields[column[cid]], cid, line, problems, 0.0, 100.0) for cid in ids]
+        # Any finite number: a competency is meant to be scored 0-100, but a fit does not
+        # depend on the scale, and refusing a file over one rescaled column helps no one.
+        row = [_number(fields[column[cid]], cid, line, problems) for cid in ids]
         outcome = _number(fields[column["performance"]], "performance", line, problems)
         candidates.append(candidate)
         rows.append(row)
