@@ -18,7 +18,6 @@ from rtserver.scoring.calibration import (
     calibrate_fair,
     project_to_simplex,
     read_calibration_csv,
-    rounded_weights,
 )
 
 IDS = tuple(DEFAULT_WEIGHTS)
@@ -60,16 +59,10 @@ def test_weights_are_non_negative_and_sum_to_one() -> None:
     assert weights.sum() == pytest.approx(1.0, abs=1e-12)
     wire = result.to_wire()
     assert sum(wire["weights"].values()) == pytest.approx(1.0, abs=1e-12)
-    assert all(round(w, 4) == w for w in wire["weights"].values())
+    assert wire["weights"] == result.weights  # reported as fitted, not rounded
     assert set(wire) >= {"weights", "validity", "n", "prior_weights", "strength", "folds"}
     assert set(wire["validity"]) == {"prior", "calibrated"}
     assert set(wire["validity"]["calibrated"]) == {"r", "ci"}
-
-
-def test_rounded_weights_still_sum_to_one() -> None:
-    rounded = rounded_weights({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
-    assert sum(rounded.values()) == pytest.approx(1.0, abs=1e-12)
-    assert sorted(rounded.values()) == [0.3333, 0.3333, 0.3334]
 
 
 def test_validity_interval_brackets_r_and_the_fit_beats_a_wrong_prior() -> None:

@@ -72,7 +72,6 @@ FAIR_THRESHOLD = 0.8  # the impact ratio every group must reach (the four-fifths
 # data; the fair search does so only when no weighting meets the condition with them in.
 SMALL_GROUP_SHARE = 0.02
 MAX_PROBLEMS = 20  # CSV problems listed in one error
-WEIGHT_DECIMALS = 4  # of the weights on the wire
 
 # The fair search: how many weightings it tries, all evaluated as one matrix.
 DIRICHLET_SAMPLES = 2000
@@ -153,14 +152,16 @@ class Calibration:
     prior_kind: str  # "current" or "equal"
 
     def to_wire(self) -> dict[str, Any]:
+        # Weights at full precision: the weights a fairness check was made on are exactly
+        # the ones reported and applied (rounded, a ratio at 0.80 could become 0.79).
         return {
-            "weights": rounded_weights(self.weights),
+            "weights": dict(self.weights),
             "validity": {
                 "prior": self.validity_prior.to_wire(),
                 "calibrated": self.validity.to_wire(),
             },
             "n": self.n,
-            "prior_weights": rounded_weights(self.prior),
+            "prior_weights": dict(self.prior),
             "prior_kind": self.prior_kind,
             "strength": self.strength,
             "folds": self.folds,
@@ -186,20 +187,22 @@ class FairCalibration:
         return self.unconstrained.validity.r - self.validity.r
 
     def to_wire(self) -> dict[str, Any]:
+        # Weights at full precision: the weights a fairness check was made on are exactly
+        # the ones reported and applied (rounded, a ratio at 0.80 could become 0.79).
         return {
-            "weights": rounded_weights(self.weights),
+            "weights": dict(self.weights),
             "validity": {
                 "prior": self.unconstrained.validity_prior.to_wire(),
                 "calibrated": self.validity.to_wire(),
                 "unconstrained": self.unconstrained.validity.to_wire(),
             },
             "n": self.unconstrained.n,
-            "prior_weights": rounded_weights(self.unconstrained.prior),
+            "prior_weights": dict(self.unconstrained.prior),
             "prior_kind": self.unconstrained.prior_kind,
             "strength": self.unconstrained.strength,
             "folds": self.unconstrained.folds,
             "fairness": {
-                "unconstrained_weights": rounded_weights(self.unconstrained.weights),
+                "unconstrained_weights": dict(self.unconstrained.weights),
                 "ratios_before": self.ratios_before,
                 "ratios_after": self.ratios_after,
                 "groups_before": self.groups_before,
@@ -210,17 +213,6 @@ class FairCalibration:
                 "threshold": self.threshold,
             },
         }
-
-
-def rounded_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """``weights`` to :data:`WEIGHT_DECIMALS` decimals, still summing to 1: the largest takes
-    what rounding the others left over."""
-    rounded = {cid: round(w, WEIGHT_DECIMALS) for cid, w in weights.items()}
-    if rounded:
-        largest = max(rounded, key=lambda cid: weights[cid])
-        rest = sum(w for cid, w in rounded.items() if cid != largest)
-        rounded[largest] = round(1.0 - rest, WEIGHT_DECIMALS)
-    return rounded
 
 
 # -- reading ------------------------------------------------------------------------------
