@@ -211,9 +211,9 @@ def _calibration_input(
             raise CommandFailed(f"{args.csv}: {exc}") from exc
     assert store is not None and record is not None and job is not None
     sessions = store.scored_sessions(record.id)
-    demographics = (
-        store.self_identification_for_audit([s.id for s in sessions]) if args.fair else None
-    )
+    # Self-identification serves the fairness constraint and the accuracy per group (EU AI
+    # Act Art. 13); the weights themselves are fitted without it.
+    demographics = store.self_identification_for_audit([s.id for s in sessions])
     sample = calibration_sample(job, sessions, store.outcomes(record.id), demographics)
     notes = []
     if sample.without_performance:
@@ -288,6 +288,14 @@ def format_calibration(result: dict[str, Any]) -> str:
             f"  95% CI [{low:.3f}, {high:.3f}]"
             " (Pearson r with performance, held-out folds)"
         )
+    by_group = result.get("validity_by_group") or []
+    if by_group:
+        lines += ["", "validity per group (r)                    n   prior  calibrated"]
+        lines += [
+            f"  {g['dimension']}: {g['group'][:30]:<30} {g['n']:>5}  {_r(g['prior_r'])}  "
+            f"{_r(g['calibrated_r'])}"
+            for g in by_group
+        ]
     if fairness:
         lines += ["", "impact ratios (lowest per dimension)    before  after"]
         for dim, before in fairness["ratios_before"].items():
@@ -397,6 +405,10 @@ def format_audit(result: dict[str, Any]) -> str:
             f"{_ratio(g['scoring_impact_ratio'])}  {g['p_value']:.3g}{flags}"
         )
     return "\n".join(lines)
+
+
+def _r(value: float | None) -> str:
+    return "     -" if value is None else f"{value:>6.3f}"
 
 
 def _ratio(value: float | None) -> str:

@@ -3,6 +3,7 @@ synthetic populations with planted weights and gaps (``bench/population.py``).""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -312,3 +313,19 @@ def test_fair_calibration_needs_demographics() -> None:
     data, _ = make_population(100, DEFAULT_WEIGHTS, unknown_share=1.0, seed=0)
     with pytest.raises(CalibrationInvalid, match="--fair needs sex and race columns"):
         calibrate_fair(data, EQUAL)
+
+
+def test_validity_is_stated_per_group_from_the_held_out_predictions() -> None:
+    data, _ = make_population(600, DEFAULT_WEIGHTS, seed=11)
+    result = calibrate(data, CURRENT, resamples=100)
+    groups = {(g["dimension"], g["group"]): g for g in result.validity_by_group}
+    assert ("sex", "Female") in groups and ("race", "White") in groups
+    assert all(g["n"] >= 20 for g in groups.values())
+    female = groups[("sex", "Female")]
+    members = np.array([s == "Female" for s in data.sex])
+    prior = data.scores @ weights_of(CURRENT)
+    expected = np.corrcoef(prior[members], data.performance[members])[0, 1]
+    assert female["prior_r"] == pytest.approx(expected)
+    assert 0.3 < female["calibrated_r"] < 0.9
+    unlabelled = dataclasses.replace(data, sex=(None,) * data.n, race=(None,) * data.n)
+    assert calibrate(unlabelled, CURRENT, resamples=100).validity_by_group == []

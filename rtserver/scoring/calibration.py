@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,7 @@ class Calibration:
     strength: float  # chosen lambda over n * mean column variance (0: no pull to the prior)
     folds: int
     prior_kind: str  # "current" or "equal"
+    validity_by_group: list[dict[str, Any]] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         # Weights at full precision: the weights a fairness check was made on are exactly
@@ -165,6 +166,7 @@ class Calibration:
             "prior_kind": self.prior_kind,
             "strength": self.strength,
             "folds": self.folds,
+            "validity_by_group": self.validity_by_group,
         }
 
 
@@ -379,7 +381,42 @@ def calibrate(
         strength=strength,
         folds=folds,
         prior_kind=prior_kind,
+        validity_by_group=validity_by_group(data, x @ w0, held_out),
     )
+
+
+# A group's validity is shown from this many candidates up: under it, r is mostly noise.
+MIN_GROUP_VALIDITY_N = 20
+
+
+def validity_by_group(
+    data: CalibrationData, prior: FloatArray, calibrated: FloatArray
+) -> list[dict[str, Any]]:
+    """Pearson r of the prior's and the calibrated (held-out) predictions with performance
+    within each self-identified group of at least :data:`MIN_GROUP_VALIDITY_N`: the accuracy
+    per group the EU AI Act (Art. 13) asks a high-risk system to state. Empty without
+    demographics."""
+    rows = []
+    for group in groups_of(data.sex, data.race):
+        if group.n < MIN_GROUP_VALIDITY_N:
+            continue
+        members = group.members
+        y = data.performance[members]
+        rows.append(
+            {
+                "dimension": group.dimension,
+                "group": group.name,
+                "n": group.n,
+                "prior_r": _finite(pearson(prior[members], y)),
+                "calibrated_r": _finite(pearson(calibrated[members], y)),
+            }
+        )
+    return rows
+
+
+def _finite(value: FloatArray | float) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _checked(
