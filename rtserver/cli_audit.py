@@ -292,7 +292,7 @@ def format_calibration(result: dict[str, Any]) -> str:
     if by_group:
         lines += ["", "validity per group (r)                    n   prior  calibrated"]
         lines += [
-            f"  {g['dimension']}: {g['group'][:30]:<30} {g['n']:>5}  {_r(g['prior_r'])}  "
+            f"  {(g['dimension'] + ': ' + g['group'])[:38]:<38} {g['n']:>5}  {_r(g['prior_r'])}  "
             f"{_r(g['calibrated_r'])}"
             for g in by_group
         ]
