@@ -801,9 +801,8 @@ async def test_an_interview_at_the_maximum_length_ends_plainly(
             await page.select_option("#self-id-sex", "Female")
             await page.select_option("#self-id-race", "Asian")
             await page.click("#self-id-send")
-            await page.wait_for_function(
-                "document.getElementById('self-id-status').textContent.includes('saved')"
-            )
+            # A selector, not a script: the page's CSP forbids eval, wait_for_function's way.
+            await page.wait_for_selector("#self-id-status:has-text('saved')", timeout=10_000)
             await browser.close()
         async with httpx.AsyncClient(trust_env=False, timeout=15.0) as client:
             record = (
