@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.scoring.jobs import Job
 from rtserver.store import JobRecord, Store
@@ -292,8 +290,8 @@ def format_calibration(result: dict[str, Any]) -> str:
     if by_group:
         lines += ["", "validity per group (r)                    n   prior  calibrated"]
         lines += [
-            f"  {(g['dimension'] + ': ' + g['group'])[:38]:<38} {g['n']:>5}  {_r(g['prior_r'])}  "
-            f"{_r(g['calibrated_r'])}"
+            f"  {(g['dimension'] + ': ' + g['group'])[:38]:<38} {g['n']:>5}  "
+            f"{_figure(g['prior_r'])}  {_figure(g['calibrated_r'])}"
             for g in by_group
         ]
     if fairness:
@@ -350,8 +348,7 @@ def audit(args: argparse.Namespace) -> int:
 
 
 def _audit_from_store(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any], str]:
-    from rtserver.scoring.audit import competency_effects
-    from rtserver.scoring.samples import audit_sample
+    from rtserver.scoring.samples import audit_sample, job_audit_extras, job_competency_effects
 
     config = _config(args)
     store = Store(config.db_path)
@@ -363,23 +360,8 @@ def _audit_from_store(args: argparse.Namespace) -> tuple[list[Any], Any, dict[st
     finally:
         store.close()
     sample = audit_sample(job, sessions, demographics, args.since, args.until)
-    effects = None
-    rated = ~np.isnan(sample.competency_scores).any(axis=1) if sample.rows else None
-    if rated is not None and rated.all():
-        effects = competency_effects(
-            sample.competency_scores,
-            [c.weight for c in job.competencies],
-            [c.id for c in job.competencies],
-            [r.sex for r in sample.rows],
-            [r.race for r in sample.rows],
-        )
-    extra = {
-        "job": {"id": record.id, "version": record.version, "title": job.title},
-        "from": args.since.isoformat() if args.since else None,
-        "to": args.until.isoformat() if args.until else None,
-        "undecided": sample.undecided,
-        "unscored": sample.unscored,
-    }
+    effects = job_competency_effects(job, sample)
+    extra = job_audit_extras(record, job, sample, args.since, args.until)
     return sample.rows, effects, extra, f"Bias audit: {job.title}"
 
 
@@ -401,15 +383,11 @@ def format_audit(result: dict[str, Any]) -> str:
         )
         lines.append(
             f"{g['group'][:40]:<40} {g['n']:>5}  {g['selection_rate']:>8.3f}  "
-            f"{_ratio(g['impact_ratio'])}  {g['scoring_rate']:>7.3f}  "
-            f"{_ratio(g['scoring_impact_ratio'])}  {g['p_value']:.3g}{flags}"
+            f"{_figure(g['impact_ratio'])}  {g['scoring_rate']:>7.3f}  "
+            f"{_figure(g['scoring_impact_ratio'])}  {g['p_value']:.3g}{flags}"
         )
     return "\n".join(lines)
 
 
-def _r(value: float | None) -> str:
-    return "     -" if value is None else f"{value:>6.3f}"
-
-
-def _ratio(value: float | None) -> str:
+def _figure(value: float | None) -> str:
     return "     -" if value is None else f"{value:>6.3f}"

@@ -13,17 +13,21 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from rtserver.api.context import api_of
 from rtserver.api.jobs import job_of, job_or_404
 from rtserver.errors import BadRequest, Conflict
-from rtserver.scoring.audit import competency_effects, run_audit
+from rtserver.scoring.audit import run_audit
 from rtserver.scoring.audit_report import audit_fragment
 from rtserver.scoring.jobs import Job
-from rtserver.scoring.samples import AuditSample, audit_sample
+from rtserver.scoring.samples import (
+    AuditSample,
+    audit_sample,
+    job_audit_extras,
+    job_competency_effects,
+)
 
 
 def _date(request: Request, name: str) -> dt.date | None:
@@ -50,13 +54,7 @@ async def bias_audit(request: Request) -> Response:
     if not sample.rows:
         raise Conflict("no decided, scored sessions of this job to audit in that period")
     result = await asyncio.to_thread(_audit, job, sample)
-    result |= {
-        "job": {"id": record.id, "version": record.version, "title": job.title},
-        "from": since.isoformat() if since else None,
-        "to": until.isoformat() if until else None,
-        "undecided": sample.undecided,
-        "unscored": sample.unscored,
-    }
+    result |= job_audit_extras(record, job, sample, since, until)
     if request.query_params.get("format") == "html":
         return HTMLResponse(audit_fragment(result, result.get("competencies")))
     return JSONResponse(result)
@@ -64,14 +62,9 @@ async def bias_audit(request: Request) -> Response:
 
 def _audit(job: Job, sample: AuditSample) -> dict[str, Any]:
     result = run_audit(sample.rows)
-    if not np.isnan(sample.competency_scores).any():
-        result["competencies"] = competency_effects(
-            sample.competency_scores,
-            [c.weight for c in job.competencies],
-            [c.id for c in job.competencies],
-            [r.sex for r in sample.rows],
-            [r.race for r in sample.rows],
-        )
+    effects = job_competency_effects(job, sample)
+    if effects is not None:
+        result["competencies"] = effects
     return result
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from rtserver.scoring.audit import AuditRow
+from rtserver.scoring.audit import AuditRow, competency_effects
 from rtserver.scoring.calibration import CalibrationData
 from rtserver.scoring.jobs import Job
-from rtserver.store.records import Outcome, ScoredSession
+from rtserver.store.records import JobRecord, Outcome, ScoredSession
 
 Demographics = Mapping[str, tuple[str | None, str | None]]  # session id -> (sex, race)
 
@@ -90,6 +91,38 @@ def audit_sample(
         matrix.append(competency_scores(session.final, ids) or [float("nan")] * len(ids))
     scores = np.array(matrix, dtype=np.float64).reshape(len(matrix), len(ids))
     return AuditSample(rows, scores, undecided, unscored)
+
+
+def job_competency_effects(job: Job, sample: AuditSample) -> list[dict[str, Any]] | None:
+    """Each competency's effect on the scoring impact ratios (``audit.competency_effects``)
+    with the job's weights; None when some audited session lacks a score on one of them."""
+    if not sample.rows or np.isnan(sample.competency_scores).any():
+        return None
+    return competency_effects(
+        sample.competency_scores,
+        [c.weight for c in job.competencies],
+        [c.id for c in job.competencies],
+        [r.sex for r in sample.rows],
+        [r.race for r in sample.rows],
+    )
+
+
+def job_audit_extras(
+    record: JobRecord,
+    job: Job,
+    sample: AuditSample,
+    since: dt.date | None,
+    until: dt.date | None,
+) -> dict[str, Any]:
+    """What an audit of a job's sessions says beside ``run_audit``'s figures: the job, the
+    period, and the sessions left out."""
+    return {
+        "job": {"id": record.id, "version": record.version, "title": job.title},
+        "from": since.isoformat() if since else None,
+        "to": until.isoformat() if until else None,
+        "undecided": sample.undecided,
+        "unscored": sample.unscored,
+    }
 
 
 @dataclass(frozen=True)
