@@ -557,8 +557,7 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     them for its rows. Several processes may open it at once (the server and its workers),
     so the check and the change run in one write transaction: the first migrates, the
     others find the columns there."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _write_transaction(db):
         present = {row["name"] for row in db.execute("PRAGMA table_info(sessions)")}
         for name, kind, fill in _ADDED_SESSION_COLUMNS:
             if name in present:
@@ -566,10 +565,6 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
             if fill is not None:
                 db.execute(f"UPDATE sessions SET {name} = {fill} WHERE {name} IS NULL")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def _job_from_row(row: sqlite3.Row) -> JobRecord:
