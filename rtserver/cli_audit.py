@@ -18,7 +18,7 @@ from typing import Any
 
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.scoring.jobs import Job
-from rtserver.store import JobRecord, Store
+from rtserver.store import CLI_ACTOR, Actor, JobRecord, Store
 
 
 def add_parsers(commands: Any) -> None:
@@ -154,8 +154,8 @@ def import_outcomes(args: argparse.Namespace) -> int:
             outcomes = link_outcomes(entries, store.scored_sessions(record.id))
         except OutcomesInvalid as exc:
             raise _problems(f"{args.file}: nothing was recorded:", exc.problems) from exc
-        store.save_outcomes(record.id, outcomes, "cli")
-        store.audit("cli", "record_outcomes", None, f"job {record.id}: {len(outcomes)} outcomes")
+        store.save_outcomes(record.id, outcomes, CLI_ACTOR.label)
+        store.audit(CLI_ACTOR, "record_outcomes", None, f"job {record.id}: {len(outcomes)} outcomes")
     finally:
         store.close()
     print(json.dumps({"job": record.id, "recorded": len(outcomes)}))
@@ -184,7 +184,7 @@ def calibrate(args: argparse.Namespace) -> int:
             raise CommandFailed(str(exc)) from exc
         wire = {**result, "notes": notes}
         if store is not None and record is not None and job is not None:
-            actor = f"cli:{args.by}" if args.by else "cli"
+            actor = Actor(f"cli:{args.by}", "admin", None, "local") if args.by else CLI_ACTOR
             store.audit(actor, "calibrate", None, f"job {record.id} n={result['n']}")
             if args.apply:
                 wire["applied"] = _apply(store, record, job, result, args.by)
@@ -253,7 +253,7 @@ def _apply(
     parse_job(body)  # the weights still make a valid job (they sum to 1)
     saved = store.apply_calibration(record.id, body, record.version, result, f"cli:{by}")
     store.audit(
-        f"cli:{by}",
+        Actor(f"cli:{by}", "admin", None, "local"),
         "apply_calibration",
         None,
         f"job {record.id} version {record.version} -> {saved.version}",
@@ -356,7 +356,7 @@ def _audit_from_store(args: argparse.Namespace) -> tuple[list[Any], Any, dict[st
         record, job = _job(store, args.job, config.db_path)
         sessions = store.scored_sessions(record.id)
         demographics = store.self_identification_for_audit([s.id for s in sessions])
-        store.audit("cli", "bias_audit", None, f"job {record.id}")
+        store.audit(CLI_ACTOR, "bias_audit", None, f"job {record.id}")
     finally:
         store.close()
     sample = audit_sample(job, sessions, demographics, args.since, args.until)

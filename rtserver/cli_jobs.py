@@ -54,7 +54,7 @@ def import_job_command(args: argparse.Namespace) -> int:
     """Saves the job file as a new job (or, with ``--update ID``, the next version of one)
     in the data directory's store, audit-logged, and prints its id and version."""
     from rtserver.scoring.jobs import JobInvalid, load_job_file
-    from rtserver.store import Store
+    from rtserver.store import CLI_ACTOR, Store
 
     try:
         config = load_config({"data_dir": args.data_dir}, os.environ, args.config)
@@ -75,9 +75,9 @@ def import_job_command(args: argparse.Namespace) -> int:
         if args.update and store.get_job(args.update) is None:
             print(f"rtserver: no job {args.update} in {config.db_path}", file=sys.stderr)
             return 1
-        record = store.save_job(job.to_wire(), "cli", args.update)
+        record = store.save_job(job.to_wire(), CLI_ACTOR.label, args.update)
         action = "update_job" if args.update else "create_job"
-        store.audit("cli", action, None, f"job {record.id} version {record.version}")
+        store.audit(CLI_ACTOR, action, None, f"job {record.id} version {record.version}")
     finally:
         store.close()
     print(json.dumps({"id": record.id, "version": record.version, "title": job.title}))

@@ -32,7 +32,7 @@ from rtserver.live.session import LiveSession
 from rtserver.messages import AudioSecond, SignalMessage, StoredMessage, VideoSecond
 from rtserver.metrics import Metrics
 from rtserver.scoring.rubric import Interview, score_interview
-from rtserver.store import STATUS_ENDED, AsyncStore, Store, StoreBacklogged, StoreClosed
+from rtserver.store import STATUS_ENDED, Actor, AsyncStore, Store, StoreBacklogged, StoreClosed
 
 SLOW_WRITE_S = 0.2
 SLOW_READ_S = 0.3
@@ -51,7 +51,7 @@ class SlowStore(Store):
         time.sleep(self.write_s)
         super().append_message(message)
 
-    def audit(self, actor: str, action: str, session_id: str | None, detail: str = "") -> None:
+    def audit(self, actor: Actor, action: str, session_id: str | None, detail: str = "") -> None:
         time.sleep(self.write_s)
         super().audit(actor, action, session_id, detail)
 

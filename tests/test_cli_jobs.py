@@ -35,7 +35,7 @@ def test_a_job_file_is_imported_and_updated_in_versions(tmp_path: Path) -> None:
         actions = [(e["actor"], e["action"]) for e in store.audit_log(None)]
     finally:
         store.close()
-    assert ("cli", "create_job") in actions and ("cli", "update_job") in actions
+    assert ("cli@local", "create_job") in actions and ("cli@local", "update_job") in actions
 
     unknown = rtserver("jobs", "import", str(JOB), "--update", "nosuchjob", "--data-dir", data)
     assert unknown.returncode == 1 and "no job nosuchjob" in unknown.stderr

@@ -4,6 +4,8 @@ from pathlib import Path
 
 from rtserver.messages import StoredMessage
 from rtserver.store import (
+    CLI_ACTOR,
+    Actor,
     DEFAULT_EXPIRES_IN_S,
     STATUS_ENDED,
     STATUS_ERASED,
@@ -48,7 +50,7 @@ def test_erase_removes_candidate_data_but_keeps_audit(tmp_path: Path) -> None:
     record, _ = store.create_session("Ada", "Engineer", [])
     store.mark_live(record.id)
     store.append_message(StoredMessage(record.id, 0, "signal", {"t": 0}))
-    store.audit("hr@127.0.0.1", "view_session", record.id)
+    store.audit(Actor("bootstrap", "admin", None, "127.0.0.1"), "view_session", record.id)
     assert store.erase(record.id)
     erased = store.get_session(record.id)
     assert erased is not None
@@ -69,7 +71,7 @@ def test_two_connections_write_at_once_without_losing_any(tmp_path: Path) -> Non
     def write(store: Store, offset: int) -> None:
         for i in range(200):
             store.append_message(StoredMessage(record.id, offset + i, "signal", {"i": i}))
-            store.audit("test", "write", record.id)
+            store.audit(CLI_ACTOR, "write", record.id)
 
     threads = [
         threading.Thread(target=write, args=(store, 1000 * n)) for n, store in enumerate(stores)

@@ -11,7 +11,7 @@ from aiortc import RTCSessionDescription
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from rtserver.api.context import Api, api_of, client_address
+from rtserver.api.context import Api, api_of, candidate_actor
 from rtserver.api.http import NO_STORE, read_json
 from rtserver.api.sdp import parse_candidate_offer
 from rtserver.api.self_identification import categories as self_identification_categories
@@ -19,7 +19,7 @@ from rtserver.errors import Conflict, Expired, ResumeRequired, Unauthorized
 from rtserver.media.turn import page_ice_configuration
 from rtserver.scoring.feedback import content_feedback
 from rtserver.scoring.summary import summarise
-from rtserver.store import STATUS_ENDED, STATUS_LIVE, SessionRecord
+from rtserver.store import STATUS_ENDED, STATUS_LIVE, Actor, SessionRecord
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ async def offer(request: Request) -> Response:
     token = body.get("token")
     if not isinstance(token, str) or not await api.db.check_join_token(record.id, token):
         raise Unauthorized("wrong or missing join token")
-    actor = "candidate@" + client_address(request)
+    actor = candidate_actor(request)
     if record.status == STATUS_LIVE:
         resume = await _check_resume(api, record, body.get("resume"), actor)
         answer = await api.manager.reconnect(record.id, parse_candidate_offer(body))
@@ -89,7 +89,7 @@ async def offer(request: Request) -> Response:
     return _answer_response(answer, resume)
 
 
-async def _check_resume(api: Api, record: SessionRecord, resume: Any, actor: str) -> str:
+async def _check_resume(api: Api, record: SessionRecord, resume: Any, actor: Actor) -> str:
     """The resume secret a rejoin of live ``record`` carries; raises ResumeRequired
     (audited) when it is missing or wrong."""
     if not isinstance(resume, str) or not resume:
@@ -116,7 +116,7 @@ async def summary(request: Request) -> Response:
         status = "live" if record.status == STATUS_LIVE else "pending"
         return JSONResponse({"status": status, "strengths": [], "improvements": []})
     # Audited when it is actually shown, not for every poll while it is pending.
-    await api.db.audit("candidate@" + client_address(request), "view_summary", record.id)
+    await api.db.audit(candidate_actor(request), "view_summary", record.id)
     payload = final.payload
     delivery = payload.get("delivery")
     if delivery:  # a job session: its dimensions are competencies; delivery advice as ever

@@ -11,7 +11,8 @@ from starlette.requests import HTTPConnection, Request
 from rtserver.errors import Expired, NotFound, Unauthorized
 from rtserver.live.manager import SessionHost, SessionManager
 from rtserver.live.runtime import Runtime
-from rtserver.store import STATUS_ERASED, SessionRecord
+from rtserver.store import STATUS_ERASED, Actor, SessionRecord
+
 
 
 def bearer_token(connection: HTTPConnection) -> str:
@@ -33,6 +34,11 @@ def client_address(connection: HTTPConnection) -> str:
     return connection.client.host if connection.client else "unknown"
 
 
+def candidate_actor(connection: HTTPConnection) -> Actor:
+    """The audit actor for a request made with a session's join token."""
+    return Actor("candidate", "candidate", None, client_address(connection))
+
+
 class Api:
     """One server's API state, reached from a request by :func:`api_of`."""
 
@@ -51,11 +57,11 @@ class Api:
         token = bearer_token(connection)
         return bool(token) and hmac.compare_digest(token.encode(), self._api_key.encode())
 
-    def require_hr(self, connection: HTTPConnection) -> str:
+    def require_hr(self, connection: HTTPConnection) -> Actor:
         """The audit actor for an HR request; raises 401 without the API key."""
         if not self.is_hr(connection):
             raise Unauthorized("missing or wrong API key (send Authorization: Bearer <key>)")
-        return f"hr@{client_address(connection)}"
+        return Actor("bootstrap", "admin", None, client_address(connection))
 
     async def session_or_404(self, session_id: str) -> SessionRecord:
         record = await self.db.get_session(session_id)

@@ -55,7 +55,7 @@ async def decide(request: Request) -> Response:
         )
     stored: dict[str, Any] = await api.db.write(
         lambda store: store.add_decision(
-            record.id, decision, reason.strip(), reviewer.strip()[:200], recommendation, actor
+            record.id, decision, reason.strip(), reviewer.strip()[:200], recommendation, actor.label
         )
     )
     await api.db.audit(actor, "decision", record.id, f"{decision} by {reviewer.strip()[:200]}")

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtserver.store import STATUS_CREATED, Store
+from rtserver.store import CLI_ACTOR, STATUS_CREATED, Store
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,6 @@ def demo_session(store: Store, data_dir: Path) -> DemoSession:
     if saved is not None and _still_unused(store, *saved):
         return DemoSession(saved[0], saved[1], created=False)
     record, token = store.create_session(DEMO_CANDIDATE, DEMO_JOB, [])
-    store.audit("cli", "create", record.id, "demo session")
+    store.audit(CLI_ACTOR, "create", record.id, "demo session")
     _save(path, record.id, token)
     return DemoSession(record.id, token, created=True)

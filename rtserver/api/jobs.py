@@ -23,7 +23,7 @@ async def create_job(request: Request) -> Response:
     api = api_of(request)
     actor = api.require_hr(request)
     job = _valid(api, await read_json(request))
-    record: JobRecord = await api.db.write(lambda store: store.save_job(job.to_wire(), actor))
+    record: JobRecord = await api.db.write(lambda store: store.save_job(job.to_wire(), actor.label))
     await api.db.audit(actor, "create_job", None, f"job {record.id} version {record.version}")
     return JSONResponse(record.to_wire(), status_code=201)
 
@@ -36,7 +36,7 @@ async def update_job(request: Request) -> Response:
     await job_or_404(api, job_id)
     job = _valid(api, await read_json(request))
     record: JobRecord = await api.db.write(
-        lambda store: store.save_job(job.to_wire(), actor, job_id)
+        lambda store: store.save_job(job.to_wire(), actor.label, job_id)
     )
     await api.db.audit(actor, "update_job", None, f"job {record.id} version {record.version}")
     return JSONResponse(record.to_wire())

@@ -28,7 +28,7 @@ async def record_outcomes(request: Request) -> Response:
         outcomes = link_outcomes(parse_outcomes(body.get("outcomes")), sessions)
     except OutcomesInvalid as exc:
         raise InvalidOutcomes(exc.problems) from exc
-    await api.db.write(lambda store: store.save_outcomes(job.id, outcomes, actor))
+    await api.db.write(lambda store: store.save_outcomes(job.id, outcomes, actor.label))
     await api.db.audit(actor, "record_outcomes", None, f"job {job.id}: {len(outcomes)} outcomes")
     return JSONResponse({"job": job.id, "recorded": len(outcomes)}, status_code=201)
 

@@ -18,7 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from rtserver.api.context import api_of, client_address
+from rtserver.api.context import api_of, candidate_actor
 from rtserver.api.http import read_json
 from rtserver.errors import BadRequest, Conflict
 from rtserver.store import STATUS_ENDED
@@ -63,5 +63,5 @@ async def self_identify(request: Request) -> Response:
     race = _answer(body, "race", RACES)
     await api.db.write(lambda store: store.save_self_identification(record.id, sex, race))
     # The audit log records that the form was answered, never what it said.
-    await api.db.audit("candidate@" + client_address(request), "self_identify", record.id)
+    await api.db.audit(candidate_actor(request), "self_identify", record.id)
     return JSONResponse({"saved": True}, status_code=201)

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from rtserver.api.context import Api, api_of, client_address
+from rtserver.api.context import Api, api_of, candidate_actor
 from rtserver.api.http import read_json
 from rtserver.api.jobs import job_of
 from rtserver.errors import BadRequest, Conflict, Unauthorized
@@ -23,6 +23,7 @@ from rtserver.live.transcripts import with_transcript
 from rtserver.messages import StoredMessage
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.store import (
+    Actor,
     DEFAULT_EXPIRES_IN_S,
     STATUS_ENDED,
     STATUS_LIVE,
@@ -100,7 +101,7 @@ async def end_session(request: Request) -> Response:
     actor = await _hr_or_candidate(api, request, record)
     if record.status == STATUS_ENDED:
         raise Conflict("session has already ended")
-    ended_by = "ended_by_hr" if actor.startswith("hr") else "ended_by_candidate"
+    ended_by = "ended_by_candidate" if actor.role == "candidate" else "ended_by_hr"
     if not await api.manager.end(record.id, ended_by):
         if record.status == STATUS_LIVE:
             raise Conflict("session is live in another process")
@@ -116,15 +117,15 @@ async def end_session(request: Request) -> Response:
     return JSONResponse(ended.to_wire())
 
 
-async def _hr_or_candidate(api: Api, request: Request, record: SessionRecord) -> str:
+async def _hr_or_candidate(api: Api, request: Request, record: SessionRecord) -> Actor:
     if api.is_hr(request):
-        return f"hr@{client_address(request)}"
+        return api.require_hr(request)
     token = request.query_params.get("token", "")
     if not token and int(request.headers.get("content-length") or 0) > 0:
         body = await read_json(request)
         token = body.get("token", "") if isinstance(body.get("token"), str) else ""
     if token and await api.db.check_join_token(record.id, token):
-        return f"candidate@{client_address(request)}"
+        return candidate_actor(request)
     raise Unauthorized("send the HR API key or the session's join token")
 
 

@@ -46,7 +46,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
-from rtserver.store.records import DEFAULT_EXPIRES_IN_S, Question, SessionRecord
+from rtserver.store.records import DEFAULT_EXPIRES_IN_S, Actor, Question, SessionRecord
 from rtserver.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -390,7 +390,7 @@ class AsyncStore:
     # -- audit log --------------------------------------------------------------------
 
     async def audit(
-        self, actor: str, action: str, session_id: str | None, detail: str = ""
+        self, actor: Actor, action: str, session_id: str | None, detail: str = ""
     ) -> None:
         """Write, returning once the row is committed: a view is logged before it is shown."""
         await self.write(lambda store: store.audit(actor, action, session_id, detail))

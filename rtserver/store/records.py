@@ -19,6 +19,26 @@ STATUS_ERASED = "erased"
 
 
 @dataclass(frozen=True)
+class Actor:
+    """Who did something the audit log records: a user, an API token, the bootstrap key, a
+    candidate (by join token), the command line or the server itself."""
+
+    user: str  # "user:<id>", "token:<id>", "bootstrap", "candidate", "cli", "system"
+    role: str  # "admin", "recruiter", "viewer", "candidate" or "system"
+    unit: str | None  # the org unit the actor acts in; None for candidates and the system
+    client: str  # the client's address, or "local"
+
+    @property
+    def label(self) -> str:
+        """The audit row's ``actor`` text (wire v1): ``<user>@<client>``."""
+        return f"{self.user}@{self.client}"
+
+
+CLI_ACTOR = Actor("cli", "admin", None, "local")
+SYSTEM_ACTOR = Actor("system", "system", None, "local")
+
+
+@dataclass(frozen=True)
 class Question:
     text: str
     seconds: int

@@ -28,6 +28,7 @@ from rtserver.store.records import (
     STATUS_ENDED,
     STATUS_ERASED,
     STATUS_LIVE,
+    Actor,
     JobRecord,
     Outcome,
     Question,
@@ -498,11 +499,11 @@ class Store:
 
     # -- audit log --------------------------------------------------------------------
 
-    def audit(self, actor: str, action: str, session_id: str | None, detail: str = "") -> None:
+    def audit(self, actor: Actor, action: str, session_id: str | None, detail: str = "") -> None:
         with self._locked() as db:
             db.execute(
                 "INSERT INTO audit (at, actor, action, session_id, detail) VALUES (?, ?, ?, ?, ?)",
-                (time.time(), actor, action, session_id, detail),
+                (time.time(), actor.label, action, session_id, detail),
             )
 
     def audit_log(self, session_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
