@@ -159,6 +159,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     serve.add_argument("--detector", choices=["blazeface", "haar"])
     serve.add_argument("--detect-fps", dest="detect_fps", type=float)
     serve.add_argument(
+        "--totp-required",
+        dest="totp_required",
+        choices=["admins", "all"],
+        help="who must sign in with a second factor (default: admins)",
+    )
+    serve.add_argument(
         "--emotion",
         choices=["on", "off"],
         help="emotion inference (off: none runs; required for recruitment in the EU)",
@@ -309,6 +315,7 @@ def serve(args: argparse.Namespace) -> int:
             "max_batch",
             "detector",
             "detect_fps",
+            "totp_required",
             "emotion",
             "transcribe",
             "max_asr_backlog_s",

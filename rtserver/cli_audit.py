@@ -155,7 +155,9 @@ def import_outcomes(args: argparse.Namespace) -> int:
         except OutcomesInvalid as exc:
             raise _problems(f"{args.file}: nothing was recorded:", exc.problems) from exc
         store.save_outcomes(record.id, outcomes, CLI_ACTOR.label)
-        store.audit(CLI_ACTOR, "record_outcomes", None, f"job {record.id}: {len(outcomes)} outcomes")
+        store.audit(
+            CLI_ACTOR, "record_outcomes", None, f"job {record.id}: {len(outcomes)} outcomes"
+        )
     finally:
         store.close()
     print(json.dumps({"job": record.id, "recorded": len(outcomes)}))

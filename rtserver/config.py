@@ -29,8 +29,12 @@ class Config:
     port: int = 8080
     # Holds SQLite, the generated API key and the models.
     data_dir: Path = Path("./rtserver-data")
-    # HR API key; generated on first start and stored in data_dir when empty.
+    # HR API key; generated on first start and stored in data_dir when empty. It is the
+    # bootstrap admin token: replace it with user accounts and API tokens (accounts/).
     api_key: str = ""
+    # Who must sign in with a second factor (TOTP): "admins" (always required for them) or
+    # "all" users. Single users can be required to as well (rtserver users add --totp).
+    totp_required: str = "admins"
     # Host addresses ICE may advertise; empty means every interface (aioice's default).
     ice_addresses: tuple[str, ...] = ()
     # STUN/TURN URLs (stun:, turn:, turns:) for the pages and the server's own peers; empty
@@ -259,6 +263,8 @@ def _validate(config: Config) -> Config:
         raise ConfigError("detector must be 'blazeface' or 'haar'")
     if not 0.2 <= config.detect_fps <= 60:
         raise ConfigError("detect_fps must be between 0.2 and 60")
+    if config.totp_required not in {"admins", "all"}:
+        raise ConfigError("totp_required must be 'admins' or 'all'")
     if config.emotion not in {"on", "off"}:
         raise ConfigError("emotion must be 'on' or 'off'")
     if config.asr_device not in {"auto", "cpu", "cuda"}:

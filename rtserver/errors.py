@@ -56,6 +56,34 @@ class Unauthorized(RtServerError):
     code = "unauthorized"
 
 
+class SecondFactorRequired(Unauthorized):
+    """The password was right; the account needs a TOTP or recovery code as well."""
+
+    code = "totp_required"
+
+
+class Forbidden(RtServerError):
+    """Signed in, but the role may not do this (out-of-scope objects answer 404 instead)."""
+
+    code = "forbidden"
+
+
+class CsrfFailed(Forbidden):
+    """A state-changing request from a browser login without its CSRF token."""
+
+    code = "csrf_failed"
+
+
+class LockedOut(RtServerError):
+    """Too many failed logins for this account: no login is tried until ``retry_after_s``."""
+
+    code = "locked_out"
+
+    def __init__(self, detail: str, retry_after_s: int = 60) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class ResumeRequired(Unauthorized):
     """A new offer for a session that is already live without its resume secret (the one
     the first answer carried), or with a wrong one: the join link alone cannot take a live
@@ -113,6 +141,10 @@ HTTP_STATUS: dict[type[RtServerError], int] = {
     BadSdp: 400,
     Unauthorized: 401,
     ResumeRequired: 401,
+    SecondFactorRequired: 401,
+    Forbidden: 403,
+    CsrfFailed: 403,
+    LockedOut: 429,
     NotFound: 404,
     Conflict: 409,
     Expired: 410,

@@ -5,11 +5,11 @@ from pathlib import Path
 from rtserver.messages import StoredMessage
 from rtserver.store import (
     CLI_ACTOR,
-    Actor,
     DEFAULT_EXPIRES_IN_S,
     STATUS_ENDED,
     STATUS_ERASED,
     STATUS_LIVE,
+    Actor,
     Question,
     Store,
 )

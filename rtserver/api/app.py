@@ -16,11 +16,13 @@ import os
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from rtserver.api import (
+    accounts,
     audits,
     candidates,
     decisions,
@@ -32,6 +34,7 @@ from rtserver.api import (
     self_identification,
     sessions,
 )
+from rtserver.api.auth import BootstrapKeyWarning
 from rtserver.api.context import Api
 from rtserver.api.http import handle_error
 from rtserver.api.pages import WEB_CLIENT
@@ -89,6 +92,7 @@ def create_app(config: Config, api_key: str) -> Starlette:
             runtime.executor.shutdown(wait=False, cancel_futures=True)
             await runtime.db.close()  # everything queued is written first
             runtime.store.close()
+            api.accounts.close()
 
     return _app(api, lifespan)
 
@@ -117,6 +121,7 @@ def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
             runtime.executor.shutdown(wait=False, cancel_futures=True)
             await runtime.db.close()  # everything queued is written first
             runtime.store.close()
+            api.accounts.close()
 
     return _app(api, lifespan)
 
@@ -148,6 +153,21 @@ def _app(
         Route("/healthz", health.healthz),
         Route("/metrics", health.metrics),
         Route("/api/v1/ice-servers", observers.ice_servers, methods=["GET"]),
+        Route("/api/v1/login", accounts.login, methods=["POST"]),
+        Route("/api/v1/logout", accounts.logout, methods=["POST"]),
+        Route("/api/v1/me", accounts.me, methods=["GET"]),
+        Route("/api/v1/me/totp", accounts.begin_totp, methods=["POST"]),
+        Route("/api/v1/me/totp/confirm", accounts.confirm_totp, methods=["POST"]),
+        Route("/api/v1/me/password", accounts.change_password, methods=["POST"]),
+        Route("/api/v1/users", accounts.list_users, methods=["GET"]),
+        Route("/api/v1/users", accounts.create_user, methods=["POST"]),
+        Route("/api/v1/users/{user_id}", accounts.update_user, methods=["PATCH"]),
+        Route("/api/v1/users/{user_id}/reset-2fa", accounts.reset_user_totp, methods=["POST"]),
+        Route("/api/v1/units", accounts.list_units, methods=["GET"]),
+        Route("/api/v1/units", accounts.create_unit, methods=["POST"]),
+        Route("/api/v1/tokens", accounts.list_tokens, methods=["GET"]),
+        Route("/api/v1/tokens", accounts.create_token, methods=["POST"]),
+        Route("/api/v1/tokens/{token_id}", accounts.revoke_token, methods=["DELETE"]),
         Route("/api/v1/jobs", jobs.create_job, methods=["POST"]),
         Route("/api/v1/jobs", jobs.list_jobs, methods=["GET"]),
         Route("/api/v1/jobs/{job_id}", jobs.get_job, methods=["GET"]),
@@ -181,6 +201,7 @@ def _app(
         Route("/observe", pages.observer_page),
         Route("/observe/{session_id}", pages.observer_page),
         Route("/jobs", pages.jobs_page),
+        Route("/login", pages.login_page),
         Route("/audit.css", pages.audit_stylesheet),
         Mount("/static", app=StaticFiles(directory=WEB_CLIENT, check_dir=False), name="static"),
     ]
@@ -188,6 +209,7 @@ def _app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={RtServerError: handle_error},
+        middleware=[Middleware(BootstrapKeyWarning, bootstrap_key=api.bootstrap_key)],
     )
     app.state.api = api
     return app

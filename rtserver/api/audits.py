@@ -42,8 +42,9 @@ def _date(request: Request, name: str) -> dt.date | None:
 
 async def bias_audit(request: Request) -> Response:
     api = api_of(request)
-    actor = api.require_hr(request)
-    record = await job_or_404(api, request.path_params["job_id"])
+    principal = await api.require(request)
+    actor = principal.actor
+    record = await job_or_404(api, principal, request.path_params["job_id"])
     job = job_of(record)
     since, until = _date(request, "from"), _date(request, "to")
     sessions = await api.db.read(lambda store: store.scored_sessions(record.id))
@@ -71,8 +72,9 @@ def _audit(job: Job, sample: AuditSample) -> dict[str, Any]:
 async def calibrations(request: Request) -> Response:
     """The calibrations applied to the job: who, when, from which version, and the figures."""
     api = api_of(request)
-    actor = api.require_hr(request)
-    record = await job_or_404(api, request.path_params["job_id"])
+    principal = await api.require(request)
+    actor = principal.actor
+    record = await job_or_404(api, principal, request.path_params["job_id"])
     applied = await api.db.read(lambda store: store.calibrations(record.id))
     await api.db.audit(actor, "view_calibrations", None, f"job {record.id}")
     return JSONResponse({"job": record.id, "calibrations": applied})

@@ -1,22 +1,25 @@
 """What every route handler needs: the runtime, where the live sessions run, and who is
-asking (the HR bearer key, or the client's address for the audit log)."""
+asking (an HR principal, api/auth.py, or the client's address for the audit log)."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from starlette.requests import HTTPConnection, Request
 
-from rtserver.errors import Expired, NotFound, Unauthorized
+from rtserver.accounts.principal import Principal
+from rtserver.accounts.roles import Permission
+from rtserver.api.auth import check_browser_request, resolve_principal
+from rtserver.errors import Expired, Forbidden, NotFound, Unauthorized
 from rtserver.live.manager import SessionHost, SessionManager
 from rtserver.live.runtime import Runtime
 from rtserver.store import STATUS_ERASED, Actor, SessionRecord
-
+from rtserver.store.accounts import AccountStore
 
 
 def bearer_token(connection: HTTPConnection) -> str:
-    """The HR key: from ``Authorization: Bearer``, or ``?token=`` on websockets only.
+    """The HR bearer token (an API token or the bootstrap key): from ``Authorization:
+    Bearer``, or ``?token=`` on websockets only.
 
     Browsers cannot set headers on a websocket, so the query is accepted there and nowhere
     else: a key in a REST URL would end up in browser history and proxy logs.
@@ -47,21 +50,55 @@ class Api:
         # The store off the event loop: every read in a thread, every write on the writer
         # thread (rtserver/store/async_store.py).
         self.db = runtime.db
+        # Users, units, logins and API tokens (rtserver/store/accounts.py).
+        self.accounts = AccountStore(runtime.config.db_path)
         # Where the live sessions run: here, or in worker processes (rtserver/server/workers.py).
         self.manager: SessionHost = host if host is not None else SessionManager(runtime)
-        self._api_key = api_key
+        self.bootstrap_key = api_key
 
-    # -- auth -------------------------------------------------------------------------
+    # -- who is asking ----------------------------------------------------------------
 
-    def is_hr(self, connection: HTTPConnection) -> bool:
-        token = bearer_token(connection)
-        return bool(token) and hmac.compare_digest(token.encode(), self._api_key.encode())
+    async def principal(self, connection: HTTPConnection) -> Principal | None:
+        """Who ``connection`` acts as (api/auth.py), resolved once per request."""
+        state = connection.scope.setdefault("state", {})
+        if "principal" not in state:
+            state["principal"] = await resolve_principal(
+                connection,
+                bearer_token(connection),
+                client_address(connection),
+                self.accounts,
+                self.bootstrap_key,
+            )
+        found: Principal | None = state["principal"]
+        return found
 
-    def require_hr(self, connection: HTTPConnection) -> Actor:
-        """The audit actor for an HR request; raises 401 without the API key."""
-        if not self.is_hr(connection):
-            raise Unauthorized("missing or wrong API key (send Authorization: Bearer <key>)")
-        return Actor("bootstrap", "admin", None, client_address(connection))
+    async def require(
+        self, connection: HTTPConnection, permission: Permission = Permission.VIEW
+    ) -> Principal:
+        """The HR caller, allowed to do what ``permission`` names: 401 without a valid
+        credential, 403 for a role that may not, or a browser request without its CSRF
+        token."""
+        principal = await self.principal(connection)
+        if principal is None:
+            raise Unauthorized(
+                "sign in at /login, or send an API token (Authorization: Bearer <token>)"
+            )
+        check_browser_request(connection, principal)
+        if principal.enrolling:
+            raise Forbidden("set up two-factor login first: open /login")
+        if not principal.may(permission):
+            raise Forbidden(
+                f"your role ({principal.role}) may not do this: it needs {permission.value}"
+            )
+        return principal
+
+    async def scoped_session(self, principal: Principal, session_id: str) -> SessionRecord:
+        """The session, when it is in ``principal``'s scope; 404 otherwise, as for a session
+        that does not exist (so that scope does not reveal what exists elsewhere)."""
+        record = await self.session_or_404(session_id)
+        if not principal.sees(record.unit):
+            raise NotFound(f"no session {session_id}")
+        return record
 
     async def session_or_404(self, session_id: str) -> SessionRecord:
         record = await self.db.get_session(session_id)

@@ -13,6 +13,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from rtserver.accounts.principal import VIA_COOKIE
+from rtserver.accounts.roles import Permission
 from rtserver.api.context import api_of
 from rtserver.api.http import read_json
 from rtserver.ats.events import decision_made
@@ -34,13 +36,18 @@ def against(decision: str, recommendation: str | None) -> bool:
 
 
 async def decide(request: Request) -> Response:
+    """A person's decision. A signed-in user is the reviewer; an API token (an ATS) or the
+    bootstrap key must name the person in ``reviewer``."""
     api = api_of(request)
-    actor = api.require_hr(request)
-    record = await api.session_or_404(request.path_params["session_id"])
+    principal = await api.require(request, Permission.MANAGE)
+    actor = principal.actor
+    record = await api.scoped_session(principal, request.path_params["session_id"])
     body = await read_json(request)
     decision, reason, reviewer = body.get("decision"), body.get("reason", ""), body.get("reviewer")
     if decision not in DECISIONS:
         raise BadRequest(f"decision must be one of {', '.join(DECISIONS)}")
+    if principal.via == VIA_COOKIE:
+        reviewer = principal.name  # who signed in, not what they typed
     if not isinstance(reviewer, str) or not reviewer.strip():
         raise BadRequest("reviewer must name the person who decides")
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
@@ -58,15 +65,16 @@ async def decide(request: Request) -> Response:
             record.id, decision, reason.strip(), reviewer.strip()[:200], recommendation, actor.label
         )
     )
-    await api.db.audit(actor, "decision", record.id, f"{decision} by {reviewer.strip()[:200]}")
+    await api.db.audit(actor, "decision", record.id, decision)
     keys = await decision_made(api.runtime, record.id, stored, final.payload.get("job"))
     return JSONResponse({**stored, "webhooks": keys}, status_code=201)
 
 
 async def list_decisions(request: Request) -> Response:
     api = api_of(request)
-    actor = api.require_hr(request)
-    record = await api.session_or_404(request.path_params["session_id"])
+    principal = await api.require(request)
+    actor = principal.actor
+    record = await api.scoped_session(principal, request.path_params["session_id"])
     decisions = await api.db.read(lambda store: store.decisions(record.id))
     await api.db.audit(actor, "view_decisions", record.id)
     return JSONResponse({"decisions": decisions})
@@ -75,8 +83,9 @@ async def list_decisions(request: Request) -> Response:
 async def explanation(request: Request) -> Response:
     """For HR to give the candidate: the main elements behind the recommendation."""
     api = api_of(request)
-    actor = api.require_hr(request)
-    record = await api.session_or_404(request.path_params["session_id"])
+    principal = await api.require(request)
+    actor = principal.actor
+    record = await api.scoped_session(principal, request.path_params["session_id"])
     final = await api.db.final_message(record.id)
     if final is None:
         raise Conflict("the interview has not ended: there is no recommendation yet")
@@ -87,11 +96,17 @@ async def explanation(request: Request) -> Response:
 
 
 async def deliveries(request: Request) -> Response:
-    """The webhook delivery log, newest first (``?session=`` for one session's)."""
+    """The webhook delivery log, newest first (``?session=`` for one session's). Without a
+    session it covers every unit, so it is for admins; with one, for whoever sees it."""
     api = api_of(request)
-    actor = api.require_hr(request)
-    outbox = api.runtime.outbox
     session = request.query_params.get("session")
+    if session is None:
+        actor = (await api.require(request, Permission.ADMINISTER)).actor
+    else:
+        principal = await api.require(request)
+        actor = principal.actor
+        await api.scoped_session(principal, session)
+    outbox = api.runtime.outbox
     rows = await asyncio.to_thread(outbox.deliveries, session) if outbox is not None else []
     await api.db.audit(actor, "view_webhooks", session)
     return JSONResponse({"deliveries": [row.to_wire() for row in rows]})

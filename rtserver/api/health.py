@@ -5,14 +5,15 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from rtserver.accounts.roles import Permission
 from rtserver.api.context import api_of
 
 
 async def healthz(request: Request) -> Response:
     """``{"status": "ok"}`` for anyone (load balancers, uptime checks); the rest (live
-    sessions, backends, worker pids) only with the HR key."""
+    sessions, backends, worker pids) only for a signed-in caller."""
     api = api_of(request)
-    if not api.is_hr(request):
+    if await api.principal(request) is None:
         return JSONResponse({"status": "ok"})
     config = api.runtime.config
     return JSONResponse(
@@ -30,9 +31,10 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics; HR key only (Prometheus sends it as a bearer token)."""
+    """Prometheus metrics, for admins: Prometheus sends an admin's API token (or the bootstrap
+    key) as a bearer token."""
     api = api_of(request)
-    api.require_hr(request)
+    await api.require(request, Permission.ADMINISTER)
     return PlainTextResponse(
         await api.manager.render_metrics(), media_type="text/plain; version=0.0.4"
     )

@@ -16,6 +16,7 @@ from rtserver.errors import (
     BadRequest,
     InvalidJob,
     InvalidOutcomes,
+    LockedOut,
     PayloadTooLarge,
     RtServerError,
     http_status,
@@ -48,7 +49,7 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 def error_response(error: RtServerError) -> JSONResponse:
     headers = {}
-    if isinstance(error, AtCapacity):
+    if isinstance(error, AtCapacity | LockedOut):
         headers["Retry-After"] = str(error.retry_after_s)
     body: dict[str, Any] = {"error": error.code, "detail": error.detail}
     if isinstance(error, InvalidJob | InvalidOutcomes):

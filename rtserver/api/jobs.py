@@ -12,6 +12,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from rtserver.accounts.principal import Principal
+from rtserver.accounts.roles import Permission
 from rtserver.api.context import Api, api_of
 from rtserver.api.http import read_json
 from rtserver.errors import BadRequest, InvalidJob, NotFound
@@ -20,50 +22,70 @@ from rtserver.store import JobRecord
 
 
 async def create_job(request: Request) -> Response:
+    """A new job, owned by ``?unit=`` (in the caller's scope) or the caller's own unit."""
     api = api_of(request)
-    actor = api.require_hr(request)
+    principal = await api.require(request, Permission.MANAGE)
+    unit = _unit(principal, request.query_params.get("unit"))
     job = _valid(api, await read_json(request))
-    record: JobRecord = await api.db.write(lambda store: store.save_job(job.to_wire(), actor.label))
-    await api.db.audit(actor, "create_job", None, f"job {record.id} version {record.version}")
+    record: JobRecord = await api.db.write(
+        lambda store: store.save_job(job.to_wire(), principal.actor.label, unit=unit)
+    )
+    await api.db.audit(
+        principal.actor, "create_job", None, f"job {record.id} version {record.version}"
+    )
     return JSONResponse(record.to_wire(), status_code=201)
 
 
 async def update_job(request: Request) -> Response:
     """A new version of the job; the old ones stay as they were."""
     api = api_of(request)
-    actor = api.require_hr(request)
+    principal = await api.require(request, Permission.MANAGE)
     job_id = request.path_params["job_id"]
-    await job_or_404(api, job_id)
+    await job_or_404(api, principal, job_id)
     job = _valid(api, await read_json(request))
     record: JobRecord = await api.db.write(
-        lambda store: store.save_job(job.to_wire(), actor.label, job_id)
+        lambda store: store.save_job(job.to_wire(), principal.actor.label, job_id)
     )
-    await api.db.audit(actor, "update_job", None, f"job {record.id} version {record.version}")
+    await api.db.audit(
+        principal.actor, "update_job", None, f"job {record.id} version {record.version}"
+    )
     return JSONResponse(record.to_wire())
 
 
 async def list_jobs(request: Request) -> Response:
+    """The jobs in the caller's scope."""
     api = api_of(request)
-    api.require_hr(request)
-    records: list[JobRecord] = await api.db.read(lambda store: store.list_jobs())
+    principal = await api.require(request)
+    records: list[JobRecord] = await api.db.read(lambda store: store.list_jobs(principal.scope))
     return JSONResponse({"jobs": [r.to_wire() for r in records]})
 
 
 async def get_job(request: Request) -> Response:
     """The job's latest version, or ``?version=N``."""
     api = api_of(request)
-    api.require_hr(request)
+    principal = await api.require(request)
     version = _version(request.query_params.get("version"))
-    record = await job_or_404(api, request.path_params["job_id"], version)
+    record = await job_or_404(api, principal, request.path_params["job_id"], version)
     return JSONResponse(record.to_wire())
 
 
-async def job_or_404(api: Api, job_id: str, version: int | None = None) -> JobRecord:
+async def job_or_404(
+    api: Api, principal: Principal, job_id: str, version: int | None = None
+) -> JobRecord:
+    """The job, when it is in ``principal``'s scope; 404 otherwise, as for no job."""
     record: JobRecord | None = await api.db.read(lambda store: store.get_job(job_id, version))
-    if record is None:
+    if record is None or not principal.sees(record.unit):
         which = f" version {version}" if version is not None else ""
         raise NotFound(f"no job {job_id}{which}")
     return record
+
+
+def _unit(principal: Principal, raw: str | None) -> str:
+    if raw is None:
+        return principal.unit
+    if not principal.sees(raw):
+        raise NotFound(f"no unit {raw!r} in your scope")
+    return raw
 
 
 def job_of(record: JobRecord) -> Job:

@@ -85,7 +85,7 @@ async def stream_session(
 async def ice_servers(request: Request) -> Response:
     """The observer page's STUN/TURN servers for /watch, with a fresh TURN credential."""
     api = api_of(request)
-    api.require_hr(request)
+    await api.require(request)
     return JSONResponse(page_ice_configuration(api.runtime.config, "hr"), headers=NO_STORE)
 
 
@@ -93,8 +93,9 @@ async def watch(request: Request) -> Response:
     """An HR observer's recvonly offer, answered with the candidate's live video and
     audio (relayed, so re-encoded per observer)."""
     api = api_of(request)
-    actor = api.require_hr(request)
-    record = await api.session_or_404(request.path_params["session_id"])
+    principal = await api.require(request)
+    actor = principal.actor
+    record = await api.scoped_session(principal, request.path_params["session_id"])
     offer = parse_watch_offer(await read_json(request))
     answer = await api.manager.watch(record.id, offer)
     await api.db.audit(actor, "watch", record.id)
@@ -105,8 +106,9 @@ async def signals(websocket: WebSocket) -> None:
     api = api_of(websocket)
     session_id = websocket.path_params["session_id"]
     try:
-        actor = api.require_hr(websocket)
-        await api.session_or_404(session_id)
+        principal = await api.require(websocket)
+        actor = principal.actor
+        await api.scoped_session(principal, session_id)
     except RtServerError as error:
         await websocket.send_denial_response(error_response(error))
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from rtserver.accounts.roles import Permission
 from rtserver.api.context import api_of
 from rtserver.api.http import read_json
 from rtserver.api.jobs import job_or_404
@@ -20,8 +21,9 @@ from rtserver.store import Outcome
 async def record_outcomes(request: Request) -> Response:
     """``{"outcomes": [{"session" or "candidate", "hired", "performance", "rated_at"}]}``."""
     api = api_of(request)
-    actor = api.require_hr(request)
-    job = await job_or_404(api, request.path_params["job_id"])
+    principal = await api.require(request, Permission.MANAGE)
+    actor = principal.actor
+    job = await job_or_404(api, principal, request.path_params["job_id"])
     body = await read_json(request)
     sessions = await api.db.read(lambda store: store.scored_sessions(job.id))
     try:
@@ -35,8 +37,9 @@ async def record_outcomes(request: Request) -> Response:
 
 async def list_outcomes(request: Request) -> Response:
     api = api_of(request)
-    actor = api.require_hr(request)
-    job = await job_or_404(api, request.path_params["job_id"])
+    principal = await api.require(request)
+    actor = principal.actor
+    job = await job_or_404(api, principal, request.path_params["job_id"])
     outcomes: dict[str, Outcome] = await api.db.read(lambda store: store.outcomes(job.id))
     await api.db.audit(actor, "view_outcomes", None, f"job {job.id}")
     return JSONResponse({"job": job.id, "outcomes": [o.to_wire() for o in outcomes.values()]})

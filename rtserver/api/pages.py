@@ -34,6 +34,11 @@ async def jobs_page(request: Request) -> Response:
     return FileResponse(WEB_CLIENT / "jobs.html")
 
 
+async def login_page(request: Request) -> Response:
+    """HR's login: password, then the authenticator's code, or enrolling one."""
+    return FileResponse(WEB_CLIENT / "login.html")
+
+
 async def index(request: Request) -> Response:
     return FileResponse(WEB_CLIENT / "index.html")
 

@@ -1,7 +1,7 @@
 """Sessions, as HR sees them: create, list, view, end, report, erase and the audit log.
 
-Every HR request needs the API key and is audit-logged; a candidate may end their own
-session with its join token."""
+Every HR request needs a principal (api/auth.py) whose scope holds the session, and is
+audit-logged; a candidate may end their own session with its join token."""
 
 from __future__ import annotations
 
@@ -13,20 +13,22 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from rtserver.accounts.principal import Principal
+from rtserver.accounts.roles import Permission
 from rtserver.api.context import Api, api_of, candidate_actor
 from rtserver.api.http import read_json
 from rtserver.api.jobs import job_of
-from rtserver.errors import BadRequest, Conflict, Unauthorized
+from rtserver.errors import BadRequest, Conflict, NotFound, Unauthorized
 from rtserver.live.job_scoring import with_job
 from rtserver.live.publisher import Publisher
 from rtserver.live.transcripts import with_transcript
 from rtserver.messages import StoredMessage
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.store import (
-    Actor,
     DEFAULT_EXPIRES_IN_S,
     STATUS_ENDED,
     STATUS_LIVE,
+    Actor,
     Question,
     SessionRecord,
     Store,
@@ -41,14 +43,18 @@ MAX_EXPIRES_IN_S = 365 * 24 * 3600  # the longest a join link may last (s)
 
 async def create_session(request: Request) -> Response:
     api = api_of(request)
-    actor = api.require_hr(request)
+    principal = await api.require(request, Permission.MANAGE)
+    actor = principal.actor
     body = await read_json(request)
     candidate = _optional_str(body, "candidate")
     job = _optional_str(body, "job")
     questions = _questions(body.get("questions"))
     expires_in_s = _expires_in(body.get("expires_in"))
+    unit = _unit(principal, body.get("unit"))
     job_version = None
     stored = await api.db.read(lambda store: store.get_job(job)) if job else None
+    if stored is not None and not principal.sees(stored.unit):
+        raise NotFound(f"no job {job}")
     if stored is not None:
         # A job's id: the session takes the job's questions and is scored with this version.
         # Any other "job" text is a label, as before jobs existed.
@@ -57,7 +63,7 @@ async def create_session(request: Request) -> Response:
         questions = [Question(q.text, q.seconds) for q in job_of(stored).questions]
         job_version = stored.version
     record, join_token = await api.db.create_session(
-        candidate, job, questions, expires_in_s, job_version
+        candidate, job, questions, expires_in_s, job_version, unit
     )
     await api.db.audit(actor, "create", record.id)
     base = api.base_url(request)
@@ -74,18 +80,19 @@ async def create_session(request: Request) -> Response:
 
 
 async def list_sessions(request: Request) -> Response:
+    """The newest sessions in the caller's scope."""
     api = api_of(request)
-    actor = api.require_hr(request)
-    records = await api.db.list_sessions()
-    await api.db.audit(actor, "list", None, f"{len(records)} sessions")
+    principal = await api.require(request)
+    records = await api.db.list_sessions(units=principal.scope)
+    await api.db.audit(principal.actor, "list", None, f"{len(records)} sessions")
     return JSONResponse({"sessions": [r.to_wire() for r in records]})
 
 
 async def get_session(request: Request) -> Response:
     api = api_of(request)
-    actor = api.require_hr(request)
-    record = await api.session_or_404(request.path_params["session_id"])
-    await api.db.audit(actor, "view_session", record.id)
+    principal = await api.require(request)
+    record = await api.scoped_session(principal, request.path_params["session_id"])
+    await api.db.audit(principal.actor, "view_session", record.id)
     data = record.to_wire()
     figures = await api.manager.live_figures(record.id)
     data["live"] = figures is not None
@@ -118,21 +125,28 @@ async def end_session(request: Request) -> Response:
 
 
 async def _hr_or_candidate(api: Api, request: Request, record: SessionRecord) -> Actor:
-    if api.is_hr(request):
-        return api.require_hr(request)
+    """A candidate with the session's join token, or an HR caller who may manage it. The
+    join token decides when one is sent (a candidate's browser may hold an HR login too)."""
     token = request.query_params.get("token", "")
     if not token and int(request.headers.get("content-length") or 0) > 0:
         body = await read_json(request)
         token = body.get("token", "") if isinstance(body.get("token"), str) else ""
-    if token and await api.db.check_join_token(record.id, token):
-        return candidate_actor(request)
-    raise Unauthorized("send the HR API key or the session's join token")
+    if token:
+        if await api.db.check_join_token(record.id, token):
+            return candidate_actor(request)
+        raise Unauthorized("wrong join token")
+    if await api.principal(request) is None:
+        raise Unauthorized("sign in as HR, or send the session's join token")
+    principal = await api.require(request, Permission.MANAGE)
+    await api.scoped_session(principal, record.id)
+    return principal.actor
 
 
 async def report(request: Request) -> Response:
     api = api_of(request)
-    actor = api.require_hr(request)
-    record = await api.session_or_404(request.path_params["session_id"])
+    principal = await api.require(request)
+    actor = principal.actor
+    record = await api.scoped_session(principal, request.path_params["session_id"])
     final = await api.db.final_message(record.id)
     if final is None:
         raise Conflict(f"session is {record.status}; the report exists once it has ended")
@@ -145,8 +159,9 @@ async def report(request: Request) -> Response:
 async def erase(request: Request) -> Response:
     """Erases a candidate's data (GDPR-style). Live sessions are ended first."""
     api = api_of(request)
-    actor = api.require_hr(request)
-    record = await api.session_or_404(request.path_params["session_id"])
+    principal = await api.require(request, Permission.MANAGE)
+    actor = principal.actor
+    record = await api.scoped_session(principal, request.path_params["session_id"])
     await api.manager.end(record.id, "erased")
     await api.db.erase(record.id)
     outbox = api.runtime.outbox
@@ -158,9 +173,9 @@ async def erase(request: Request) -> Response:
 
 async def audit_log(request: Request) -> Response:
     api = api_of(request)
-    actor = api.require_hr(request)
-    record = await api.session_or_404(request.path_params["session_id"])
-    await api.db.audit(actor, "view_audit", record.id)
+    principal = await api.require(request)
+    record = await api.scoped_session(principal, request.path_params["session_id"])
+    await api.db.audit(principal.actor, "view_audit", record.id)
     return JSONResponse({"audit": await api.db.audit_log(record.id)})
 
 
@@ -186,6 +201,16 @@ def _optional_str(body: dict[str, Any], key: str, limit: int = 500) -> str | Non
     if not isinstance(value, str) or len(value) > limit:
         raise BadRequest(f"{key} must be a string of at most {limit} characters")
     return value
+
+
+def _unit(principal: Principal, raw: Any) -> str:
+    """The org unit a new session belongs to: ``unit`` when given and in the caller's scope
+    (404 otherwise, as for a unit that does not exist), else the caller's own."""
+    if raw is None:
+        return principal.unit
+    if not isinstance(raw, str) or not principal.sees(raw):
+        raise NotFound(f"no unit {raw!r} in your scope")
+    return raw
 
 
 def _expires_in(raw: Any) -> float:

@@ -9,12 +9,12 @@ here; what is judged of a session (``scoring/``) and who may see it (``api/``) d
 
 from rtserver.store.async_store import AsyncStore, StoreBacklogged, StoreClosed, StoreWriter
 from rtserver.store.records import (
+    CLI_ACTOR,
     DEFAULT_EXPIRES_IN_S,
     STATUS_CREATED,
     STATUS_ENDED,
     STATUS_ERASED,
     STATUS_LIVE,
-    CLI_ACTOR,
     SYSTEM_ACTOR,
     Actor,
     JobRecord,
@@ -26,12 +26,12 @@ from rtserver.store.records import (
 from rtserver.store.sqlite import Store
 
 __all__ = [
+    "CLI_ACTOR",
     "DEFAULT_EXPIRES_IN_S",
     "STATUS_CREATED",
     "STATUS_ENDED",
     "STATUS_ERASED",
     "STATUS_LIVE",
-    "CLI_ACTOR",
     "SYSTEM_ACTOR",
     "Actor",
     "AsyncStore",

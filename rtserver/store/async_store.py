@@ -46,7 +46,13 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
-from rtserver.store.records import DEFAULT_EXPIRES_IN_S, Actor, Question, SessionRecord
+from rtserver.store.records import (
+    DEFAULT_EXPIRES_IN_S,
+    ROOT_UNIT,
+    Actor,
+    Question,
+    SessionRecord,
+)
 from rtserver.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -344,20 +350,25 @@ class AsyncStore:
         questions: list[Question],
         expires_in_s: float = DEFAULT_EXPIRES_IN_S,
         job_version: int | None = None,
+        unit: str = ROOT_UNIT,
     ) -> tuple[SessionRecord, str]:
-        """Write: a new session whose join link lasts ``expires_in_s``, and its join token;
-        ``job_version`` when ``job`` is a job's id."""
+        """Write: a new session of ``unit`` whose join link lasts ``expires_in_s``, and its
+        join token; ``job_version`` when ``job`` is a job's id."""
         return await self.write(
-            lambda store: store.create_session(candidate, job, questions, expires_in_s, job_version)
+            lambda store: store.create_session(
+                candidate, job, questions, expires_in_s, job_version, unit
+            )
         )
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         """Read."""
         return await self.read(lambda store: store.get_session(session_id))
 
-    async def list_sessions(self, limit: int = 100) -> list[SessionRecord]:
-        """Read."""
-        return await self.read(lambda store: store.list_sessions(limit))
+    async def list_sessions(
+        self, limit: int = 100, units: frozenset[str] | None = None
+    ) -> list[SessionRecord]:
+        """Read: the newest ``limit`` sessions, of ``units`` only when given."""
+        return await self.read(lambda store: store.list_sessions(limit, units))
 
     async def check_join_token(self, session_id: str, token: str) -> bool:
         """Read."""

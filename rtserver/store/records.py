@@ -17,6 +17,10 @@ STATUS_LIVE = "live"
 STATUS_ENDED = "ended"
 STATUS_ERASED = "erased"
 
+# The top of the org tree (accounts/): made on first start. Jobs and sessions made before
+# there were units belong to it.
+ROOT_UNIT = "hq"
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -53,6 +57,7 @@ class JobRecord:
     body: dict[str, Any]
     created_at: float
     created_by: str
+    unit: str = ROOT_UNIT  # the org unit that owns the job (every version: the first's)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -60,6 +65,7 @@ class JobRecord:
             "version": self.version,
             "created_at": self.created_at,
             "created_by": self.created_by,
+            "unit": self.unit,
             **self.body,
         }
 
@@ -109,6 +115,7 @@ class SessionRecord:
     end_reason: str | None
     expires_at: float  # unix time (s) after which the join link is refused
     job_version: int | None = None  # the version of the job it is scored with
+    unit: str = ROOT_UNIT  # the org unit it belongs to: who may see it (accounts/)
 
     def is_expired(self, now: float | None = None) -> bool:
         """Whether the join link has expired at unix time ``now`` (s; default: now)."""
@@ -127,4 +134,5 @@ class SessionRecord:
             "end_reason": self.end_reason,
             "expires_at": self.expires_at,
             "job_version": self.job_version,
+            "unit": self.unit,
         }

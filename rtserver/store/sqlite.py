@@ -24,6 +24,7 @@ from typing import Any
 from rtserver.messages import StoredMessage
 from rtserver.store.records import (
     DEFAULT_EXPIRES_IN_S,
+    ROOT_UNIT,
     STATUS_CREATED,
     STATUS_ENDED,
     STATUS_ERASED,
@@ -118,12 +119,14 @@ CREATE TABLE IF NOT EXISTS audit (
 # Every table keyed by a session that holds the candidate's data: erase() empties them all.
 _ERASED_WITH_THE_SESSION = ("messages", "decisions", "outcomes", "self_identification")
 
-# Columns added to `sessions` since its first release, with the value rows of an older
-# database get: each is added on open when missing.
-_ADDED_SESSION_COLUMNS = (
-    ("expires_at", "REAL", f"created_at + {DEFAULT_EXPIRES_IN_S!r}"),
-    ("resume_hash", "TEXT", None),
-    ("job_version", "INTEGER", None),
+# Columns added since a table's first release, with the value rows of an older database
+# get: each is added on open when missing. A NULL unit is the root unit (ROOT_UNIT).
+_ADDED_COLUMNS = (
+    ("sessions", "expires_at", "REAL", f"created_at + {DEFAULT_EXPIRES_IN_S!r}"),
+    ("sessions", "resume_hash", "TEXT", None),
+    ("sessions", "job_version", "INTEGER", None),
+    ("sessions", "unit", "TEXT", None),
+    ("jobs", "unit", "TEXT", None),
 )
 
 
@@ -176,11 +179,18 @@ class Store:
 
     # -- jobs -------------------------------------------------------------------------
 
-    def save_job(self, body: dict[str, Any], actor: str, job_id: str | None = None) -> JobRecord:
-        """Saves ``body`` (a valid job, ``scoring/jobs.py``) as a new job, or as the next
-        version of ``job_id``. KeyError when ``job_id`` is no job."""
+    def save_job(
+        self,
+        body: dict[str, Any],
+        actor: str,
+        job_id: str | None = None,
+        unit: str = ROOT_UNIT,
+    ) -> JobRecord:
+        """Saves ``body`` (a valid job, ``scoring/jobs.py``) as a new job of ``unit``, or as
+        the next version of ``job_id`` (which keeps its unit). KeyError when ``job_id`` is no
+        job."""
         with self._locked() as db, _write_transaction(db):
-            return _insert_job_version(db, body, actor, job_id)
+            return _insert_job_version(db, body, actor, job_id, unit)
 
     def get_job(self, job_id: str, version: int | None = None) -> JobRecord | None:
         """The job's ``version``, or its latest; None when there is no such job."""
@@ -195,14 +205,15 @@ class Store:
                 ).fetchone()
         return _job_from_row(row) if row else None
 
-    def list_jobs(self) -> list[JobRecord]:
-        """Every job's latest version, newest first."""
+    def list_jobs(self, units: frozenset[str] | None = None) -> list[JobRecord]:
+        """Every job's latest version (of ``units`` only, when given), newest first."""
         with self._locked() as db:
             rows = db.execute(
                 "SELECT j.* FROM jobs j JOIN (SELECT id, MAX(version) AS v FROM jobs GROUP BY id)"
                 " latest ON j.id = latest.id AND j.version = latest.v ORDER BY j.created_at DESC"
             ).fetchall()
-        return [_job_from_row(row) for row in rows]
+        jobs = [_job_from_row(row) for row in rows]
+        return jobs if units is None else [job for job in jobs if job.unit in units]
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -213,10 +224,11 @@ class Store:
         questions: list[Question],
         expires_in_s: float = DEFAULT_EXPIRES_IN_S,
         job_version: int | None = None,
+        unit: str = ROOT_UNIT,
     ) -> tuple[SessionRecord, str]:
-        """Creates a session whose join link lasts ``expires_in_s`` seconds; returns it with
-        its join token (the only time it is seen). ``job_version`` is set when ``job`` is a
-        job's id: the version the session is scored with."""
+        """Creates a session of org ``unit`` whose join link lasts ``expires_in_s`` seconds;
+        returns it with its join token (the only time it is seen). ``job_version`` is set
+        when ``job`` is a job's id: the version the session is scored with."""
         session_id = uuid.uuid4().hex
         join_token = secrets.token_urlsafe(32)
         now = time.time()
@@ -224,7 +236,7 @@ class Store:
         with self._locked() as db:
             db.execute(
                 "INSERT INTO sessions (id, candidate, job, questions, token_hash, status,"
-                " created_at, expires_at, job_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, expires_at, job_version, unit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     session_id,
                     candidate,
@@ -235,6 +247,7 @@ class Store:
                     now,
                     now + expires_in_s,
                     job_version,
+                    unit,
                 ),
             )
         record = self.get_session(session_id)
@@ -246,11 +259,22 @@ class Store:
             row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return _session_from_row(row) if row else None
 
-    def list_sessions(self, limit: int = 100) -> list[SessionRecord]:
+    def list_sessions(
+        self, limit: int = 100, units: frozenset[str] | None = None
+    ) -> list[SessionRecord]:
+        """The newest ``limit`` sessions (of ``units`` only, when given)."""
         with self._locked() as db:
-            rows = db.execute(
-                "SELECT * FROM sessions ORDER BY created_at DESC LIMIT ?", (limit,)
-            ).fetchall()
+            if units is None:
+                rows = db.execute(
+                    "SELECT * FROM sessions ORDER BY created_at DESC LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                marks = ",".join("?" * len(units))
+                rows = db.execute(
+                    f"SELECT * FROM sessions WHERE COALESCE(unit, ?) IN ({marks})"
+                    " ORDER BY created_at DESC LIMIT ?",
+                    (ROOT_UNIT, *sorted(units), limit),
+                ).fetchall()
         return [_session_from_row(row) for row in rows]
 
     def check_join_token(self, session_id: str, token: str) -> bool:
@@ -534,23 +558,32 @@ def _write_transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 
 def _insert_job_version(
-    db: sqlite3.Connection, body: dict[str, Any], actor: str, job_id: str | None
+    db: sqlite3.Connection,
+    body: dict[str, Any],
+    actor: str,
+    job_id: str | None,
+    unit: str = ROOT_UNIT,
 ) -> JobRecord:
-    """Inserts ``body`` as a new job or as ``job_id``'s next version (KeyError when there is
-    no such job); inside the caller's transaction."""
+    """Inserts ``body`` as a new job of ``unit`` or as ``job_id``'s next version, in the
+    unit of its first (KeyError when there is no such job); inside the caller's
+    transaction."""
     now = time.time()
     if job_id is None:
         job_id, version = uuid.uuid4().hex, 1
     else:
-        row = db.execute("SELECT MAX(version) FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = db.execute(
+            "SELECT MAX(version), COALESCE(MIN(unit), ?) FROM jobs WHERE id = ?",
+            (ROOT_UNIT, job_id),
+        ).fetchone()
         if row[0] is None:
             raise KeyError(job_id)
-        version = int(row[0]) + 1
+        version, unit = int(row[0]) + 1, row[1]
     db.execute(
-        "INSERT INTO jobs (id, version, body, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
-        (job_id, version, json.dumps(body, sort_keys=True), now, actor),
+        "INSERT INTO jobs (id, version, body, created_at, created_by, unit)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (job_id, version, json.dumps(body, sort_keys=True), now, actor, unit),
     )
-    return JobRecord(job_id, version, body, now, actor)
+    return JobRecord(job_id, version, body, now, actor, unit)
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -559,13 +592,13 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     so the check and the change run in one write transaction: the first migrates, the
     others find the columns there."""
     with _write_transaction(db):
-        present = {row["name"] for row in db.execute("PRAGMA table_info(sessions)")}
-        for name, kind, fill in _ADDED_SESSION_COLUMNS:
+        for table, name, kind, fill in _ADDED_COLUMNS:
+            present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
             if name in present:
                 continue
-            db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
             if fill is not None:
-                db.execute(f"UPDATE sessions SET {name} = {fill} WHERE {name} IS NULL")
+                db.execute(f"UPDATE {table} SET {name} = {fill} WHERE {name} IS NULL")
 
 
 def _job_from_row(row: sqlite3.Row) -> JobRecord:
@@ -575,6 +608,7 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
         body=json.loads(row["body"]),
         created_at=row["created_at"],
         created_by=row["created_by"],
+        unit=row["unit"] or ROOT_UNIT,
     )
 
 
@@ -592,4 +626,5 @@ def _session_from_row(row: sqlite3.Row) -> SessionRecord:
         end_reason=row["end_reason"],
         expires_at=row["expires_at"],
         job_version=row["job_version"],
+        unit=row["unit"] or ROOT_UNIT,
     )
