@@ -18,6 +18,7 @@ import uvicorn
 
 from rtserver.api.demo import demo_session
 from rtserver.cli_audit import add_parsers as add_audit_parsers
+from rtserver.cli_users import add_parsers as add_user_parsers
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.logs import setup_logging
 from rtserver.media.ice import restrict_host_addresses
@@ -260,6 +261,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     importing.add_argument("--config", type=Path, help="TOML configuration file")
     importing.add_argument("--data-dir", dest="data_dir")
     add_audit_parsers(commands)
+    add_user_parsers(commands)
     return parser.parse_args(argv)
 
 
@@ -462,6 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rtserver.cli_jobs import import_job_command
 
         return import_job_command(args)
+    if args.command in ("users", "units"):
+        from rtserver.cli_users import run as run_users
+
+        return run_users(args)
     if args.command in ("outcomes", "calibrate", "audit"):
         from rtserver.cli_audit import run
 

@@ -11,6 +11,7 @@ from rtserver.store.async_store import AsyncStore, StoreBacklogged, StoreClosed,
 from rtserver.store.records import (
     CLI_ACTOR,
     DEFAULT_EXPIRES_IN_S,
+    ROOT_UNIT,
     STATUS_CREATED,
     STATUS_ENDED,
     STATUS_ERASED,
@@ -28,6 +29,7 @@ from rtserver.store.sqlite import Store
 __all__ = [
     "CLI_ACTOR",
     "DEFAULT_EXPIRES_IN_S",
+    "ROOT_UNIT",
     "STATUS_CREATED",
     "STATUS_ENDED",
     "STATUS_ERASED",
