@@ -57,6 +57,7 @@ async def list_jobs(request: Request) -> Response:
     api = api_of(request)
     principal = await api.require(request)
     records: list[JobRecord] = await api.db.read(lambda store: store.list_jobs(principal.scope))
+    await api.db.audit(principal.actor, "list_jobs", None, f"{len(records)} jobs")
     return JSONResponse({"jobs": [r.to_wire() for r in records]})
 
 
@@ -66,6 +67,9 @@ async def get_job(request: Request) -> Response:
     principal = await api.require(request)
     version = _version(request.query_params.get("version"))
     record = await job_or_404(api, principal, request.path_params["job_id"], version)
+    await api.db.audit(
+        principal.actor, "view_job", None, f"job {record.id} version {record.version}"
+    )
     return JSONResponse(record.to_wire())
 
 
