@@ -24,7 +24,8 @@ async def create_job(request: Request) -> Response:
     actor = api.require_hr(request)
     job = _valid(api, await read_json(request))
     record: JobRecord = await api.db.write(lambda store: store.save_job(job.to_wire(), actor.label))
-    await api.db.audit(actor, "create_job", None, f"job {record.id} version {record.version}")
+    detail = f"job {record.id} version {record.version}"
+    await api.db.audit(actor, "create_job", None, detail, f"job:{record.id}")
     return JSONResponse(record.to_wire(), status_code=201)
 
 
@@ -38,23 +39,27 @@ async def update_job(request: Request) -> Response:
     record: JobRecord = await api.db.write(
         lambda store: store.save_job(job.to_wire(), actor.label, job_id)
     )
-    await api.db.audit(actor, "update_job", None, f"job {record.id} version {record.version}")
+    detail = f"job {record.id} version {record.version}"
+    await api.db.audit(actor, "update_job", None, detail, f"job:{record.id}")
     return JSONResponse(record.to_wire())
 
 
 async def list_jobs(request: Request) -> Response:
     api = api_of(request)
-    api.require_hr(request)
+    actor = api.require_hr(request)
     records: list[JobRecord] = await api.db.read(lambda store: store.list_jobs())
+    await api.db.audit(actor, "list_jobs", None, f"{len(records)} jobs")
     return JSONResponse({"jobs": [r.to_wire() for r in records]})
 
 
 async def get_job(request: Request) -> Response:
     """The job's latest version, or ``?version=N``."""
     api = api_of(request)
-    api.require_hr(request)
+    actor = api.require_hr(request)
     version = _version(request.query_params.get("version"))
     record = await job_or_404(api, request.path_params["job_id"], version)
+    detail = f"job {record.id} version {record.version}"
+    await api.db.audit(actor, "view_job", None, detail, f"job:{record.id}")
     return JSONResponse(record.to_wire())
 
 
