@@ -1,6 +1,7 @@
 """Command line: ``rtserver serve`` runs the server on its embedded defaults;
 ``rtserver models fetch`` downloads and converts the models. The job commands live in
-``cli_jobs.py``; outcomes, calibration and the bias audit in ``cli_audit.py``."""
+``cli_jobs.py``; outcomes, calibration and the bias audit in ``cli_audit.py``; the audit
+log's verify and export in ``cli_audit_log.py``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import uvicorn
 
 from rtserver.api.demo import demo_session
 from rtserver.cli_audit import add_parsers as add_audit_parsers
+from rtserver.cli_audit_log import add_parsers as add_audit_log_parsers
 from rtserver.cli_users import add_parsers as add_user_parsers
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.logs import setup_logging
@@ -147,6 +149,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=int,
         help="observers that may watch one session's live video at once (default: 4)",
     )
+    serve.add_argument(
+        "--audit-retention-days",
+        dest="audit_retention_days",
+        type=int,
+        help="days the audit log keeps a row (default and minimum: 183, six months)",
+    )
     serve.add_argument("--analysis-threads", dest="analysis_threads", type=int)
     serve.add_argument(
         "--workers",
@@ -262,6 +270,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     importing.add_argument("--data-dir", dest="data_dir")
     add_audit_parsers(commands)
     add_user_parsers(commands)
+    add_audit_log_parsers(commands)
     return parser.parse_args(argv)
 
 
@@ -310,6 +319,7 @@ def serve(args: argparse.Namespace) -> int:
             "reconnect_grace_s",
             "max_interview_s",
             "max_watchers",
+            "audit_retention_days",
             "analysis_threads",
             "workers",
             "analysis",
@@ -468,6 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rtserver.cli_users import run as run_users
 
         return run_users(args)
+    if args.command == "audit-log":
+        from rtserver.cli_audit_log import run as run_audit_log
+
+        return run_audit_log(args)
     if args.command in ("outcomes", "calibrate", "audit"):
         from rtserver.cli_audit import run
 

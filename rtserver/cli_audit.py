@@ -155,9 +155,8 @@ def import_outcomes(args: argparse.Namespace) -> int:
         except OutcomesInvalid as exc:
             raise _problems(f"{args.file}: nothing was recorded:", exc.problems) from exc
         store.save_outcomes(record.id, outcomes, CLI_ACTOR.label)
-        store.audit(
-            CLI_ACTOR, "record_outcomes", None, f"job {record.id}: {len(outcomes)} outcomes"
-        )
+        detail = f"job {record.id}: {len(outcomes)} outcomes"
+        store.audit(CLI_ACTOR, "record_outcomes", None, detail, f"job:{record.id}")
     finally:
         store.close()
     print(json.dumps({"job": record.id, "recorded": len(outcomes)}))
@@ -187,7 +186,8 @@ def calibrate(args: argparse.Namespace) -> int:
         wire = {**result, "notes": notes}
         if store is not None and record is not None and job is not None:
             actor = Actor(f"cli:{args.by}", "admin", None, "local") if args.by else CLI_ACTOR
-            store.audit(actor, "calibrate", None, f"job {record.id} n={result['n']}")
+            detail = f"job {record.id} n={result['n']}"
+            store.audit(actor, "calibrate", None, detail, f"job:{record.id}")
             if args.apply:
                 wire["applied"] = _apply(store, record, job, result, args.by)
     finally:
@@ -259,6 +259,7 @@ def _apply(
         "apply_calibration",
         None,
         f"job {record.id} version {record.version} -> {saved.version}",
+        f"job:{record.id}",
     )
     return {"job": saved.id, "from_version": record.version, "version": saved.version, "by": by}
 
@@ -358,7 +359,7 @@ def _audit_from_store(args: argparse.Namespace) -> tuple[list[Any], Any, dict[st
         record, job = _job(store, args.job, config.db_path)
         sessions = store.scored_sessions(record.id)
         demographics = store.self_identification_for_audit([s.id for s in sessions])
-        store.audit(CLI_ACTOR, "bias_audit", None, f"job {record.id}")
+        store.audit(CLI_ACTOR, "bias_audit", None, f"job {record.id}", f"job:{record.id}")
     finally:
         store.close()
     sample = audit_sample(job, sessions, demographics, args.since, args.until)

@@ -77,7 +77,8 @@ def import_job_command(args: argparse.Namespace) -> int:
             return 1
         record = store.save_job(job.to_wire(), CLI_ACTOR.label, args.update)
         action = "update_job" if args.update else "create_job"
-        store.audit(CLI_ACTOR, action, None, f"job {record.id} version {record.version}")
+        detail = f"job {record.id} version {record.version}"
+        store.audit(CLI_ACTOR, action, None, detail, f"job:{record.id}")
     finally:
         store.close()
     print(json.dumps({"id": record.id, "version": record.version, "title": job.title}))

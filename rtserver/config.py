@@ -140,6 +140,10 @@ class Config:
     max_interview_s: float = 3600.0
     # Observers watching one session's relayed video and audio at once; more are refused.
     max_watchers: int = 4
+    # Days the audit log keeps a row: six months at least (EU AI Act Art. 19 and 26(6)),
+    # so 183 is the minimum. The server prunes older rows hourly; the chain stays verifiable
+    # from the last pruned row (rtserver/store/audit_log.py).
+    audit_retention_days: int = 183
     # How long a second may wait for late analysis before it is published anyway (seconds).
     max_signal_wait_s: float = 1.5
     # Worker threads for analysis; kernels release the GIL, so threads run in parallel.
@@ -253,6 +257,10 @@ def _validate(config: Config) -> Config:
         raise ConfigError("workers must be between 0 (one per core) and 256")
     if config.max_watchers < 0:
         raise ConfigError("max_watchers must be 0 or more")
+    from rtserver.store.audit_log import MIN_RETENTION_DAYS
+
+    if config.audit_retention_days < MIN_RETENTION_DAYS:
+        raise ConfigError(f"audit_retention_days must be {MIN_RETENTION_DAYS} (six months) or more")
     if config.crop_device not in {"cpu", "cuda", "auto"}:
         raise ConfigError("crop_device must be 'cpu', 'cuda' or 'auto'")
     if config.max_batch < 1:

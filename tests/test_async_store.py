@@ -51,9 +51,16 @@ class SlowStore(Store):
         time.sleep(self.write_s)
         super().append_message(message)
 
-    def audit(self, actor: Actor, action: str, session_id: str | None, detail: str = "") -> None:
+    def audit(
+        self,
+        actor: Actor,
+        action: str,
+        session_id: str | None,
+        detail: str = "",
+        obj: str | None = None,
+    ) -> None:
         time.sleep(self.write_s)
-        super().audit(actor, action, session_id, detail)
+        super().audit(actor, action, session_id, detail, obj)
 
     def messages(self, session_id: str, after_seq: int = -1) -> list[StoredMessage]:
         time.sleep(self.read_s)

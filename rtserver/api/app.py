@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from rtserver.api import (
     accounts,
+    audit_log,
     audits,
     candidates,
     decisions,
@@ -55,6 +56,7 @@ from rtserver.media.ice import quicken_consent_checks
 from rtserver.models.fetch import ensure_models
 from rtserver.perception.analysis import needed_models
 from rtserver.server.workers import WorkerPool
+from rtserver.store.audit_log import AuditPruner
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +85,12 @@ def create_app(config: Config, api_key: str) -> Starlette:
         if isinstance(api.manager, SessionManager) and api.manager.cpu_budget is not None:
             api.manager.cpu_budget.start()  # from after the warm-up, which is no measure of it
         webhooks = start_webhooks(runtime)
+        pruner = start_audit_pruning(runtime)
         try:
             yield
         finally:
             await api.manager.shutdown()
+            await pruner.stop()
             await stop_webhooks(runtime, webhooks)
             await stop_queues(runtime)
             runtime.executor.shutdown(wait=False, cancel_futures=True)
@@ -112,11 +116,13 @@ def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
         # them (under the models directory's lock, rtserver/models/fetch.py).
         await asyncio.to_thread(ensure_models, config.models_path, needed_models(config))
         webhooks = start_webhooks(runtime)
+        pruner = start_audit_pruning(runtime)
         try:
             await pool.start()
             yield
         finally:
             await pool.shutdown()
+            await pruner.stop()
             await stop_webhooks(runtime, webhooks)
             runtime.executor.shutdown(wait=False, cancel_futures=True)
             await runtime.db.close()  # everything queued is written first
@@ -134,6 +140,14 @@ def start_webhooks(runtime: Runtime) -> WebhookDispatcher | None:
     dispatcher = WebhookDispatcher(runtime.outbox, runtime.config.webhook_secret)
     dispatcher.start()
     return dispatcher
+
+
+def start_audit_pruning(runtime: Runtime) -> AuditPruner:
+    """Audit rows past the retention period pruned now and hourly, in the server process
+    only (rtserver/store/audit_log.py)."""
+    pruner = AuditPruner(runtime.db.prune_audit_log, runtime.config.audit_retention_days)
+    pruner.start()
+    return pruner
 
 
 async def stop_webhooks(runtime: Runtime, dispatcher: WebhookDispatcher | None) -> None:
@@ -196,6 +210,7 @@ def _app(
             methods=["POST"],
         ),
         Route("/api/v1/webhooks/deliveries", decisions.deliveries, methods=["GET"]),
+        Route("/api/v1/audit-log", audit_log.audit_log, methods=["GET"]),
         WebSocketRoute(f"{session}/signals", observers.signals),
         Route("/candidate/{session_id}", pages.candidate_page),
         Route("/observe", pages.observer_page),

@@ -51,7 +51,7 @@ async def bias_audit(request: Request) -> Response:
     ids = [s.id for s in sessions]
     demographics = await api.db.read(lambda store: store.self_identification_for_audit(ids))
     sample = audit_sample(job, sessions, demographics, since, until)
-    await api.db.audit(actor, "bias_audit", None, f"job {record.id}")
+    await api.db.audit(actor, "bias_audit", None, f"job {record.id}", f"job:{record.id}")
     if not sample.rows:
         raise Conflict("no decided, scored sessions of this job to audit in that period")
     result = await asyncio.to_thread(_audit, job, sample)
@@ -76,5 +76,5 @@ async def calibrations(request: Request) -> Response:
     actor = principal.actor
     record = await job_or_404(api, principal, request.path_params["job_id"])
     applied = await api.db.read(lambda store: store.calibrations(record.id))
-    await api.db.audit(actor, "view_calibrations", None, f"job {record.id}")
+    await api.db.audit(actor, "view_calibrations", None, f"job {record.id}", f"job:{record.id}")
     return JSONResponse({"job": record.id, "calibrations": applied})

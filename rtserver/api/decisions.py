@@ -65,6 +65,7 @@ async def decide(request: Request) -> Response:
             record.id, decision, reason.strip(), reviewer.strip()[:200], recommendation, actor.label
         )
     )
+    # The decision only: the reviewer's name is free text, kept with the decision itself.
     await api.db.audit(actor, "decision", record.id, decision)
     keys = await decision_made(api.runtime, record.id, stored, final.payload.get("job"))
     return JSONResponse({**stored, "webhooks": keys}, status_code=201)

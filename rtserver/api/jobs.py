@@ -30,9 +30,8 @@ async def create_job(request: Request) -> Response:
     record: JobRecord = await api.db.write(
         lambda store: store.save_job(job.to_wire(), principal.actor.label, unit=unit)
     )
-    await api.db.audit(
-        principal.actor, "create_job", None, f"job {record.id} version {record.version}"
-    )
+    detail = f"job {record.id} version {record.version}"
+    await api.db.audit(principal.actor, "create_job", None, detail, f"job:{record.id}")
     return JSONResponse(record.to_wire(), status_code=201)
 
 
@@ -46,9 +45,8 @@ async def update_job(request: Request) -> Response:
     record: JobRecord = await api.db.write(
         lambda store: store.save_job(job.to_wire(), principal.actor.label, job_id)
     )
-    await api.db.audit(
-        principal.actor, "update_job", None, f"job {record.id} version {record.version}"
-    )
+    detail = f"job {record.id} version {record.version}"
+    await api.db.audit(principal.actor, "update_job", None, detail, f"job:{record.id}")
     return JSONResponse(record.to_wire())
 
 
@@ -67,9 +65,8 @@ async def get_job(request: Request) -> Response:
     principal = await api.require(request)
     version = _version(request.query_params.get("version"))
     record = await job_or_404(api, principal, request.path_params["job_id"], version)
-    await api.db.audit(
-        principal.actor, "view_job", None, f"job {record.id} version {record.version}"
-    )
+    detail = f"job {record.id} version {record.version}"
+    await api.db.audit(principal.actor, "view_job", None, detail, f"job:{record.id}")
     return JSONResponse(record.to_wire())
 
 

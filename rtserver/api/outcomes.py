@@ -31,7 +31,8 @@ async def record_outcomes(request: Request) -> Response:
     except OutcomesInvalid as exc:
         raise InvalidOutcomes(exc.problems) from exc
     await api.db.write(lambda store: store.save_outcomes(job.id, outcomes, actor.label))
-    await api.db.audit(actor, "record_outcomes", None, f"job {job.id}: {len(outcomes)} outcomes")
+    detail = f"job {job.id}: {len(outcomes)} outcomes"
+    await api.db.audit(actor, "record_outcomes", None, detail, f"job:{job.id}")
     return JSONResponse({"job": job.id, "recorded": len(outcomes)}, status_code=201)
 
 
@@ -41,5 +42,5 @@ async def list_outcomes(request: Request) -> Response:
     actor = principal.actor
     job = await job_or_404(api, principal, request.path_params["job_id"])
     outcomes: dict[str, Outcome] = await api.db.read(lambda store: store.outcomes(job.id))
-    await api.db.audit(actor, "view_outcomes", None, f"job {job.id}")
+    await api.db.audit(actor, "view_outcomes", None, f"job {job.id}", f"job:{job.id}")
     return JSONResponse({"job": job.id, "outcomes": [o.to_wire() for o in outcomes.values()]})

@@ -3,8 +3,10 @@
 One module per implementation behind one interface: ``sqlite.py`` (the embedded default) and,
 for many hosts, PostgreSQL beside it. ``records.py`` holds what every implementation keeps and
 returns; ``async_store.py`` puts a store off the event loop (one writer thread for every
-write, reads in threads), whatever the implementation. Schema, queries and retention belong
-here; what is judged of a session (``scoring/``) and who may see it (``api/``) do not.
+write, reads in threads), whatever the implementation; ``audit_log.py`` is the hash-chained,
+append-only audit log the store writes through (folding, retention, verification);
+``accounts.py`` holds users, org units, logins and API tokens. Schema, queries and retention
+belong here; what is judged of a session (``scoring/``) and who may see it (``api/``) do not.
 """
 
 from rtserver.store.async_store import AsyncStore, StoreBacklogged, StoreClosed, StoreWriter

@@ -398,19 +398,40 @@ class AsyncStore:
         """Write: the candidate's data erased (the audit log stays)."""
         return await self.write(lambda store: store.erase(session_id))
 
-    # -- audit log --------------------------------------------------------------------
+    # -- audit log (store/audit_log.py) -----------------------------------------------
 
     async def audit(
-        self, actor: Actor, action: str, session_id: str | None, detail: str = ""
+        self,
+        actor: Actor,
+        action: str,
+        session_id: str | None,
+        detail: str = "",
+        obj: str | None = None,
     ) -> None:
-        """Write, returning once the row is committed: a view is logged before it is shown."""
-        await self.write(lambda store: store.audit(actor, action, session_id, detail))
+        """Write, returning once the row is committed: a view is logged before it is shown.
+        A list read already written this minute for the same actor is folded (not written).
+        ``detail`` holds ids and enums only; ``obj`` names a non-session object."""
+        await self.write(lambda store: store.audit(actor, action, session_id, detail, obj))
 
     async def audit_log(
         self, session_id: str | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
         """Read."""
         return await self.read(lambda store: store.audit_log(session_id, limit))
+
+    async def audit_rows(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Read: a page of audit rows, oldest first (Store.audit_rows)."""
+        return await self.read(lambda store: store.audit_rows(since, until, after_id, limit))
+
+    async def prune_audit_log(self, before: float) -> int:
+        """Write: one batch of audit rows older than ``before`` (unix s) pruned."""
+        return await self.write(lambda store: store.prune_audit_log(before))
 
 
 def _encoded_messages(

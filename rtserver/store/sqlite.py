@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rtserver.messages import StoredMessage
+from rtserver.store.audit_log import AuditLog, ChainReport
 from rtserver.store.records import (
     DEFAULT_EXPIRES_IN_S,
     ROOT_UNIT,
@@ -106,14 +107,6 @@ CREATE TABLE IF NOT EXISTS calibrations (
     applied_by TEXT NOT NULL,
     result TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    session_id TEXT,
-    detail TEXT NOT NULL DEFAULT ''
-);
 """
 
 # Every table keyed by a session that holds the candidate's data: erase() empties them all.
@@ -160,6 +153,7 @@ class Store:
         with self._locked() as db:
             db.executescript(_SCHEMA)
             _add_missing_columns(db)
+            self._audit = AuditLog(db)  # its own tables, made or migrated here
 
     @contextmanager
     def _locked(self) -> Iterator[sqlite3.Connection]:
@@ -521,27 +515,54 @@ class Store:
             return None
         return StoredMessage(row["session_id"], row["seq"], row["kind"], json.loads(row["payload"]))
 
-    # -- audit log --------------------------------------------------------------------
+    # -- audit log (store/audit_log.py) -----------------------------------------------
 
-    def audit(self, actor: Actor, action: str, session_id: str | None, detail: str = "") -> None:
-        with self._locked() as db:
-            db.execute(
-                "INSERT INTO audit (at, actor, action, session_id, detail) VALUES (?, ?, ?, ?, ?)",
-                (time.time(), actor.label, action, session_id, detail),
-            )
+    def audit(
+        self,
+        actor: Actor,
+        action: str,
+        session_id: str | None,
+        detail: str = "",
+        obj: str | None = None,
+    ) -> None:
+        """Appends a row to the hash-chained audit log (a list read already written this
+        minute for the same actor is folded); ``detail`` holds ids and enums only, ``obj``
+        names a non-session object (``job:<id>``)."""
+        with self._locked():
+            self._audit.append(actor, action, session_id, detail, obj)
 
     def audit_log(self, session_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        with self._locked() as db:
-            if session_id is None:
-                rows = db.execute(
-                    "SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)
-                ).fetchall()
-            else:
-                rows = db.execute(
-                    "SELECT * FROM audit WHERE session_id = ? ORDER BY id DESC LIMIT ?",
-                    (session_id, limit),
-                ).fetchall()
-        return [dict(row) for row in rows]
+        """The newest ``limit`` audit rows (of one session, or all), newest first."""
+        with self._locked():
+            return self._audit.session_rows(session_id, limit)
+
+    def audit_rows(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Audit rows with ``since <= at < until`` (unix s) after ``after_id``, oldest
+        first: a page of an export."""
+        with self._locked():
+            return self._audit.rows(since, until, after_id, limit)
+
+    def verify_audit_log(self, expect: list[tuple[int, str]] | None = None) -> ChainReport:
+        """Checks the audit log's hash chain (store/audit_log.py says what it detects)."""
+        with self._locked():
+            return self._audit.verify(expect or ())
+
+    def prune_audit_log(self, before: float) -> int:
+        """Deletes one batch of audit rows written before ``before`` (unix s), keeping the
+        chain verifiable from its new anchor; returns how many rows."""
+        with self._locked():
+            return self._audit.prune(before)
+
+    @property
+    def audit_folded(self) -> int:
+        """List reads this store folded into an earlier row of the same minute."""
+        return self._audit.folded
 
 
 @contextmanager
