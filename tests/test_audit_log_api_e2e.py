@@ -89,7 +89,7 @@ async def test_the_session_audit_keeps_wire_v1_and_adds_who(
         assert (row["user_id"], row["role"], row["unit"], row["client"]) == (
             "bootstrap",
             "admin",
-            None,
+            "hq",  # the bootstrap key is an admin of the top unit
             "127.0.0.1",
         )
         assert len(row["hash"]) == 64 and len(row["prev_hash"]) == 64
