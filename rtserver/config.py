@@ -8,6 +8,7 @@ Precedence, highest first: CLI flags, environment variables (``RTSERVER_*``), a 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -47,6 +48,17 @@ class Config:
     ice_transport_policy: str = "all"
     # Public base URL used to build candidate and observer links; empty derives it.
     public_url: str = ""
+    # TLS: a PEM certificate (or chain, leaf first) and its unencrypted PEM private key; with
+    # both, the server speaks HTTPS and WSS itself, TLS 1.2 or later with forward-secret AEAD
+    # ciphers only, and sends HSTS (rtserver/transport.py). Browsers give a page the camera
+    # only on a secure origin, so production needs this or a TLS-terminating proxy.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Reverse proxies (addresses, CIDR networks, or "*" for any peer) whose X-Forwarded-For
+    # and X-Forwarded-Proto are believed: they name the client address the audit log and the
+    # rate limits use, and https behind a TLS-terminating proxy. Empty believes no one: the
+    # socket's peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
     # Receivers of the ATS webhooks (ats/webhooks.py): every completed interview and every
     # decision goes to each, signed with webhook_secret (HMAC-SHA256); jobs may add their
     # own receivers. Never logged, nor in repr.
@@ -153,6 +165,13 @@ class Config:
         return self.max_sessions or SESSIONS_PER_CORE * (os.cpu_count() or 1)
 
     @property
+    def url(self) -> str:
+        """Where the server is reached, for links made outside a request: ``public_url``, or
+        https (with TLS) or http, the host and the port it listens on."""
+        scheme = "https" if self.tls_cert else "http"
+        return self.public_url.rstrip("/") or f"{scheme}://{self.host}:{self.port}"
+
+    @property
     def db_path(self) -> Path:
         return self.data_dir / "rtserver.sqlite3"
 
@@ -181,7 +200,7 @@ class ConfigError(ValueError):
     """A configuration value could not be understood."""
 
 
-_TUPLE_FIELDS = {"ice_addresses", "ice_servers", "engine", "webhook_urls"}
+_TUPLE_FIELDS = {"ice_addresses", "ice_servers", "engine", "webhook_urls", "trusted_proxies"}
 
 
 def _coerce(name: str, raw: Any) -> Any:
@@ -280,6 +299,10 @@ def _validate(config: Config) -> Config:
         raise ConfigError("batch_wait_s must be between 0 and 1 second")
     if config.batch_queue < config.max_batch:
         raise ConfigError("batch_queue must hold at least max_batch crops")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: give both, or neither")
+    for proxy in config.trusted_proxies:
+        _check_trusted_proxy(proxy)
     from rtserver.media.turn import check_ice_settings
 
     try:
@@ -292,6 +315,22 @@ def _validate(config: Config) -> Config:
     if unknown or not config.engine:
         raise ConfigError(f"engine must list backends from {', '.join(BACKENDS)}, got {unknown}")
     return config
+
+
+def _check_trusted_proxy(proxy: str) -> None:
+    """Refuses what uvicorn would silently take for a name that never matches a peer."""
+    if proxy == "*":
+        return
+    try:
+        if "/" in proxy:
+            ipaddress.ip_network(proxy)
+        else:
+            ipaddress.ip_address(proxy)
+    except ValueError as exc:
+        raise ConfigError(
+            f"trusted_proxies: {proxy!r} is not an IP address, a CIDR network (with no host "
+            f"bits set, e.g. 10.0.0.0/8) or *: {exc}"
+        ) from None
 
 
 def load_config(
