@@ -112,6 +112,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="reverse proxy addresses or CIDR networks whose X-Forwarded-For/-Proto are "
         "believed (repeatable; default: none)",
     )
+    for limit, what, default in (
+        ("login", "login attempts", 20),
+        ("sessions", "sessions created", 120),
+        ("offers", "candidate offers", 120),
+        ("signals", "signals websocket connections", 120),
+    ):
+        serve.add_argument(
+            f"--rate-{limit}",
+            dest=f"rate_{limit}_per_min",
+            type=float,
+            metavar="N",
+            help=f"{what} a minute per client, as a burst too; past it 429 rate_limited "
+            f"(default {default}; 0: off)",
+        )
     serve.add_argument(
         "--max-sessions",
         dest="max_sessions",
@@ -313,6 +327,10 @@ def serve(args: argparse.Namespace) -> int:
             "tls_cert",
             "tls_key",
             "trusted_proxies",
+            "rate_login_per_min",
+            "rate_sessions_per_min",
+            "rate_offers_per_min",
+            "rate_signals_per_min",
             "max_sessions",
             "max_cpu",
             "session_cpu",

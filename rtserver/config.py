@@ -59,6 +59,17 @@ class Config:
     # rate limits use, and https behind a TLS-terminating proxy. Empty believes no one: the
     # socket's peer is the client.
     trusted_proxies: tuple[str, ...] = ()
+    # Per-client rate limits (rtserver/api/rate_limits.py): requests a minute from one client
+    # address (an IPv6 client by its /64), each also the burst allowed at once; past one,
+    # 429 "rate_limited" with Retry-After. 0 turns a limit off. Session creation and offers
+    # allow a bench's 50 sessions created and joined at once, with room to spare.
+    rate_login_per_min: float = 20.0
+    rate_sessions_per_min: float = 120.0
+    rate_offers_per_min: float = 120.0
+    rate_signals_per_min: float = 120.0
+    # Client addresses each rate limit remembers (about 200 bytes each); past it, the one
+    # seen least recently is forgotten and starts again with a full allowance.
+    rate_limit_clients: int = 10_000
     # Receivers of the ATS webhooks (ats/webhooks.py): every completed interview and every
     # decision goes to each, signed with webhook_secret (HMAC-SHA256); jobs may add their
     # own receivers. Never logged, nor in repr.
@@ -201,6 +212,12 @@ class ConfigError(ValueError):
 
 
 _TUPLE_FIELDS = {"ice_addresses", "ice_servers", "engine", "webhook_urls", "trusted_proxies"}
+RATE_LIMIT_FIELDS = (
+    "rate_login_per_min",
+    "rate_sessions_per_min",
+    "rate_offers_per_min",
+    "rate_signals_per_min",
+)
 
 
 def _coerce(name: str, raw: Any) -> Any:
@@ -303,6 +320,11 @@ def _validate(config: Config) -> Config:
         raise ConfigError("tls_cert and tls_key go together: give both, or neither")
     for proxy in config.trusted_proxies:
         _check_trusted_proxy(proxy)
+    for name in RATE_LIMIT_FIELDS:
+        if not 0 <= getattr(config, name) <= 1_000_000:
+            raise ConfigError(f"{name} must be between 0 (off) and 1000000 a minute")
+    if not 1 <= config.rate_limit_clients <= 10_000_000:
+        raise ConfigError("rate_limit_clients must be between 1 and 10000000")
     from rtserver.media.turn import check_ice_settings
 
     try:

@@ -8,11 +8,11 @@ from typing import Any
 
 from starlette.requests import HTTPConnection, Request
 
+from rtserver.api.rate_limits import RateLimits
 from rtserver.errors import Expired, NotFound, Unauthorized
 from rtserver.live.manager import SessionHost, SessionManager
 from rtserver.live.runtime import Runtime
 from rtserver.store import STATUS_ERASED, Actor, SessionRecord
-
 
 
 def bearer_token(connection: HTTPConnection) -> str:
@@ -31,6 +31,8 @@ def bearer_token(connection: HTTPConnection) -> str:
 
 
 def client_address(connection: HTTPConnection) -> str:
+    """The client's address: the socket's peer, or, from a trusted proxy, the address it
+    forwarded (``--trusted-proxies``: uvicorn rewrites the scope, ``rtserver/transport.py``)."""
     return connection.client.host if connection.client else "unknown"
 
 
@@ -50,6 +52,8 @@ class Api:
         # Where the live sessions run: here, or in worker processes (rtserver/server/workers.py).
         self.manager: SessionHost = host if host is not None else SessionManager(runtime)
         self._api_key = api_key
+        # Per-client rate limits: api.rate_limits.check("offers", request) raises 429.
+        self.rate_limits = RateLimits(runtime.config, client_address)
 
     # -- auth -------------------------------------------------------------------------
 

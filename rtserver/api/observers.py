@@ -105,9 +105,12 @@ async def signals(websocket: WebSocket) -> None:
     api = api_of(websocket)
     session_id = websocket.path_params["session_id"]
     try:
+        api.rate_limits.check("signals", websocket)
         actor = api.require_hr(websocket)
         await api.session_or_404(session_id)
     except RtServerError as error:
+        # An HTTP answer to the upgrade (429 with Retry-After, 401, 404), as a REST route's.
+        api.runtime.metrics.rejected.inc(code=error.code)
         await websocket.send_denial_response(error_response(error))
         return
     await api.db.audit(actor, "observe", session_id)

@@ -23,10 +23,10 @@ from rtserver.live.transcripts import with_transcript
 from rtserver.messages import StoredMessage
 from rtserver.scoring.rubric import Interview, score_interview
 from rtserver.store import (
-    Actor,
     DEFAULT_EXPIRES_IN_S,
     STATUS_ENDED,
     STATUS_LIVE,
+    Actor,
     Question,
     SessionRecord,
     Store,
@@ -41,6 +41,7 @@ MAX_EXPIRES_IN_S = 365 * 24 * 3600  # the longest a join link may last (s)
 
 async def create_session(request: Request) -> Response:
     api = api_of(request)
+    api.rate_limits.check("sessions", request)
     actor = api.require_hr(request)
     body = await read_json(request)
     candidate = _optional_str(body, "candidate")
