@@ -67,7 +67,7 @@ class Config:
     rate_sessions_per_min: float = 120.0
     rate_offers_per_min: float = 120.0
     rate_signals_per_min: float = 120.0
-    # Client addresses each rate limit remembers (about 200 bytes each); past it, the one
+    # Client addresses each rate limit remembers (about 270 bytes each); past it, the one
     # seen least recently is forgotten and starts again with a full allowance.
     rate_limit_clients: int = 10_000
     # Receivers of the ATS webhooks (ats/webhooks.py): every completed interview and every
