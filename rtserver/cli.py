@@ -26,6 +26,7 @@ from rtserver.logs import setup_logging
 from rtserver.media.ice import restrict_host_addresses
 from rtserver.metrics import shared_for_this_run
 from rtserver.store import Store
+from rtserver.transport import TlsError, uvicorn_options
 
 log = logging.getLogger("rtserver")
 
@@ -97,6 +98,37 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="the pages' ICE transport policy (relay: all media through TURN; default: all)",
     )
     serve.add_argument("--public-url", dest="public_url")
+    serve.add_argument(
+        "--tls-cert",
+        dest="tls_cert",
+        metavar="PEM",
+        help="serve HTTPS and WSS with this certificate (chain, leaf first); needs --tls-key",
+    )
+    serve.add_argument(
+        "--tls-key", dest="tls_key", metavar="PEM", help="the certificate's unencrypted key"
+    )
+    serve.add_argument(
+        "--trusted-proxies",
+        dest="trusted_proxies",
+        action="append",
+        metavar="ADDR",
+        help="reverse proxy addresses or CIDR networks whose X-Forwarded-For/-Proto are "
+        "believed (repeatable; default: none)",
+    )
+    for limit, what, default in (
+        ("login", "login attempts", 20),
+        ("sessions", "sessions created", 120),
+        ("offers", "candidate offers", 120),
+        ("signals", "signals websocket connections", 120),
+    ):
+        serve.add_argument(
+            f"--rate-{limit}",
+            dest=f"rate_{limit}_per_min",
+            type=float,
+            metavar="N",
+            help=f"{what} a minute per client, as a burst too; past it 429 rate_limited "
+            f"(default {default}; 0: off)",
+        )
     serve.add_argument(
         "--max-sessions",
         dest="max_sessions",
@@ -283,7 +315,7 @@ def create_demo_session(config: Config, api_key: str, show_key: bool) -> None:
         demo = demo_session(store, config.data_dir)
     finally:
         store.close()
-    base = config.public_url or f"http://{config.host}:{config.port}"
+    base = config.url
     state = "new" if demo.created else "not used yet, reused"
     print(f"Demo session ({state}):", flush=True)
     print(f"Demo candidate link: {base}/candidate/{demo.id}?token={demo.join_token}", flush=True)
@@ -309,6 +341,13 @@ def serve(args: argparse.Namespace) -> int:
             "turn_ttl_s",
             "ice_transport_policy",
             "public_url",
+            "tls_cert",
+            "tls_key",
+            "trusted_proxies",
+            "rate_login_per_min",
+            "rate_sessions_per_min",
+            "rate_offers_per_min",
+            "rate_signals_per_min",
             "max_sessions",
             "max_cpu",
             "session_cpu",
@@ -345,6 +384,11 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"rtserver: {exc}", file=sys.stderr)
         return 2
+    try:  # the certificate and key are read now: a wrong one stops the start, saying why
+        network = uvicorn_options(config)
+    except TlsError as exc:
+        print(f"rtserver: {exc}", file=sys.stderr)
+        return 2
     setup_logging(config.log_level)
     restrict_host_addresses(config.ice_addresses)
     api_key, generated = resolve_api_key(config)
@@ -371,6 +415,7 @@ def serve(args: argparse.Namespace) -> int:
             port=config.port,
             log_level=config.log_level.lower(),
             log_config=None,
+            **network,
         )
     return 0
 

@@ -8,6 +8,7 @@ Precedence, highest first: CLI flags, environment variables (``RTSERVER_*``), a 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -51,6 +52,28 @@ class Config:
     ice_transport_policy: str = "all"
     # Public base URL used to build candidate and observer links; empty derives it.
     public_url: str = ""
+    # TLS: a PEM certificate (or chain, leaf first) and its unencrypted PEM private key; with
+    # both, the server speaks HTTPS and WSS itself, TLS 1.2 or later with forward-secret AEAD
+    # ciphers only, and sends HSTS (rtserver/transport.py). Browsers give a page the camera
+    # only on a secure origin, so production needs this or a TLS-terminating proxy.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Reverse proxies (addresses, CIDR networks, or "*" for any peer) whose X-Forwarded-For
+    # and X-Forwarded-Proto are believed: they name the client address the audit log and the
+    # rate limits use, and https behind a TLS-terminating proxy. Empty believes no one: the
+    # socket's peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
+    # Per-client rate limits (rtserver/api/rate_limits.py): requests a minute from one client
+    # address (an IPv6 client by its /64), each also the burst allowed at once; past one,
+    # 429 "rate_limited" with Retry-After. 0 turns a limit off. Session creation and offers
+    # allow a bench's 50 sessions created and joined at once, with room to spare.
+    rate_login_per_min: float = 20.0
+    rate_sessions_per_min: float = 120.0
+    rate_offers_per_min: float = 120.0
+    rate_signals_per_min: float = 120.0
+    # Client addresses each rate limit remembers (about 270 bytes each); past it, the one
+    # seen least recently is forgotten and starts again with a full allowance.
+    rate_limit_clients: int = 10_000
     # Receivers of the ATS webhooks (ats/webhooks.py): every completed interview and every
     # decision goes to each, signed with webhook_secret (HMAC-SHA256); jobs may add their
     # own receivers. Never logged, nor in repr.
@@ -161,6 +184,13 @@ class Config:
         return self.max_sessions or SESSIONS_PER_CORE * (os.cpu_count() or 1)
 
     @property
+    def url(self) -> str:
+        """Where the server is reached, for links made outside a request: ``public_url``, or
+        https (with TLS) or http, the host and the port it listens on."""
+        scheme = "https" if self.tls_cert else "http"
+        return self.public_url.rstrip("/") or f"{scheme}://{self.host}:{self.port}"
+
+    @property
     def db_path(self) -> Path:
         return self.data_dir / "rtserver.sqlite3"
 
@@ -189,7 +219,13 @@ class ConfigError(ValueError):
     """A configuration value could not be understood."""
 
 
-_TUPLE_FIELDS = {"ice_addresses", "ice_servers", "engine", "webhook_urls"}
+_TUPLE_FIELDS = {"ice_addresses", "ice_servers", "engine", "webhook_urls", "trusted_proxies"}
+RATE_LIMIT_FIELDS = (
+    "rate_login_per_min",
+    "rate_sessions_per_min",
+    "rate_offers_per_min",
+    "rate_signals_per_min",
+)
 
 
 def _coerce(name: str, raw: Any) -> Any:
@@ -294,6 +330,15 @@ def _validate(config: Config) -> Config:
         raise ConfigError("batch_wait_s must be between 0 and 1 second")
     if config.batch_queue < config.max_batch:
         raise ConfigError("batch_queue must hold at least max_batch crops")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: give both, or neither")
+    for proxy in config.trusted_proxies:
+        _check_trusted_proxy(proxy)
+    for name in RATE_LIMIT_FIELDS:
+        if not 0 <= getattr(config, name) <= 1_000_000:
+            raise ConfigError(f"{name} must be between 0 (off) and 1000000 a minute")
+    if not 1 <= config.rate_limit_clients <= 10_000_000:
+        raise ConfigError("rate_limit_clients must be between 1 and 10000000")
     from rtserver.media.turn import check_ice_settings
 
     try:
@@ -306,6 +351,22 @@ def _validate(config: Config) -> Config:
     if unknown or not config.engine:
         raise ConfigError(f"engine must list backends from {', '.join(BACKENDS)}, got {unknown}")
     return config
+
+
+def _check_trusted_proxy(proxy: str) -> None:
+    """Refuses what uvicorn would silently take for a name that never matches a peer."""
+    if proxy == "*":
+        return
+    try:
+        if "/" in proxy:
+            ipaddress.ip_network(proxy)
+        else:
+            ipaddress.ip_address(proxy)
+    except ValueError as exc:
+        raise ConfigError(
+            f"trusted_proxies: {proxy!r} is not an IP address, a CIDR network (with no host "
+            f"bits set, e.g. 10.0.0.0/8) or *: {exc}"
+        ) from None
 
 
 def load_config(

@@ -130,6 +130,17 @@ class Overloaded(AtCapacity):
         super().__init__(detail, retry_after_s)
 
 
+class RateLimited(RtServerError):
+    """One client address sent more requests of one kind than its rate limit allows
+    (``rtserver/api/rate_limits.py``); ``retry_after_s`` is when the next one will pass."""
+
+    code = "rate_limited"
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class WorkerLost(RtServerError):
     """The worker process that runs (or would run) a session is gone or not ready yet."""
 
@@ -149,6 +160,7 @@ HTTP_STATUS: dict[type[RtServerError], int] = {
     Conflict: 409,
     Expired: 410,
     PayloadTooLarge: 413,
+    RateLimited: 429,
     AtCapacity: 503,
     Overloaded: 503,
     WorkerLost: 503,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -51,10 +52,18 @@ class ServerProcess:
     # Whisper would add its decoding to every test server's load on the machine's few
     # cores; the transcript tests, the browser interview and the wheel test keep it.
     transcribe: bool = False
+    # A PEM certificate and its key: the server serves HTTPS and WSS (--tls-cert, --tls-key),
+    # and these helpers trust that certificate alone (`verify`).
+    tls: tuple[Path, Path] | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client passes as ``verify`` to reach this server."""
+        return ssl.create_default_context(cafile=self.tls[0]) if self.tls else True
 
     @property
     def hr_headers(self) -> dict[str, str]:
@@ -79,6 +88,8 @@ class ServerProcess:
             *([] if self.workers is None else ["--workers", str(self.workers)]),
             *([] if self.cpu_budget or "--max-cpu" in self.options else ["--max-cpu", "0"]),
             *([] if self.transcribe or "--transcribe" in self.options else ["--transcribe", "off"]),
+            *([] if self.tls is None else ["--tls-cert", str(self.tls[0])]),
+            *([] if self.tls is None else ["--tls-key", str(self.tls[1])]),
             *self.options,
         ]  # fmt: skip
         log = self.log_path.open("ab")
@@ -90,7 +101,8 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             try:
-                if httpx.get(self.base_url + "/healthz", timeout=1.0).status_code == 200:
+                healthz = httpx.get(self.base_url + "/healthz", timeout=1.0, verify=self.verify)
+                if healthz.status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -116,19 +128,23 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def healthy(self) -> bool:
-        response = httpx.get(self.base_url + "/healthz", timeout=2.0)
+        response = httpx.get(self.base_url + "/healthz", timeout=2.0, verify=self.verify)
         return response.status_code == 200 and response.json()["status"] == "ok"
 
     def health(self) -> dict[str, Any]:
         """The whole /healthz (workers, backends...): it needs the HR key; without it the
         server answers only its status."""
-        response = httpx.get(self.base_url + "/healthz", headers=self.hr_headers, timeout=5.0)
+        response = httpx.get(
+            self.base_url + "/healthz", headers=self.hr_headers, timeout=5.0, verify=self.verify
+        )
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body
 
     def metrics(self) -> str:
         """The Prometheus page, which needs the HR key."""
-        response = httpx.get(self.base_url + "/metrics", headers=self.hr_headers, timeout=10.0)
+        response = httpx.get(
+            self.base_url + "/metrics", headers=self.hr_headers, timeout=10.0, verify=self.verify
+        )
         response.raise_for_status()
         return response.text

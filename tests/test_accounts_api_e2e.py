@@ -46,7 +46,10 @@ class Login:
 
 @pytest.fixture(scope="module")
 def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Org]:
-    server = ServerProcess(tmp_path_factory.mktemp("accounts") / "data").start()
+    # Many logins from one address in a minute: the per-address login limit is raised here
+    # and tested on its own below.
+    options = ["--rate-login", "1000"]
+    server = ServerProcess(tmp_path_factory.mktemp("accounts") / "data", options).start()
     hr = server.hr_headers
     base = server.base_url
     try:
@@ -274,7 +277,7 @@ def test_an_admin_enrols_totp_then_needs_it(org: Org) -> None:
     assert httpx.get(f"{base}/api/v1/users", headers=full.headers()).status_code == 200
 
 
-def test_users_are_added_on_the_command_line(tmp_path: Path) -> None:
+def test_users_are_added_on_the_command_line_and_logins_are_rate_limited(tmp_path: Path) -> None:
     data = tmp_path / "data"
     made = subprocess.run(
         [sys.executable, "-m", "rtserver", "users", "add", "dana", "--role", "recruiter",
@@ -287,11 +290,16 @@ def test_users_are_added_on_the_command_line(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert '"username": "dana"' in listed.stdout and password not in listed.stdout
-    server = ServerProcess(data).start()
+    server = ServerProcess(data, ["--rate-login", "3"]).start()
     try:
-        response = httpx.post(
-            f"{server.base_url}/api/v1/login", json={"username": "dana", "password": password}
-        )
+        login = f"{server.base_url}/api/v1/login"
+        response = httpx.post(login, json={"username": "dana", "password": password})
         assert response.status_code == 200 and response.json()["user"]["role"] == "recruiter"
+        # Three logins a minute from one address: the fourth is refused before any check.
+        statuses = [
+            httpx.post(login, json={"username": f"guess{i}", "password": "x" * 12}).status_code
+            for i in range(3)
+        ]
+        assert statuses == [401, 401, 429]
     finally:
         server.stop()

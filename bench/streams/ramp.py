@@ -199,12 +199,14 @@ class Bench:
 def limit_options(args: argparse.Namespace) -> list[str]:
     """The server's admission flags: none on ``--limits defaults``; with ``--limits off``
     every limit is lifted, so that a step fails by overload rather than by refusal and the
-    ramp finds the real maximum."""
+    ramp finds the real maximum. The per-client rate limits go too: every peer of the bench
+    comes from one address (the defaults allow 120 sessions and joins a minute)."""
     if args.limits == "defaults":
         return []
     return [
         *("--max-sessions", str(args.max_sessions)),
         *("--max-cpu", "0", "--max-loop-lag", "0", "--max-signal-lag", "0"),
+        *("--rate-sessions", "0", "--rate-offers", "0", "--rate-signals", "0"),
     ]
 
 

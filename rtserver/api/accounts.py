@@ -43,6 +43,9 @@ async def login(request: Request) -> Response:
     and has none gets a short login that can only enrol one (``"enrol_totp": true``).
     """
     api = api_of(request)
+    # Per client address, before anything is checked: guessing across many accounts from
+    # one address is slowed here, guessing one account from many addresses by its lockout.
+    api.rate_limits.check("login", request)
     if not request.headers.get("content-type", "").startswith("application/json"):
         # A cross-site form can post only form encodings: this keeps logins from other sites
         # (login CSRF) out without a token, as none exists before the login.

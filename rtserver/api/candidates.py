@@ -62,6 +62,7 @@ async def offer(request: Request) -> Response:
     secret, and ``--max-interview`` bounds it.
     """
     api = api_of(request)
+    api.rate_limits.check("offers", request)  # before the token: guessing one is limited too
     session_id = request.path_params["session_id"]
     record = await api.session_or_404(session_id)
     body = await read_json(request)

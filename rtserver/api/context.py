@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection, Request
 from rtserver.accounts.principal import Principal
 from rtserver.accounts.roles import Permission
 from rtserver.api.auth import check_browser_request, resolve_principal
+from rtserver.api.rate_limits import RateLimits
 from rtserver.errors import Expired, Forbidden, NotFound, Unauthorized
 from rtserver.live.manager import SessionHost, SessionManager
 from rtserver.live.runtime import Runtime
@@ -34,6 +35,8 @@ def bearer_token(connection: HTTPConnection) -> str:
 
 
 def client_address(connection: HTTPConnection) -> str:
+    """The client's address: the socket's peer, or, from a trusted proxy, the address it
+    forwarded (``--trusted-proxies``: uvicorn rewrites the scope, ``rtserver/transport.py``)."""
     return connection.client.host if connection.client else "unknown"
 
 
@@ -55,6 +58,8 @@ class Api:
         # Where the live sessions run: here, or in worker processes (rtserver/server/workers.py).
         self.manager: SessionHost = host if host is not None else SessionManager(runtime)
         self.bootstrap_key = api_key
+        # Per-client rate limits: api.rate_limits.check("offers", request) raises 429.
+        self.rate_limits = RateLimits(runtime.config, client_address)
 
     # -- who is asking ----------------------------------------------------------------
 

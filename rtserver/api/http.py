@@ -18,6 +18,7 @@ from rtserver.errors import (
     InvalidOutcomes,
     LockedOut,
     PayloadTooLarge,
+    RateLimited,
     RtServerError,
     http_status,
 )
@@ -49,7 +50,7 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 def error_response(error: RtServerError) -> JSONResponse:
     headers = {}
-    if isinstance(error, AtCapacity | LockedOut):
+    if isinstance(error, AtCapacity | LockedOut | RateLimited):
         headers["Retry-After"] = str(error.retry_after_s)
     body: dict[str, Any] = {"error": error.code, "detail": error.detail}
     if isinstance(error, InvalidJob | InvalidOutcomes):
@@ -65,5 +66,7 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RtServerError)
     api = api_of(request)
     api.runtime.metrics.rejected.inc(code=exc.code)
+    if isinstance(exc, RateLimited):
+        return error_response(exc)  # logged once per flood, by the limiter (rate_limits.py)
     log.info("%s %s refused: %s", request.method, request.url.path, exc.detail)
     return error_response(exc)

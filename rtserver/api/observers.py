@@ -106,10 +106,13 @@ async def signals(websocket: WebSocket) -> None:
     api = api_of(websocket)
     session_id = websocket.path_params["session_id"]
     try:
+        api.rate_limits.check("signals", websocket)
         principal = await api.require(websocket)
         actor = principal.actor
         await api.scoped_session(principal, session_id)
     except RtServerError as error:
+        # An HTTP answer to the upgrade (429 with Retry-After, 401, 404), as a REST route's.
+        api.runtime.metrics.rejected.inc(code=error.code)
         await websocket.send_denial_response(error_response(error))
         return
     await api.db.audit(actor, "observe", session_id)

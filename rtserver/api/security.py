@@ -13,6 +13,13 @@ or ``onclick=`` does not run. What the pages do need, and nothing more:
 ``Permissions-Policy`` lets only the page's own origin ask for the camera and microphone,
 and turns off the powerful features the pages never use (only names Chromium knows: an
 unknown one is an error on every page's console).
+
+``Strict-Transport-Security`` goes on every response to a request that came over TLS: served
+directly (``--tls-cert``), or through a TLS-terminating proxy that said so in
+``X-Forwarded-Proto`` and is trusted (``--trusted-proxies``; ``rtserver/transport.py``). Both
+set the ASGI scope's scheme to https or wss, which is all this looks at. A browser that has
+seen it never tries plain http on this host again for two years, so a link or a redirect
+cannot downgrade the pages (and with them the camera) to an insecure origin.
 """
 
 from __future__ import annotations
@@ -63,20 +70,35 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 
-_ENCODED = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in SECURITY_HEADERS]
-_OURS = {name for name, _ in _ENCODED}
+# Two years, subdomains included: what browsers' preload lists ask for (without "preload",
+# which is the operator's choice to make for their whole domain).
+STRICT_TRANSPORT_SECURITY = ("strict-transport-security", "max-age=63072000; includeSubDomains")
+SECURE_SCHEMES = frozenset({"https", "wss"})
 
 
-def _with_security_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """``headers`` with each security header set once (ours replace any the app set)."""
+def _encode(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+_ENCODED = _encode(SECURITY_HEADERS)
+_ENCODED_TLS = _encode((*SECURITY_HEADERS, STRICT_TRANSPORT_SECURITY))
+_OURS = {name for name, _ in _ENCODED_TLS}
+
+
+def _with_security_headers(
+    headers: Iterable[tuple[bytes, bytes]], secure: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` with each security header set once (ours replace any the app set), HSTS
+    among them when the request came over TLS (``secure``)."""
     kept = [(name, value) for name, value in headers if name.lower() not in _OURS]
-    return kept + _ENCODED
+    return kept + (_ENCODED_TLS if secure else _ENCODED)
 
 
 class SecurityHeaders:
     """Pure ASGI middleware (no response buffering, websockets untouched) that adds
     :data:`SECURITY_HEADERS` to every HTTP response, and to the HTTP response that refuses a
-    websocket upgrade."""
+    websocket upgrade; with :data:`STRICT_TRANSPORT_SECURITY` when the scheme is https or
+    wss."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -86,9 +108,15 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        secure = scope.get("scheme") in SECURE_SCHEMES
+
         async def send_secured(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.http.response.start"):
-                message = {**message, "headers": _with_security_headers(message.get("headers", []))}
+                headers = _with_security_headers(message.get("headers", []), secure)
+                message = {**message, "headers": headers}
+            elif message["type"] == "websocket.accept" and secure:  # the 101 answer
+                headers = [*message.get("headers", []), *_encode([STRICT_TRANSPORT_SECURITY])]
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_secured)

@@ -43,6 +43,7 @@ MAX_EXPIRES_IN_S = 365 * 24 * 3600  # the longest a join link may last (s)
 
 async def create_session(request: Request) -> Response:
     api = api_of(request)
+    api.rate_limits.check("sessions", request)
     principal = await api.require(request, Permission.MANAGE)
     actor = principal.actor
     body = await read_json(request)

@@ -26,9 +26,7 @@ DECIDED = "decision.made"
 
 
 def report_url(runtime: Runtime, session_id: str) -> str:
-    config = runtime.config
-    base = config.public_url.rstrip("/") or f"http://{config.host}:{config.port}"
-    return f"{base}/api/v1/sessions/{session_id}/report"
+    return f"{runtime.config.url}/api/v1/sessions/{session_id}/report"
 
 
 async def receivers(runtime: Runtime, job: dict[str, Any] | None) -> list[str]:
