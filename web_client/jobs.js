@@ -7,14 +7,15 @@
 // problem (400 invalid_job); this page blocks only what it can see at once (the weights'
 // total, empty required fields) and shows the server's list as it comes.
 //
-// The HR key is kept as the observer page keeps it (common.js): sessionStorage, this tab.
+// The page acts as whoever is signed in, as the observer page does (common.js): the browser
+// login (cookie and CSRF token), or an API key kept in this tab's sessionStorage.
 // Everything typed or stored reaches the page through textContent and .value only.
 "use strict";
 
 (() => {
   const { $, el, setStatus, showError } = window.rtPage;
   const { takeKeyFromFragment, apiKey, storeKey, forgetKey, AuthError, api } = window.rtPage;
-  const { jsonRequest, errorDetail } = window.rtPage;
+  const { signIn, signOut, goToLogin, jsonRequest, errorDetail } = window.rtPage;
 
   const LEVELS = [1, 2, 3, 4, 5];
   const EXPECTED_LEVELS = new Set([1, 3, 5]); // what an answer at these levels shows is asked for
@@ -41,12 +42,21 @@
   // A weight (0-1) in %, without float noise: 0.1 + 0.2 is shown as 30, not 30.000000000000004.
   const percent = (weight) => Math.round(weight * 100 * 1000) / 1000;
 
-  // ================================================================ API key
+  // ================================================================ signing in
 
+  // A refused credential. An ended browser login (no key in this tab) goes to /login and
+  // back here after; a refused key is forgotten and the key form shown with `message`.
   function askForKey(message) {
+    if (!apiKey()) {
+      goToLogin();
+      return;
+    }
     forgetKey();
     $("jobs-view").hidden = true;
     $("forget-key").hidden = true;
+    $("sign-out").hidden = true;
+    $("whoami").hidden = true;
+    $("login-link").href = "/login?next=%2Fjobs";
     $("login").hidden = false;
     document.body.dataset.view = "login";
     setStatus("Signed out", "bad");
@@ -54,7 +64,7 @@
     $("key").focus();
   }
 
-  // A REST call that sends the page back to the key form when the key is refused; null then.
+  // A REST call that sends the page to the key form or /login when it was refused; null then.
   async function call(path, options) {
     try {
       return await api(path, options);
@@ -550,6 +560,13 @@
     location.reload(); // a clean start with the new key
   });
   $("forget-key").addEventListener("click", () => askForKey(""));
+  $("sign-out").addEventListener("click", async () => {
+    $("sign-out").disabled = true;
+    if (!(await signOut())) {
+      $("sign-out").disabled = false;
+      showError("You are still signed in: the server could not be reached. Try again.");
+    }
+  });
   $("new-job").addEventListener("click", () => {
     fillForm(null);
     $("editor-title").scrollIntoView({ block: "start" });
@@ -578,15 +595,26 @@
     location.reload();
   });
 
-  takeKeyFromFragment();
-  if (!apiKey()) {
-    askForKey("");
-  } else {
-    $("forget-key").hidden = false;
+  // Who is signed in first (GET /api/v1/me); then the jobs.
+  async function start() {
+    setStatus("Signing in…", "warn");
+    let me;
+    try {
+      me = await signIn();
+    } catch (error) {
+      if (error instanceof AuthError) return askForKey(error.message);
+      setStatus("Offline, retrying", "bad");
+      setTimeout(start, 3000);
+      return;
+    }
+    if (!me) return; // on the way to /login
     $("jobs-view").hidden = false;
     document.body.dataset.view = "jobs";
     setStatus("Loading…", "warn");
     fillForm(null);
     loadJobs();
   }
+
+  takeKeyFromFragment();
+  start();
 })();

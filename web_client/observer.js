@@ -1,10 +1,12 @@
 // HR observer page: the list of interviews (/observe) and one interview (/observe/{id}): the
 // candidate's relayed video, live charts, the current question, and the report once it ends.
 //
-// The HR API key comes from the URL fragment (#token=...) or the key form and is kept in
-// sessionStorage only (this tab). REST calls send it as `Authorization: Bearer`; the signals
-// websocket takes it as ?token= because browsers cannot set headers there. The websocket
-// backfills every second so far on each (re)connect, so a late observer sees the whole
+// The page acts as whoever is signed in (common.js): an HR user's browser login (its cookie
+// goes with every request, the login's CSRF token with every POST), or an API key kept in
+// this tab's sessionStorage (from the URL fragment #token=... or the key form), sent as
+// `Authorization: Bearer`, and as ?token= on the signals websocket because browsers cannot set
+// headers there. Nobody signed in, or a login that has ended: the page sends to /login and
+// comes back after. The websocket backfills every second so far on each (re)connect, so a late observer sees the whole
 // timeline; seconds are de-duplicated by `t`, transcript lines by their start and end.
 //
 // The candidate's words (transcript lines) are untrusted text: they only ever reach the page
@@ -14,6 +16,7 @@
 (() => {
   const { $, pathSegmentAfter, setStatus, showError } = window.rtPage;
   const { takeKeyFromFragment, apiKey, storeKey, forgetKey, AuthError, api } = window.rtPage;
+  const { signedIn, signIn, signOut, goToLogin } = window.rtPage;
   const { el, jsonRequest, errorDetail } = window.rtPage;
   const LIST_REFRESH_MS = 4000;
   const WATCH_RETRY_MS = 2000;
@@ -109,14 +112,23 @@
     });
   }
 
-  // ================================================================ API key
+  // ================================================================ signing in
 
+  // A refused credential. An ended browser login (no key in this tab) goes to /login and
+  // back here after; a refused key is forgotten and the key form shown with `message`.
   function askForKey(message) {
     stopEverything();
+    if (!apiKey()) {
+      goToLogin();
+      return;
+    }
     forgetKey();
     $("list-view").hidden = true;
     $("session-view").hidden = true;
     $("forget-key").hidden = true;
+    $("sign-out").hidden = true;
+    $("whoami").hidden = true;
+    $("login-link").href = `/login?next=${encodeURIComponent(location.pathname)}`;
     $("login").hidden = false;
     document.body.dataset.view = "login";
     setStatus("Signed out", "bad");
@@ -125,8 +137,11 @@
   }
 
   const sessionPath = (id, rest = "") => `/api/v1/sessions/${encodeURIComponent(id)}${rest}`;
+  // A session's page; with a key, the key goes along in the fragment (a new tab starts with
+  // an empty sessionStorage), never with the browser login (its cookie goes by itself).
   const observeLink = (id) =>
-    `/observe/${encodeURIComponent(id)}#token=${encodeURIComponent(apiKey())}`;
+    `/observe/${encodeURIComponent(id)}` +
+    (apiKey() ? `#token=${encodeURIComponent(apiKey())}` : "");
 
   // ================================================================ list view
 
@@ -1803,13 +1818,15 @@
 
   function signalsUrl() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}${sessionPath(sessionId, "/signals")}?token=${encodeURIComponent(apiKey())}`;
+    const url = `${scheme}//${location.host}${sessionPath(sessionId, "/signals")}`;
+    // The browser login's cookie goes with a same-origin websocket by itself.
+    return apiKey() ? `${url}?token=${encodeURIComponent(apiKey())}` : url;
   }
 
   function connectSignals() {
     clearTimeout(ws.retryTimer);
     ws.retryTimer = null;
-    if (state.finished || !apiKey()) return;
+    if (state.finished || (!apiKey() && !signedIn.me)) return;
     setStatus(ws.failures > 0 ? "Reconnecting…" : "Connecting…", "warn");
     const socket = new WebSocket(signalsUrl());
     ws.socket = socket;
@@ -1978,6 +1995,14 @@
     askForKey("");
   });
 
+  $("sign-out").addEventListener("click", async () => {
+    $("sign-out").disabled = true;
+    if (!(await signOut())) {
+      $("sign-out").disabled = false;
+      showError("You are still signed in: the server could not be reached. Try again.");
+    }
+  });
+
   for (const button of document.querySelectorAll("[data-range]")) {
     button.addEventListener("click", () => setRange(Number(button.dataset.range)));
   }
@@ -2049,13 +2074,24 @@
     location.reload();
   });
 
-  takeKeyFromFragment();
-  $("nav-sessions").href = "/observe";
-  if (!apiKey()) {
-    askForKey("");
-  } else {
-    $("forget-key").hidden = false;
+  // Who is signed in first (GET /api/v1/me); then the list, or one interview.
+  async function start() {
+    setStatus("Signing in…", "warn");
+    let me;
+    try {
+      me = await signIn();
+    } catch (error) {
+      if (error instanceof AuthError) return askForKey(error.message);
+      setStatus("Offline, retrying", "bad");
+      setTimeout(start, 3000);
+      return;
+    }
+    if (!me) return; // on the way to /login
     if (sessionId) startSession();
     else startList();
   }
+
+  takeKeyFromFragment();
+  $("nav-sessions").href = "/observe";
+  start();
 })();
