@@ -177,6 +177,18 @@ class Config:
     # per core (os.cpu_count()). 1 runs everything in the server's own process.
     workers: int = 0
     log_level: str = "info"
+    # -- retention and candidate rights (store/retention.py) --
+    # Days a candidate's data is kept after the latest decision on them (after the interview
+    # ended when none was made; after the link expired when it was never used), for
+    # sessions whose job sets no retention_days of its own, and sessions without a job.
+    retention_days: int = 180
+    # How often the server erases the sessions that are due (s); 0 turns the sweeper off
+    # (then run `rtserver retention sweep`, e.g. from cron: nothing else erases them).
+    retention_sweep_s: float = 3600.0
+    # Whom a candidate asks for an alternative selection process or an accommodation (an
+    # email address, a phone number or a URL), shown in the consent notice (NYC Local Law
+    # 144); empty: the notice says to ask the person who sent the invitation.
+    alternative_process_contact: str = ""
 
     @property
     def session_limit(self) -> int:
@@ -328,6 +340,14 @@ def _validate(config: Config) -> Config:
         raise ConfigError("transcript_wait_s must be between 0 and 600 seconds")
     if not 0 <= config.batch_wait_s <= 1:
         raise ConfigError("batch_wait_s must be between 0 and 1 second")
+    from rtserver.scoring.jobs import MAX_RETENTION_DAYS
+
+    if not 1 <= config.retention_days <= MAX_RETENTION_DAYS:
+        raise ConfigError(f"retention_days must be between 1 and {MAX_RETENTION_DAYS}")
+    if config.retention_sweep_s != 0 and not 1 <= config.retention_sweep_s <= 86400:
+        raise ConfigError("retention_sweep_s must be 0 (off) or between 1 and 86400 seconds")
+    if len(config.alternative_process_contact) > 500:
+        raise ConfigError("alternative_process_contact must be at most 500 characters")
     if config.batch_queue < config.max_batch:
         raise ConfigError("batch_queue must hold at least max_batch crops")
     if bool(config.tls_cert) != bool(config.tls_key):

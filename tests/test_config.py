@@ -144,3 +144,20 @@ def test_the_session_ceiling_follows_the_machine() -> None:
     assert config.max_sessions == 0 and config.max_cpu == 0.9
     assert config.session_limit == SESSIONS_PER_CORE * (os.cpu_count() or 1)
     assert load_config({"max_sessions": 5}, {}).session_limit == 5
+
+
+def test_retention_and_the_notices_contact() -> None:
+    defaults = load_config({}, {})
+    assert defaults.retention_days == 180 and defaults.retention_sweep_s == 3600.0
+    assert defaults.alternative_process_contact == ""
+    env = {
+        "RTSERVER_RETENTION_DAYS": "30",
+        "RTSERVER_RETENTION_SWEEP_S": "0",
+        "RTSERVER_ALTERNATIVE_PROCESS_CONTACT": "accommodations@example.com",
+    }
+    config = load_config({}, env)
+    assert config.retention_days == 30 and config.retention_sweep_s == 0.0  # 0: no sweeper
+    assert config.alternative_process_contact == "accommodations@example.com"
+    for bad in ({"retention_days": 0}, {"retention_days": 3651}, {"retention_sweep_s": 0.5}):
+        with pytest.raises(ConfigError, match="retention"):
+            load_config(bad, {})

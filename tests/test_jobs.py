@@ -124,3 +124,28 @@ def test_job_files_in_json_and_toml(tmp_path: Path) -> None:
         load_job_file(broken)
     with pytest.raises(JobInvalid, match="cannot read"):
         load_job_file(tmp_path / "missing.json")
+
+
+def test_a_jobs_retention_days_are_optional_and_bounded() -> None:
+    assert parse_job(job()).retention_days is None  # the server's default applies
+    assert parse_job(job()).to_wire()["retention_days"] is None
+    kept = parse_job(job(retention_days=30))
+    assert kept.retention_days == 30 and parse_job(kept.to_wire()) == kept
+    assert parse_job(job(retention_days=None)).retention_days is None
+    assert parse_job(job(retention_days=3650)).retention_days == 3650
+    for bad in (0, 3651, -5, 30.5, "30", True):
+        with pytest.raises(JobInvalid) as caught:
+            parse_job(job(retention_days=bad))
+        assert caught.value.problems == [
+            "retention_days must be a whole number of days from 1 to 3650"
+        ], bad
+
+
+def test_a_toml_job_sets_its_retention(tmp_path: Path) -> None:
+    path = tmp_path / "job.toml"
+    path.write_text(
+        'title = "Clerk"\nretention_days = 90\n'
+        '[[competencies]]\nid = "care"\nweight = 1.0\nanchors = {1 = "No.", 5 = "Yes."}\n'
+        '[[questions]]\ntext = "Why?"\ncompetencies = ["care"]\n'
+    )
+    assert load_job_file(path).retention_days == 90

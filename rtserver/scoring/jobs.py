@@ -15,6 +15,9 @@ the API's body for ``POST /api/v1/jobs``::
      "delivery_weight": 0.0, "face_signals": false}
 
 ``webhooks`` (optional) lists this job's own ATS receivers, beside the server's.
+``retention_days`` (optional, 1 to 3650) is how long a candidate's data is kept after the
+decision on them; absent (or null), the server's ``retention_days`` applies
+(``store/retention.py`` has the whole rule).
 ``delivery_weight`` (0 to 0.2, default 0) is the share of the score that how the candidate
 came across (presence, speaking share, loudness, continuity, fluency) may take; the rest
 is what they said. ``face_signals`` (default false) must be true for face-derived signals
@@ -41,6 +44,7 @@ MAX_QUESTIONS = 50  # as many as an ad-hoc session may have (api/sessions.py)
 MAX_TEXT = 2000  # characters of a question, description or anchor
 MAX_SKILLS = 50
 MAX_DELIVERY_WEIGHT = 0.2
+MAX_RETENTION_DAYS = 3650  # ten years: longer is keeping data forever in all but name
 WEIGHT_TOLERANCE = 1e-6  # weights must sum to 1 within this
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -92,6 +96,8 @@ class Job:
     delivery_weight: float = 0.0  # share of the score for delivery (0-0.2)
     face_signals: bool = False  # whether face-derived signals may enter that share
     webhooks: tuple[str, ...] = ()  # this job's own ATS receivers (ats/webhooks.py)
+    # Days a candidate's data is kept after the decision; None: the server's default.
+    retention_days: int | None = None
 
     def competency(self, competency_id: str) -> Competency:
         return next(c for c in self.competencies if c.id == competency_id)
@@ -105,6 +111,7 @@ class Job:
             "delivery_weight": self.delivery_weight,
             "face_signals": self.face_signals,
             "webhooks": list(self.webhooks),
+            "retention_days": self.retention_days,
         }
 
 
@@ -138,6 +145,7 @@ def parse_job(data: Any) -> Job:
         problems.append("face_signals must be true or false")
         face = False
     webhooks = _webhooks(data.get("webhooks", []), problems)
+    retention_days = _retention_days(data.get("retention_days"), problems)
     competencies = _competencies(data.get("competencies"), problems)
     known = {c.id for c in competencies}
     questions = _questions(data.get("questions"), known, problems)
@@ -150,7 +158,16 @@ def parse_job(data: Any) -> Job:
         problems.append(f"unknown job fields: {', '.join(unknown)}")
     if problems:
         raise JobInvalid(problems)
-    return Job(title, threshold, tuple(competencies), tuple(questions), delivery, face, webhooks)
+    return Job(
+        title,
+        threshold,
+        tuple(competencies),
+        tuple(questions),
+        delivery,
+        face,
+        webhooks,
+        retention_days,
+    )
 
 
 _JOB_KEYS = {
@@ -161,6 +178,7 @@ _JOB_KEYS = {
     "delivery_weight",
     "face_signals",
     "webhooks",
+    "retention_days",
 }
 MAX_WEBHOOKS = 5
 _COMPETENCY_KEYS = {"id", "name", "weight", "description", "anchors", "skills"}
@@ -278,6 +296,18 @@ def _webhooks(raw: Any, problems: list[str]) -> tuple[str, ...]:
             continue
         urls.append(url[:2000])
     return tuple(urls)
+
+
+def _retention_days(raw: Any, problems: list[str]) -> int | None:
+    if raw is None:
+        return None
+    whole = isinstance(raw, int) and not isinstance(raw, bool)
+    if not whole or not 1 <= raw <= MAX_RETENTION_DAYS:
+        problems.append(
+            f"retention_days must be a whole number of days from 1 to {MAX_RETENTION_DAYS}"
+        )
+        return None
+    return int(raw)
 
 
 def _text(raw: Any, what: str, problems: list[str], required: bool = False) -> str:

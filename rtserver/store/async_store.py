@@ -351,12 +351,14 @@ class AsyncStore:
         expires_in_s: float = DEFAULT_EXPIRES_IN_S,
         job_version: int | None = None,
         unit: str = ROOT_UNIT,
+        retention_days: int | None = None,
     ) -> tuple[SessionRecord, str]:
         """Write: a new session of ``unit`` whose join link lasts ``expires_in_s``, and its
-        join token; ``job_version`` when ``job`` is a job's id."""
+        join token; ``job_version`` when ``job`` is a job's id, and that job's
+        ``retention_days``."""
         return await self.write(
             lambda store: store.create_session(
-                candidate, job, questions, expires_in_s, job_version, unit
+                candidate, job, questions, expires_in_s, job_version, unit, retention_days
             )
         )
 
@@ -395,7 +397,8 @@ class AsyncStore:
         await self.write(lambda store: store.mark_ended(session_id, reason))
 
     async def erase(self, session_id: str) -> bool:
-        """Write: the candidate's data erased (the audit log stays)."""
+        """Write: the candidate's data erased (the audit log stays); False when there is
+        no such session or it is under a legal hold."""
         return await self.write(lambda store: store.erase(session_id))
 
     # -- audit log (store/audit_log.py) -----------------------------------------------

@@ -102,6 +102,22 @@ class ScoredSession:
     decision: str | None  # the latest person's decision ("advance", "reject", "hold"), if any
 
 
+DAY_S = 86400.0  # retention is counted in days of this many seconds
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    """Why and since when a session's data must be kept: no erasure, by retention, by HR or
+    by the candidate's request, happens while it is held (``store/retention.py``)."""
+
+    reason: str
+    at: float  # unix time (s)
+    by: str  # the audit label of who set it
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"reason": self.reason, "at": self.at, "by": self.by}
+
+
 @dataclass(frozen=True)
 class SessionRecord:
     id: str
@@ -116,6 +132,23 @@ class SessionRecord:
     expires_at: float  # unix time (s) after which the join link is refused
     job_version: int | None = None  # the version of the job it is scored with
     unit: str = ROOT_UNIT  # the org unit it belongs to: who may see it (accounts/)
+    # Retention (store/retention.py): the time its retention counts from (unix s; None
+    # while live or once erased), its job's retention_days (None: the server's default),
+    # a legal hold, and the time of the candidate's pending erasure request.
+    retain_from: float | None = None
+    retention_days: int | None = None
+    legal_hold: LegalHold | None = None
+    erasure_requested_at: float | None = None
+
+    def erase_after(self, default_days: int) -> float | None:
+        """Unix time (s) from which retention erases the session, with ``default_days`` as
+        the server's default; None while it is live, held or already erased."""
+        if self.retain_from is None or self.legal_hold is not None:
+            return None
+        if self.status == STATUS_ERASED:
+            return None
+        days = self.retention_days if self.retention_days is not None else default_days
+        return self.retain_from + days * DAY_S
 
     def is_expired(self, now: float | None = None) -> bool:
         """Whether the join link has expired at unix time ``now`` (s; default: now)."""
@@ -135,4 +168,6 @@ class SessionRecord:
             "expires_at": self.expires_at,
             "job_version": self.job_version,
             "unit": self.unit,
+            "legal_hold": self.legal_hold.to_wire() if self.legal_hold else None,
+            "erasure_requested_at": self.erasure_requested_at,
         }

@@ -24,6 +24,7 @@ from typing import Any
 from rtserver.messages import StoredMessage
 from rtserver.store.audit_log import AuditLog, ChainReport
 from rtserver.store.records import (
+    DAY_S,
     DEFAULT_EXPIRES_IN_S,
     ROOT_UNIT,
     STATUS_CREATED,
@@ -32,6 +33,7 @@ from rtserver.store.records import (
     STATUS_LIVE,
     Actor,
     JobRecord,
+    LegalHold,
     Outcome,
     Question,
     ScoredSession,
@@ -107,6 +109,14 @@ CREATE TABLE IF NOT EXISTS calibrations (
     applied_by TEXT NOT NULL,
     result TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS erasure_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    status TEXT NOT NULL,
+    done_at REAL
+);
+CREATE INDEX IF NOT EXISTS erasure_requests_by_status ON erasure_requests (status, session_id);
 """
 
 # Every table keyed by a session that holds the candidate's data: erase() empties them all.
@@ -120,6 +130,47 @@ _ADDED_COLUMNS = (
     ("sessions", "job_version", "INTEGER", None),
     ("sessions", "unit", "TEXT", None),
     ("jobs", "unit", "TEXT", None),
+    # Retention (store/retention.py): what a session's retention counts from (the latest
+    # decision; the end when undecided; the link's expiry when never joined; NULL while
+    # live or once erased), its job's retention_days (NULL: the server's default), and
+    # its legal hold (NULL: none).
+    (
+        "sessions",
+        "retain_from",
+        "REAL",
+        f"CASE status WHEN {STATUS_CREATED!r} THEN expires_at WHEN {STATUS_ENDED!r} THEN"
+        " COALESCE((SELECT MAX(d.at) FROM decisions d WHERE d.session_id = sessions.id),"
+        " ended_at, created_at) ELSE NULL END",
+    ),
+    ("sessions", "retention_days", "INTEGER", None),
+    ("sessions", "legal_hold_reason", "TEXT", None),
+    ("sessions", "legal_hold_at", "REAL", None),
+    ("sessions", "legal_hold_by", "TEXT", None),
+)
+
+# The sweep's one query reads these: sessions that follow the server's default by their
+# retain_from, and those whose job sets its own days by when they fall due. Held sessions
+# are left out of both, so a hold costs the sweep nothing.
+_RETENTION_INDEXES = f"""
+CREATE INDEX IF NOT EXISTS sessions_due_by_default ON sessions (retain_from)
+    WHERE retention_days IS NULL AND legal_hold_at IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_due_by_job
+    ON sessions (retain_from + retention_days * {DAY_S!r})
+    WHERE retention_days IS NOT NULL AND legal_hold_at IS NULL;
+"""
+_DUE_FOR_ERASURE = f"""
+SELECT id, retain_from, NULL AS retention_days FROM sessions
+    WHERE retention_days IS NULL AND legal_hold_at IS NULL AND retain_from <= :by_default
+UNION ALL
+SELECT id, retain_from, retention_days FROM sessions
+    WHERE retention_days IS NOT NULL AND legal_hold_at IS NULL
+    AND retain_from + retention_days * {DAY_S!r} <= :now
+LIMIT :limit
+"""
+# A session as SessionRecord reads it: its row, and its pending erasure request's time.
+_SELECT_SESSIONS = (
+    "SELECT s.*, (SELECT MIN(r.at) FROM erasure_requests r WHERE r.session_id = s.id"
+    " AND r.status = 'pending') AS erasure_requested_at FROM sessions s"
 )
 
 
@@ -153,6 +204,7 @@ class Store:
         with self._locked() as db:
             db.executescript(_SCHEMA)
             _add_missing_columns(db)
+            db.executescript(_RETENTION_INDEXES)
             self._audit = AuditLog(db)  # its own tables, made or migrated here
 
     @contextmanager
@@ -219,10 +271,12 @@ class Store:
         expires_in_s: float = DEFAULT_EXPIRES_IN_S,
         job_version: int | None = None,
         unit: str = ROOT_UNIT,
+        retention_days: int | None = None,
     ) -> tuple[SessionRecord, str]:
         """Creates a session of org ``unit`` whose join link lasts ``expires_in_s`` seconds;
         returns it with its join token (the only time it is seen). ``job_version`` is set
-        when ``job`` is a job's id: the version the session is scored with."""
+        when ``job`` is a job's id: the version the session is scored with; and
+        ``retention_days`` is that job's (None: the server's default)."""
         session_id = uuid.uuid4().hex
         join_token = secrets.token_urlsafe(32)
         now = time.time()
@@ -230,7 +284,8 @@ class Store:
         with self._locked() as db:
             db.execute(
                 "INSERT INTO sessions (id, candidate, job, questions, token_hash, status,"
-                " created_at, expires_at, job_version, unit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, expires_at, job_version, unit, retain_from, retention_days)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     session_id,
                     candidate,
@@ -242,6 +297,8 @@ class Store:
                     now + expires_in_s,
                     job_version,
                     unit,
+                    now + expires_in_s,  # never joined: retention counts from the expiry
+                    retention_days,
                 ),
             )
         record = self.get_session(session_id)
@@ -250,7 +307,7 @@ class Store:
 
     def get_session(self, session_id: str) -> SessionRecord | None:
         with self._locked() as db:
-            row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            row = db.execute(f"{_SELECT_SESSIONS} WHERE s.id = ?", (session_id,)).fetchone()
         return _session_from_row(row) if row else None
 
     def list_sessions(
@@ -260,13 +317,13 @@ class Store:
         with self._locked() as db:
             if units is None:
                 rows = db.execute(
-                    "SELECT * FROM sessions ORDER BY created_at DESC LIMIT ?", (limit,)
+                    f"{_SELECT_SESSIONS} ORDER BY s.created_at DESC LIMIT ?", (limit,)
                 ).fetchall()
             else:
                 marks = ",".join("?" * len(units))
                 rows = db.execute(
-                    f"SELECT * FROM sessions WHERE COALESCE(unit, ?) IN ({marks})"
-                    " ORDER BY created_at DESC LIMIT ?",
+                    f"{_SELECT_SESSIONS} WHERE COALESCE(s.unit, ?) IN ({marks})"
+                    " ORDER BY s.created_at DESC LIMIT ?",
                     (ROOT_UNIT, *sorted(units), limit),
                 ).fetchall()
         return [_session_from_row(row) for row in rows]
@@ -301,17 +358,21 @@ class Store:
         """Moves created -> live; False when the session was not waiting for its peer."""
         with self._locked() as db:
             cursor = db.execute(
-                "UPDATE sessions SET status = ?, started_at = ? WHERE id = ? AND status = ?",
+                "UPDATE sessions SET status = ?, started_at = ?, retain_from = NULL"
+                " WHERE id = ? AND status = ?",
                 (STATUS_LIVE, time.time(), session_id, STATUS_CREATED),
             )
         return cursor.rowcount == 1
 
     def mark_ended(self, session_id: str, reason: str) -> None:
+        now = time.time()
         with self._locked() as db:
+            # Retention counts from the end, or from a decision already taken on the final.
             db.execute(
-                "UPDATE sessions SET status = ?, ended_at = ?, end_reason = ?"
-                " WHERE id = ? AND status IN (?, ?)",
-                (STATUS_ENDED, time.time(), reason, session_id, STATUS_CREATED, STATUS_LIVE),
+                "UPDATE sessions SET status = ?, ended_at = ?, end_reason = ?, retain_from ="
+                " COALESCE((SELECT MAX(d.at) FROM decisions d WHERE d.session_id = sessions.id),"
+                " ?) WHERE id = ? AND status IN (?, ?)",
+                (STATUS_ENDED, now, reason, now, session_id, STATUS_CREATED, STATUS_LIVE),
             )
 
     def sessions_with_status(self, status: str) -> list[str]:
@@ -321,21 +382,32 @@ class Store:
 
     def erase(self, session_id: str) -> bool:
         """Erases a candidate's data: messages, personal fields, decisions, outcomes and
-        self-identification. The audit log stays."""
+        self-identification, and marks their pending erasure requests done. The audit log
+        stays. False, erasing nothing, when there is no such session or it is under a
+        legal hold (checked in the same transaction, so a hold set meanwhile is kept)."""
+        now = time.time()
         with self._locked() as db:
             # IMMEDIATE takes the write lock up front (waiting out other processes' writes),
             # so the transaction cannot fail half way on a lock it would need to upgrade.
             db.execute("BEGIN IMMEDIATE")
             cursor = db.execute(
                 "UPDATE sessions SET candidate = NULL, job = NULL, questions = '[]', status = ?,"
-                " ended_at = COALESCE(ended_at, ?), end_reason = COALESCE(end_reason, 'erased')"
-                " WHERE id = ?",
-                (STATUS_ERASED, time.time(), session_id),
+                " ended_at = COALESCE(ended_at, ?), end_reason = COALESCE(end_reason, 'erased'),"
+                " retain_from = NULL WHERE id = ? AND legal_hold_at IS NULL",
+                (STATUS_ERASED, now, session_id),
             )
+            if cursor.rowcount != 1:
+                db.execute("ROLLBACK")
+                return False
             for table in _ERASED_WITH_THE_SESSION:
                 db.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+            db.execute(
+                "UPDATE erasure_requests SET status = 'erased', done_at = ?"
+                " WHERE session_id = ? AND status = 'pending'",
+                (now, session_id),
+            )
             db.execute("COMMIT")
-        return cursor.rowcount == 1
+        return True
 
     # -- decisions --------------------------------------------------------------------
 
@@ -348,13 +420,18 @@ class Store:
         recommendation: str | None,
         actor: str,
     ) -> dict[str, Any]:
-        """Records a person's decision on a candidate (the latest one stands)."""
+        """Records a person's decision on a candidate (the latest one stands, and the
+        session's retention counts from it)."""
         now = time.time()
-        with self._locked() as db:
+        with self._locked() as db, _write_transaction(db):
             db.execute(
                 "INSERT INTO decisions (session_id, at, decision, reason, reviewer,"
                 " recommendation, actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (session_id, now, decision, reason, reviewer, recommendation, actor),
+            )
+            db.execute(
+                "UPDATE sessions SET retain_from = ? WHERE id = ? AND status = ?",
+                (now, session_id, STATUS_ENDED),
             )
         return {
             "session": session_id,
@@ -515,6 +592,108 @@ class Store:
             return None
         return StoredMessage(row["session_id"], row["seq"], row["kind"], json.loads(row["payload"]))
 
+    # -- retention and candidate rights (store/retention.py) -----------------------------
+
+    def set_legal_hold(self, session_id: str, reason: str, by: str) -> bool:
+        """Holds the session's data (a later hold replaces the reason); False when there is
+        no such session, or it is erased."""
+        with self._locked() as db:
+            cursor = db.execute(
+                "UPDATE sessions SET legal_hold_reason = ?, legal_hold_at = ?, legal_hold_by = ?"
+                " WHERE id = ? AND status != ?",
+                (reason, time.time(), by, session_id, STATUS_ERASED),
+            )
+        return cursor.rowcount == 1
+
+    def lift_legal_hold(self, session_id: str) -> bool:
+        """Lifts the session's legal hold; False when it had none."""
+        with self._locked() as db:
+            cursor = db.execute(
+                "UPDATE sessions SET legal_hold_reason = NULL, legal_hold_at = NULL,"
+                " legal_hold_by = NULL WHERE id = ? AND legal_hold_at IS NOT NULL",
+                (session_id,),
+            )
+        return cursor.rowcount == 1
+
+    def due_for_erasure(
+        self, now: float, default_days: int, limit: int = -1
+    ) -> list[tuple[str, float, int]]:
+        """(session id, the time its retention counted from, its days) of the sessions
+        (at most ``limit``; -1: all) whose retention has run out at unix time ``now``:
+        ``default_days`` after their retain_from, or their job's days. Held, live and
+        erased ones never are."""
+        with self._locked() as db:
+            rows = db.execute(
+                _DUE_FOR_ERASURE,
+                {"now": now, "by_default": now - default_days * DAY_S, "limit": limit},
+            ).fetchall()
+        return [
+            (row["id"], row["retain_from"], row["retention_days"] or default_days) for row in rows
+        ]
+
+    def request_erasure(self, session_id: str) -> float:
+        """Records the candidate's erasure request, pending until the session is erased
+        (``erase`` marks it done); returns its time (an earlier pending one's, if any)."""
+        with self._locked() as db, _write_transaction(db):
+            row = db.execute(
+                "SELECT MIN(at) FROM erasure_requests WHERE session_id = ? AND status = 'pending'",
+                (session_id,),
+            ).fetchone()
+            if row[0] is not None:
+                return float(row[0])
+            now = time.time()
+            db.execute(
+                "INSERT INTO erasure_requests (session_id, at, status) VALUES (?, ?, 'pending')",
+                (session_id, now),
+            )
+        return now
+
+    def erasure_requests(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's erasure requests, oldest first: ``at``, ``status`` ("pending" or
+        "erased") and ``done_at``."""
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT at, status, done_at FROM erasure_requests WHERE session_id = ? ORDER BY id",
+                (session_id,),
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def pending_erasure_requests(self) -> list[str]:
+        """Sessions with a pending erasure request and no legal hold (any more), not live:
+        due now."""
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT DISTINCT r.session_id FROM erasure_requests r JOIN sessions s"
+                " ON s.id = r.session_id WHERE r.status = 'pending' AND s.legal_hold_at IS NULL"
+                " AND s.status != ?",
+                (STATUS_LIVE,),
+            ).fetchall()
+        return [row["session_id"] for row in rows]
+
+    def outcome_of(self, session_id: str) -> dict[str, Any] | None:
+        """The outcome recorded for the session's candidate (the candidate's export)."""
+        with self._locked() as db:
+            row = db.execute(
+                "SELECT session_id AS session, job, hired, performance, rated_at, recorded_at"
+                " FROM outcomes WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        outcome = dict(row)
+        outcome["hired"] = None if row["hired"] is None else bool(row["hired"])
+        return outcome
+
+    def self_identification_of(self, session_id: str) -> dict[str, Any] | None:
+        """The candidate's own self-identification answers, for their own export only
+        (``api/candidate_rights.py``); None when they gave none."""
+        with self._locked() as db:
+            row = db.execute(
+                "SELECT sex, race, at FROM self_identification WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        return dict(row) if row else None
+
     # -- audit log (store/audit_log.py) -----------------------------------------------
 
     def audit(
@@ -604,6 +783,13 @@ def _insert_job_version(
         " VALUES (?, ?, ?, ?, ?, ?)",
         (job_id, version, json.dumps(body, sort_keys=True), now, actor, unit),
     )
+    if version > 1:
+        # A job's retention is its latest version's, for every session of it: a shorter one
+        # erases its older candidates sooner.
+        db.execute(
+            "UPDATE sessions SET retention_days = ? WHERE job = ? AND job_version IS NOT NULL",
+            (body.get("retention_days"), job_id),
+        )
     return JobRecord(job_id, version, body, now, actor, unit)
 
 
@@ -648,4 +834,12 @@ def _session_from_row(row: sqlite3.Row) -> SessionRecord:
         expires_at=row["expires_at"],
         job_version=row["job_version"],
         unit=row["unit"] or ROOT_UNIT,
+        retain_from=row["retain_from"],
+        retention_days=row["retention_days"],
+        legal_hold=(
+            LegalHold(row["legal_hold_reason"], row["legal_hold_at"], row["legal_hold_by"])
+            if row["legal_hold_at"] is not None
+            else None
+        ),
+        erasure_requested_at=row["erasure_requested_at"],
     )
