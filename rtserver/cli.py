@@ -20,6 +20,7 @@ import uvicorn
 from rtserver.api.demo import demo_session
 from rtserver.cli_audit import add_parsers as add_audit_parsers
 from rtserver.cli_audit_log import add_parsers as add_audit_log_parsers
+from rtserver.cli_retention import add_parsers as add_retention_parsers
 from rtserver.cli_users import add_parsers as add_user_parsers
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.logs import setup_logging
@@ -255,6 +256,25 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "onnxruntime-cuda, onnxruntime-cpu; torch-cuda only when named)",
     )
     serve.add_argument("--log-level", dest="log_level")
+    serve.add_argument(
+        "--retention-days",
+        dest="retention_days",
+        type=int,
+        help="days a candidate's data is kept after the decision, for jobs that set none "
+        "(default: 180; see README, Retention)",
+    )
+    serve.add_argument(
+        "--retention-sweep",
+        dest="retention_sweep_s",
+        type=float,
+        help="seconds between the server's retention sweeps (default: 3600; 0: off)",
+    )
+    serve.add_argument(
+        "--alternative-process-contact",
+        dest="alternative_process_contact",
+        help="whom candidates ask for an alternative selection process or an accommodation "
+        "(shown in the consent notice)",
+    )
     serve.add_argument("--demo", action="store_true", help="create a demo session and print it")
     models = commands.add_parser("models", help="fetch and convert the models")
     models_commands = models.add_subparsers(dest="models_command", required=True)
@@ -303,6 +323,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add_audit_parsers(commands)
     add_user_parsers(commands)
     add_audit_log_parsers(commands)
+    add_retention_parsers(commands)
     return parser.parse_args(argv)
 
 
@@ -377,6 +398,9 @@ def serve(args: argparse.Namespace) -> int:
             "asr_workers",
             "engine",
             "log_level",
+            "retention_days",
+            "retention_sweep_s",
+            "alternative_process_contact",
         )
     }
     try:
@@ -531,6 +555,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rtserver.cli_audit import run
 
         return run(args)
+    if args.command == "retention":
+        from rtserver.cli_retention import run as run_retention
+
+        return run_retention(args)
     return 2
 
 

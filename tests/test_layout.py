@@ -67,3 +67,15 @@ def test_only_the_audit_reads_self_identification() -> None:
         if "self_identification_for_audit(" in path.read_text()
     }
     assert readers == {"store/sqlite.py", "api/audits.py", "cli_audit.py"}
+
+
+def test_only_the_candidates_own_export_reads_their_self_identification() -> None:
+    """The store method that returns one candidate's self-identification serves their own
+    export (api/candidate_data.py, which withholds it from HR's) and nothing else."""
+    root = Path(__file__).resolve().parents[1] / "rtserver"
+    readers = {
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if "self_identification_of(" in path.read_text()
+    }
+    assert readers == {"store/sqlite.py", "api/candidate_data.py"}

@@ -25,6 +25,7 @@ from rtserver.api import (
     accounts,
     audit_log,
     audits,
+    candidate_data,
     candidates,
     decisions,
     health,
@@ -57,6 +58,7 @@ from rtserver.models.fetch import ensure_models
 from rtserver.perception.analysis import needed_models
 from rtserver.server.workers import WorkerPool
 from rtserver.store.audit_log import AuditPruner
+from rtserver.store.retention import RetentionSweeper
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +88,11 @@ def create_app(config: Config, api_key: str) -> Starlette:
             api.manager.cpu_budget.start()  # from after the warm-up, which is no measure of it
         webhooks = start_webhooks(runtime)
         pruner = start_audit_pruning(runtime)
+        retention = start_retention(runtime)
         try:
             yield
         finally:
+            await stop_retention(retention)
             await api.manager.shutdown()
             await pruner.stop()
             await stop_webhooks(runtime, webhooks)
@@ -117,10 +121,12 @@ def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
         await asyncio.to_thread(ensure_models, config.models_path, needed_models(config))
         webhooks = start_webhooks(runtime)
         pruner = start_audit_pruning(runtime)
+        retention = start_retention(runtime)
         try:
             await pool.start()
             yield
         finally:
+            await stop_retention(retention)
             await pool.shutdown()
             await pruner.stop()
             await stop_webhooks(runtime, webhooks)
@@ -155,6 +161,24 @@ async def stop_webhooks(runtime: Runtime, dispatcher: WebhookDispatcher | None) 
         await dispatcher.stop()
     if runtime.outbox is not None:
         runtime.outbox.close()
+
+
+def start_retention(runtime: Runtime) -> RetentionSweeper | None:
+    """The retention sweeper (store/retention.py), in the server process only; None when
+    ``retention_sweep_s`` is 0."""
+    config = runtime.config
+    if config.retention_sweep_s <= 0:
+        return None
+    sweeper = RetentionSweeper(
+        runtime.db, runtime.outbox, config.retention_days, config.retention_sweep_s
+    )
+    sweeper.start()
+    return sweeper
+
+
+async def stop_retention(sweeper: RetentionSweeper | None) -> None:
+    if sweeper is not None:
+        await sweeper.stop()
 
 
 def _app(
@@ -204,6 +228,10 @@ def _app(
         Route(f"{session}/decision", decisions.decide, methods=["POST"]),
         Route(f"{session}/decision", decisions.list_decisions, methods=["GET"]),
         Route(f"{session}/explanation", decisions.explanation, methods=["GET"]),
+        Route(f"{session}/legal-hold", candidate_data.set_legal_hold, methods=["PUT"]),
+        Route(f"{session}/legal-hold", candidate_data.lift_legal_hold, methods=["DELETE"]),
+        Route(f"{session}/export", candidate_data.export, methods=["GET"]),
+        Route(f"{session}/erasure-request", candidate_data.request_erasure, methods=["POST"]),
         Route(
             f"{session}/self-identification",
             self_identification.self_identify,

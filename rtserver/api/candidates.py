@@ -11,6 +11,7 @@ from aiortc import RTCSessionDescription
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from rtserver.api.candidate_data import notice
 from rtserver.api.context import Api, api_of, candidate_actor
 from rtserver.api.http import NO_STORE, read_json
 from rtserver.api.sdp import parse_candidate_offer
@@ -46,6 +47,8 @@ async def get_questions(request: Request) -> Response:
             "max_interview_s": config.max_interview_s,
             # The optional form offered once the interview has ended (bias audits only).
             "self_identification": self_identification_categories(),
+            # The notice: automated assessment, retention, an alternative (NYC LL144).
+            **await notice(api, record),
             **ice,
         },
         headers=NO_STORE,

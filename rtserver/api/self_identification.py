@@ -7,8 +7,9 @@ Component 1 report, which NYC Local Law 144's audits use); "decline" (or leaving
 question out) is recorded as unknown.
 
 The answers go to their own store table, which only the bias audit reads: no report, list,
-export of scores or job-fit reads them, and there is no endpoint that returns them. They
-are erased with the candidate's session.
+export of scores or job-fit reads them, and no endpoint returns them to HR. The candidate's
+own export of their data (``api/candidate_data.py``, join token) is the one place they are
+given back, to the candidate. They are erased with the candidate's session.
 """
 
 from __future__ import annotations

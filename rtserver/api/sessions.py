@@ -5,7 +5,6 @@ audit-logged; a candidate may end their own session with its join token."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -33,6 +32,7 @@ from rtserver.store import (
     SessionRecord,
     Store,
 )
+from rtserver.store.retention import erase_candidate_data
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ async def create_session(request: Request) -> Response:
     questions = _questions(body.get("questions"))
     expires_in_s = _expires_in(body.get("expires_in"))
     unit = _unit(principal, body.get("unit"))
-    job_version = None
+    job_version = retention_days = None
     stored = await api.db.read(lambda store: store.get_job(job)) if job else None
     if stored is not None and not principal.sees(stored.unit):
         raise NotFound(f"no job {job}")
@@ -61,10 +61,11 @@ async def create_session(request: Request) -> Response:
         # Any other "job" text is a label, as before jobs existed.
         if body.get("questions"):
             raise BadRequest("give a job or questions, not both: a job brings its questions")
-        questions = [Question(q.text, q.seconds) for q in job_of(stored).questions]
-        job_version = stored.version
+        parsed = job_of(stored)
+        questions = [Question(q.text, q.seconds) for q in parsed.questions]
+        job_version, retention_days = stored.version, parsed.retention_days
     record, join_token = await api.db.create_session(
-        candidate, job, questions, expires_in_s, job_version, unit
+        candidate, job, questions, expires_in_s, job_version, unit, retention_days
     )
     await api.db.audit(actor, "create", record.id)
     base = api.base_url(request)
@@ -99,6 +100,8 @@ async def get_session(request: Request) -> Response:
     data["live"] = figures is not None
     data["signals"] = figures["signals"] if figures else None
     data["analysis_cpu_per_media_s"] = figures["analysis_cpu_per_media_s"] if figures else None
+    # When retention erases it (store/retention.py); null while live or held.
+    data["erase_after"] = record.erase_after(api.runtime.config.retention_days)
     return JSONResponse(data)
 
 
@@ -158,18 +161,19 @@ async def report(request: Request) -> Response:
 
 
 async def erase(request: Request) -> Response:
-    """Erases a candidate's data (GDPR-style). Live sessions are ended first."""
+    """Erases a candidate's data (GDPR-style), by the path retention and the candidate's
+    request take too (store/retention.py). Live sessions are ended first; 409 under a
+    legal hold."""
     api = api_of(request)
     principal = await api.require(request, Permission.MANAGE)
     actor = principal.actor
     record = await api.scoped_session(principal, request.path_params["session_id"])
-    await api.manager.end(record.id, "erased")
-    await api.db.erase(record.id)
-    outbox = api.runtime.outbox
-    if outbox is not None:  # its webhook events carry its data too, delivered or not
-        await asyncio.to_thread(outbox.erase, record.id)
-    await api.db.audit(actor, "erase", record.id)
-    return Response(status_code=204)
+    if record.legal_hold is None:
+        await api.manager.end(record.id, "erased")
+        outbox = api.runtime.outbox
+        if await api.db.write(erase_candidate_data, outbox, record.id, actor, "erase"):
+            return Response(status_code=204)
+    raise Conflict("this session is under a legal hold: lift it first (DELETE .../legal-hold)")
 
 
 async def audit_log(request: Request) -> Response:
