@@ -286,6 +286,10 @@ async def test_interview_in_chromium_with_a_live_observer(
             await candidate.click("#next")  # the last question's button finishes
             finished_at = time.monotonic()
             await candidate.wait_for_selector("#summary:not([hidden])", timeout=40_000)
+            # The candidate's own data: to download or erase, once the interview is over.
+            await candidate.wait_for_selector("#my-data:not([hidden])", timeout=5_000)
+            download = await candidate.get_attribute("#download-data", "href")
+            assert download is not None and "/export?token=" in download, download
             await shots.take(candidate, "candidate-summary")
             strengths = await candidate.inner_text("#strengths")
             summary_text = await candidate.inner_text("#summary")
@@ -408,6 +412,7 @@ async def test_candidate_page_explains_what_went_wrong(
             await page.goto(f"{base}/candidate/{session['id']}?token=not-the-token")
             await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
             assert "not valid" in (await page.inner_text("#error")).lower()
+            assert await page.is_hidden("#my-data")  # nothing is offered to a wrong token
             await page.goto(used["candidate_url"])
             await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
             assert "already" in (await page.inner_text("#error")).lower()
@@ -762,12 +767,14 @@ async def test_an_expired_link_says_so(
             await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
             message = await page.inner_text("#error")
             consent_hidden = await page.evaluate("() => document.querySelector('#consent').hidden")
+            # The link opens no interview any more, but the candidate's data is still theirs.
+            my_data_shown = await page.is_visible("#my-data")
             await browser.close()
     finally:
         server.stop()
     problems.assert_none()
     assert "expired" in message.lower() and "new link" in message.lower(), message
-    assert consent_hidden
+    assert consent_hidden and my_data_shown
 
 
 async def test_an_interview_at_the_maximum_length_ends_plainly(

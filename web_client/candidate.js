@@ -68,6 +68,9 @@
     emotion: "on", // from the questions answer: whether facial expression is analysed
     transcription: "on", // from the questions answer: whether speech is transcribed
     expiresAt: null, // unix s when the join link expires (questions answer), if it says
+    retentionDays: null, // days the data is kept after the decision (questions answer)
+    assessment: null, // what the automated assessment rates: {automated, job: {title, competencies}}
+    contact: "", // whom to ask for an alternative selection process or an accommodation
     maxInterviewS: null, // the server's longest interview (s), if it says
     resume: null, // the secret of the first offer's answer; memory only, sent on re-offers
     endReason: null, // "max_length" when the interview ran into the server's limit
@@ -267,16 +270,20 @@
     try {
       questions = await getJson(withToken("questions"));
     } catch (err) {
-      if (isExpired(err)) showFatal(MESSAGES.expired, MESSAGES.expiredHelp);
-      else if (err.status === 401) showFatal(MESSAGES.invalid, MESSAGES.invalidHelp);
+      if (isExpired(err)) {
+        showFatal(MESSAGES.expired, MESSAGES.expiredHelp);
+        showMyData(); // the link no longer opens the interview, but the data is still theirs
+      } else if (err.status === 401) showFatal(MESSAGES.invalid, MESSAGES.invalidHelp);
       else if (err.status === 404) showFatal(MESSAGES.notFound, MESSAGES.notFoundHelp);
       else if (err instanceof HttpError)
         showError(MESSAGES.busy, { retry: retryLink, waitS: err.retryAfterS || 0 });
       else showError(MESSAGES.offline, { help: MESSAGES.offlineHelp, retry: retryLink });
       return false;
     }
+    state.retentionDays = positive(questions.retention_days);
     if (questions.status === "ended") {
       showFatal(MESSAGES.completed, MESSAGES.completedHelp);
+      showMyData();
       return false;
     }
     const list = Array.isArray(questions.questions) ? questions.questions : [];
@@ -292,7 +299,13 @@
     state.transcription = questions.transcription === "off" ? "off" : "on";
     state.expiresAt = positive(questions.expires_at);
     state.maxInterviewS = positive(questions.max_interview_s);
+    state.assessment = questions.assessment || null;
+    state.contact =
+      typeof questions.alternative_process_contact === "string"
+        ? questions.alternative_process_contact.trim()
+        : "";
     renderConsent();
+    renderNotice();
     renderOverview();
     clearError(); // a retried check that now succeeds
     return true;
@@ -371,6 +384,68 @@
     }
     $("consent-limits").textContent = limits.join(" ");
     $("consent-limits").hidden = limits.length === 0;
+  }
+
+  // How long the data is kept, as one sentence starting with `subject` ("They are");
+  // `before`: said before the interview, when it may yet never start.
+  function retentionSentence(subject, before) {
+    const days = state.retentionDays;
+    const hold = "Only a legal hold (when the law requires keeping them, for example for a " +
+      "legal claim) keeps them longer.";
+    if (!days) return `${subject} erased after a set time. ${hold}`;
+    const n = `${days} ${days === 1 ? "day" : "days"}`;
+    const undecided = `${n} after the interview if no decision is recorded`;
+    const unused = before ? `, and ${n} after this link expires if you never start` : "";
+    return (
+      `${subject} erased ${n} after the hiring team's decision about your application ` +
+      `(${undecided}${unused}). ${hold}`
+    );
+  }
+
+  // The notice of the automated employment decision tool (NYC Local Law 144): what it
+  // assesses (a job's competencies, from the spoken answers), what it keeps and for how
+  // long, and whom to ask for an alternative selection process or an accommodation.
+  function renderNotice() {
+    $("consent-retention").textContent = retentionSentence("They are", true);
+    const job = state.assessment && state.assessment.job;
+    const competencies = job && Array.isArray(job.competencies) ? job.competencies : [];
+    const list = $("aedt-competencies");
+    if (competencies.length > 0) {
+      const title = job.title ? ` (${String(job.title)})` : "";
+      $("aedt-assesses").textContent =
+        "It rates what you say in your spoken answers against the competencies of the " +
+        `job${title}:`;
+      list.replaceChildren(
+        ...competencies.map((c) => {
+          const description = c.description ? `: ${String(c.description)}` : "";
+          return el("li", {}, el("strong", { text: String(c.name || "") }), description);
+        }),
+      );
+      list.hidden = false;
+    } else {
+      $("aedt-assesses").textContent =
+        "It rates how you come across, from the measurements under \"What is analysed\": " +
+        "whether your face is visible, how much, how loudly and how steadily you speak, " +
+        (state.emotion === "off" ? "and your pace." : "your pace, and your facial expression.");
+      list.replaceChildren();
+      list.hidden = true;
+    }
+    const contact = $("aedt-contact");
+    contact.replaceChildren();
+    if (state.contact) contact.append("contact ", contactElement(state.contact));
+    else contact.textContent = "ask the person who invited you";
+  }
+
+  // The configured contact: an email address or a web address as a link, anything else
+  // (a phone number, a name) as text.
+  function contactElement(value) {
+    if (/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(value)) {
+      return el("a", { href: `mailto:${value}`, text: value });
+    }
+    if (/^https?:\/\/\S+$/i.test(value)) {
+      return el("a", { href: value, text: value, rel: "noopener noreferrer", target: "_blank" });
+    }
+    return el("strong", { text: value });
   }
 
   function minutesText(seconds) {
@@ -1335,7 +1410,57 @@
     $("summary").hidden = false;
     $("finishing").hidden = true;
     showStep("summary");
+    showMyData();
   }
+
+  // ---------------------------------------------------------------- the candidate's data
+
+  // Download (GET .../export?token=, a JSON attachment) and erase (POST
+  // .../erasure-request): both work with the join token even once the link has expired.
+  function showMyData() {
+    $("my-data-retention").textContent = retentionSentence("Your interview data and results are", false);
+    $("download-data").href = withToken("export");
+    $("my-data").hidden = false;
+  }
+
+  function askToErase(open) {
+    $("erase-confirm").hidden = !open;
+    $("erase-data").disabled = open;
+    (open ? $("erase-confirm-yes") : $("erase-data")).focus();
+  }
+
+  async function eraseMyData() {
+    const status = $("my-data-status");
+    $("erase-confirm-yes").disabled = true;
+    status.textContent = "Erasing…";
+    let result;
+    try {
+      result = await postJson(`${api}/erasure-request`, { token: joinToken });
+    } catch (err) {
+      status.textContent =
+        err instanceof HttpError && err.status === 404
+          ? "There is no interview data to erase any more."
+          : "Your data could not be erased just now. Please try again.";
+      $("erase-confirm-yes").disabled = false;
+      return;
+    }
+    $("erase-confirm").hidden = true;
+    if (result && result.status === "erased") {
+      // Nothing is left to download, and the answers on this page are gone from the server.
+      $("my-data-actions").hidden = true;
+      $("self-id").hidden = true;
+      status.textContent = "Your interview data has been erased.";
+    } else {
+      $("erase-data").hidden = true;
+      status.textContent =
+        (result && result.detail) ||
+        "Your request is recorded. Your data will be erased as soon as the law allows.";
+    }
+  }
+
+  $("erase-data").addEventListener("click", () => askToErase(true));
+  $("erase-confirm-no").addEventListener("click", () => askToErase(false));
+  $("erase-confirm-yes").addEventListener("click", eraseMyData);
 
   // The voluntary self-identification form, once the interview has ended (never before):
   // its answers go to the bias audit only. Leaving a question on "I prefer not to say" sends
