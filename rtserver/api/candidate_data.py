@@ -10,8 +10,9 @@ Who may ask:
 - the export: a recruiter (or an admin) in scope, or the candidate with their join token
   (``?token=``) **even after the link has expired**. The token is the candidate's proof of
   who they are; its expiry bounds when an interview may be joined, not how long they may
-  see what is kept about them, which is until it is erased. The export HR gets withholds the self-identification answers, which
-  the hiring team never sees (``api/self_identification.py``); the candidate's own has them;
+  see what is kept about them, which is until it is erased. The export HR gets withholds
+  the self-identification answers, which the hiring team never sees
+  (``api/self_identification.py``); the candidate's own has them;
 - the erasure request: the candidate with their join token, also after the link expired.
   It erases at once, by the one path of HR's ``DELETE`` (``store/retention.py``), unless a
   legal hold stops it: then it is recorded, answered 202, shown to HR on the session
@@ -33,8 +34,8 @@ from rtserver.accounts.roles import Permission
 from rtserver.api.context import Api, api_of, candidate_actor
 from rtserver.api.http import NO_STORE, read_json
 from rtserver.api.jobs import job_of
-from rtserver.errors import BadRequest, Unauthorized
-from rtserver.store import STATUS_LIVE, SYSTEM_ACTOR, Actor, SessionRecord, Store
+from rtserver.errors import BadRequest, NotFound, Unauthorized
+from rtserver.store import STATUS_ERASED, STATUS_LIVE, SYSTEM_ACTOR, Actor, SessionRecord, Store
 from rtserver.store.retention import REQUESTED_DETAIL, REQUESTED_ERASE, erase_candidate_data
 
 MAX_REASON = 2000
@@ -130,8 +131,8 @@ def export_body(
     messages). ``for_candidate``: the candidate's own, with their self-identification and
     without the hold's reason; else HR's, without the self-identification answers."""
     record = store.get_session(session_id)
-    if record is None:  # erased between the check and the read
-        return json.dumps({"error": "not_found", "detail": "erased"}).encode()
+    if record is None or record.status == STATUS_ERASED:  # erased since the route's check
+        raise NotFound(f"no session {session_id}")
     session = record.to_wire()
     if for_candidate and record.legal_hold is not None:
         session["legal_hold"] = {"at": record.legal_hold.at}
