@@ -347,3 +347,41 @@ def test_the_front_process_of_a_server_with_workers_sweeps_too(tmp_path: Path) -
     finally:
         front.stop()
     assert "Traceback" not in front.log(), front.log()[-4000:]
+
+
+def token_headers(hr: httpx.Client, role: str, unit: str) -> dict[str, str]:
+    made = hr.post(
+        "/api/v1/tokens",
+        json={"name": f"{role} of {unit}", "role": role, "unit": unit, "expires_in_days": 1},
+    )
+    assert made.status_code == 201, made.text
+    return {"Authorization": f"Bearer {made.json()['token']}"}
+
+
+def test_roles_and_scope_decide_who_holds_lifts_and_exports(
+    hr: httpx.Client, anyone: httpx.Client
+) -> None:
+    """A recruiter in scope sets a hold and exports; only an admin lifts a hold (whoever may
+    erase must not be able to undo what stops erasure); a viewer may do neither; outside
+    the session's unit it does not exist."""
+    for unit in ("ret-store-1", "ret-store-2"):
+        made = hr.post("/api/v1/units", json={"id": unit, "name": unit, "parent": "hq"})
+        assert made.status_code == 201, made.text
+    sid, _ = ended_session(hr, unit="ret-store-1")
+    viewer = token_headers(hr, "viewer", "ret-store-1")
+    recruiter = token_headers(hr, "recruiter", "ret-store-1")
+    elsewhere = token_headers(hr, "recruiter", "ret-store-2")
+    hold, export = f"/api/v1/sessions/{sid}/legal-hold", f"/api/v1/sessions/{sid}/export"
+
+    assert anyone.put(hold, json={"reason": "x"}, headers=viewer).status_code == 403
+    assert anyone.get(export, headers=viewer).status_code == 403
+    assert anyone.put(hold, json={"reason": "x"}, headers=elsewhere).status_code == 404
+    assert anyone.get(export, headers=elsewhere).status_code == 404
+
+    assert anyone.put(hold, json={"reason": "Claim 7"}, headers=recruiter).status_code == 200
+    assert anyone.get(export, headers=recruiter).status_code == 200
+    assert anyone.delete(f"/api/v1/sessions/{sid}", headers=recruiter).status_code == 409
+    assert anyone.delete(hold, headers=recruiter).status_code == 403  # admins only
+    assert hr.get(f"/api/v1/sessions/{sid}").json()["legal_hold"] is not None
+    assert hr.delete(hold).status_code == 200  # the bootstrap key acts as an admin
+    assert anyone.delete(f"/api/v1/sessions/{sid}", headers=recruiter).status_code == 204
