@@ -40,5 +40,5 @@ class Principal:
     @property
     def actor(self) -> Actor:
         """What the audit log records of this caller."""
-        user = "bootstrap" if self.via == VIA_BOOTSTRAP else self.id
+        user = {VIA_BOOTSTRAP: "bootstrap", VIA_COOKIE: f"user:{self.id}"}.get(self.via, self.id)
         return Actor(user, self.role, self.unit, self.client)

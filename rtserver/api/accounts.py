@@ -373,7 +373,7 @@ async def revoke_token(request: Request) -> Response:
 
 
 def _user_actor(user: User, request: Request) -> Actor:
-    return Actor(user.id, user.role, user.unit, client_address(request))
+    return Actor(f"user:{user.id}", user.role, user.unit, client_address(request))
 
 
 def _hash(password: str) -> str:
