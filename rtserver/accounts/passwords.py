@@ -1,8 +1,9 @@
 """Password hashing with Argon2id (``argon2-cffi``'s defaults, RFC 9106's second
 recommended profile: 64 MiB, 3 passes, 4 lanes).
 
-A login verifies in about 50 ms on one core, which is the point: a stolen database costs an
-attacker that much per guess per account.
+A login's verification took 0.27 s on our shared 2-core test machine (and the same for an
+unknown user), which is the point: a stolen database costs an attacker that much work per
+guess per account. It runs in a thread, off the event loop.
 """
 
 from __future__ import annotations
