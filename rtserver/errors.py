@@ -147,6 +147,30 @@ class WorkerLost(RtServerError):
     code = "worker_lost"
 
 
+# -- encryption at rest (store/encryption.py) ---------------------------------------------
+
+
+class KeyringError(RtServerError):
+    """The master keys cannot open what the database holds. Reading never returns a wrong
+    plaintext: it raises one of these instead."""
+
+    code = "keyring"
+
+
+class MasterKeyMissing(KeyringError):
+    """A data key is wrapped by a master key the keyring does not hold (the wrong
+    RTSERVER_MASTER_KEY, or a keyring file that is missing or from another install)."""
+
+    code = "master_key_missing"
+
+
+class DecryptionFailed(KeyringError):
+    """A sealed value or a wrapped data key failed its authentication: the wrong key, or a
+    value changed or moved to another row, column or session since it was written."""
+
+    code = "decryption_failed"
+
+
 HTTP_STATUS: dict[type[RtServerError], int] = {
     BadRequest: 400,
     BadSdp: 400,
