@@ -6,6 +6,11 @@ the server's dispatcher (``ats/webhooks.py``) delivers it. Each row is one event
 receiver URL, with its idempotency key; it stays ``pending`` until a receiver answers 2xx
 (``delivered``) or the attempts run out (``failed``). So a delivery survives a restart and
 is made at least once; a receiver that sees the same key twice has seen the same event.
+
+A body carries candidate data (the name, the decision's reason), so it is sealed at rest
+(``encryption.py``) under its session's data key, or the global one for an event of no
+session: erasing the session makes its undelivered events unreadable at once, and they are
+dropped when next met.
 """
 
 from __future__ import annotations
@@ -21,7 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtserver.store.sqlite import open_connection
+from rtserver.store.encryption import (
+    GLOBAL_RECORD,
+    Column,
+    Keyring,
+    RecordKeys,
+    default_keyring_path,
+    mark_migrated,
+    migrated,
+    prepare,
+    session_record,
+    write_transaction,
+)
+from rtserver.store.sqlite import checkpoint, open_connection
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -42,6 +59,10 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 );
 CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (status, next_at);
 """
+
+BODY = Column("webhook_outbox", "body")  # row: the delivery's id
+MIGRATION = "webhook_outbox-v1"
+MIGRATION_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -79,13 +100,18 @@ class Delivery:
 
 class Outbox:
     """The outbox table, on its own connection to the server's database (WAL: readers and
-    the store's writer do not wait on each other)."""
+    the store's writer do not wait on each other). ``keyring`` as for the Store."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keyring: Keyring | None = None) -> None:
+        if keyring is None:
+            keyring = Keyring.from_file(default_keyring_path(path))
+        self._keys = RecordKeys(keyring)
         self._db = open_connection(path)
         self._lock = threading.Lock()
         with self._locked() as db:
             db.executescript(_SCHEMA)
+            prepare(db, keyring)
+            _seal_plaintext(db, self._keys)
 
     @contextmanager
     def _locked(self) -> Iterator[sqlite3.Connection]:
@@ -102,7 +128,11 @@ class Outbox:
         """Queues ``payload`` (JSON) as ``event`` for each of ``urls``; their keys."""
         now = time.time()
         keys = []
-        with self._locked() as db:
+        record = _record(session)
+        with self._locked() as db, write_transaction(db):
+            # In the transaction, the key is read afresh (not from the cache): one that
+            # another connection erased meanwhile is never used.
+            self._keys.forget(record)
             for url in dict.fromkeys(urls):
                 key = uuid.uuid4().hex
                 body = json.dumps(
@@ -110,10 +140,11 @@ class Outbox:
                     sort_keys=True,
                     separators=(",", ":"),
                 )
+                sealed = self._keys.seal(db, record, BODY, key, body)
                 db.execute(
                     "INSERT INTO webhook_outbox (id, session_id, event, url, body, status,"
                     " next_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key, session, event, url, body, PENDING, now, now),
+                    (key, session, event, url, sealed, PENDING, now, now),
                 )
                 keys.append(key)
         return keys
@@ -125,7 +156,7 @@ class Outbox:
                 " ORDER BY next_at LIMIT ?",
                 (PENDING, now, limit),
             ).fetchall()
-        return [_delivery(row) for row in rows]
+            return self._deliveries(db, rows)
 
     def next_due(self) -> float | None:
         """When the next pending delivery is due (unix time), None with none pending."""
@@ -174,21 +205,60 @@ class Outbox:
                     " ORDER BY created_at DESC LIMIT ?",
                     (session, limit),
                 ).fetchall()
-        return [_delivery(row) for row in rows]
+            return self._deliveries(db, rows)
+
+    def _deliveries(self, db: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[Delivery]:
+        """The deliveries of ``rows``, bodies opened. A row whose session was erased (its
+        data key is gone) is deleted: its body can never be read nor sent."""
+        found, gone = [], []
+        self._keys.load(db, [_record(row["session_id"]) for row in rows])
+        for row in rows:
+            body = self._keys.open(db, _record(row["session_id"]), BODY, row["id"], row["body"])
+            if body is None:
+                gone.append((row["id"],))
+            else:
+                found.append(_delivery(row, body))
+        if gone:
+            db.executemany("DELETE FROM webhook_outbox WHERE id = ?", gone)
+        return found
 
     def erase(self, session: str) -> None:
         """A candidate's events, delivered or not, are their data: erased with the session."""
         with self._locked() as db:
             db.execute("DELETE FROM webhook_outbox WHERE session_id = ?", (session,))
+            checkpoint(db, session)  # as Store.erase: no copy left in the WAL
 
 
-def _delivery(row: sqlite3.Row) -> Delivery:
+def _record(session: str | None) -> str:
+    return GLOBAL_RECORD if session is None else session_record(session)
+
+
+def _seal_plaintext(db: sqlite3.Connection, keys: RecordKeys) -> None:
+    """Seals the plaintext bodies an older release queued (as ``sqlite._seal_plaintext``)."""
+    if migrated(db, MIGRATION):
+        return
+    while True:
+        with write_transaction(db):
+            rows = db.execute(
+                "SELECT id, session_id, body FROM webhook_outbox WHERE typeof(body) = 'text'"
+                " LIMIT ?",
+                (MIGRATION_BATCH,),
+            ).fetchall()
+            for key, session, body in rows:
+                sealed = keys.seal(db, _record(session), BODY, key, body)
+                db.execute("UPDATE webhook_outbox SET body = ? WHERE id = ?", (sealed, key))
+            if not rows:
+                mark_migrated(db, MIGRATION)
+                return
+
+
+def _delivery(row: sqlite3.Row, body: str) -> Delivery:
     return Delivery(
         id=row["id"],
         session=row["session_id"],
         event=row["event"],
         url=row["url"],
-        body=row["body"],
+        body=body,
         status=row["status"],
         attempts=int(row["attempts"]),
         next_at=float(row["next_at"]),

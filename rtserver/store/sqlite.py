@@ -4,6 +4,13 @@ The message log is the source of truth for observer backfill and for reports, so
 survive a restart. Join tokens and resume secrets are stored only as SHA-256 hashes: they
 are 256-bit random strings, so a plain hash is enough to make a stolen database useless for
 joining or rejoining.
+
+Candidate data is sealed at rest (``encryption.py``: AES-GCM under a data key per session,
+wrapped by the keyring's master key): candidate names, every message's payload (signals,
+transcripts, the final report and its quoted evidence), decision reasons and
+self-identification. The methods take and return plaintext; SQL never looks inside those
+columns. Erasing a session deletes its data key too, overwrites what it freed
+(``secure_delete``) and checkpoints the WAL, so nothing of it stays in the files.
 """
 
 from __future__ import annotations
@@ -11,18 +18,33 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rtserver.messages import StoredMessage
 from rtserver.store.audit_log import AuditLog, ChainReport
+from rtserver.store.encryption import (
+    Column,
+    Keyring,
+    RecordKeys,
+    Rotation,
+    default_keyring_path,
+    key_usage,
+    mark_migrated,
+    migrated,
+    prepare,
+    rotate,
+    session_record,
+    write_transaction,
+)
 from rtserver.store.records import (
     DAY_S,
     DEFAULT_EXPIRES_IN_S,
@@ -39,6 +61,8 @@ from rtserver.store.records import (
     ScoredSession,
     SessionRecord,
 )
+
+log = logging.getLogger(__name__)
 
 # Worker processes write messages and statuses while the server process reads and writes
 # sessions and the audit log: WAL lets readers go on during a write, and a writer that
@@ -174,6 +198,16 @@ _SELECT_SESSIONS = (
 )
 
 
+# The sealed columns (encryption.py): each value is bound to its table, column and row.
+CANDIDATE = Column("sessions", "candidate")  # row: the session id
+PAYLOAD = Column("messages", "payload")  # row: "<session id>/<seq>"
+REASON = Column("decisions", "reason")  # row: the decision's id
+SEX = Column("self_identification", "sex")  # row: the session id; JSON (null: declined)
+RACE = Column("self_identification", "race")
+MIGRATION = "store-v1"  # the plaintext rows of older releases, sealed on open
+MIGRATION_BATCH = 500  # rows sealed per write transaction
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -188,6 +222,8 @@ def open_connection(path: Path) -> sqlite3.Connection:
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    # What a delete or an update frees is overwritten with zeros, not left in free space.
+    db.execute("PRAGMA secure_delete=ON")
     return db
 
 
@@ -196,9 +232,18 @@ class Store:
 
     Several processes may open the same file (the server and its workers), each with its
     own Store: WAL mode and a busy timeout make their writes wait for each other.
+
+    ``keyring`` holds the master keys (the server passes the configured one, and so must
+    every process that opens the file); by default, the keyring file beside the database,
+    made on first use. Opening checks that it opens the data keys (MasterKeyMissing,
+    DecryptionFailed) and seals the plaintext rows an older release left.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keyring: Keyring | None = None) -> None:
+        if keyring is None:
+            keyring = Keyring.from_file(default_keyring_path(path))
+        self.keyring = keyring
+        self._keys = RecordKeys(keyring)
         self._db = open_connection(path)
         self._lock = threading.Lock()
         with self._locked() as db:
@@ -206,6 +251,8 @@ class Store:
             _add_missing_columns(db)
             db.executescript(_RETENTION_INDEXES)
             self._audit = AuditLog(db)  # its own tables, made or migrated here
+            prepare(db, keyring)
+            _seal_plaintext(db, self._keys)
 
     @contextmanager
     def _locked(self) -> Iterator[sqlite3.Connection]:
@@ -281,14 +328,20 @@ class Store:
         join_token = secrets.token_urlsafe(32)
         now = time.time()
         questions_json = json.dumps([q.__dict__ for q in questions])
-        with self._locked() as db:
+        record = session_record(session_id)
+        with self._locked() as db, write_transaction(db):
+            # The session's data key is made here, in the same transaction as its row.
+            self._keys.ensure(db, record)
+            sealed = None
+            if candidate is not None:
+                sealed = self._keys.seal(db, record, CANDIDATE, session_id, candidate)
             db.execute(
                 "INSERT INTO sessions (id, candidate, job, questions, token_hash, status,"
                 " created_at, expires_at, job_version, unit, retain_from, retention_days)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     session_id,
-                    candidate,
+                    sealed,
                     job,
                     questions_json,
                     hash_token(join_token),
@@ -301,14 +354,14 @@ class Store:
                     retention_days,
                 ),
             )
-        record = self.get_session(session_id)
-        assert record is not None
-        return record, join_token
+        created = self.get_session(session_id)
+        assert created is not None
+        return created, join_token
 
     def get_session(self, session_id: str) -> SessionRecord | None:
         with self._locked() as db:
             row = db.execute(f"{_SELECT_SESSIONS} WHERE s.id = ?", (session_id,)).fetchone()
-        return _session_from_row(row) if row else None
+            return self._session(db, row) if row else None
 
     def list_sessions(
         self, limit: int = 100, units: frozenset[str] | None = None
@@ -326,7 +379,16 @@ class Store:
                     " ORDER BY s.created_at DESC LIMIT ?",
                     (ROOT_UNIT, *sorted(units), limit),
                 ).fetchall()
-        return [_session_from_row(row) for row in rows]
+            self._keys.load(db, [session_record(row["id"]) for row in rows])
+            return [self._session(db, row) for row in rows]
+
+    def _session(self, db: sqlite3.Connection, row: sqlite3.Row) -> SessionRecord:
+        candidate = row["candidate"]
+        if candidate is not None:
+            candidate = self._keys.open(
+                db, session_record(row["id"]), CANDIDATE, row["id"], candidate
+            )
+        return _session_from_row(row, candidate)
 
     def check_join_token(self, session_id: str, token: str) -> bool:
         with self._locked() as db:
@@ -382,9 +444,12 @@ class Store:
 
     def erase(self, session_id: str) -> bool:
         """Erases a candidate's data: messages, personal fields, decisions, outcomes and
-        self-identification, and marks their pending erasure requests done. The audit log
-        stays. False, erasing nothing, when there is no such session or it is under a
-        legal hold (checked in the same transaction, so a hold set meanwhile is kept)."""
+        self-identification, and the session's data key (what a copy of the rows would
+        need), and marks their pending erasure requests done. Freed pages are zeroed
+        (secure_delete) and the WAL is checkpointed into the database and emptied, so no
+        copy stays in either file. The audit log stays. False, erasing nothing, when there
+        is no such session or it is under a legal hold (checked in the same transaction, so
+        a hold set meanwhile is kept)."""
         now = time.time()
         with self._locked() as db:
             # IMMEDIATE takes the write lock up front (waiting out other processes' writes),
@@ -406,7 +471,9 @@ class Store:
                 " WHERE session_id = ? AND status = 'pending'",
                 (now, session_id),
             )
+            self._keys.erase(db, session_record(session_id))
             db.execute("COMMIT")
+            checkpoint(db, session_id)
         return True
 
     # -- decisions --------------------------------------------------------------------
@@ -423,12 +490,24 @@ class Store:
         """Records a person's decision on a candidate (the latest one stands, and the
         session's retention counts from it)."""
         now = time.time()
-        with self._locked() as db, _write_transaction(db):
-            db.execute(
-                "INSERT INTO decisions (session_id, at, decision, reason, reviewer,"
-                " recommendation, actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (session_id, now, decision, reason, reviewer, recommendation, actor),
-            )
+        record = session_record(session_id)
+        with self._locked() as db, write_transaction(db):
+            # The id is taken here (the write lock is held) so the reason can be bound to it.
+            row_id = _next_id(db, "decisions")
+
+            def insert() -> int:
+                sealed = self._keys.seal(db, record, REASON, str(row_id), reason)
+                return db.execute(
+                    "INSERT INTO decisions (id, session_id, at, decision, reason, reviewer,"
+                    " recommendation, actor) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+                    f" WHERE {_KEY_EXISTS}",
+                    (
+                        *(row_id, session_id, now, decision, sealed),
+                        *(reviewer, recommendation, actor, record),
+                    ),
+                ).rowcount
+
+            self._write_sealed(record, insert)
             db.execute(
                 "UPDATE sessions SET retain_from = ? WHERE id = ? AND status = ?",
                 (now, session_id, STATUS_ENDED),
@@ -444,13 +523,21 @@ class Store:
 
     def decisions(self, session_id: str) -> list[dict[str, Any]]:
         """The session's decisions, oldest first."""
+        record = session_record(session_id)
+        found = []
         with self._locked() as db:
             rows = db.execute(
-                "SELECT session_id AS session, at, decision, reason, reviewer, recommendation"
+                "SELECT id, session_id AS session, at, decision, reason, reviewer, recommendation"
                 " FROM decisions WHERE session_id = ? ORDER BY id",
                 (session_id,),
             ).fetchall()
-        return [dict(row) for row in rows]
+            for row in rows:
+                reason = self._keys.open(db, record, REASON, str(row["id"]), row["reason"])
+                if reason is not None:  # None: erased meanwhile
+                    entry = dict(row)
+                    del entry["id"]
+                    found.append({**entry, "reason": reason})
+        return found
 
     # -- outcomes and calibration ------------------------------------------------------
 
@@ -490,24 +577,38 @@ class Store:
         latest decision on it."""
         with self._locked() as db:
             rows = db.execute(
-                "SELECT s.id, s.candidate, s.job_version, s.ended_at, m.payload,"
+                "SELECT s.id, s.candidate, s.job_version, s.ended_at, m.seq, m.payload,"
                 " (SELECT d.decision FROM decisions d WHERE d.session_id = s.id"
                 "  ORDER BY d.id DESC LIMIT 1) AS decision"
                 " FROM sessions s JOIN messages m ON m.session_id = s.id AND m.kind = 'final'"
                 " WHERE s.job = ? AND s.status = ? ORDER BY s.ended_at, s.id",
                 (job_id, STATUS_ENDED),
             ).fetchall()
-        return [
-            ScoredSession(
-                row["id"],
-                row["candidate"],
-                row["job_version"],
-                row["ended_at"],
-                json.loads(row["payload"]),
-                row["decision"],
-            )
-            for row in rows
-        ]
+            # The payloads are sealed, so what SQL joined on is ids and kinds; the report
+            # itself is opened here.
+            self._keys.load(db, [session_record(row["id"]) for row in rows])
+            scored = []
+            for row in rows:
+                record = session_record(row["id"])
+                payload = self._keys.open(
+                    db, record, PAYLOAD, f"{row['id']}/{row['seq']}", row["payload"]
+                )
+                if payload is None:
+                    continue  # erased meanwhile
+                candidate = row["candidate"]
+                if candidate is not None:
+                    candidate = self._keys.open(db, record, CANDIDATE, row["id"], candidate)
+                scored.append(
+                    ScoredSession(
+                        row["id"],
+                        candidate,
+                        row["job_version"],
+                        row["ended_at"],
+                        json.loads(payload),
+                        row["decision"],
+                    )
+                )
+        return scored
 
     def apply_calibration(
         self, job_id: str, body: dict[str, Any], from_version: int, result: dict[str, Any], by: str
@@ -538,13 +639,25 @@ class Store:
     # scores, reports or lists sessions reads it.
 
     def save_self_identification(self, session_id: str, sex: str | None, race: str | None) -> None:
-        """The candidate's own answers (None: declined); a later answer replaces it."""
+        """The candidate's own answers (None: declined); a later answer replaces it. Both are
+        sealed, a declined answer too: the database does not show who declined."""
+        record = session_record(session_id)
         with self._locked() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO self_identification (session_id, sex, race, at)"
-                " VALUES (?, ?, ?, ?)",
-                (session_id, sex, race, time.time()),
-            )
+
+            def insert() -> int:
+                return db.execute(
+                    "INSERT OR REPLACE INTO self_identification (session_id, sex, race, at)"
+                    f" SELECT ?, ?, ?, ? WHERE {_KEY_EXISTS}",
+                    (
+                        session_id,
+                        self._keys.seal(db, record, SEX, session_id, json.dumps(sex)),
+                        self._keys.seal(db, record, RACE, session_id, json.dumps(race)),
+                        time.time(),
+                        record,
+                    ),
+                ).rowcount
+
+            self._write_sealed(record, insert)
 
     def self_identification_for_audit(
         self, session_ids: list[str]
@@ -560,17 +673,36 @@ class Store:
                     f" WHERE session_id IN ({marks})",
                     chunk,
                 ).fetchall()
-                found.update({row["session_id"]: (row["sex"], row["race"]) for row in rows})
+                self._keys.load(db, [session_record(row["session_id"]) for row in rows])
+                for row in rows:
+                    session_id, record = row["session_id"], session_record(row["session_id"])
+                    sex = self._keys.open(db, record, SEX, session_id, row["sex"])
+                    race = self._keys.open(db, record, RACE, session_id, row["race"])
+                    if sex is not None and race is not None:  # None: erased meanwhile
+                        found[session_id] = (json.loads(sex), json.loads(race))
         return found
 
     # -- message log ------------------------------------------------------------------
 
     def append_message(self, message: StoredMessage) -> None:
+        record = session_record(message.session)
+        row = f"{message.session}/{message.seq}"
         with self._locked() as db:
-            db.execute(
-                "INSERT INTO messages (session_id, seq, kind, payload) VALUES (?, ?, ?, ?)",
-                (message.session, message.seq, message.kind, message.encode()),
-            )
+
+            def insert() -> int:
+                return db.execute(
+                    "INSERT INTO messages (session_id, seq, kind, payload)"
+                    f" SELECT ?, ?, ?, ? WHERE {_KEY_EXISTS}",
+                    (
+                        message.session,
+                        message.seq,
+                        message.kind,
+                        self._keys.seal(db, record, PAYLOAD, row, message.encode()),
+                        record,
+                    ),
+                ).rowcount
+
+            self._write_sealed(record, insert)
 
     def messages(self, session_id: str, after_seq: int = -1) -> list[StoredMessage]:
         with self._locked() as db:
@@ -578,19 +710,54 @@ class Store:
                 "SELECT * FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq",
                 (session_id, after_seq),
             ).fetchall()
-        return [
-            StoredMessage(row["session_id"], row["seq"], row["kind"], json.loads(row["payload"]))
-            for row in rows
-        ]
+            opened = [self._message(db, row) for row in rows]
+        return [message for message in opened if message is not None]
 
     def final_message(self, session_id: str) -> StoredMessage | None:
         with self._locked() as db:
             row = db.execute(
                 "SELECT * FROM messages WHERE session_id = ? AND kind = 'final'", (session_id,)
             ).fetchone()
-        if row is None:
+            return None if row is None else self._message(db, row)
+
+    def _message(self, db: sqlite3.Connection, row: sqlite3.Row) -> StoredMessage | None:
+        """The message of a ``messages`` row; None when its session was erased meanwhile."""
+        session_id, seq = row["session_id"], row["seq"]
+        payload = self._keys.open(
+            db, session_record(session_id), PAYLOAD, f"{session_id}/{seq}", row["payload"]
+        )
+        if payload is None:
             return None
-        return StoredMessage(row["session_id"], row["seq"], row["kind"], json.loads(row["payload"]))
+        return StoredMessage(session_id, seq, row["kind"], json.loads(payload))
+
+    def _write_sealed(self, record: str, write: Callable[[], int]) -> None:
+        """Runs ``write``: a statement that seals with the record's data key and writes only
+        while that key is in ``data_keys`` (``_KEY_EXISTS``), returning the rows written.
+        When none was written, another connection erased the record after this one cached
+        its key: the write is made again under a new key, never under one that is gone."""
+        if write():
+            return
+        self._keys.forget(record)
+        if not write():
+            raise RuntimeError(f"{record}: its data key vanished twice")
+
+    # -- master keys (encryption.py) --------------------------------------------------
+
+    def rotate_master_key(self, batch: int | None = None, new_key: bool = True) -> Rotation:
+        """``rtserver keys rotate``: a new current master key, every data key re-wrapped
+        under it in short write transactions, the old keys retired (``encryption.rotate``);
+        other processes go on meanwhile. Then the WAL is checkpointed, so the data keys
+        wrapped by the old master key leave the files too."""
+        with self._locked() as db:
+            kwargs = {} if batch is None else {"batch": batch}
+            done = rotate(db, self.keyring, new_key=new_key, **kwargs)
+            checkpoint(db, None)
+        return done
+
+    def data_keys_by_master_key(self) -> dict[str, int]:
+        """How many data keys each master key wraps (``rtserver keys status``)."""
+        with self._locked() as db:
+            return key_usage(db)
 
     # -- retention and candidate rights (store/retention.py) -----------------------------
 
@@ -687,12 +854,19 @@ class Store:
     def self_identification_of(self, session_id: str) -> dict[str, Any] | None:
         """The candidate's own self-identification answers, for their own export only
         (``api/candidate_rights.py``); None when they gave none."""
+        record = session_record(session_id)
         with self._locked() as db:
             row = db.execute(
                 "SELECT sex, race, at FROM self_identification WHERE session_id = ?",
                 (session_id,),
             ).fetchone()
-        return dict(row) if row else None
+            if row is None:
+                return None
+            sex = self._keys.open(db, record, SEX, session_id, row["sex"])
+            race = self._keys.open(db, record, RACE, session_id, row["race"])
+        if sex is None or race is None:  # erased meanwhile
+            return None
+        return {"sex": json.loads(sex), "race": json.loads(race), "at": row["at"]}
 
     # -- audit log (store/audit_log.py) -----------------------------------------------
 
@@ -744,17 +918,98 @@ class Store:
         return self._audit.folded
 
 
-@contextmanager
-def _write_transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction: IMMEDIATE takes the write lock up front (waiting out other
-    processes' writes), so it cannot fail half way on a lock it would need to upgrade."""
-    db.execute("BEGIN IMMEDIATE")
+# The job and outcome writes' name for it (one helper: data keys are made in the same kind).
+_write_transaction = write_transaction
+
+# Appended to a sealed row's INSERT: the row is written only while its data key exists.
+_KEY_EXISTS = "EXISTS (SELECT 1 FROM data_keys WHERE record = ?)"
+
+
+def _next_id(db: sqlite3.Connection, table: str) -> int:
+    """The id an AUTOINCREMENT ``table`` gives its next row (inside a write transaction)."""
+    row = db.execute(
+        f"SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = ?), 0),"
+        f" COALESCE((SELECT MAX(id) FROM {table}), 0))",
+        (table,),
+    ).fetchone()
+    return int(row[0]) + 1
+
+
+def checkpoint(db: sqlite3.Connection, session_id: str | None) -> None:
+    """Copies the WAL into the database and empties it, so that what was just erased (old
+    page images) stays in neither file. A reader in the middle of a long read can hold
+    it back: then it is done by a later checkpoint, and logged."""
     try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.OperationalError as exc:
+        busy = exc
+    if busy:
+        log.warning(
+            "WAL checkpoint held back (%s): a later one completes it",
+            busy,
+            extra={"session": session_id or "-"},
+        )
+
+
+def _seal_plaintext(db: sqlite3.Connection, keys: RecordKeys) -> None:
+    """Seals, in place, the plaintext values an older release wrote, in write transactions
+    of MIGRATION_BATCH rows (other processes opening the file at once take turns, and each
+    batch re-reads what is still plaintext). Marked done once, so later opens skip it."""
+    if migrated(db, MIGRATION):
+        return
+    while True:
+        with write_transaction(db):
+            if not _seal_batch(db, keys):
+                mark_migrated(db, MIGRATION)
+                return
+
+
+def _seal_batch(db: sqlite3.Connection, keys: RecordKeys) -> int:
+    """Seals up to MIGRATION_BATCH plaintext values per column; how many it sealed."""
+    done = 0
+    rows = db.execute(
+        "SELECT id, candidate FROM sessions WHERE typeof(candidate) = 'text' LIMIT ?",
+        (MIGRATION_BATCH,),
+    ).fetchall()
+    for sid, candidate in rows:
+        sealed = keys.seal(db, session_record(sid), CANDIDATE, sid, candidate)
+        db.execute("UPDATE sessions SET candidate = ? WHERE id = ?", (sealed, sid))
+    done += len(rows)
+    rows = db.execute(
+        "SELECT session_id, seq, payload FROM messages WHERE typeof(payload) = 'text' LIMIT ?",
+        (MIGRATION_BATCH,),
+    ).fetchall()
+    for sid, seq, payload in rows:
+        sealed = keys.seal(db, session_record(sid), PAYLOAD, f"{sid}/{seq}", payload)
+        db.execute(
+            "UPDATE messages SET payload = ? WHERE session_id = ? AND seq = ?", (sealed, sid, seq)
+        )
+    done += len(rows)
+    rows = db.execute(
+        "SELECT id, session_id, reason FROM decisions WHERE typeof(reason) = 'text' LIMIT ?",
+        (MIGRATION_BATCH,),
+    ).fetchall()
+    for row_id, sid, reason in rows:
+        sealed = keys.seal(db, session_record(sid), REASON, str(row_id), reason)
+        db.execute("UPDATE decisions SET reason = ? WHERE id = ?", (sealed, row_id))
+    done += len(rows)
+    rows = db.execute(
+        "SELECT session_id, sex, race FROM self_identification"
+        " WHERE typeof(sex) != 'blob' OR typeof(race) != 'blob' LIMIT ?",
+        (MIGRATION_BATCH,),
+    ).fetchall()
+    for sid, sex, race in rows:
+        record = session_record(sid)
+        db.execute(
+            "UPDATE self_identification SET sex = ?, race = ? WHERE session_id = ?",
+            (
+                keys.seal(db, record, SEX, sid, json.dumps(sex)),
+                keys.seal(db, record, RACE, sid, json.dumps(race)),
+                sid,
+            ),
+        )
+    done += len(rows)
+    return done
 
 
 def _insert_job_version(
@@ -819,11 +1074,12 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
     )
 
 
-def _session_from_row(row: sqlite3.Row) -> SessionRecord:
+def _session_from_row(row: sqlite3.Row, candidate: str | None) -> SessionRecord:
+    """The session of a ``sessions`` row, with its candidate's name opened."""
     questions = tuple(Question(q["text"], int(q["seconds"])) for q in json.loads(row["questions"]))
     return SessionRecord(
         id=row["id"],
-        candidate=row["candidate"],
+        candidate=candidate,
         job=row["job"],
         questions=questions,
         status=row["status"],
