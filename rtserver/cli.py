@@ -1,7 +1,8 @@
 """Command line: ``rtserver serve`` runs the server on its embedded defaults;
 ``rtserver models fetch`` downloads and converts the models. The job commands live in
 ``cli_jobs.py``; outcomes, calibration and the bias audit in ``cli_audit.py``; the audit
-log's verify and export in ``cli_audit_log.py``."""
+log's verify and export in ``cli_audit_log.py``; the master keys (``rtserver keys``) in
+``cli_keys.py``."""
 
 from __future__ import annotations
 
@@ -20,13 +21,16 @@ import uvicorn
 from rtserver.api.demo import demo_session
 from rtserver.cli_audit import add_parsers as add_audit_parsers
 from rtserver.cli_audit_log import add_parsers as add_audit_log_parsers
+from rtserver.cli_keys import add_parsers as add_keys_parsers
 from rtserver.cli_retention import add_parsers as add_retention_parsers
 from rtserver.cli_users import add_parsers as add_user_parsers
 from rtserver.config import Config, ConfigError, load_config
+from rtserver.errors import KeyringError
 from rtserver.logs import setup_logging
 from rtserver.media.ice import restrict_host_addresses
 from rtserver.metrics import shared_for_this_run
 from rtserver.store import Store
+from rtserver.store.encryption import keyring_for
 from rtserver.transport import TlsError, uvicorn_options
 
 log = logging.getLogger("rtserver")
@@ -130,6 +134,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             help=f"{what} a minute per client, as a burst too; past it 429 rate_limited "
             f"(default {default}; 0: off)",
         )
+    serve.add_argument(
+        "--master-key-file",
+        dest="master_key_file",
+        help="the keyring file of the master keys that encrypt the data at rest (default:"
+        " DATA_DIR/master.keys; RTSERVER_MASTER_KEY instead holds the key itself)",
+    )
     serve.add_argument(
         "--max-sessions",
         dest="max_sessions",
@@ -324,14 +334,33 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add_user_parsers(commands)
     add_audit_log_parsers(commands)
     add_retention_parsers(commands)
+    add_keys_parsers(commands)
     return parser.parse_args(argv)
+
+
+def check_master_keys(config: Config) -> None:
+    """The master keys, checked against the database before any process serves: a wrong
+    key fails here, with its reason (KeyringError), and an older release's plaintext rows
+    are sealed now. Says where the keys are; a new keyring file is announced once."""
+    keyring = keyring_for(config)
+    Store(config.db_path, keyring).close()
+    if keyring.ensure():
+        print(
+            f"Master key (new, stored in {config.master_key_path.resolve()}): back this file up"
+            " apart from the data; without it the data cannot be read",
+            flush=True,
+        )
+    elif config.master_key:
+        print("Master key: as set in the configuration (RTSERVER_MASTER_KEY)", flush=True)
+    else:
+        print(f"Master key: stored in {config.master_key_path.resolve()}", flush=True)
 
 
 def create_demo_session(config: Config, api_key: str, show_key: bool) -> None:
     """Prints the demo's links: the unused demo session of an earlier start, or a new one;
     the observer link carries the HR key only when ``show_key`` (the key was just generated
     and printed anyway)."""
-    store = Store(config.db_path)
+    store = Store(config.db_path, keyring_for(config))
     try:
         demo = demo_session(store, config.data_dir)
     finally:
@@ -369,6 +398,7 @@ def serve(args: argparse.Namespace) -> int:
             "rate_sessions_per_min",
             "rate_offers_per_min",
             "rate_signals_per_min",
+            "master_key_file",
             "max_sessions",
             "max_cpu",
             "session_cpu",
@@ -425,6 +455,7 @@ def serve(args: argparse.Namespace) -> int:
     else:
         print(f"HR API key: stored in {config.key_path.resolve()}", flush=True)
     print(f"Data directory: {config.data_dir.resolve()}", flush=True)
+    check_master_keys(config)
     if args.demo:
         create_demo_session(config, api_key, show_key=generated)
     from rtserver.api.app import create_app
@@ -529,6 +560,14 @@ def format_analysis(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(args)
+    except KeyringError as exc:  # the wrong master key: its reason, not a traceback
+        print(f"rtserver: {exc.detail}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return serve(args)
     if args.command == "models":
@@ -559,6 +598,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rtserver.cli_retention import run as run_retention
 
         return run_retention(args)
+    if args.command == "keys":
+        from rtserver.cli_keys import run as run_keys
+
+        return run_keys(args)
     return 2
 
 

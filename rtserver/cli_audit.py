@@ -19,6 +19,7 @@ from typing import Any
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.scoring.jobs import Job
 from rtserver.store import CLI_ACTOR, Actor, JobRecord, Store
+from rtserver.store.encryption import keyring_for
 
 
 def add_parsers(commands: Any) -> None:
@@ -147,7 +148,7 @@ def import_outcomes(args: argparse.Namespace) -> int:
         entries = read_outcomes_csv(args.file)
     except OutcomesInvalid as exc:
         raise _problems(f"{args.file} is not a valid outcomes file:", exc.problems) from exc
-    store = Store(config.db_path)
+    store = Store(config.db_path, keyring_for(config))
     try:
         record, _ = _job(store, args.job, config.db_path)
         try:
@@ -174,7 +175,7 @@ def calibrate(args: argparse.Namespace) -> int:
     if args.apply and (not args.job or not args.by):
         raise CommandFailed("--apply needs --job ID (the job to change) and --by NAME")
     config = _config(args)
-    store = Store(config.db_path) if args.job else None
+    store = Store(config.db_path, keyring_for(config)) if args.job else None
     try:
         record, job = _job(store, args.job, config.db_path) if store else (None, None)
         data, notes = _calibration_input(args, store, record, job)
@@ -354,7 +355,7 @@ def _audit_from_store(args: argparse.Namespace) -> tuple[list[Any], Any, dict[st
     from rtserver.scoring.samples import audit_sample, job_audit_extras, job_competency_effects
 
     config = _config(args)
-    store = Store(config.db_path)
+    store = Store(config.db_path, keyring_for(config))
     try:
         record, job = _job(store, args.job, config.db_path)
         sessions = store.scored_sessions(record.id)

@@ -55,6 +55,7 @@ def import_job_command(args: argparse.Namespace) -> int:
     in the data directory's store, audit-logged, and prints its id and version."""
     from rtserver.scoring.jobs import JobInvalid, load_job_file
     from rtserver.store import CLI_ACTOR, Store
+    from rtserver.store.encryption import keyring_for
 
     try:
         config = load_config({"data_dir": args.data_dir}, os.environ, args.config)
@@ -70,7 +71,7 @@ def import_job_command(args: argparse.Namespace) -> int:
     if job.webhooks and not config.webhook_secret:
         print("rtserver: the job's webhooks need the server's webhook secret", file=sys.stderr)
         return 2
-    store = Store(config.db_path)
+    store = Store(config.db_path, keyring_for(config))
     try:
         if args.update and store.get_job(args.update) is None:
             print(f"rtserver: no job {args.update} in {config.db_path}", file=sys.stderr)

@@ -7,6 +7,7 @@ Precedence, highest first: CLI flags, environment variables (``RTSERVER_*``), a 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 import os
@@ -189,6 +190,14 @@ class Config:
     # email address, a phone number or a URL), shown in the consent notice (NYC Local Law
     # 144); empty: the notice says to ask the person who sent the invitation.
     alternative_process_contact: str = ""
+    # -- encryption at rest (rtserver/store/encryption.py) --
+    # The master key, base64 of 32 bytes (RTSERVER_MASTER_KEY); during a rotation, several
+    # comma-separated, the current first. Empty: the keys are in master_key_file. Never
+    # logged, nor in repr.
+    master_key: str = field(default="", repr=False)
+    # The keyring file; empty means data_dir/master.keys, made (0600) on first start. Keep it
+    # out of the data directory's backups: a backup that holds its key is not encrypted.
+    master_key_file: str = ""
 
     @property
     def session_limit(self) -> int:
@@ -209,6 +218,10 @@ class Config:
     @property
     def key_path(self) -> Path:
         return self.data_dir / "api_key"
+
+    @property
+    def master_key_path(self) -> Path:
+        return Path(self.master_key_file) if self.master_key_file else self.data_dir / "master.keys"
 
     @property
     def models_path(self) -> Path:
@@ -338,6 +351,12 @@ def _validate(config: Config) -> Config:
         raise ConfigError("max_asr_backlog_s must be between 0 (off) and 3600 seconds")
     if not 0 <= config.transcript_wait_s <= 600:
         raise ConfigError("transcript_wait_s must be between 0 and 600 seconds")
+    for part in config.master_key.split(",") if config.master_key else ():
+        try:
+            if len(base64.b64decode(part.strip(), validate=True)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError("master_key must be base64 of 32 bytes (comma-separated)") from None
     if not 0 <= config.batch_wait_s <= 1:
         raise ConfigError("batch_wait_s must be between 0 and 1 second")
     from rtserver.scoring.jobs import MAX_RETENTION_DAYS

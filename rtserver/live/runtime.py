@@ -23,6 +23,7 @@ from rtserver.perception.vad import SileroVad
 from rtserver.scoring.competencies import TextEncoder
 from rtserver.server.admission import RecentSignalLag
 from rtserver.store import AsyncStore, Store
+from rtserver.store.encryption import keyring_for
 from rtserver.store.outbox import Outbox
 
 # Utterances decoded per speech-to-text call (rtserver/inference/asr_queue.py): one. On the
@@ -70,7 +71,8 @@ def build_runtime(
     metrics = Metrics()
     executor = ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis")
     analysis = build_analysis(config, metrics, executor, fetch_missing_models)
-    store = Store(config.db_path)
+    keyring = keyring_for(config)  # one per process, shared by its connections
+    store = Store(config.db_path, keyring)
     asr = None
     if analysis.recognizer is not None:
         asr = AsrQueue(
@@ -79,7 +81,7 @@ def build_runtime(
     return Runtime(
         config=config,
         store=store,
-        db=AsyncStore(store, Store(config.db_path), metrics),
+        db=AsyncStore(store, Store(config.db_path, keyring), metrics),
         bus=bus if bus is not None else MemoryBus(),
         metrics=metrics,
         executor=executor,
@@ -88,7 +90,7 @@ def build_runtime(
         backends=analysis.backends,
         vad=analysis.vad,
         asr=asr,
-        outbox=Outbox(config.db_path),
+        outbox=Outbox(config.db_path, keyring),
     )
 
 
@@ -126,14 +128,15 @@ async def stop_queues(runtime: Runtime) -> None:
 def build_front_runtime(config: Config) -> Runtime:
     """The server process's runtime when worker processes run the sessions: storage, the
     bus its observers subscribe to, metrics; no models."""
-    store, metrics = Store(config.db_path), Metrics()
+    keyring = keyring_for(config)
+    store, metrics = Store(config.db_path, keyring), Metrics()
     return Runtime(
         config=config,
         store=store,
-        db=AsyncStore(store, Store(config.db_path), metrics),
+        db=AsyncStore(store, Store(config.db_path, keyring), metrics),
         bus=MemoryBus(),
         metrics=metrics,
         executor=ThreadPoolExecutor(1, thread_name_prefix="front"),
         detector=None,
-        outbox=Outbox(config.db_path),
+        outbox=Outbox(config.db_path, keyring),
     )
