@@ -390,6 +390,21 @@ class RecordKeys:
             for record, kid, wrapped in rows:
                 self._remember(record, self._unwrap(record, kid, wrapped))
 
+    def present(self, db: sqlite3.Connection, records: Iterable[str]) -> set[str]:
+        """Which of ``records`` still have a data key in the database; the cached keys of
+        the others (erased by another connection) are forgotten."""
+        wanted = list(dict.fromkeys(records))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):  # SQLite's bound parameters
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(f"SELECT record FROM data_keys WHERE record IN ({marks})", chunk)
+            found.update(row[0] for row in rows)
+        for record in wanted:
+            if record not in found:
+                self.forget(record)
+        return found
+
     def erase(self, db: sqlite3.Connection, record: str) -> None:
         """Deletes the record's data key (inside the caller's transaction)."""
         db.execute("DELETE FROM data_keys WHERE record = ?", (record,))

@@ -211,9 +211,15 @@ class Outbox:
         """The deliveries of ``rows``, bodies opened. A row whose session was erased (its
         data key is gone) is deleted: its body can never be read nor sent."""
         found, gone = [], []
-        self._keys.load(db, [_record(row["session_id"]) for row in rows])
-        for row in rows:
-            body = self._keys.open(db, _record(row["session_id"]), BODY, row["id"], row["body"])
+        records = [_record(row["session_id"]) for row in rows]
+        # Checked in the database, not the cache: the Store erases sessions on its own
+        # connection, and an erased session's event must not go out.
+        present = self._keys.present(db, records)
+        self._keys.load(db, present)
+        for row, record in zip(rows, records, strict=True):
+            body = None
+            if record in present:
+                body = self._keys.open(db, record, BODY, row["id"], row["body"])
             if body is None:
                 gone.append((row["id"],))
             else:
@@ -249,7 +255,8 @@ def _seal_plaintext(db: sqlite3.Connection, keys: RecordKeys) -> None:
                 db.execute("UPDATE webhook_outbox SET body = ? WHERE id = ?", (sealed, key))
             if not rows:
                 mark_migrated(db, MIGRATION)
-                return
+                break
+    checkpoint(db, None)
 
 
 def _delivery(row: sqlite3.Row, body: str) -> Delivery:

@@ -957,11 +957,17 @@ def _seal_plaintext(db: sqlite3.Connection, keys: RecordKeys) -> None:
     batch re-reads what is still plaintext). Marked done once, so later opens skip it."""
     if migrated(db, MIGRATION):
         return
+    sealed = 0
     while True:
         with write_transaction(db):
-            if not _seal_batch(db, keys):
+            done = _seal_batch(db, keys)
+            if not done:
                 mark_migrated(db, MIGRATION)
-                return
+                break
+        sealed += done
+    if sealed:
+        log.info("sealed %d plaintext values of an older release", sealed)
+        checkpoint(db, None)  # the plaintext leaves the WAL now, not at the last close
 
 
 def _seal_batch(db: sqlite3.Connection, keys: RecordKeys) -> int:
