@@ -52,6 +52,9 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ({"reconnect_grace_s": -1.0}, {}),
         ({}, {"RTSERVER_MAX_WATCHERS": "-1"}),
         ({}, {"RTSERVER_ASR_DEVICE": "gpu"}),
+        ({}, {"RTSERVER_MASTER_KEY": "c2hvcnQ="}),  # base64, but 5 bytes
+        ({}, {"RTSERVER_MASTER_KEY": "not base64!"}),
+        ({}, {"RTSERVER_MASTER_KEY": "A" * 43 + "=,c2hvcnQ="}),  # the second is short
     ],
 )
 def test_bad_values_are_typed_errors(cli: dict[str, object], env: dict[str, str]) -> None:
@@ -161,3 +164,12 @@ def test_retention_and_the_notices_contact() -> None:
     for bad in ({"retention_days": 0}, {"retention_days": 3651}, {"retention_sweep_s": 0.5}):
         with pytest.raises(ConfigError, match="retention"):
             load_config(bad, {})
+
+
+def test_master_key_from_the_environment_or_a_keyring_file(tmp_path: Path) -> None:
+    key = "A" * 43 + "="  # base64 of 32 zero bytes
+    config = load_config({"data_dir": str(tmp_path)}, {"RTSERVER_MASTER_KEY": f"{key},{key}"})
+    assert config.master_key == f"{key},{key}" and key not in repr(config)
+    assert load_config({"data_dir": "/d"}, {}).master_key_path == Path("/d/master.keys")
+    elsewhere = load_config({"master_key_file": "/secrets/ring"}, {"RTSERVER_DATA_DIR": "/d"})
+    assert elsewhere.master_key_path == Path("/secrets/ring")

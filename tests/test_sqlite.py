@@ -2,6 +2,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
+
 from rtserver.messages import StoredMessage
 from rtserver.store import (
     CLI_ACTOR,
@@ -208,4 +210,54 @@ def test_hiring_history_is_kept_apart_and_erased_with_the_candidate(tmp_path: Pa
     [calibration] = store.calibrations(record.id)
     assert calibration["from_version"] == 1 and calibration["to_version"] == 2
     assert calibration["applied_by"] == "cli:Dana" and calibration["result"] == {"n": 40}
+    store.close()
+
+
+def test_every_connection_zeroes_what_it_deletes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``secure_delete`` is set on each connection, also where SQLite's build leaves it off."""
+    from rtserver.store.sqlite import open_connection
+
+    connect = sqlite3.connect
+
+    def plain_connect(*args: object, **kwargs: object) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)  # type: ignore[arg-type]
+        connection.execute("PRAGMA secure_delete=OFF")
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", plain_connect)
+    db = open_connection(tmp_path / "db.sqlite3")
+    assert db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    db.close()
+
+
+def test_a_store_without_a_keyring_keeps_its_master_key_beside_the_database(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data" / "rtserver.sqlite3"
+    store = Store(path)
+    record, _ = store.create_session("Ada", None, [])
+    store.close()
+    keys = path.parent / "master.keys"
+    assert keys.stat().st_mode & 0o777 == 0o600
+    reopened = Store(path)  # reads the same key back
+    assert reopened.get_session(record.id).candidate == "Ada"  # type: ignore[union-attr]
+    assert reopened.keyring.path == keys
+    reopened.close()
+
+
+def test_decision_ids_are_never_reused_after_an_erase(tmp_path: Path) -> None:
+    """A decision's reason is sealed for its row id, taken before the insert: ids keep
+    AUTOINCREMENT's promise (never reused, also when the newest rows were erased)."""
+    store = Store(tmp_path / "db.sqlite3")
+    first, _ = store.create_session("Ada", None, [])
+    second, _ = store.create_session("Bo", None, [])
+    for n in range(3):
+        store.add_decision(first.id, "hold", f"look {n}", "Sam", None, "hr")
+    store.erase(first.id)
+    store.add_decision(second.id, "advance", "strong", "Sam", None, "hr")
+    rows = sqlite3.connect(tmp_path / "db.sqlite3").execute("SELECT id FROM decisions").fetchall()
+    assert rows == [(4,)]
+    assert [d["reason"] for d in store.decisions(second.id)] == ["strong"]
     store.close()
