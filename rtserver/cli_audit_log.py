@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from rtserver.config import ConfigError, load_config
 from rtserver.store import CLI_ACTOR, Store
 from rtserver.store.audit_log import COLUMNS, parse_bound
+from rtserver.store.encryption import keyring_for
 
 EXPORT_PAGE = 5000  # rows read per query while exporting
 
@@ -83,7 +84,7 @@ def _open_store(args: argparse.Namespace) -> Store:
         raise _Failed(str(exc)) from exc
     if not config.db_path.exists():  # never make an empty database to verify
         raise _Failed(f"no database at {config.db_path}")
-    return Store(config.db_path)
+    return Store(config.db_path, keyring_for(config))
 
 
 def verify(args: argparse.Namespace) -> int:

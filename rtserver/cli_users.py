@@ -24,6 +24,7 @@ from rtserver.accounts.roles import ROLES
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.store import CLI_ACTOR, ROOT_UNIT, Store
 from rtserver.store.accounts import AccountStore, User
+from rtserver.store.encryption import keyring_for
 
 
 class CommandFailed(Exception):
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
         accounts = AccountStore(config.db_path)
-        store = Store(config.db_path)
+        store = Store(config.db_path, keyring_for(config))
         try:
             if args.command == "units":
                 return _units(args, accounts, store)
