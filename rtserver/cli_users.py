@@ -71,7 +71,7 @@ def add_parsers(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
-        accounts = AccountStore(config.db_path)
+        accounts = AccountStore(config.db_path, keyring_for(config))
         store = Store(config.db_path, keyring_for(config))
         try:
             if args.command == "units":

@@ -576,3 +576,44 @@ def test_keys_commands_report_and_refuse_the_wrong_key_without_a_traceback(
     assert "does not hold" in wrong.stderr and "Traceback" not in wrong.stderr
     bad = keys("rotate", RTSERVER_MASTER_KEY="bm90IGEga2V5")
     assert bad.returncode == 2 and "master_key" in bad.stderr
+
+
+def test_totp_secrets_are_sealed_and_enrolment_moves_them_whole(tmp_path: Path) -> None:
+    from rtserver.accounts.principal import ROOT_UNIT
+    from rtserver.store.accounts import AccountStore
+
+    path = tmp_path / "db.sqlite3"
+    accounts = AccountStore(path)
+    user = accounts.add_user("sam", "Sam", "argon2-hash", "admin", ROOT_UNIT)
+    older = accounts.add_user("kim", "Kim", "argon2-hash", "viewer", ROOT_UNIT)
+    secret = "JBSWY3DPEHPK3PXPQRSTUVWXYZ234567"
+    accounts.set_pending_totp(user.id, secret)
+    assert accounts.totp_state(user.id) == (None, secret, None)
+    accounts.activate_totp(user.id, 100, [])
+    assert accounts.totp_state(user.id) == (secret, None, 100)
+    assert accounts.get_user(user.id).totp_enrolled  # type: ignore[union-attr]
+    assert secret.encode() not in file_bytes(path)
+    # One user's secret copied onto another does not open as theirs.
+    raw_db = sqlite3.connect(path)
+    with raw_db:
+        raw_db.execute(
+            "UPDATE users SET totp_secret = (SELECT totp_secret FROM users WHERE id = ?)"
+            " WHERE id = ?",
+            (user.id, older.id),
+        )
+        # and a plaintext secret left by an older release...
+        raw_db.execute("DELETE FROM encryption_migrations WHERE name = 'accounts-v1'")
+        raw_db.execute(
+            "UPDATE users SET totp_pending = 'OLDPLAINSECRET234' WHERE id = ?", (user.id,)
+        )
+    raw_db.close()
+    with pytest.raises(DecryptionFailed):
+        accounts.totp_state(older.id)
+    accounts.close()
+    reopened = AccountStore(path)  # ...is sealed on open
+    assert reopened.totp_state(user.id) == (secret, "OLDPLAINSECRET234", 100)
+    assert raw(path, "SELECT typeof(totp_pending) FROM users WHERE id = ?", (user.id,)) == [
+        ("blob",)
+    ]
+    assert b"OLDPLAINSECRET234" not in file_bytes(path)
+    reopened.close()

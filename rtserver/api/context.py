@@ -54,7 +54,7 @@ class Api:
         # thread (rtserver/store/async_store.py).
         self.db = runtime.db
         # Users, units, logins and API tokens (rtserver/store/accounts.py).
-        self.accounts = AccountStore(runtime.config.db_path)
+        self.accounts = AccountStore(runtime.config.db_path, runtime.store.keyring)
         # Where the live sessions run: here, or in worker processes (rtserver/server/workers.py).
         self.manager: SessionHost = host if host is not None else SessionManager(runtime)
         self.bootstrap_key = api_key

@@ -3,7 +3,9 @@ API tokens, in the server's database file.
 
 Secrets are never stored as given: passwords as Argon2id hashes (``accounts/passwords.py``),
 recovery codes, login-session ids and API-token secrets as SHA-256 hashes (they are random,
-so a plain hash is enough to make a stolen database useless for signing in). Account calls
+so a plain hash is enough to make a stolen database useless for signing in). The TOTP
+secrets, which must be read back, are sealed (``encryption.py``: AES-GCM under the data key
+of rows of no session, wrapped by the keyring's master key). Account calls
 are rare (a login, an admin's change, one lookup per HR request), so this store keeps its
 own connection and lock beside the session store's, as the webhook outbox does.
 """
@@ -24,7 +26,21 @@ from pathlib import Path
 from typing import Any
 
 from rtserver.accounts.principal import ROOT_UNIT
-from rtserver.store.sqlite import open_connection
+from rtserver.store.encryption import (
+    GLOBAL_RECORD,
+    Column,
+    Keyring,
+    RecordKeys,
+    default_keyring_path,
+    mark_migrated,
+    migrated,
+    prepare,
+)
+from rtserver.store.sqlite import checkpoint, open_connection
+
+# A user's TOTP secret, active (totp_secret) or being enrolled (totp_pending): one label for
+# both columns, as enrolment moves the value from one to the other.
+TOTP = Column("users", "totp")  # row: the user id
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
@@ -167,11 +183,16 @@ class ApiToken:
 class AccountStore:
     """Units, users, second factors, login sessions and API tokens; thread-safe."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keyring: Keyring | None = None) -> None:
+        if keyring is None:
+            keyring = Keyring.from_file(default_keyring_path(path))
+        self._keys = RecordKeys(keyring)
         self._db = open_connection(path)
         self._lock = threading.Lock()
         with self._lock:
             self._db.executescript(_SCHEMA)  # CREATE ... IF NOT EXISTS: safe in every process
+            prepare(self._db, keyring)
+        self._seal_plaintext_totp()
         with self._transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO units (id, name, parent, created_at) VALUES (?, ?, NULL, ?)",
@@ -355,13 +376,45 @@ class AccountStore:
                 "SELECT totp_secret, totp_pending, totp_last_step FROM users WHERE id = ?",
                 (user_id,),
             ).fetchone()
-        if row is None:
-            return None, None, None
-        return row["totp_secret"], row["totp_pending"], row["totp_last_step"]
+            if row is None:
+                return None, None, None
+            active, pending = (
+                None if value is None else self._keys.open(db, GLOBAL_RECORD, TOTP, user_id, value)
+                for value in (row["totp_secret"], row["totp_pending"])
+            )
+        return active, pending, row["totp_last_step"]
 
     def set_pending_totp(self, user_id: str, secret: str) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE users SET totp_pending = ? WHERE id = ?", (secret, user_id))
+            sealed = self._keys.seal(db, GLOBAL_RECORD, TOTP, user_id, secret)
+            db.execute("UPDATE users SET totp_pending = ? WHERE id = ?", (sealed, user_id))
+
+    def _seal_plaintext_totp(self) -> None:
+        """Seals the TOTP secrets an earlier release stored in plaintext (once)."""
+        with self._transaction() as db:
+            if migrated(db, "accounts-v1"):
+                return
+            rows = db.execute(
+                "SELECT id, totp_secret, totp_pending FROM users"
+                " WHERE typeof(totp_secret) = 'text' OR typeof(totp_pending) = 'text'"
+            ).fetchall()
+            for user_id, *values in rows:
+                db.execute(
+                    "UPDATE users SET totp_secret = ?, totp_pending = ? WHERE id = ?",
+                    (
+                        *(
+                            value
+                            if not isinstance(value, str)
+                            else self._keys.seal(db, GLOBAL_RECORD, TOTP, user_id, value)
+                            for value in values
+                        ),
+                        user_id,
+                    ),
+                )
+            mark_migrated(db, "accounts-v1")
+        if rows:
+            with self._lock:
+                checkpoint(self._db, None)
 
     def use_totp_step(self, user_id: str, step: int) -> bool:
         """Marks ``step`` used; False when it (or a later one) already was: a replay."""
