@@ -274,6 +274,11 @@ def test_a_plaintext_database_of_an_older_release_is_sealed_on_open(tmp_path: Pa
             " VALUES ('s0001', 1.0, 'reject', 'Plainreason', 'Sam', 'hr')"
         )
         legacy.execute("INSERT INTO self_identification VALUES ('s0001', 'female', NULL, 1.0)")
+        legacy.execute("INSERT INTO self_identification VALUES ('s0002', NULL, NULL, 1.0)")
+        legacy.execute(
+            "INSERT INTO sessions (id, candidate, token_hash, status, created_at, expires_at)"
+            " VALUES ('anonymous', NULL, 'h', 'created', 0, 1e12)"
+        )
         legacy.execute(
             "INSERT INTO webhook_outbox (id, session_id, event, url, body, status, next_at,"
             " created_at) VALUES ('k1', 's0001', 'decision.made', 'http://ats.invalid/',"
@@ -303,12 +308,17 @@ def test_a_plaintext_database_of_an_older_release_is_sealed_on_open(tmp_path: Pa
     assert store.get_session("s0007").candidate == "Legacy Person 7 Plainname"  # type: ignore[union-attr]
     assert stores[2].messages("s1199")[0].payload == {"quote": "legacy words 1199 Plaintalk"}
     assert store.decisions("s0001")[0]["reason"] == "Plainreason"
-    assert store.self_identification_for_audit(["s0001"]) == {"s0001": ("female", None)}
+    assert store.self_identification_for_audit(["s0001", "s0002"]) == {
+        "s0001": ("female", None),
+        "s0002": (None, None),  # declined both: sealed too, not told apart by NULLs
+    }
+    assert store.get_session("anonymous").candidate is None  # type: ignore[union-attr]
     assert json.loads(outbox.due(time.time())[0].body) == {"reason": "Plainoutbox"}
     assert raw(path, "SELECT COUNT(*) FROM data_keys") == [(1200,)]
     kinds = raw(
         path,
-        "SELECT DISTINCT typeof(candidate) FROM sessions UNION SELECT typeof(payload) FROM"
+        "SELECT DISTINCT typeof(candidate) FROM sessions WHERE id != 'anonymous'"
+        " UNION SELECT typeof(payload) FROM"
         " messages UNION SELECT typeof(reason) FROM decisions UNION SELECT typeof(body) FROM"
         " webhook_outbox UNION SELECT typeof(race) FROM self_identification",
     )

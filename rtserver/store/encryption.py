@@ -36,7 +36,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +59,7 @@ KEYRING_FORMAT = "rtserver-keyring-1"
 # live, so the per-second message writes never unwrap.
 CACHE_SIZE = 4096
 ROTATE_BATCH = 200  # data keys re-wrapped per write transaction: a few ms of lock each
+MIGRATION_BATCH = 500  # rows of an older release sealed per write transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS data_keys (
@@ -506,6 +507,41 @@ def prepare(db: sqlite3.Connection, keyring: Keyring) -> None:
         ).fetchone()
         if row is not None:  # re-wrapped away meanwhile
             unwrap(keyring, row[0], kid, row[1])
+
+
+def seal_table(
+    db: sqlite3.Connection,
+    table: str,
+    columns: tuple[str, ...],
+    seal_row: Callable[[sqlite3.Row], tuple[bytes, ...]],
+    where: str = "1",
+    batch: int = MIGRATION_BATCH,
+) -> int:
+    """Seals in place the rows of ``table`` an older release left in plaintext: every row
+    matching ``where`` whose ``columns`` are not all BLOBs (NULL included) gets
+    ``seal_row(row)`` (their sealed values, in order). Walks the table by rowid, ``batch``
+    rows per write transaction, so a table of millions is read once and other processes
+    write in between; each transaction reads its rows afresh, so two processes migrating
+    at once never seal a value twice. Returns how many rows it sealed."""
+    sets = ", ".join(f"{column} = ?" for column in columns)
+    last, sealed = -(2**63), 0
+    while True:
+        with write_transaction(db):
+            rows = db.execute(
+                f"SELECT rowid AS _rowid, * FROM {table} WHERE rowid > ? AND ({where})"
+                " ORDER BY rowid LIMIT ?",
+                (last, batch),
+            ).fetchall()
+            if not rows:
+                return sealed
+            last = rows[-1]["_rowid"]
+            for row in rows:
+                if all(isinstance(row[column], bytes) for column in columns):
+                    continue
+                db.execute(
+                    f"UPDATE {table} SET {sets} WHERE rowid = ?", (*seal_row(row), row["_rowid"])
+                )
+                sealed += 1
 
 
 def migrated(db: sqlite3.Connection, name: str) -> bool:

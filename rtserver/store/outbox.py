@@ -35,6 +35,7 @@ from rtserver.store.encryption import (
     mark_migrated,
     migrated,
     prepare,
+    seal_table,
     session_record,
     write_transaction,
 )
@@ -62,7 +63,6 @@ CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (status, next_at
 
 BODY = Column("webhook_outbox", "body")  # row: the delivery's id
 MIGRATION = "webhook_outbox-v1"
-MIGRATION_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -243,20 +243,15 @@ def _seal_plaintext(db: sqlite3.Connection, keys: RecordKeys) -> None:
     """Seals the plaintext bodies an older release queued (as ``sqlite._seal_plaintext``)."""
     if migrated(db, MIGRATION):
         return
-    while True:
-        with write_transaction(db):
-            rows = db.execute(
-                "SELECT id, session_id, body FROM webhook_outbox WHERE typeof(body) = 'text'"
-                " LIMIT ?",
-                (MIGRATION_BATCH,),
-            ).fetchall()
-            for key, session, body in rows:
-                sealed = keys.seal(db, _record(session), BODY, key, body)
-                db.execute("UPDATE webhook_outbox SET body = ? WHERE id = ?", (sealed, key))
-            if not rows:
-                mark_migrated(db, MIGRATION)
-                break
-    checkpoint(db, None)
+
+    def body(row: sqlite3.Row) -> tuple[bytes, ...]:
+        return (keys.seal(db, _record(row["session_id"]), BODY, row["id"], row["body"]),)
+
+    sealed = seal_table(db, "webhook_outbox", ("body",), body)
+    with write_transaction(db):
+        mark_migrated(db, MIGRATION)
+    if sealed:
+        checkpoint(db, None)
 
 
 def _delivery(row: sqlite3.Row, body: str) -> Delivery:

@@ -42,6 +42,7 @@ from rtserver.store.encryption import (
     migrated,
     prepare,
     rotate,
+    seal_table,
     session_record,
     write_transaction,
 )
@@ -205,7 +206,6 @@ REASON = Column("decisions", "reason")  # row: the decision's id
 SEX = Column("self_identification", "sex")  # row: the session id; JSON (null: declined)
 RACE = Column("self_identification", "race")
 MIGRATION = "store-v1"  # the plaintext rows of older releases, sealed on open
-MIGRATION_BATCH = 500  # rows sealed per write transaction
 
 
 def hash_token(token: str) -> str:
@@ -952,70 +952,40 @@ def checkpoint(db: sqlite3.Connection, session_id: str | None) -> None:
 
 
 def _seal_plaintext(db: sqlite3.Connection, keys: RecordKeys) -> None:
-    """Seals, in place, the plaintext values an older release wrote, in write transactions
-    of MIGRATION_BATCH rows (other processes opening the file at once take turns, and each
-    batch re-reads what is still plaintext). Marked done once, so later opens skip it."""
+    """Seals, in place, the plaintext values an older release wrote (``seal_table``: by
+    rowid, in write transactions, other processes opening the file at once taking turns).
+    Marked done once, so later opens skip it."""
     if migrated(db, MIGRATION):
         return
-    sealed = 0
-    while True:
-        with write_transaction(db):
-            done = _seal_batch(db, keys)
-            if not done:
-                mark_migrated(db, MIGRATION)
-                break
-        sealed += done
+
+    def session(row: sqlite3.Row) -> tuple[bytes, ...]:
+        return (keys.seal(db, session_record(row["id"]), CANDIDATE, row["id"], row["candidate"]),)
+
+    def message(row: sqlite3.Row) -> tuple[bytes, ...]:
+        sid, seq = row["session_id"], row["seq"]
+        return (keys.seal(db, session_record(sid), PAYLOAD, f"{sid}/{seq}", row["payload"]),)
+
+    def decision(row: sqlite3.Row) -> tuple[bytes, ...]:
+        record = session_record(row["session_id"])
+        return (keys.seal(db, record, REASON, str(row["id"]), row["reason"]),)
+
+    def answers(row: sqlite3.Row) -> tuple[bytes, ...]:
+        sid, record = row["session_id"], session_record(row["session_id"])
+        return (
+            keys.seal(db, record, SEX, sid, json.dumps(row["sex"])),
+            keys.seal(db, record, RACE, sid, json.dumps(row["race"])),
+        )
+
+    # Sessions without a name (NULL) stay NULL: only text is sealed there.
+    sealed = seal_table(db, "sessions", ("candidate",), session, where="candidate IS NOT NULL")
+    sealed += seal_table(db, "messages", ("payload",), message)
+    sealed += seal_table(db, "decisions", ("reason",), decision)
+    sealed += seal_table(db, "self_identification", ("sex", "race"), answers)
+    with write_transaction(db):
+        mark_migrated(db, MIGRATION)
     if sealed:
-        log.info("sealed %d plaintext values of an older release", sealed)
+        log.info("sealed %d rows of plaintext an older release left", sealed)
         checkpoint(db, None)  # the plaintext leaves the WAL now, not at the last close
-
-
-def _seal_batch(db: sqlite3.Connection, keys: RecordKeys) -> int:
-    """Seals up to MIGRATION_BATCH plaintext values per column; how many it sealed."""
-    done = 0
-    rows = db.execute(
-        "SELECT id, candidate FROM sessions WHERE typeof(candidate) = 'text' LIMIT ?",
-        (MIGRATION_BATCH,),
-    ).fetchall()
-    for sid, candidate in rows:
-        sealed = keys.seal(db, session_record(sid), CANDIDATE, sid, candidate)
-        db.execute("UPDATE sessions SET candidate = ? WHERE id = ?", (sealed, sid))
-    done += len(rows)
-    rows = db.execute(
-        "SELECT session_id, seq, payload FROM messages WHERE typeof(payload) = 'text' LIMIT ?",
-        (MIGRATION_BATCH,),
-    ).fetchall()
-    for sid, seq, payload in rows:
-        sealed = keys.seal(db, session_record(sid), PAYLOAD, f"{sid}/{seq}", payload)
-        db.execute(
-            "UPDATE messages SET payload = ? WHERE session_id = ? AND seq = ?", (sealed, sid, seq)
-        )
-    done += len(rows)
-    rows = db.execute(
-        "SELECT id, session_id, reason FROM decisions WHERE typeof(reason) = 'text' LIMIT ?",
-        (MIGRATION_BATCH,),
-    ).fetchall()
-    for row_id, sid, reason in rows:
-        sealed = keys.seal(db, session_record(sid), REASON, str(row_id), reason)
-        db.execute("UPDATE decisions SET reason = ? WHERE id = ?", (sealed, row_id))
-    done += len(rows)
-    rows = db.execute(
-        "SELECT session_id, sex, race FROM self_identification"
-        " WHERE typeof(sex) != 'blob' OR typeof(race) != 'blob' LIMIT ?",
-        (MIGRATION_BATCH,),
-    ).fetchall()
-    for sid, sex, race in rows:
-        record = session_record(sid)
-        db.execute(
-            "UPDATE self_identification SET sex = ?, race = ? WHERE session_id = ?",
-            (
-                keys.seal(db, record, SEX, sid, json.dumps(sex)),
-                keys.seal(db, record, RACE, sid, json.dumps(race)),
-                sid,
-            ),
-        )
-    done += len(rows)
-    return done
 
 
 def _insert_job_version(
