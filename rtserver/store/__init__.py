@@ -5,7 +5,9 @@ for many hosts, PostgreSQL beside it. ``records.py`` holds what every implementa
 returns; ``async_store.py`` puts a store off the event loop (one writer thread for every
 write, reads in threads), whatever the implementation; ``audit_log.py`` is the hash-chained,
 append-only audit log the store writes through (folding, retention, verification);
-``accounts.py`` holds users, org units, logins and API tokens. Schema, queries and retention
+``accounts.py`` holds users, org units, logins and API tokens; ``encryption.py`` seals
+candidate data at rest (AES-GCM data keys wrapped by the keyring's master keys, their
+rotation). Schema, queries and retention
 belong here; what is judged of a session (``scoring/``) and who may see it (``api/``) do not.
 """
 
