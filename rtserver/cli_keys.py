@@ -47,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"rtserver: {exc}", file=sys.stderr)
         return 2
+    if not config.db_path.exists():  # never make an empty database to report on
+        print(f"rtserver: no database at {config.db_path}", file=sys.stderr)
+        return 1
     if args.keys_command == "rotate" and args.batch < 1:
         print("rtserver: --batch must be at least 1", file=sys.stderr)
         return 2

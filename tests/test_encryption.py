@@ -568,9 +568,9 @@ def test_keys_commands_report_and_refuse_the_wrong_key_without_a_traceback(
     store.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RTSERVER_")}
 
-    def keys(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    def keys(*args: str, data_dir: Path = data, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "rtserver", "keys", *args, "--data-dir", str(data)],
+            [sys.executable, "-m", "rtserver", "keys", *args, "--data-dir", str(data_dir)],
             cwd=ROOT, capture_output=True, text=True, timeout=60, env={**env, **extra},
         )  # fmt: skip
 
@@ -586,6 +586,10 @@ def test_keys_commands_report_and_refuse_the_wrong_key_without_a_traceback(
     assert "does not hold" in wrong.stderr and "Traceback" not in wrong.stderr
     bad = keys("rotate", RTSERVER_MASTER_KEY="bm90IGEga2V5")
     assert bad.returncode == 2 and "master_key" in bad.stderr
+    nothing = tmp_path / "nothing here"
+    absent = keys("status", data_dir=nothing)
+    assert absent.returncode == 1 and "no database" in absent.stderr
+    assert not nothing.exists()
 
 
 def test_totp_secrets_are_sealed_and_enrolment_moves_them_whole(tmp_path: Path) -> None:
