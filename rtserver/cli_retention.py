@@ -35,6 +35,7 @@ def add_parsers(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rtserver.store import Store
+    from rtserver.store.encryption import keyring_for
     from rtserver.store.outbox import Outbox
     from rtserver.store.retention import iso, sweep
 
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if not config.db_path.exists():
         print(f"rtserver: no store at {config.db_path}", file=sys.stderr)
         return 1
-    store, outbox = Store(config.db_path), Outbox(config.db_path)
+    keyring = keyring_for(config)
+    store, outbox = Store(config.db_path, keyring), Outbox(config.db_path, keyring)
     try:
         found = sweep(store, outbox, time.time(), config.retention_days, dry_run=args.dry_run)
     finally:

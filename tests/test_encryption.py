@@ -631,3 +631,25 @@ def test_totp_secrets_are_sealed_and_enrolment_moves_them_whole(tmp_path: Path) 
     ]
     assert b"OLDPLAINSECRET234" not in file_bytes(path)
     reopened.close()
+
+
+def test_legal_hold_reasons_and_the_candidates_own_answers_are_sealed(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    sid = fill(store, "Ada", "Holdfast")
+    assert store.set_legal_hold(sid, "Tribunal claim Wobblegong-9", "hr")
+    assert not store.set_legal_hold("no-such-session", "x", "hr")
+    hold = store.get_session(sid).legal_hold  # type: ignore[union-attr]
+    assert hold is not None and hold.reason == "Tribunal claim Wobblegong-9"
+    answers = store.self_identification_of(sid)
+    assert answers is not None
+    assert (answers["sex"], answers["race"]) == ("sex-Holdfast", "race-Holdfast")
+    assert b"Wobblegong" not in file_bytes(path) and b"Holdfast" not in file_bytes(path)
+    assert raw(path, "SELECT typeof(legal_hold_reason) FROM sessions WHERE id = ?", (sid,)) == [
+        ("blob",)
+    ]
+    # no data key was made for the session that is not there
+    assert raw(path, "SELECT COUNT(*) FROM data_keys WHERE record = 'session:no-such-session'") == [
+        (0,)
+    ]
+    store.close()

@@ -7,10 +7,11 @@ joining or rejoining.
 
 Candidate data is sealed at rest (``encryption.py``: AES-GCM under a data key per session,
 wrapped by the keyring's master key): candidate names, every message's payload (signals,
-transcripts, the final report and its quoted evidence), decision reasons and
-self-identification. The methods take and return plaintext; SQL never looks inside those
-columns. Erasing a session deletes its data key too, overwrites what it freed
-(``secure_delete``) and checkpoints the WAL, so nothing of it stays in the files.
+transcripts, the final report and its quoted evidence), decision reasons,
+self-identification and legal-hold reasons. The methods take and return plaintext; SQL
+never looks inside those columns. Erasing a session deletes its data key too, overwrites
+what it freed (``secure_delete``) and checkpoints the WAL, so nothing of it stays in the
+files.
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ PAYLOAD = Column("messages", "payload")  # row: "<session id>/<seq>"
 REASON = Column("decisions", "reason")  # row: the decision's id
 SEX = Column("self_identification", "sex")  # row: the session id; JSON (null: declined)
 RACE = Column("self_identification", "race")
+HOLD = Column("sessions", "legal_hold_reason")  # row: the session id; HR's words on the case
 MIGRATION = "store-v1"  # the plaintext rows of older releases, sealed on open
 
 
@@ -383,12 +385,14 @@ class Store:
             return [self._session(db, row) for row in rows]
 
     def _session(self, db: sqlite3.Connection, row: sqlite3.Row) -> SessionRecord:
-        candidate = row["candidate"]
+        """The session of a ``sessions`` row, its sealed fields opened."""
+        record, sid = session_record(row["id"]), row["id"]
+        candidate, hold_reason = row["candidate"], row["legal_hold_reason"]
         if candidate is not None:
-            candidate = self._keys.open(
-                db, session_record(row["id"]), CANDIDATE, row["id"], candidate
-            )
-        return _session_from_row(row, candidate)
+            candidate = self._keys.open(db, record, CANDIDATE, sid, candidate)
+        if hold_reason is not None:
+            hold_reason = self._keys.open(db, record, HOLD, sid, hold_reason)
+        return _session_from_row(row, candidate, hold_reason)
 
     def check_join_token(self, session_id: str, token: str) -> bool:
         with self._locked() as db:
@@ -764,13 +768,19 @@ class Store:
     def set_legal_hold(self, session_id: str, reason: str, by: str) -> bool:
         """Holds the session's data (a later hold replaces the reason); False when there is
         no such session, or it is erased."""
-        with self._locked() as db:
-            cursor = db.execute(
+        with self._locked() as db, write_transaction(db):
+            held = db.execute(
+                "SELECT 1 FROM sessions WHERE id = ? AND status != ?", (session_id, STATUS_ERASED)
+            ).fetchone()
+            if held is None:  # checked first: no data key is made for a session not here
+                return False
+            sealed = self._keys.seal(db, session_record(session_id), HOLD, session_id, reason)
+            db.execute(
                 "UPDATE sessions SET legal_hold_reason = ?, legal_hold_at = ?, legal_hold_by = ?"
-                " WHERE id = ? AND status != ?",
-                (reason, time.time(), by, session_id, STATUS_ERASED),
+                " WHERE id = ?",
+                (sealed, time.time(), by, session_id),
             )
-        return cursor.rowcount == 1
+        return True
 
     def lift_legal_hold(self, session_id: str) -> bool:
         """Lifts the session's legal hold; False when it had none."""
@@ -976,8 +986,15 @@ def _seal_plaintext(db: sqlite3.Connection, keys: RecordKeys) -> None:
             keys.seal(db, record, RACE, sid, json.dumps(row["race"])),
         )
 
-    # Sessions without a name (NULL) stay NULL: only text is sealed there.
+    def hold(row: sqlite3.Row) -> tuple[bytes, ...]:
+        record = session_record(row["id"])
+        return (keys.seal(db, record, HOLD, row["id"], row["legal_hold_reason"]),)
+
+    # Sessions without a name or a hold (NULL) stay NULL: only text is sealed there.
     sealed = seal_table(db, "sessions", ("candidate",), session, where="candidate IS NOT NULL")
+    sealed += seal_table(
+        db, "sessions", ("legal_hold_reason",), hold, where="legal_hold_reason IS NOT NULL"
+    )
     sealed += seal_table(db, "messages", ("payload",), message)
     sealed += seal_table(db, "decisions", ("reason",), decision)
     sealed += seal_table(db, "self_identification", ("sex", "race"), answers)
@@ -1050,8 +1067,10 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
     )
 
 
-def _session_from_row(row: sqlite3.Row, candidate: str | None) -> SessionRecord:
-    """The session of a ``sessions`` row, with its candidate's name opened."""
+def _session_from_row(
+    row: sqlite3.Row, candidate: str | None, hold_reason: str | None
+) -> SessionRecord:
+    """The session of a ``sessions`` row, with its sealed fields as opened."""
     questions = tuple(Question(q["text"], int(q["seconds"])) for q in json.loads(row["questions"]))
     return SessionRecord(
         id=row["id"],
@@ -1069,7 +1088,7 @@ def _session_from_row(row: sqlite3.Row, candidate: str | None) -> SessionRecord:
         retain_from=row["retain_from"],
         retention_days=row["retention_days"],
         legal_hold=(
-            LegalHold(row["legal_hold_reason"], row["legal_hold_at"], row["legal_hold_by"])
+            LegalHold(hold_reason or "", row["legal_hold_at"], row["legal_hold_by"])
             if row["legal_hold_at"] is not None
             else None
         ),
