@@ -1,0 +1,866 @@
+"""The OpenAPI 3.1 document of the HTTP API (v1), served at ``GET /api/v1/openapi.json``.
+
+The document is data, built once at import from the handlers' real shapes and bounds (the
+request bodies' fields, limits and defaults as ``sessions.py``, ``scoring/jobs.py``,
+``scoring/outcomes.py`` and the others check them). Rules a JSON Schema cannot say (a job's
+weights summing to 1, each question naming known competencies) are in the descriptions, and
+break them answers 400 ``invalid_job`` with every problem listed.
+
+Every error is a typed :mod:`rtserver.errors` exception answered as ``{"error", "detail"}``;
+the error codes and their statuses are read from that module, so a new typed error is
+documented by being defined there. The signals websocket is not an HTTP operation: it is
+described in the vendor extension ``x-websockets``.
+
+``tests/test_openapi.py`` keeps this document in step with the route table in ``app.py``:
+a route added there without its operation here fails that test, naming the route.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rtserver import errors
+from rtserver.api.http import MAX_BODY_BYTES
+from rtserver.api.self_identification import DECLINE, RACES, SEXES
+from rtserver.api.sessions import MAX_EXPIRES_IN_S, MAX_QUESTIONS
+from rtserver.scoring import jobs as job_rules
+from rtserver.store import STATUS_CREATED, STATUS_ENDED, STATUS_LIVE
+
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "1"
+SESSION_COOKIE = "rtserver_session"  # the browser session's cookie (HttpOnly, SameSite=Strict)
+CSRF_HEADER = "X-CSRF-Token"  # what a cookie session's state-changing request must carry
+
+Schema = dict[str, Any]
+
+NONBLANK = "\\S"  # a text with at least one non-space character (handlers strip)
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def _error_classes() -> list[type[errors.RtServerError]]:
+    """Every typed error class, the base included, in definition order."""
+    found: list[type[errors.RtServerError]] = [errors.RtServerError]
+    for cls in found:
+        found.extend(sub for sub in cls.__subclasses__() if sub not in found)
+    return found
+
+
+def _status_of(cls: type[errors.RtServerError]) -> int:
+    for base in cls.__mro__:
+        if base in errors.HTTP_STATUS:
+            return errors.HTTP_STATUS[base]
+    return 500
+
+
+def error_codes_by_status() -> dict[int, list[str]]:
+    """The typed errors' codes, by the HTTP status each is answered with."""
+    by_status: dict[int, list[str]] = {}
+    for cls in _error_classes():
+        codes = by_status.setdefault(_status_of(cls), [])
+        if cls.code not in codes:
+            codes.append(cls.code)
+    return dict(sorted(by_status.items()))
+
+
+_ERROR_TITLES = {
+    400: "The request is malformed or breaks a rule of the API",
+    401: "No credential, a wrong one, or (offers) no resume secret for a live session",
+    404: "No such session or job (or it was erased)",
+    409: "The session or job is in a state that does not allow this",
+    410: "The interview link has expired",
+    413: f"The body is over {MAX_BODY_BYTES} bytes",
+    500: "An unexpected server error",
+    503: "The server is at capacity, overloaded, or a worker is not ready: retry later",
+}
+
+
+def _error_response(status: int, codes: list[str]) -> Schema:
+    response: Schema = {
+        "description": f"{_ERROR_TITLES.get(status, 'Refused')} (error: {', '.join(codes)}).",
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+    if status == 503:
+        response["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        }
+    return response
+
+
+# -- schemas --------------------------------------------------------------------------
+
+
+def _schemas() -> dict[str, Schema]:
+    nullable_time = {"type": ["number", "null"], "description": "Unix time (s), or null."}
+    text = {"type": "string"}
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error", "detail"],
+            "properties": {
+                "error": {
+                    "type": "string",
+                    "enum": sorted({c.code for c in _error_classes()}),
+                    "description": "The stable machine-readable code of the typed error.",
+                },
+                "detail": {"type": "string", "description": "What is wrong, for people."},
+                "problems": {
+                    "type": "array",
+                    "items": text,
+                    "description": "invalid_job and invalid_outcomes: every problem found.",
+                },
+            },
+        },
+        "Question": {
+            "type": "object",
+            "required": ["text"],
+            "properties": {
+                "text": {"type": "string", "description": "Cut to 2000 characters."},
+                "seconds": {"type": "integer", "minimum": 1, "maximum": 3600, "default": 120},
+            },
+        },
+        "CreateSession": {
+            "type": "object",
+            "description": (
+                "A new interview. `job` naming a stored job's id takes that job's questions "
+                "(then `questions` must be empty: 400 otherwise); any other `job` text is a "
+                "label. Unknown fields are ignored."
+            ),
+            "properties": {
+                "candidate": {"type": ["string", "null"], "maxLength": 500},
+                "job": {"type": ["string", "null"], "maxLength": 500},
+                "questions": {
+                    "type": ["array", "null"],
+                    "maxItems": MAX_QUESTIONS,
+                    "items": _ref("Question"),
+                },
+                "expires_in": {
+                    "type": ["number", "null"],
+                    "minimum": 1,
+                    "maximum": MAX_EXPIRES_IN_S,
+                    "description": "How long the join link lasts (s); default one week.",
+                },
+            },
+        },
+        "SessionCreated": {
+            "type": "object",
+            "required": ["id", "join_token", "candidate_url", "observe_url", "expires_at"],
+            "properties": {
+                "id": text,
+                "join_token": {"type": "string", "description": "The candidate's secret."},
+                "candidate_url": text,
+                "observe_url": text,
+                "expires_at": nullable_time,
+            },
+        },
+        "Session": {
+            "type": "object",
+            "required": ["id", "status", "questions"],
+            "properties": {
+                "id": text,
+                "candidate": {"type": ["string", "null"]},
+                "job": {"type": ["string", "null"]},
+                "questions": {"type": "array", "items": _ref("Question")},
+                "status": {"enum": [STATUS_CREATED, STATUS_LIVE, STATUS_ENDED]},
+                "created_at": nullable_time,
+                "started_at": nullable_time,
+                "ended_at": nullable_time,
+                "end_reason": {"type": ["string", "null"]},
+                "expires_at": nullable_time,
+                "job_version": {"type": ["integer", "null"]},
+                "live": {"type": "boolean", "description": "GET of one session only."},
+            },
+        },
+        "Competency": {
+            "type": "object",
+            "required": ["id", "weight", "anchors"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string", "pattern": job_rules.ID_PATTERN.pattern},
+                "name": {"type": "string", "pattern": NONBLANK, "description": "Default: id."},
+                "weight": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": "Share of the job-fit score; a job's weights sum to 1.",
+                },
+                "description": {"type": ["string", "null"]},
+                "anchors": {
+                    "type": "object",
+                    "description": "Rating level (1-5) to what an answer at that level shows; "
+                    "at least two levels.",
+                    "minProperties": 2,
+                    "propertyNames": {"pattern": "^0*[1-5]$"},
+                    "additionalProperties": {"type": "string", "pattern": NONBLANK},
+                },
+                "skills": {
+                    "type": "array",
+                    "maxItems": job_rules.MAX_SKILLS,
+                    "items": {"type": "string", "pattern": NONBLANK},
+                },
+            },
+        },
+        "JobQuestion": {
+            "type": "object",
+            "required": ["text", "competencies"],
+            "additionalProperties": False,
+            "properties": {
+                "text": {"type": "string", "pattern": NONBLANK},
+                "seconds": {"type": "integer", "minimum": 1, "maximum": 3600, "default": 120},
+                "competencies": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "string"},
+                    "description": "Ids of the job's competencies an answer is rated on.",
+                },
+            },
+        },
+        "Job": {
+            "type": "object",
+            "description": (
+                "A job's competency model (scoring/jobs.py). Also: the competencies' weights "
+                "sum to 1, every question names known competencies, every competency is "
+                "targeted by a question, and webhooks need the server's webhook secret; a "
+                "job breaking any of these is refused with 400 invalid_job, every problem "
+                "listed."
+            ),
+            "required": ["title", "competencies", "questions"],
+            "additionalProperties": False,
+            "properties": {
+                "title": {"type": "string", "pattern": NONBLANK},
+                "threshold": {"type": "number", "minimum": 0, "maximum": 100, "default": 70},
+                "competencies": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": job_rules.MAX_COMPETENCIES,
+                    "items": _ref("Competency"),
+                },
+                "questions": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": job_rules.MAX_QUESTIONS,
+                    "items": _ref("JobQuestion"),
+                },
+                "delivery_weight": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": job_rules.MAX_DELIVERY_WEIGHT,
+                    "default": 0,
+                },
+                "face_signals": {"type": "boolean", "default": False},
+                "webhooks": {
+                    "type": "array",
+                    "maxItems": job_rules.MAX_WEBHOOKS,
+                    "items": {"type": "string", "pattern": "^https?://"},
+                },
+            },
+        },
+        "JobRecord": {
+            "type": "object",
+            "description": "A stored version of a job: its body with these fields.",
+            "required": ["id", "version", "title", "competencies", "questions"],
+            "properties": {
+                "id": text,
+                "version": {"type": "integer", "minimum": 1},
+                "created_at": {"type": "number"},
+                "created_by": text,
+                "title": text,
+                "competencies": {"type": "array"},
+                "questions": {"type": "array"},
+            },
+        },
+        "Offer": {
+            "type": "object",
+            "required": ["sdp", "type", "token"],
+            "description": (
+                "The candidate's complete (non-trickle) offer: at least one audio or video "
+                "m-line, at most one audio, one video and one application m-line."
+            ),
+            "properties": {
+                "sdp": {"type": "string", "pattern": NONBLANK},
+                "type": {"const": "offer"},
+                "token": {"type": "string", "description": "The session's join token."},
+                "resume": {
+                    "type": "string",
+                    "description": "A rejoin of a live session: the first answer's resume.",
+                },
+            },
+        },
+        "WatchOffer": {
+            "type": "object",
+            "required": ["sdp", "type"],
+            "description": "An observer's offer: at most one audio and one video m-line, "
+            "each recvonly.",
+            "properties": {
+                "sdp": {"type": "string", "pattern": NONBLANK},
+                "type": {"const": "offer"},
+            },
+        },
+        "Answer": {
+            "type": "object",
+            "required": ["sdp", "type"],
+            "properties": {
+                "sdp": text,
+                "type": {"const": "answer"},
+                "resume": {
+                    "type": "string",
+                    "description": "The candidate's answer: the session's resume secret.",
+                },
+            },
+        },
+        "EndSession": {
+            "type": "object",
+            "description": "A candidate hanging up: the join token (or ?token=).",
+            "properties": {"token": text},
+        },
+        "Decision": {
+            "type": "object",
+            "required": ["decision", "reviewer"],
+            "description": "A decision against the recommendation needs a non-blank reason.",
+            "properties": {
+                "decision": {"enum": ["advance", "reject", "hold"]},
+                "reviewer": {"type": "string", "pattern": NONBLANK},
+                "reason": {"type": "string", "maxLength": 2000, "default": ""},
+            },
+        },
+        "Outcome": {
+            "type": "object",
+            "description": "Names a session (by id) or a candidate (by label), and gives "
+            "hired or performance or both.",
+            "properties": {
+                "session": {"type": ["string", "null"], "maxLength": 200},
+                "candidate": {"type": ["string", "null"], "maxLength": 200},
+                "hired": {
+                    "type": ["boolean", "integer", "string", "null"],
+                    "description": "true/false, 1/0, yes/no, y/n; empty or null: unknown.",
+                },
+                "performance": {
+                    "type": ["number", "string", "null"],
+                    "description": "A finite number on the company's own scale.",
+                },
+                "rated_at": {"type": ["string", "null"], "description": "YYYY-MM-DD."},
+            },
+        },
+        "Outcomes": {
+            "type": "object",
+            "required": ["outcomes"],
+            "description": "Recorded whole or refused whole (400 invalid_outcomes).",
+            "properties": {
+                "outcomes": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 100_000,
+                    "items": _ref("Outcome"),
+                }
+            },
+        },
+        "SelfIdentification": {
+            "type": "object",
+            "required": ["token"],
+            "description": "Voluntary, after the interview has ended; absent, empty or "
+            f"{DECLINE!r} is recorded as unknown.",
+            "properties": {
+                "token": {"type": "string", "description": "The session's join token."},
+                "sex": {"enum": [*SEXES, DECLINE, "", None]},
+                "race": {"enum": [*RACES, DECLINE, "", None]},
+            },
+        },
+        "IceConfiguration": {
+            "type": "object",
+            "required": ["ice_servers", "ice_transport_policy"],
+            "properties": {
+                "ice_servers": {"type": "array", "items": {"type": "object"}},
+                "ice_transport_policy": {"enum": ["all", "relay"]},
+            },
+        },
+    }
+
+
+# -- operations -------------------------------------------------------------------------
+
+Security = list[dict[str, list[str]]]
+HR_READ: Security = [{"bearerAuth": []}, {"cookieSession": []}]
+HR_WRITE: Security = [{"bearerAuth": []}, {"cookieSession": [], "csrfToken": []}]
+NONE: Security = []  # the join token, in the body or ?token=
+HR_OR_CANDIDATE: Security = [*HR_WRITE, {}]  # HR, or the join token without any scheme
+
+SESSION_ID = {
+    "name": "session_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The session's id (32 hex digits).",
+}
+JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The job's id.",
+}
+
+
+def _query(name: str, description: str, schema: Schema | None = None) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema or {"type": "string"},
+        "description": description,
+    }
+
+
+TOKEN_QUERY = _query("token", "The session's join token.")
+
+
+def _op(
+    operation_id: str,
+    summary: str,
+    tag: str,
+    security: Security,
+    ok: tuple[int, str, Schema | None],
+    errors_: tuple[int, ...],
+    *,
+    body: str | None = None,
+    body_required: bool = True,
+    parameters: tuple[Schema, ...] = (),
+    description: str | None = None,
+    links: dict[str, Schema] | None = None,
+) -> Schema:
+    status, what, schema = ok
+    success: Schema = {"description": what}
+    if schema is not None:
+        success["content"] = {"application/json": {"schema": schema}}
+    if links:
+        success["links"] = links
+    responses: Schema = {str(status): success}
+    statuses = set(errors_)
+    if body is not None:
+        statuses |= {400, 413}
+    if security is not NONE:
+        statuses.add(401)
+    for code in sorted(statuses):
+        responses[str(code)] = {"$ref": f"#/components/responses/Error{code}"}
+    responses["default"] = {"$ref": "#/components/responses/ErrorOther"}
+    operation: Schema = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        "security": security,
+        "responses": responses,
+    }
+    if description:
+        operation["description"] = description
+    if parameters:
+        operation["parameters"] = list(parameters)
+    if body is not None:
+        operation["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    return operation
+
+
+def _list_of(key: str, items: Schema | None = None) -> Schema:
+    return {
+        "type": "object",
+        "required": [key],
+        "properties": {key: {"type": "array", "items": items or {"type": "object"}}},
+    }
+
+
+def _paths() -> dict[str, Schema]:
+    session = "/api/v1/sessions/{session_id}"
+    job = "/api/v1/jobs/{job_id}"
+    obj: Schema = {"type": "object"}
+    session_links = {
+        name: {"operationId": name, "parameters": {"session_id": "$response.body#/id"}}
+        for name in ("getSession", "getSessionAudit", "listDecisions")
+    }
+    session_links["getQuestions"] = {
+        "operationId": "getQuestions",
+        "parameters": {"session_id": "$response.body#/id", "token": "$response.body#/join_token"},
+    }
+    job_links = {
+        name: {"operationId": name, "parameters": {"job_id": "$response.body#/id"}}
+        for name in ("getJob", "listOutcomes", "listCalibrations")
+    }
+    return {
+        "/api/v1/openapi.json": {
+            "get": _op("getOpenApi", "This document", "meta", NONE, (200, "OpenAPI 3.1", obj), ())
+        },
+        "/api/v1/ice-servers": {
+            "get": _op(
+                "getIceServers",
+                "The observer page's STUN/TURN servers, with a fresh TURN credential",
+                "observers",
+                HR_READ,
+                (200, "The ICE configuration", _ref("IceConfiguration")),
+                (),
+            )
+        },
+        "/api/v1/jobs": {
+            "post": _op(
+                "createJob",
+                "Create a job (version 1)",
+                "jobs",
+                HR_WRITE,
+                (201, "The stored job", _ref("JobRecord")),
+                (),
+                body="Job",
+                links=job_links,
+            ),
+            "get": _op(
+                "listJobs",
+                "Every job's latest version",
+                "jobs",
+                HR_READ,
+                (200, "The jobs", _list_of("jobs", _ref("JobRecord"))),
+                (),
+            ),
+        },
+        job: {
+            "get": _op(
+                "getJob",
+                "A job's latest version, or ?version=N",
+                "jobs",
+                HR_READ,
+                (200, "The job", _ref("JobRecord")),
+                (400, 404),
+                parameters=(
+                    JOB_ID,
+                    _query("version", "A positive integer.", {"type": "string"}),
+                ),
+            ),
+            "put": _op(
+                "updateJob",
+                "Edit a job: a new version, the old ones kept",
+                "jobs",
+                HR_WRITE,
+                (200, "The new version", _ref("JobRecord")),
+                (404,),
+                body="Job",
+                parameters=(JOB_ID,),
+            ),
+        },
+        f"{job}/outcomes": {
+            "post": _op(
+                "recordOutcomes",
+                "Record past candidates' outcomes, linked to their scored sessions",
+                "audits",
+                HR_WRITE,
+                (201, "How many were recorded", {"type": "object", "required": ["recorded"]}),
+                (404,),
+                body="Outcomes",
+                parameters=(JOB_ID,),
+            ),
+            "get": _op(
+                "listOutcomes",
+                "The job's recorded outcomes",
+                "audits",
+                HR_READ,
+                (200, "The outcomes", _list_of("outcomes")),
+                (404,),
+                parameters=(JOB_ID,),
+            ),
+        },
+        f"{job}/audit": {
+            "get": _op(
+                "biasAudit",
+                "The bias audit of the job's decided, scored sessions",
+                "audits",
+                HR_READ,
+                (200, "The audit (JSON, or the report's HTML with ?format=html)", obj),
+                (400, 404, 409),
+                parameters=(
+                    JOB_ID,
+                    _query("from", "First day (YYYY-MM-DD, UTC) an interview ended."),
+                    _query("to", "Last day (YYYY-MM-DD, UTC)."),
+                    _query("format", "html for the report's HTML fragment."),
+                ),
+            )
+        },
+        f"{job}/calibrations": {
+            "get": _op(
+                "listCalibrations",
+                "The calibrations applied to the job",
+                "audits",
+                HR_READ,
+                (200, "The calibrations", _list_of("calibrations")),
+                (404,),
+                parameters=(JOB_ID,),
+            )
+        },
+        "/api/v1/sessions": {
+            "post": _op(
+                "createSession",
+                "Create an interview session and its join link",
+                "sessions",
+                HR_WRITE,
+                (201, "The session and its join token", _ref("SessionCreated")),
+                (),
+                body="CreateSession",
+                links=session_links,
+            ),
+            "get": _op(
+                "listSessions",
+                "Every session",
+                "sessions",
+                HR_READ,
+                (200, "The sessions", _list_of("sessions", _ref("Session"))),
+                (),
+            ),
+        },
+        session: {
+            "get": _op(
+                "getSession",
+                "A session, with its live figures while it runs",
+                "sessions",
+                HR_READ,
+                (200, "The session", _ref("Session")),
+                (404,),
+                parameters=(SESSION_ID,),
+            ),
+            "delete": _op(
+                "eraseSession",
+                "Erase a candidate's data (a live session is ended first)",
+                "sessions",
+                HR_WRITE,
+                (204, "Erased", None),
+                (404,),
+                parameters=(SESSION_ID,),
+            ),
+        },
+        f"{session}/questions": {
+            "get": _op(
+                "getQuestions",
+                "The candidate page's questions and ICE servers (join token)",
+                "candidate",
+                NONE,
+                (200, "The questions", {"type": "object", "required": ["questions", "status"]}),
+                (401, 404, 410),
+                parameters=(SESSION_ID, TOKEN_QUERY),
+            )
+        },
+        f"{session}/offer": {
+            "post": _op(
+                "offer",
+                "The candidate joins, or rejoins a live session after a drop",
+                "candidate",
+                NONE,
+                (200, "The answer and the resume secret", _ref("Answer")),
+                (401, 404, 409, 410, 503),
+                body="Offer",
+                parameters=(SESSION_ID,),
+            )
+        },
+        f"{session}/end": {
+            "post": _op(
+                "endSession",
+                "End a session (HR, or the candidate with the join token)",
+                "sessions",
+                HR_OR_CANDIDATE,
+                (200, "The ended session", _ref("Session")),
+                (400, 401, 404, 409, 413),
+                body="EndSession",
+                body_required=False,
+                parameters=(SESSION_ID, TOKEN_QUERY),
+            )
+        },
+        f"{session}/watch": {
+            "post": _op(
+                "watch",
+                "An observer's recvonly offer, answered with the candidate's live media",
+                "observers",
+                HR_WRITE,
+                (200, "The answer", _ref("Answer")),
+                (404, 409, 503),
+                body="WatchOffer",
+                parameters=(SESSION_ID,),
+            )
+        },
+        f"{session}/summary": {
+            "get": _op(
+                "getSummary",
+                "The candidate's own summary once it has ended (join token; never the score)",
+                "candidate",
+                NONE,
+                (200, "The summary", {"type": "object", "required": ["status"]}),
+                (401, 404, 410),
+                parameters=(SESSION_ID, TOKEN_QUERY),
+            )
+        },
+        f"{session}/report": {
+            "get": _op(
+                "getReport",
+                "The ended session's report: final, every signal, the transcript",
+                "sessions",
+                HR_READ,
+                (200, "The report", {"type": "object", "required": ["session", "final"]}),
+                (404, 409),
+                parameters=(SESSION_ID,),
+            )
+        },
+        f"{session}/audit": {
+            "get": _op(
+                "getSessionAudit",
+                "Who viewed or changed the session, newest first",
+                "sessions",
+                HR_READ,
+                (200, "The audit log", _list_of("audit")),
+                (404,),
+                parameters=(SESSION_ID,),
+            )
+        },
+        f"{session}/decision": {
+            "post": _op(
+                "decide",
+                "Record a person's decision on the candidate",
+                "decisions",
+                HR_WRITE,
+                (201, "The decision", {"type": "object", "required": ["decision", "reviewer"]}),
+                (404, 409),
+                body="Decision",
+                parameters=(SESSION_ID,),
+            ),
+            "get": _op(
+                "listDecisions",
+                "The decisions on the candidate, oldest first",
+                "decisions",
+                HR_READ,
+                (200, "The decisions", _list_of("decisions")),
+                (404,),
+                parameters=(SESSION_ID,),
+            ),
+        },
+        f"{session}/explanation": {
+            "get": _op(
+                "getExplanation",
+                "The main elements behind a job session's recommendation (EU AI Act Art. 86)",
+                "decisions",
+                HR_READ,
+                (200, "The explanation", obj),
+                (404, 409),
+                parameters=(SESSION_ID,),
+            )
+        },
+        f"{session}/self-identification": {
+            "post": _op(
+                "selfIdentify",
+                "The candidate's voluntary self-identification, for the bias audit only",
+                "candidate",
+                NONE,
+                (201, "Saved (nothing of it is echoed)", {"type": "object"}),
+                (401, 404, 409, 410),
+                body="SelfIdentification",
+                parameters=(SESSION_ID,),
+            )
+        },
+        "/api/v1/webhooks/deliveries": {
+            "get": _op(
+                "listWebhookDeliveries",
+                "The ATS webhook delivery log, newest first",
+                "decisions",
+                HR_READ,
+                (200, "The deliveries", _list_of("deliveries")),
+                (),
+                parameters=(_query("session", "Only this session's deliveries."),),
+            )
+        },
+    }
+
+
+WEBSOCKETS: dict[str, Schema] = {
+    "/api/v1/sessions/{session_id}/signals": {
+        "summary": "A session's live signals (HR)",
+        "description": (
+            "A websocket. Browsers cannot set headers on a websocket, so the HR credential "
+            "may come as ?token=<key> here (and nowhere else), or as Authorization: Bearer. "
+            "A wrong credential or an unknown session is refused before the upgrade with "
+            "the HTTP error (401 or 404, {error, detail}). Once open, the server sends every "
+            "stored message of the session (signal, transcript, hint..., in seq order) and "
+            "then each new one live, each a JSON text frame with type and v; it closes with "
+            "1000 after the final message, or 1013 when the observer fell behind (reconnect: "
+            "the backfill resumes losslessly). The server never reads what the client sends."
+        ),
+        "parameters": [
+            _query("token", "The HR key (websockets only)."),
+            SESSION_ID,
+        ],
+        "security": HR_READ,
+        "closeCodes": {"1000": "the session ended", "1013": "fell behind; reconnect"},
+    }
+}
+
+
+def build_document() -> Schema:
+    """The whole OpenAPI 3.1 document."""
+    responses: Schema = {
+        f"Error{status}": _error_response(status, codes)
+        for status, codes in error_codes_by_status().items()
+    }
+    responses["ErrorOther"] = {
+        "description": "Any other typed error ({error, detail}).",
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "rtserver",
+            "version": API_VERSION,
+            "description": (
+                "The HTTP API of rtserver, a self-hosted real-time video interview server. "
+                "Every error is JSON {error, detail}. HR requests carry a bearer token (the "
+                "bootstrap key or an API token) or a browser session cookie, whose "
+                f"state-changing requests also carry the {CSRF_HEADER} header. The "
+                "candidate's requests carry the session's join token instead. The signals "
+                "websocket is described under x-websockets."
+            ),
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "responses": responses,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The bootstrap key (RTSERVER_API_KEY) or an API token.",
+                },
+                "cookieSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": SESSION_COOKIE,
+                    "description": "A logged-in browser's session (HttpOnly, SameSite=Strict).",
+                },
+                "csrfToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": CSRF_HEADER,
+                    "description": "A cookie session's CSRF token, on state-changing requests.",
+                },
+            },
+        },
+        "x-websockets": WEBSOCKETS,
+    }
+
+
+DOCUMENT: Schema = build_document()
+_BODY = json.dumps(DOCUMENT, separators=(",", ":")).encode()
+
+
+async def openapi_json(request: Request) -> Response:
+    """The document; public, as it holds nothing that is not in the source."""
+    return Response(_BODY, media_type="application/json")
