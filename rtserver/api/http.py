@@ -41,7 +41,14 @@ async def read_json(request: Request) -> dict[str, Any]:
             raise PayloadTooLarge(f"body is over {MAX_BODY_BYTES} bytes")
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # A lone surrogate ("\ud800") is valid JSON but no text: UTF-8 cannot encode it, so it
+        # could be neither stored nor answered. Encoding the body back finds one at any depth.
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise BadRequest("body holds a lone surrogate (\\ud800-\\udfff): it is not text") from exc
+    except RecursionError as exc:  # deeper than json recurses: 64 KiB of "[" is plenty
+        raise BadRequest("body is not valid JSON: it is nested too deep") from exc
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer of over 4300 digits
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
