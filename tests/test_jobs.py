@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtserver.scoring.jobs import JobInvalid, load_job_file, parse_job
 
@@ -149,3 +151,77 @@ def test_a_toml_job_sets_its_retention(tmp_path: Path) -> None:
         '[[questions]]\ntext = "Why?"\ncompetencies = ["care"]\n'
     )
     assert load_job_file(path).retention_days == 90
+
+
+# -- arbitrary input (hypothesis) ----------------------------------------------------------
+
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=10)
+    # What broke the parser before: integers past float's range, and digit characters
+    # str.isdigit() takes and int() does not ("²"), or too many of them for int().
+    | st.sampled_from([10**400, -(10**400), "²", "1²", "٣", "1" * 5000, "01", " 1"])
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def deeply_nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@st.composite
+def altered_job(draw: st.DrawFn) -> Any:
+    """A valid job with some of its values, at any depth, replaced by arbitrary JSON (or
+    nested hundreds deep, as a body may be), or keys added."""
+    body: Any = job()
+    for _ in range(draw(st.integers(1, 4))):
+        node, path = body, []
+        while isinstance(node, dict | list) and node and draw(st.booleans()):
+            key = draw(
+                st.sampled_from(sorted(node) if isinstance(node, dict) else range(len(node)))
+            )
+            path.append((node, key))
+            node = node[key]
+        value = draw(json_values | st.integers(1, 990).map(deeply_nested))
+        if path:
+            parent, key = path[-1]
+            parent[key] = value
+        else:
+            body[draw(st.sampled_from(["title", "threshold", "extra", "anchors"]))] = value
+    return body
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=altered_job() | json_values)
+def test_any_body_is_a_job_or_refused_with_its_problems(body: Any) -> None:
+    try:
+        parsed = parse_job(body)
+    except JobInvalid as invalid:
+        assert invalid.problems and all(isinstance(p, str) for p in invalid.problems)
+        return
+    assert parsed.title and parsed.competencies and parsed.questions
+
+
+def test_odd_numbers_and_digits_are_problems_not_crashes() -> None:
+    """Found by the property above (each was a 500 from POST /api/v1/jobs)."""
+    body = job()
+    for threshold in (10**400, -(10**400)):
+        with pytest.raises(JobInvalid, match="threshold must be a number"):
+            parse_job({**body, "threshold": threshold})
+    for level in ("²", "1" * 5000):
+        competency = {**body["competencies"][0], "anchors": {level: "x", "5": "y"}}
+        changed = {**body, "competencies": [competency, *body["competencies"][1:]]}
+        with pytest.raises(JobInvalid, match="is not one of 1-5"):
+            parse_job(changed)

@@ -107,6 +107,8 @@ def _valid(api: Api, body: dict[str, Any]) -> Job:
 def _version(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    # isdecimal, not isdigit: int() refuses some digits isdigit takes ("²"); and a version
+    # is never more than a few digits (int() refuses over 4300).
+    if not raw.isdecimal() or len(raw) > 18 or int(raw) < 1:
         raise BadRequest("version must be a positive integer")
     return int(raw)

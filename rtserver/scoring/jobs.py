@@ -225,7 +225,7 @@ def _anchors(raw: Any, where: str, problems: list[str]) -> dict[int, str]:
         return {}
     anchors: dict[int, str] = {}
     for key, text in raw.items():
-        level = int(key) if isinstance(key, str | int) and str(key).isdigit() else None
+        level = _level(key)
         if level not in LEVELS:
             problems.append(f"{where} anchor level {key!r} is not one of 1-5")
             continue
@@ -236,6 +236,18 @@ def _anchors(raw: Any, where: str, problems: list[str]) -> dict[int, str]:
     if anchors and len(anchors) < 2:
         problems.append(f"{where} needs anchors for at least two levels")
     return anchors
+
+
+def _level(key: Any) -> int | None:
+    """A rating level as an anchor's key gives it ("3", or 3 from TOML); None when it is not
+    written in decimal digits alone. int() refuses some characters str.isdigit() takes
+    ("²"), and more than 4300 digits."""
+    if isinstance(key, bool) or not isinstance(key, str | int) or not str(key).isdecimal():
+        return None
+    try:
+        return int(key)
+    except ValueError:
+        return None
 
 
 def _skills(raw: Any, where: str, problems: list[str]) -> tuple[str, ...]:
@@ -320,8 +332,10 @@ def _text(raw: Any, what: str, problems: list[str], required: bool = False) -> s
 
 
 def _number(raw: Any, what: str, low: float, high: float, problems: list[str]) -> float:
-    ok = isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw)
-    if not ok or not low <= raw <= high:
+    # Compared before any float conversion: an integer past float's range (JSON has no
+    # limit) would raise OverflowError there.
+    ok = isinstance(raw, int | float) and not isinstance(raw, bool) and low <= raw <= high
+    if not ok:
         problems.append(f"{what} must be a number from {low:g} to {high:g}")
         return low
     return float(raw)
