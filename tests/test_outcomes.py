@@ -4,8 +4,11 @@ scored sessions by session id or candidate label."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtserver.scoring.outcomes import (
     OutcomesInvalid,
@@ -95,3 +98,59 @@ def test_outcomes_link_to_the_latest_session_of_a_candidate_and_refuse_strangers
     assert "candidate 'Nobody' has no scored session" in problems[0]
     assert "session 'zz' has no scored session" in problems[1]
     assert "session a2 is given an outcome twice" in problems[2]
+
+
+# -- arbitrary input (hypothesis) ----------------------------------------------------------
+
+
+def deeply_nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from([10**400, "1e400", "nan", " yes ", "2026-02-30", "2026-06-30T10:00"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+field_values = json_values | st.integers(1, 995).map(deeply_nested)
+entries = st.fixed_dictionaries(
+    {},
+    optional={
+        name: field_values for name in ("session", "candidate", "hired", "performance", "rated_at")
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(items=st.lists(entries | json_values, max_size=5) | json_values)
+def test_any_body_is_outcomes_or_refused_with_its_problems(items: Any) -> None:
+    try:
+        parsed = parse_outcomes(items)
+    except OutcomesInvalid as invalid:
+        assert invalid.problems and all(isinstance(p, str) for p in invalid.problems)
+        assert all(len(p) < 400 for p in invalid.problems)  # values are quoted cut short
+        return
+    assert parsed and all(e.session or e.candidate for e in parsed)
+
+
+def test_huge_and_deep_values_are_problems_not_crashes() -> None:
+    """Found by the property above: an integer past float's range made float() raise
+    OverflowError, and a value nested hundreds deep made repr() raise RecursionError (each
+    a 500 from POST /api/v1/jobs/{id}/outcomes)."""
+    for entry in (
+        {"session": "a", "performance": 10**400},
+        {"session": "a", "hired": deeply_nested(995)},
+        {"session": "a", "hired": True, "rated_at": deeply_nested(995)},
+    ):
+        with pytest.raises(OutcomesInvalid):
+            parse_outcomes([entry])

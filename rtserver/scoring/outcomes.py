@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ MAX_OUTCOMES = 100_000
 OUTCOME_FIELDS = ("session", "candidate", "hired", "performance", "rated_at")
 _TRUE = {"1", "true", "yes", "y"}
 _FALSE = {"0", "false", "no", "n"}
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 2, 60, 60, 40
 
 
 class OutcomesInvalid(ValueError):
@@ -106,6 +109,12 @@ def _entry(where: str, item: Any, problems: list[str]) -> OutcomeEntry | None:
     return OutcomeEntry(where, session, candidate, hired, performance, rated_at)
 
 
+def _shown(raw: Any) -> str:
+    """A value as a problem quotes it: cut short, and never recursing deeper than a few
+    levels (a JSON body may nest hundreds deep, past what repr() can recurse)."""
+    return _SHOWN.repr(raw)
+
+
 def _blank(raw: Any) -> bool:
     return raw is None or (isinstance(raw, str) and not raw.strip())
 
@@ -124,12 +133,12 @@ def _hired(raw: Any, where: str, problems: list[str]) -> bool | None:
         return None
     if isinstance(raw, bool):
         return raw
-    text = str(raw).strip().lower()
+    text = str(raw).strip().lower() if isinstance(raw, str | int | float) else ""
     if text in _TRUE:
         return True
     if text in _FALSE:
         return False
-    problems.append(f"{where} hired must be true or false (or 1/0, yes/no), not {raw!r}")
+    problems.append(f"{where} hired must be true or false (or 1/0, yes/no), not {_shown(raw)}")
     return None
 
 
@@ -138,10 +147,10 @@ def _performance(raw: Any, where: str, problems: list[str]) -> float | None:
         return None
     try:
         value = float(raw) if not isinstance(raw, bool) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float's range
         value = math.nan
     if not math.isfinite(value):
-        problems.append(f"{where} performance must be a number, not {raw!r}")
+        problems.append(f"{where} performance must be a number, not {_shown(raw)}")
         return None
     return value
 
@@ -150,9 +159,11 @@ def _date(raw: Any, where: str, problems: list[str]) -> str | None:
     if _blank(raw):
         return None
     try:
+        if not isinstance(raw, str | int | float):
+            raise ValueError("not a date")
         return dt.date.fromisoformat(str(raw).strip()[:10]).isoformat()
     except ValueError:
-        problems.append(f"{where} rated_at must be an ISO date (YYYY-MM-DD), not {raw!r}")
+        problems.append(f"{where} rated_at must be an ISO date (YYYY-MM-DD), not {_shown(raw)}")
         return None
 
 
