@@ -86,7 +86,7 @@ def parse_control(data: str | bytes) -> ControlMessage:
         raise ControlRefused("too_large", f"control message over {MAX_CONTROL_BYTES} bytes")
     try:
         message = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: 4 KiB of "[" is enough
         raise ControlRefused("not_json", f"control message is not JSON: {exc}") from exc
     if not isinstance(message, dict) or message.get("type") != "question":
         raise ControlRefused(
