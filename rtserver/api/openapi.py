@@ -28,7 +28,7 @@ from rtserver.api.http import MAX_BODY_BYTES
 from rtserver.api.self_identification import DECLINE, RACES, SEXES
 from rtserver.api.sessions import MAX_EXPIRES_IN_S, MAX_QUESTIONS
 from rtserver.scoring import jobs as job_rules
-from rtserver.store import STATUS_CREATED, STATUS_ENDED, STATUS_LIVE
+from rtserver.store import STATUS_CREATED, STATUS_ENDED, STATUS_ERASED, STATUS_LIVE
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
@@ -173,7 +173,7 @@ def _schemas() -> dict[str, Schema]:
                 "candidate": {"type": ["string", "null"]},
                 "job": {"type": ["string", "null"]},
                 "questions": {"type": "array", "items": _ref("Question")},
-                "status": {"enum": [STATUS_CREATED, STATUS_LIVE, STATUS_ENDED]},
+                "status": {"enum": [STATUS_CREATED, STATUS_LIVE, STATUS_ENDED, STATUS_ERASED]},
                 "created_at": nullable_time,
                 "started_at": nullable_time,
                 "ended_at": nullable_time,
