@@ -35,6 +35,7 @@ import collections
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import re
 import sys
@@ -42,6 +43,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -547,6 +549,7 @@ async def run_fuzz(
     server = ServerProcess(work / "data", options=list(server_options))
     run = FuzzRun(seed_value, max_examples)
     await asyncio.to_thread(server.start, 120.0)
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     try:
         peer, _ = await _live_interview(server.base_url, server.api_key, media_dir)
         fixtures.protected.append(peer.session)
@@ -556,7 +559,10 @@ async def run_fuzz(
                 _run_schemathesis(
                     server.base_url, server.api_key, work, fixtures, run, list(st_args)
                 ),
-                asyncio.to_thread(
+                # In a process of its own: hypothesis checks that nothing else touches the
+                # global random state while it draws, and the peer's aiortc here does.
+                asyncio.get_running_loop().run_in_executor(
+                    pool,
                     fuzz_socket,
                     server.base_url,
                     server.api_key,
@@ -571,6 +577,7 @@ async def run_fuzz(
             run.live = await _finish_interview(peer, server.base_url, server.api_key)
         run.healthy_after = await asyncio.to_thread(server.healthy)
     finally:
+        pool.shutdown(cancel_futures=True)
         run.server_exit_code = await asyncio.to_thread(server.stop)
     log = server.log()
     run.requests, run.server_errors = count_requests(log)

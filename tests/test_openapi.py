@@ -288,6 +288,25 @@ def test_each_request_schema_refuses_what_the_server_refuses_for_its_shape() -> 
             assert not validator.is_valid(body), (name, body)
 
 
+def test_the_documented_examples_are_valid() -> None:
+    """Each request body example in the document passes its schema, and the job's passes
+    parse_job too (schemathesis' examples phase sends them as they are)."""
+    from rtserver.scoring.jobs import parse_job
+
+    examples = 0
+    for item in DOCUMENT["paths"].values():
+        for method, op in item.items():
+            media = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            if method in HTTP_METHODS and "example" in media:
+                name = media["schema"]["$ref"].rsplit("/", 1)[1]
+                problems = [e.message for e in body_validator(name).iter_errors(media["example"])]
+                assert not problems, (op["operationId"], problems)
+                examples += 1
+    assert examples >= 6
+    job = DOCUMENT["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
+    assert parse_job(job["example"]).title == "Store assistant"
+
+
 @pytest.mark.parametrize("path", sorted(JOBS.glob("*.json")), ids=lambda p: p.stem)
 def test_job_files_pass_the_schema_and_the_server_rules(path: Path) -> None:
     """The schema agrees with parse_job on the real job files (both accept them)."""

@@ -438,11 +438,14 @@ def _op(
     parameters: tuple[Schema, ...] = (),
     description: str | None = None,
     links: dict[str, Schema] | None = None,
+    html: bool = False,
 ) -> Schema:
     status, what, schema = ok
     success: Schema = {"description": what}
     if schema is not None:
         success["content"] = {"application/json": {"schema": schema}}
+    if html:
+        success["content"]["text/html"] = {"schema": {"type": "string"}}
     if links:
         success["links"] = links
     responses: Schema = {str(status): success}
@@ -466,11 +469,52 @@ def _op(
     if parameters:
         operation["parameters"] = list(parameters)
     if body is not None:
+        media: Schema = {"schema": _ref(body)}
+        if body in BODY_EXAMPLES:
+            media["example"] = BODY_EXAMPLES[body]
         operation["requestBody"] = {
             "required": body_required,
-            "content": {"application/json": {"schema": _ref(body)}},
+            "content": {"application/json": media},
         }
     return operation
+
+
+# A body each route takes (the Job one as parse_job accepts it; tests/test_openapi.py
+# checks them), for readers, and for schemathesis' examples phase: generated jobs almost
+# never have weights summing to 1.
+BODY_EXAMPLES: dict[str, Schema] = {
+    "Job": {
+        "title": "Store assistant",
+        "threshold": 65,
+        "competencies": [
+            {
+                "id": "customer_focus",
+                "name": "Customer focus",
+                "weight": 0.6,
+                "anchors": {"1": "Talks only about tasks.", "5": "Says how a customer was helped."},
+            },
+            {
+                "id": "teamwork",
+                "name": "Teamwork",
+                "weight": 0.4,
+                "anchors": {"1": "Works alone.", "5": "Brings others along."},
+            },
+        ],
+        "questions": [
+            {"text": "Tell us about a customer you helped.", "competencies": ["customer_focus"]},
+            {"text": "Tell us about a busy shift.", "seconds": 90, "competencies": ["teamwork"]},
+        ],
+    },
+    "CreateSession": {
+        "candidate": "Alex Doe",
+        "questions": [{"text": "Why this role?", "seconds": 60}],
+        "expires_in": 86400,
+    },
+    "Decision": {"decision": "advance", "reviewer": "Sam", "reason": "Strong examples."},
+    "Outcomes": {"outcomes": [{"candidate": "Alex Doe", "hired": True, "performance": 4.0}]},
+    "SelfIdentification": {"token": "<join token>", "sex": "decline"},
+    "EndSession": {"token": "<join token>"},
+}
 
 
 def _list_of(key: str, items: Schema | None = None) -> Schema:
@@ -588,8 +632,13 @@ def _paths() -> dict[str, Schema]:
                     JOB_ID,
                     _query("from", "First day (YYYY-MM-DD, UTC) an interview ended."),
                     _query("to", "Last day (YYYY-MM-DD, UTC)."),
-                    _query("format", "html for the report's HTML fragment."),
+                    _query(
+                        "format",
+                        "html for the report's HTML fragment; anything else is JSON.",
+                        {"type": "string", "examples": ["html", "json"]},
+                    ),
                 ),
+                html=True,
             )
         },
         f"{job}/calibrations": {
