@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -25,12 +26,14 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 
 from rtserver.api.app import _app
+from rtserver.api.auth import CSRF_HEADER, SESSION_COOKIE
 from rtserver.api.context import Api
 from rtserver.api.openapi import DOCUMENT, error_codes_by_status
 from rtserver.errors import HTTP_STATUS
 
 JOBS = Path(__file__).parent / "jobs"
 API_PREFIX = "/api/v1/"
+PASSWORD = "correct horse battery staple"  # as tests/test_accounts_api_e2e.py's
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
 
@@ -41,8 +44,9 @@ async def _no_lifespan(app: Starlette) -> AsyncIterator[None]:
 
 def route_app() -> Starlette:
     """The server's app with its real route table, and no runtime behind it (none of these
-    tests reaches a handler that needs one)."""
-    return _app(cast(Api, None), _no_lifespan)
+    tests reaches a handler that needs one): a stand-in for the Api with what building the
+    app reads of it."""
+    return _app(cast(Api, SimpleNamespace(bootstrap_key="")), _no_lifespan)
 
 
 def _template(path: str) -> str:
@@ -102,10 +106,8 @@ def test_a_route_added_without_documentation_is_named() -> None:
 
     app.router.routes.append(Route("/api/v1/users/{user_id}/tokens", handler, methods=["POST"]))
     app.router.routes.append(WebSocketRoute("/api/v1/audit-log/live", handler))
-    assert undocumented(route_table(app)).splitlines() == [
-        "  POST /api/v1/users/{user_id}/tokens",
-        "  WEBSOCKET /api/v1/audit-log/live",
-    ]
+    named = set(undocumented(route_table(app)).splitlines())
+    assert {"  POST /api/v1/users/{user_id}/tokens", "  WEBSOCKET /api/v1/audit-log/live"} <= named
 
 
 def test_every_documented_operation_is_a_route() -> None:
@@ -166,6 +168,9 @@ def test_security_schemes() -> None:
     assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http", "scheme": "bearer"}
     assert schemes["cookieSession"]["in"] == "cookie"
     assert schemes["csrfToken"] == {**schemes["csrfToken"], "in": "header", "name": "X-CSRF-Token"}
+    # The names the server reads (api/auth.py).
+    assert schemes["cookieSession"]["name"] == SESSION_COOKIE
+    assert schemes["csrfToken"]["name"].lower() == CSRF_HEADER
     create = DOCUMENT["paths"]["/api/v1/sessions"]["post"]
     # A cookie session's state-changing request needs the CSRF header; a bearer one does not.
     assert {"cookieSession": [], "csrfToken": []} in create["security"]
@@ -248,6 +253,22 @@ async def accepted_examples() -> dict[str, list[dict[str, Any]]]:
             {"decision": "advance", "reviewer": "Sam", "reason": "Strong in person."},
         ],
         "Outcomes": [{"outcomes": good_outcomes}],
+        # tests/test_accounts_api_e2e.py's
+        "Login": [
+            {"username": "locked", "password": "wrong!"},
+            {"username": "admin2", "password": PASSWORD, "totp": "123456"},
+        ],
+        "CreateUser": [
+            {"username": "viewer1", "password": PASSWORD, "role": "viewer", "unit": "store-1"},
+            {"username": "admin2", "password": PASSWORD, "role": "admin"},
+        ],
+        "UpdateUser": [{"disabled": True}, {"role": "recruiter", "unit": "store-2"}],
+        "CreateUnit": [{"id": "store-1", "name": "store-1", "parent": "north"}],
+        "CreateToken": [
+            {"name": "ATS store 2", "role": "recruiter", "unit": "store-2", "expires_in_days": 30}
+        ],
+        "TotpCode": [{"code": "123456"}],
+        "PasswordChange": [{"current": PASSWORD, "new": PASSWORD + " again"}],
         "SelfIdentification": [
             {"token": token, "sex": "Female", "race": "Asian"},
             {"token": token, "sex": "Female", "race": "decline"},
@@ -265,6 +286,13 @@ def refused_examples() -> dict[str, list[dict[str, Any]]]:
         "Decision": [{"decision": "maybe", "reviewer": "Sam"}, {"decision": "hold"}],
         "Outcomes": [{"outcomes": []}, {}],
         "SelfIdentification": [{"token": "t", "sex": "Robot"}],
+        "Login": [{"username": "x"}, {"username": "", "password": "p"}],
+        "CreateUser": [{"username": "a b", "password": PASSWORD, "role": "viewer"}],
+        "CreateUnit": [{"id": "Store 1", "name": "x"}],
+        "CreateToken": [
+            {"name": "ATS", "role": "owner"},
+            {"name": "x", "role": "admin", "expires_in_days": 400},
+        ],
     }
 
 

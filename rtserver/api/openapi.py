@@ -24,6 +24,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rtserver import errors
+from rtserver.accounts import passwords
+from rtserver.accounts.roles import ROLES
+from rtserver.api import accounts, audit_log
+from rtserver.api.auth import SESSION_COOKIE
 from rtserver.api.http import MAX_BODY_BYTES
 from rtserver.api.self_identification import DECLINE, RACES, SEXES
 from rtserver.api.sessions import MAX_EXPIRES_IN_S, MAX_QUESTIONS
@@ -32,8 +36,7 @@ from rtserver.store import STATUS_CREATED, STATUS_ENDED, STATUS_ERASED, STATUS_L
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
-SESSION_COOKIE = "rtserver_session"  # the browser session's cookie (HttpOnly, SameSite=Strict)
-CSRF_HEADER = "X-CSRF-Token"  # what a cookie session's state-changing request must carry
+CSRF_HEADER = "X-CSRF-Token"  # what a cookie login's state-changing request carries (auth.py)
 
 Schema = dict[str, Any]
 
@@ -134,7 +137,7 @@ def _schemas() -> dict[str, Schema]:
         "CreateSession": {
             "type": "object",
             "description": (
-                "A new interview. `job` naming a stored job's id takes that job's questions "
+                "A new interview. `job` naming a job's id in scope takes that job's questions "
                 "(then `questions` must be empty: 400 otherwise); any other `job` text is a "
                 "label. Unknown fields are ignored."
             ),
@@ -145,6 +148,11 @@ def _schemas() -> dict[str, Schema]:
                     "type": ["array", "null"],
                     "maxItems": MAX_QUESTIONS,
                     "items": _ref("Question"),
+                },
+                "unit": {
+                    "type": ["string", "null"],
+                    "description": "The org unit it belongs to: one in the caller's scope "
+                    "(404 otherwise), default the caller's own.",
                 },
                 "expires_in": {
                     "type": ["number", "null"],
@@ -377,6 +385,174 @@ def _schemas() -> dict[str, Schema]:
                 "race": {"enum": [*RACES, DECLINE, "", None]},
             },
         },
+        "Login": {
+            "type": "object",
+            "required": ["username", "password"],
+            "description": "Sent as application/json (400 otherwise: no login from a "
+            "cross-site form). totp or recovery_code when the account has a second factor.",
+            "properties": {
+                "username": {"type": "string", "minLength": 1, "maxLength": accounts.MAX_NAME},
+                "password": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": passwords.MAX_LENGTH,
+                },
+                "totp": {"type": "string", "maxLength": 20},
+                "recovery_code": {"type": "string", "maxLength": 40},
+            },
+        },
+        "LoggedIn": {
+            "type": "object",
+            "required": ["user", "csrf_token", "expires_at", "enrol_totp"],
+            "properties": {
+                "user": _ref("User"),
+                "csrf_token": {"type": "string", "description": f"Send it in {CSRF_HEADER}."},
+                "expires_at": {"type": "number"},
+                "enrol_totp": {
+                    "type": "boolean",
+                    "description": "A login that can only enrol a second factor.",
+                },
+                "recovery_codes_left": {"type": "integer"},
+            },
+        },
+        "Me": {
+            "type": "object",
+            "required": ["id", "role", "unit", "via"],
+            "properties": {
+                "id": text,
+                "name": text,
+                "role": {"enum": list(ROLES)},
+                "unit": text,
+                "via": text,
+                "csrf_token": {"type": ["string", "null"]},
+                "enrol_totp": {"type": "boolean"},
+            },
+        },
+        "TotpEnrolment": {
+            "type": "object",
+            "required": ["otpauth_uri", "secret", "qr_svg"],
+            "properties": {"otpauth_uri": text, "secret": text, "qr_svg": text},
+        },
+        "TotpCode": {
+            "type": "object",
+            "required": ["code"],
+            "properties": {"code": {"type": "string", "minLength": 1, "maxLength": 20}},
+        },
+        "TotpConfirmed": {
+            "type": "object",
+            "required": ["recovery_codes", "csrf_token"],
+            "properties": {
+                "recovery_codes": {"type": "array", "items": text, "description": "Shown once."},
+                "csrf_token": text,
+            },
+        },
+        "PasswordChange": {
+            "type": "object",
+            "required": ["current", "new"],
+            "properties": {
+                "current": {"type": "string", "minLength": 1, "maxLength": passwords.MAX_LENGTH},
+                "new": {
+                    "type": "string",
+                    "minLength": passwords.MIN_LENGTH,
+                    "maxLength": passwords.MAX_LENGTH,
+                },
+            },
+        },
+        "User": {
+            "type": "object",
+            "required": ["id", "username", "role", "unit"],
+            "properties": {
+                "id": text,
+                "username": text,
+                "name": text,
+                "role": {"enum": list(ROLES)},
+                "unit": text,
+                "disabled": {"type": "boolean"},
+                "require_totp": {"type": "boolean"},
+                "totp_enrolled": {"type": "boolean"},
+            },
+        },
+        "CreateUser": {
+            "type": "object",
+            "required": ["username", "password", "role"],
+            "description": "unit: one in the admin's scope (404 otherwise), default the "
+            "admin's own.",
+            "properties": {
+                "username": {"type": "string", "pattern": "^[^\\s]{1,64}$"},
+                "password": {
+                    "type": "string",
+                    "minLength": passwords.MIN_LENGTH,
+                    "maxLength": passwords.MAX_LENGTH,
+                },
+                "role": {"enum": list(ROLES)},
+                "unit": {"type": ["string", "null"]},
+                "name": {"type": "string", "maxLength": accounts.MAX_NAME},
+                "require_totp": {"type": "boolean", "default": False},
+            },
+        },
+        "UpdateUser": {
+            "type": "object",
+            "description": "At least one field (400 otherwise). A change of role, unit or "
+            "password, or disabling, ends the user's logins.",
+            "properties": {
+                "role": {"enum": list(ROLES)},
+                "unit": {"type": ["string", "null"]},
+                "name": {"type": "string", "maxLength": accounts.MAX_NAME},
+                "disabled": {"type": "boolean"},
+                "require_totp": {"type": "boolean"},
+                "password": {
+                    "type": "string",
+                    "minLength": passwords.MIN_LENGTH,
+                    "maxLength": passwords.MAX_LENGTH,
+                },
+            },
+        },
+        "Unit": {
+            "type": "object",
+            "required": ["id", "name"],
+            "properties": {"id": text, "name": text, "parent": {"type": ["string", "null"]}},
+        },
+        "CreateUnit": {
+            "type": "object",
+            "required": ["id", "name"],
+            "description": "parent: a unit in the admin's scope, default the admin's own.",
+            "properties": {
+                "id": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"},
+                "name": {"type": "string", "minLength": 1, "maxLength": accounts.MAX_NAME},
+                "parent": {"type": ["string", "null"]},
+            },
+        },
+        "ApiToken": {
+            "type": "object",
+            "required": ["id", "name", "role", "unit", "expires_at"],
+            "properties": {
+                "id": text,
+                "name": text,
+                "role": {"enum": list(ROLES)},
+                "unit": text,
+                "expires_at": {"type": "number"},
+                "revoked_at": {"type": ["number", "null"]},
+                "token": {
+                    "type": "string",
+                    "description": "The secret (Authorization: Bearer), in the 201 only.",
+                },
+            },
+        },
+        "CreateToken": {
+            "type": "object",
+            "required": ["name", "role"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": accounts.MAX_NAME},
+                "role": {"enum": list(ROLES)},
+                "unit": {"type": ["string", "null"]},
+                "expires_in_days": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": accounts.MAX_TOKEN_DAYS,
+                    "default": 90,
+                },
+            },
+        },
         "IceConfiguration": {
             "type": "object",
             "required": ["ice_servers", "ice_transport_policy"],
@@ -395,6 +571,21 @@ HR_READ: Security = [{"bearerAuth": []}, {"cookieSession": []}]
 HR_WRITE: Security = [{"bearerAuth": []}, {"cookieSession": [], "csrfToken": []}]
 NONE: Security = []  # the join token, in the body or ?token=
 HR_OR_CANDIDATE: Security = [*HR_WRITE, {}]  # HR, or the join token without any scheme
+BROWSER: Security = [{"cookieSession": [], "csrfToken": []}]  # a browser login only
+USER_ID = {
+    "name": "user_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The user's id.",
+}
+TOKEN_ID = {
+    "name": "token_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The API token's id.",
+}
 
 SESSION_ID = {
     "name": "session_id",
@@ -453,7 +644,9 @@ def _op(
     if body is not None:
         statuses |= {400, 413}
     if security is not NONE:
-        statuses.add(401)
+        # A role that may not, a login still enrolling its second factor, or a browser
+        # request without its CSRF token.
+        statuses |= {401, 403}
     for code in sorted(statuses):
         responses[str(code)] = {"$ref": f"#/components/responses/Error{code}"}
     responses["default"] = {"$ref": "#/components/responses/ErrorOther"}
@@ -513,6 +706,10 @@ BODY_EXAMPLES: dict[str, Schema] = {
     "Decision": {"decision": "advance", "reviewer": "Sam", "reason": "Strong examples."},
     "Outcomes": {"outcomes": [{"candidate": "Alex Doe", "hired": True, "performance": 4.0}]},
     "SelfIdentification": {"token": "<join token>", "sex": "decline"},
+    "CreateUser": {"username": "dana", "password": "a long passphrase", "role": "recruiter"},
+    "CreateUnit": {"id": "store-12", "name": "Store 12"},
+    "CreateToken": {"name": "ATS", "role": "recruiter", "expires_in_days": 90},
+    "Login": {"username": "dana", "password": "a long passphrase", "totp": "123456"},
     "EndSession": {"token": "<join token>"},
 }
 
@@ -562,8 +759,11 @@ def _paths() -> dict[str, Schema]:
                 "jobs",
                 HR_WRITE,
                 (201, "The stored job", _ref("JobRecord")),
-                (),
+                (404,),
                 body="Job",
+                parameters=(
+                    _query("unit", "The org unit that owns it: one in scope (404 otherwise)."),
+                ),
                 links=job_links,
             ),
             "get": _op(
@@ -659,7 +859,7 @@ def _paths() -> dict[str, Schema]:
                 "sessions",
                 HR_WRITE,
                 (201, "The session and its join token", _ref("SessionCreated")),
-                (),
+                (404, 429),
                 body="CreateSession",
                 links=session_links,
             ),
@@ -710,7 +910,7 @@ def _paths() -> dict[str, Schema]:
                 "candidate",
                 NONE,
                 (200, "The answer and the resume secret", _ref("Answer")),
-                (401, 404, 409, 410, 503),
+                (401, 404, 409, 410, 429, 503),
                 body="Offer",
                 parameters=(SESSION_ID,),
             )
@@ -817,6 +1017,32 @@ def _paths() -> dict[str, Schema]:
                 parameters=(SESSION_ID,),
             )
         },
+        **_account_paths(),
+        "/api/v1/audit-log": {
+            "get": _op(
+                "getAuditLog",
+                "The whole audit log, oldest first, for admins of the top unit",
+                "audit",
+                HR_READ,
+                (200, "A page of rows", {"type": "object", "required": ["entries", "next_after"]}),
+                (400,),
+                parameters=(
+                    _query("from", "From this ISO 8601 date or time (UTC unless it says)."),
+                    _query("to", "Up to this date or time, exclusive (a date: that whole day)."),
+                    _query(
+                        "after",
+                        "The next_after of the page before.",
+                        {"type": "string", "pattern": "^[0-9]+$"},
+                    ),
+                    _query(
+                        "limit",
+                        f"Rows a page, 1 to {audit_log.MAX_LIMIT} (default "
+                        f"{audit_log.DEFAULT_LIMIT}).",
+                        {"type": "string", "pattern": "^[0-9]+$"},
+                    ),
+                ),
+            )
+        },
         "/api/v1/webhooks/deliveries": {
             "get": _op(
                 "listWebhookDeliveries",
@@ -831,21 +1057,190 @@ def _paths() -> dict[str, Schema]:
     }
 
 
+def _account_paths() -> dict[str, Schema]:
+    """Logging in and out, one's own second factor and password, and (admins) users, org
+    units and API tokens (api/accounts.py)."""
+    none: Schema | None = None
+    return {
+        "/api/v1/login": {
+            "post": _op(
+                "login",
+                "Log in: the rtserver_session cookie (Set-Cookie) and the login's CSRF token",
+                "accounts",
+                NONE,
+                (200, "The login", _ref("LoggedIn")),
+                (401, 429),
+                body="Login",
+                description="401 unauthorized (a wrong username or password, said alike) "
+                "or totp_required (the password was right: send totp or recovery_code); "
+                "429 locked_out after repeated failures, or rate_limited.",
+            )
+        },
+        "/api/v1/logout": {
+            "post": _op(
+                "logout",
+                "End the browser login; its cookie is cleared whatever happens",
+                "accounts",
+                [*BROWSER, {}],
+                (204, "Logged out", none),
+                (403,),
+            )
+        },
+        "/api/v1/me": {
+            "get": _op(
+                "getMe",
+                "Who is signed in (or which token), with the login's CSRF token",
+                "accounts",
+                HR_READ,
+                (200, "The caller", _ref("Me")),
+                (),
+            )
+        },
+        "/api/v1/me/totp": {
+            "post": _op(
+                "beginTotp",
+                "Start enrolling an authenticator: its secret, URI and QR code (SVG)",
+                "accounts",
+                BROWSER,
+                (200, "The new secret, to confirm with a code", _ref("TotpEnrolment")),
+                (),
+            )
+        },
+        "/api/v1/me/totp/confirm": {
+            "post": _op(
+                "confirmTotp",
+                "Confirm the authenticator with a code: the ten recovery codes, shown once",
+                "accounts",
+                BROWSER,
+                (200, "The recovery codes and the new login's CSRF token", _ref("TotpConfirmed")),
+                (409,),
+                body="TotpCode",
+            )
+        },
+        "/api/v1/me/password": {
+            "post": _op(
+                "changePassword",
+                "A new password (other logins end; 403 when the current one is wrong)",
+                "accounts",
+                BROWSER,
+                (204, "Changed", none),
+                (),
+                body="PasswordChange",
+            )
+        },
+        "/api/v1/users": {
+            "get": _op(
+                "listUsers",
+                "The users of the admin's scope",
+                "accounts",
+                HR_READ,
+                (200, "The users", _list_of("users", _ref("User"))),
+                (),
+            ),
+            "post": _op(
+                "createUser",
+                "Add a user (admins)",
+                "accounts",
+                HR_WRITE,
+                (201, "The user", _ref("User")),
+                (404, 409),
+                body="CreateUser",
+            ),
+        },
+        "/api/v1/users/{user_id}": {
+            "patch": _op(
+                "updateUser",
+                "Change a user's role, unit, name, password, second factor rule or disable "
+                "them (admins)",
+                "accounts",
+                HR_WRITE,
+                (200, "The user", _ref("User")),
+                (404, 409),
+                body="UpdateUser",
+                parameters=(USER_ID,),
+            )
+        },
+        "/api/v1/users/{user_id}/reset-2fa": {
+            "post": _op(
+                "resetUserTotp",
+                "Remove a user's second factor: their next login enrols a new one (admins)",
+                "accounts",
+                HR_WRITE,
+                (204, "Reset", none),
+                (404,),
+                parameters=(USER_ID,),
+            )
+        },
+        "/api/v1/units": {
+            "get": _op(
+                "listUnits",
+                "The org units in the caller's scope",
+                "accounts",
+                HR_READ,
+                (200, "The units", _list_of("units", _ref("Unit"))),
+                (),
+            ),
+            "post": _op(
+                "createUnit",
+                "Add an org unit below one in scope (admins)",
+                "accounts",
+                HR_WRITE,
+                (201, "The unit", _ref("Unit")),
+                (404, 409),
+                body="CreateUnit",
+            ),
+        },
+        "/api/v1/tokens": {
+            "get": _op(
+                "listTokens",
+                "The API tokens of the admin's scope (never their secrets)",
+                "accounts",
+                HR_READ,
+                (200, "The tokens", _list_of("tokens", _ref("ApiToken"))),
+                (),
+            ),
+            "post": _op(
+                "createToken",
+                "A new API token for an integration: its secret is in this answer only",
+                "accounts",
+                HR_WRITE,
+                (201, "The token and its secret", _ref("ApiToken")),
+                (404,),
+                body="CreateToken",
+            ),
+        },
+        "/api/v1/tokens/{token_id}": {
+            "delete": _op(
+                "revokeToken",
+                "Revoke an API token (it stays listed, revoked)",
+                "accounts",
+                HR_WRITE,
+                (204, "Revoked", none),
+                (404,),
+                parameters=(TOKEN_ID,),
+            )
+        },
+    }
+
+
 WEBSOCKETS: dict[str, Schema] = {
     "/api/v1/sessions/{session_id}/signals": {
         "summary": "A session's live signals (HR)",
         "description": (
-            "A websocket. Browsers cannot set headers on a websocket, so the HR credential "
-            "may come as ?token=<key> here (and nowhere else), or as Authorization: Bearer. "
-            "A wrong credential or an unknown session is refused before the upgrade with "
-            "the HTTP error (401 or 404, {error, detail}). Once open, the server sends every "
-            "stored message of the session (signal, transcript, hint..., in seq order) and "
-            "then each new one live, each a JSON text frame with type and v; it closes with "
-            "1000 after the final message, or 1013 when the observer fell behind (reconnect: "
-            "the backfill resumes losslessly). The server never reads what the client sends."
+            "A websocket. The HR credential is a bearer token (an API token or the bootstrap "
+            "key) in Authorization or, as browsers cannot set headers on a websocket, in "
+            "?token= (here and nowhere else); or the browser login's cookie, from this "
+            "server's own origin. A missing or wrong credential, another site's origin, a "
+            "session out of scope or unknown, or a client past its rate limit is refused "
+            "before the upgrade with the HTTP error (401, 403, 404, 429; {error, detail}). "
+            "Once open, the server sends every stored message of the session (signal, "
+            "transcript, hint..., in seq order) and then each new one live, each a JSON text "
+            "frame with type and v; it closes with 1000 after the final message, or 1013 "
+            "when the observer fell behind (reconnect: the backfill resumes losslessly). The "
+            "server never reads what the client sends."
         ),
         "parameters": [
-            _query("token", "The HR key (websockets only)."),
+            _query("token", "An API token or the bootstrap key (on websockets only)."),
             SESSION_ID,
         ],
         "security": HR_READ,
