@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from rtserver.api.http import MAX_BODY_BYTES, error_response, read_json
+from rtserver.api.http import MAX_BODY_BYTES, MAX_BODY_DEPTH, error_response, read_json
 from rtserver.errors import RtServerError
 
 
@@ -86,6 +86,12 @@ def test_the_bodies_that_escaped_are_refused() -> None:
     ):
         status, answer = post(body)
         assert_typed_refusal(status, answer)
+    # Nesting is bounded well below where anything walking a body could recurse.
+    status, answer = post(b'{"a": ' + b"[" * MAX_BODY_DEPTH + b"]" * MAX_BODY_DEPTH + b"}")
+    assert_typed_refusal(status, answer)
+    assert "nested deeper" in answer["detail"]
+    status, answer = post(b'{"a": ' + b"[" * 20 + b"]" * 20 + b"}")
+    assert status == 200
     status, answer = post(b'{"candidate": "\\ud83d\\ude00"}')  # a surrogate pair is text
     assert status == 200 and answer == {"keys": ["candidate"]}
 

@@ -26,6 +26,10 @@ from rtserver.errors import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+# No body the API takes nests deeper than a few levels (a job: 4). A bound far above that
+# keeps whatever walks a body (repr in a message, json.dumps, the store) from recursing
+# near Python's limit, where a RecursionError would be a 500.
+MAX_BODY_DEPTH = 32
 NO_STORE = {"Cache-Control": "no-store"}  # responses that carry credentials
 
 
@@ -52,7 +56,21 @@ async def read_json(request: Request) -> dict[str, Any]:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
+    if _depth(data) > MAX_BODY_DEPTH:
+        raise BadRequest(f"body is nested deeper than {MAX_BODY_DEPTH} levels")
     return data
+
+
+def _depth(value: Any) -> int:
+    """How deep ``value`` nests (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth + 1)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def error_response(error: RtServerError) -> JSONResponse:
