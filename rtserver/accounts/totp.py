@@ -42,8 +42,11 @@ def matching_step(secret: str, code: str, last_step: int | None, now: float) -> 
     """The time step ``code`` belongs to (now, or one step either side), or None when it
     matches none or a step already used (``last_step`` or earlier)."""
     code = code.strip().replace(" ", "")
-    if not (code.isdigit() and len(code) == 6):
+    if not (code.isdecimal() and len(code) == 6):
         return None
+    # Any script's decimal digits as ASCII ones (a phone's keyboard may type "٣"):
+    # hmac.compare_digest refuses to compare non-ASCII text (TypeError).
+    code = "".join(str(int(digit)) for digit in code)
     totp = pyotp.TOTP(secret, interval=STEP_S)
     current = int(now // STEP_S)
     for step in (current - 1, current, current + 1):
