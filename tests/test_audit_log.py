@@ -6,6 +6,7 @@ breaking verification, and the `rtserver audit-log` commands run as a user runs 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import itertools
@@ -18,6 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtserver.config import ConfigError, load_config
 from rtserver.store import CLI_ACTOR, Actor, Store
@@ -28,6 +31,7 @@ from rtserver.store.audit_log import (
     AuditLog,
     AuditPruner,
     is_folded,
+    parse_bound,
     row_hash,
 )
 from rtserver.store.sqlite import open_connection
@@ -525,3 +529,24 @@ def test_export_command_writes_a_period_as_jsonl_or_csv(tmp_path: Path) -> None:
     store.close()
     refused = rtserver("audit-log", "export", "--from", "January", "--data-dir", str(data))
     assert refused.returncode == 2 and "ISO 8601" in refused.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(max_size=40)
+    | st.dates().map(str)
+    | st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    end=st.booleans(),
+)
+def test_any_bound_is_a_time_or_a_value_error(text: str, end: bool) -> None:
+    """parse_bound raises ValueError alone (the API's 400, the CLI's message)."""
+    with contextlib.suppress(ValueError):
+        assert isinstance(parse_bound(text, end), float)
+
+
+def test_bounds_past_the_calendar_are_value_errors() -> None:
+    """Found by the property above: the end of 9999-12-31 (the next day) overflowed, a 500
+    from GET /api/v1/audit-log?to=9999-12-31."""
+    with pytest.raises(ValueError, match="out of range"):
+        parse_bound("9999-12-31", end=True)
+    assert parse_bound("9999-12-31", end=False) > 0

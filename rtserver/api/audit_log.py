@@ -60,6 +60,8 @@ def _text(bound: float | None) -> str:
 def _integer(raw: str | None, name: str, default: int, low: int, high: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # isdecimal, not isdigit: int() refuses some digits isdigit takes ("²"), and more than
+    # 4300 of them; 19 digits hold every bound here.
+    if not raw.isdecimal() or len(raw) > 19 or not low <= int(raw) <= high:
         raise BadRequest(f"{name} must be an integer from {low} to {high}")
     return int(raw)

@@ -542,13 +542,16 @@ def parse_bound(text: str, end: bool = False) -> float:
         day = dt.date.fromisoformat(text)
     except ValueError:
         day = None
-    if day is not None and len(text) == 10:
-        start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-        return (start + dt.timedelta(days=1 if end else 0)).timestamp()
-    when = dt.datetime.fromisoformat(text)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+    try:
+        if day is not None and len(text) == 10:
+            start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            return (start + dt.timedelta(days=1 if end else 0)).timestamp()
+        when = dt.datetime.fromisoformat(text)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.timestamp()
+    except OverflowError as exc:  # the day after 9999-12-31, or past it by a time zone
+        raise ValueError(f"{text} is out of range") from exc
 
 
 # -- retention in the server process ------------------------------------------------------
