@@ -67,9 +67,11 @@ from bench.fuzz_hooks import FIXTURES_ENV  # noqa: E402
 from bench.hiring_history import PastCandidate, job_body, job_fit_final, seed_history  # noqa: E402
 from bench.streams.generator import ClientPeer  # noqa: E402
 from bench.streams.media import encode_media  # noqa: E402
+from rtserver.accounts import passwords, totp  # noqa: E402
 from rtserver.api.openapi import DOCUMENT  # noqa: E402
 from rtserver.messages import StoredMessage  # noqa: E402
-from rtserver.store import Store  # noqa: E402
+from rtserver.store import ROOT_UNIT, Store  # noqa: E402
+from rtserver.store.accounts import AccountStore  # noqa: E402
 
 # What every answer is checked for. Left out: positive_data_acceptance and
 # negative_data_rejection (the document cannot say every rule: a job's weights summing to 1,
@@ -88,6 +90,11 @@ ENFORCED_CHECKS = (
 )
 LOG_PROBLEMS = ("Traceback", "Exception in ASGI application", "Task exception was never retrieved")
 STREAM_SIGNALS = 3
+FUZZ_PASSWORD = "fuzzing passphrase"
+# Rate limits off: a fuzz's requests come from one address, and it means to reach the
+# handlers (the limits' own tests are tests/test_rate_limits*.py).
+SERVER_OPTIONS = ("--rate-login", "0", "--rate-sessions", "0", "--rate-offers", "0",
+                  "--rate-signals", "0")  # fmt: skip
 ACCESS = re.compile(r'"(GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|TRACE) (\S+) HTTP/[\d.]+" (\d{3})')
 
 
@@ -98,6 +105,11 @@ class Fixtures:
     sessions: list[tuple[str, str]]  # (id, join token)
     jobs: list[str]
     stream: str  # an ended session for the websocket fuzz, with STREAM_SIGNALS signals
+    users: list[str]  # ids of users and API tokens the fuzz may change
+    tokens: list[str]
+    # A user with a second factor, for the past findings only (the fuzz would lock it out):
+    # (username, password, TOTP secret).
+    totp_user: tuple[str, str, str]
     # Sessions the fuzz must not touch: the websocket fuzz's and the live interview's.
     protected: list[str] = field(default_factory=list)
 
@@ -140,9 +152,32 @@ def seed(data_dir: Path) -> Fixtures:
         # reach them by id, the candidate routes by the three above.
         sessions = [(ended.id, ended_token), (waiting.id, waiting_token), (plain.id, plain_token)]
         sessions += [(sid, "") for sid in list(ids.values())[:3]]
-        return Fixtures(sessions, [job.id], stream.id, [stream.id])
     finally:
         store.close()
+    accounts = AccountStore(data_dir / "rtserver.sqlite3")
+    try:
+        accounts.add_unit("store-1", "Store 1", ROOT_UNIT)
+        hashed = passwords.hash_password(FUZZ_PASSWORD)
+        users = [
+            accounts.add_user(f"fuzz-{role}", role, hashed, role, "store-1").id
+            for role in ("viewer", "recruiter")
+        ]
+        _, token = accounts.add_token("fuzz", "viewer", "store-1", time.time() + 86400, "fuzz")
+        totp_user = accounts.add_user("fuzz-totp", "TOTP", hashed, "recruiter", "store-1", True)
+        secret = totp.new_secret()
+        accounts.set_pending_totp(totp_user.id, secret)
+        accounts.activate_totp(totp_user.id, 0, [])
+    finally:
+        accounts.close()
+    return Fixtures(
+        sessions,
+        [job.id],
+        stream.id,
+        users,
+        [token.id],
+        ("fuzz-totp", FUZZ_PASSWORD, secret),
+        [stream.id],
+    )
 
 
 @dataclass
@@ -211,8 +246,8 @@ class FuzzRun:
         out += self.live.problems() if self.live else ["no live interview ran"]
         for finding in FINDINGS:
             answer = self.findings.get(finding.name, "not replayed")
-            if not answer.startswith("400 ") or not answer.endswith(finding.code):
-                out.append(f"past finding {finding.name!r}: {answer}, not 400 {finding.code}")
+            if answer != finding.answer:
+                out.append(f"past finding {finding.name!r}: {answer}, not {finding.answer}")
         out += self.socket.problems if self.socket else ["no websocket fuzz ran"]
         return out
 
@@ -259,6 +294,11 @@ class Finding:
     path: str
     body: bytes | None = None
     code: str = "bad_request"  # the error code it is refused with now
+    status: int = 400  # and its status (200: a request that must now succeed)
+
+    @property
+    def answer(self) -> str:
+        return f"{self.status} {self.code}".rstrip()
 
 
 def _deep(depth: int) -> str:
@@ -297,6 +337,45 @@ FINDINGS = (
         "/api/v1/sessions",
         b'{"expires_in": 1' + b"0" * 4999 + b"}",
     ),
+    Finding("audit log ?after=²", "GET", "/api/v1/audit-log?after=%C2%B2"),
+    Finding(
+        "audit log ?to=9999-12-31 (the day after overflows)",
+        "GET",
+        "/api/v1/audit-log?to=9999-12-31",
+    ),
+    Finding(
+        "a TOTP code in Arabic-Indic digits",
+        "POST",
+        "/api/v1/login",
+        b'{"username": "{username}", "password": "{password}", "totp": "{totp}"}',
+        "",
+        200,
+    ),
+    # sees("") is true (an object with no unit is the root's), the store has no unit "".
+    Finding(
+        "an API token for unit ''",
+        "POST",
+        "/api/v1/tokens",
+        b'{"name": "ats", "role": "viewer", "unit": ""}',
+        "not_found",
+        404,
+    ),
+    Finding(
+        "an org unit under ''",
+        "POST",
+        "/api/v1/units",
+        b'{"id": "u1", "name": "x", "parent": ""}',
+        "not_found",
+        404,
+    ),
+    Finding(
+        "a user moved to unit ''",
+        "PATCH",
+        "/api/v1/users/{user}",
+        b'{"unit": ""}',
+        "not_found",
+        404,
+    ),
     Finding(
         "an offer nested 5000 deep (no credential needed)",
         "POST",
@@ -310,11 +389,18 @@ async def replay_findings(base: str, api_key: str, fixtures: Fixtures) -> dict[s
     """Each finding's answer, as "<status> <error code>". Each is sent on a connection of its
     own: a server closes the connection after a 500, and the next request on it would fail."""
     job, session = fixtures.jobs[0], fixtures.sessions[0][0]
+    username, password, secret = fixtures.totp_user
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     answers = {}
     for finding in FINDINGS:
         path = finding.path.replace("{job}", job).replace("{session}", session)
-        body = finding.body.replace(b"{session}", session.encode()) if finding.body else None
+        path = path.replace("{user}", fixtures.users[0])
+        # The code an authenticator shows now, in the digits of an Arabic phone keyboard.
+        arabic = "".join(chr(0x0660 + int(d)) for d in totp.now_code(secret))
+        values = {"session": session, "username": username, "password": password, "totp": arabic}
+        body = finding.body
+        for name, value in values.items():
+            body = body.replace(b"{%s}" % name.encode(), value.encode()) if body else None
         async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30.0) as http:
             try:
                 response = await http.request(finding.method, path, content=body, headers=headers)
@@ -325,7 +411,7 @@ async def replay_findings(base: str, api_key: str, fixtures: Fixtures) -> dict[s
             code = response.json().get("error", "")
         except ValueError:
             code = "(not JSON)"
-        answers[finding.name] = f"{response.status_code} {code}"
+        answers[finding.name] = f"{response.status_code} {code}".rstrip()
     return answers
 
 
@@ -546,7 +632,7 @@ async def run_fuzz(
     directory and log, and schemathesis' files."""
     work.mkdir(parents=True, exist_ok=True)
     fixtures = seed(work / "data")
-    server = ServerProcess(work / "data", options=list(server_options))
+    server = ServerProcess(work / "data", options=[*SERVER_OPTIONS, *server_options])
     run = FuzzRun(seed_value, max_examples)
     await asyncio.to_thread(server.start, 120.0)
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))

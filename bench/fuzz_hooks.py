@@ -4,8 +4,9 @@ through ``SCHEMATHESIS_HOOKS=bench.fuzz_hooks``.
 Ids drawn at random name no session and no job, so almost every request would stop at the
 404 before its body is read. Before each call, three cases in four have their
 ``session_id`` (with the session's own join token wherever the case sends a ``token``) or
-``job_id`` replaced by one the fuzz seeded (``RTSERVER_FUZZ_FIXTURES``, a JSON file): an
-ended, scored job session, a session nobody joined yet, the job with its hiring history.
+``job_id``, ``user_id`` or ``token_id`` replaced by one the fuzz seeded
+(``RTSERVER_FUZZ_FIXTURES``, a JSON file): an ended, scored job session, a session nobody
+joined yet, the job with its hiring history, users and an API token of a store.
 Which case gets which is a hash of the case, so a run with one seed repeats. The stateful
 phase's chains keep the ids their own calls created.
 
@@ -50,7 +51,7 @@ def before_call(context: schemathesis.HookContext, case: Any, kwargs: dict[str, 
     if not params:
         return
     pick = _pick(case)
-    sessions, jobs = FIXTURES["sessions"], FIXTURES["jobs"]
+    sessions = FIXTURES["sessions"]
     # A stateful chain uses the ids its own calls created: those stay as they are.
     if case.meta is not None and case.meta.phase.name == "stateful":
         pick = 0
@@ -60,7 +61,9 @@ def before_call(context: schemathesis.HookContext, case: Any, kwargs: dict[str, 
         for sent in (case.query, case.body):
             if isinstance(sent, dict) and "token" in sent:
                 sent["token"] = token
-    if "job_id" in params and jobs and pick % 4:
-        params["job_id"] = jobs[(pick // 4) % len(jobs)]
+    for name, key in (("job_id", "jobs"), ("user_id", "users"), ("token_id", "tokens")):
+        known = FIXTURES.get(key) or []
+        if name in params and known and pick % 4:
+            params[name] = known[(pick // 4) % len(known)]
     if params.get("session_id") in FIXTURES["protected"]:
         params["session_id"] = UNKNOWN_ID
