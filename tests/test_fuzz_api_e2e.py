@@ -38,7 +38,7 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzRun]:
             max_examples=MAX_EXAMPLES,
             socket_examples=SOCKET_EXAMPLES,
             seed_value=17,
-            st_args=["--workers", "1"],
+            st_args=["--workers", "2"],
         )
     )
     print(table(run))

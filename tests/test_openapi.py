@@ -268,6 +268,7 @@ async def accepted_examples() -> dict[str, list[dict[str, Any]]]:
             {"name": "ATS store 2", "role": "recruiter", "unit": "store-2", "expires_in_days": 30}
         ],
         "TotpCode": [{"code": "123456"}],
+        "LegalHold": [{"reason": "Claim by a third party"}, {"reason": "Claim 2025-18"}],
         "PasswordChange": [{"current": PASSWORD, "new": PASSWORD + " again"}],
         "SelfIdentification": [
             {"token": token, "sex": "Female", "race": "Asian"},
@@ -287,6 +288,7 @@ def refused_examples() -> dict[str, list[dict[str, Any]]]:
         "Outcomes": [{"outcomes": []}, {}],
         "SelfIdentification": [{"token": "t", "sex": "Robot"}],
         "Login": [{"username": "x"}, {"username": "", "password": "p"}],
+        "LegalHold": [{"reason": " "}, {}],
         "CreateUser": [{"username": "a b", "password": PASSWORD, "role": "viewer"}],
         "CreateUnit": [{"id": "Store 1", "name": "x"}],
         "CreateToken": [

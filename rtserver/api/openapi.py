@@ -273,6 +273,13 @@ def _schemas() -> dict[str, Schema]:
                     "maxItems": job_rules.MAX_WEBHOOKS,
                     "items": {"type": "string", "pattern": "^https?://"},
                 },
+                "retention_days": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "maximum": job_rules.MAX_RETENTION_DAYS,
+                    "description": "Days a candidate's data is kept after the decision; "
+                    "null: the server's setting.",
+                },
             },
         },
         "JobRecord": {
@@ -326,6 +333,21 @@ def _schemas() -> dict[str, Schema]:
                     "type": "string",
                     "description": "The candidate's answer: the session's resume secret.",
                 },
+            },
+        },
+        "LegalHold": {
+            "type": "object",
+            "required": ["reason"],
+            "properties": {"reason": {"type": "string", "pattern": NONBLANK, "maxLength": 2000}},
+        },
+        "HoldState": {
+            "type": "object",
+            "required": ["session", "legal_hold"],
+            "properties": {
+                "session": text,
+                "legal_hold": {"type": ["object", "null"]},
+                "erasure_requested_at": nullable_time,
+                "erased": {"type": "boolean"},
             },
         },
         "EndSession": {
@@ -630,6 +652,7 @@ def _op(
     description: str | None = None,
     links: dict[str, Schema] | None = None,
     html: bool = False,
+    accepted: tuple[int, str] | None = None,
 ) -> Schema:
     status, what, schema = ok
     success: Schema = {"description": what}
@@ -640,6 +663,8 @@ def _op(
     if links:
         success["links"] = links
     responses: Schema = {str(status): success}
+    if accepted is not None:  # a second success (202), shaped as the first
+        responses[str(accepted[0])] = {**success, "description": accepted[1]}
     statuses = set(errors_)
     if body is not None:
         statuses |= {400, 413}
@@ -706,6 +731,7 @@ BODY_EXAMPLES: dict[str, Schema] = {
     "Decision": {"decision": "advance", "reviewer": "Sam", "reason": "Strong examples."},
     "Outcomes": {"outcomes": [{"candidate": "Alex Doe", "hired": True, "performance": 4.0}]},
     "SelfIdentification": {"token": "<join token>", "sex": "decline"},
+    "LegalHold": {"reason": "A claim was filed: keep until it is settled."},
     "CreateUser": {"username": "dana", "password": "a long passphrase", "role": "recruiter"},
     "CreateUnit": {"id": "store-12", "name": "Store 12"},
     "CreateToken": {"name": "ATS", "role": "recruiter", "expires_in_days": 90},
@@ -884,11 +910,11 @@ def _paths() -> dict[str, Schema]:
             ),
             "delete": _op(
                 "eraseSession",
-                "Erase a candidate's data (a live session is ended first)",
+                "Erase a candidate's data (a live session is ended first; 409 under a legal hold)",
                 "sessions",
                 HR_WRITE,
                 (204, "Erased", None),
-                (404,),
+                (404, 409),
                 parameters=(SESSION_ID,),
             ),
         },
@@ -1041,6 +1067,55 @@ def _paths() -> dict[str, Schema]:
                         {"type": "string", "pattern": "^[0-9]+$"},
                     ),
                 ),
+            )
+        },
+        f"{session}/legal-hold": {
+            "put": _op(
+                "setLegalHold",
+                "Hold the session's data (no erasure, by retention or request) until lifted",
+                "candidate data",
+                HR_WRITE,
+                (200, "The hold", _ref("HoldState")),
+                (404,),
+                body="LegalHold",
+                parameters=(SESSION_ID,),
+            ),
+            "delete": _op(
+                "liftLegalHold",
+                "Lift the hold (admins); a pending erasure request is carried out at once",
+                "candidate data",
+                HR_WRITE,
+                (200, "The hold lifted, and whether the data was erased", _ref("HoldState")),
+                (404,),
+                parameters=(SESSION_ID,),
+            ),
+        },
+        f"{session}/export": {
+            "get": _op(
+                "exportCandidateData",
+                "Everything held about the candidate, as a JSON attachment (HR in scope, or "
+                "the candidate's join token, even after the link expired)",
+                "candidate data",
+                [*HR_READ, {}],
+                (200, "The export", {"type": "object", "required": ["format", "session"]}),
+                (404,),
+                parameters=(SESSION_ID, TOKEN_QUERY),
+            )
+        },
+        f"{session}/erasure-request": {
+            "post": _op(
+                "requestErasure",
+                "The candidate asks for their data to be erased (join token in the body or "
+                "?token=, even after the link expired): 200 erased, or 202 pending while a "
+                "legal hold stops it",
+                "candidate data",
+                NONE,
+                (200, "Erased", {"type": "object", "required": ["status"]}),
+                (401, 404),
+                accepted=(202, "Pending: a legal hold keeps the data until it is lifted"),
+                body="EndSession",
+                body_required=False,
+                parameters=(SESSION_ID, TOKEN_QUERY),
             )
         },
         "/api/v1/webhooks/deliveries": {
