@@ -37,6 +37,7 @@ from rtserver.store.encryption import (
     prepare,
 )
 from rtserver.store.sqlite import checkpoint, open_connection
+from rtserver.store.transactions import write_transaction
 
 # A user's TOTP secret, active (totp_secret) or being enrolled (totp_pending): one label for
 # both columns, as enrolment moves the value from one to the other.
@@ -205,15 +206,9 @@ class AccountStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the lock; IMMEDIATE waits out other processes."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        """One write transaction under the lock (store/transactions.py)."""
+        with self._lock, write_transaction(self._db):
+            yield self._db
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

@@ -47,12 +47,12 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rtserver.store.records import Actor
+from rtserver.store.transactions import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -196,19 +196,6 @@ class _Folds:
         if len(self.minutes) > 10_000:  # bounded: forget keys of earlier minutes
             self.minutes = {k: m for k, m in self.minutes.items() if m >= minute}
         self.minutes[key] = minute
-
-
-@contextmanager
-def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction: IMMEDIATE takes the write lock up front (waiting out other
-    processes' writes), so nobody can append between our read of the head and our insert."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 class AuditLog:

@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rtserver.config import Config
 from rtserver.errors import DecryptionFailed, KeyringError, MasterKeyMissing
+from rtserver.store.transactions import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -481,19 +482,6 @@ def unwrap(keyring: Keyring, record: str, kid: str, wrapped: bytes) -> bytes:
             f"the data key of {record} does not open with master key {kid} of"
             f" {keyring.source}: the wrong key under that id, or a changed data key"
         ) from None
-
-
-@contextmanager
-def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction: IMMEDIATE takes the write lock up front (waiting out other
-    processes' writes), so it cannot fail half way on a lock it would need to upgrade."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def prepare(db: sqlite3.Connection, keyring: Keyring) -> None:

@@ -37,9 +37,9 @@ from rtserver.store.encryption import (
     prepare,
     seal_table,
     session_record,
-    write_transaction,
 )
 from rtserver.store.sqlite import checkpoint, open_connection
+from rtserver.store.transactions import write_transaction
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 

@@ -45,7 +45,6 @@ from rtserver.store.encryption import (
     rotate,
     seal_table,
     session_record,
-    write_transaction,
 )
 from rtserver.store.records import (
     DAY_S,
@@ -63,6 +62,7 @@ from rtserver.store.records import (
     ScoredSession,
     SessionRecord,
 )
+from rtserver.store.transactions import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -266,8 +266,9 @@ class Store:
             db.close()
 
     def rollback_open_transaction(self) -> None:
-        """Rolls back a transaction that a failed statement left open (``erase`` failing
-        at its COMMIT), so that the write can be tried again from the start."""
+        """Rolls back a transaction that a failure left open (a COMMIT that failed and whose
+        ROLLBACK failed too, store/transactions.py), so that the write can be tried again
+        from the start."""
         with self._locked() as db:
             if db.in_transaction:
                 db.rollback()
@@ -284,7 +285,7 @@ class Store:
         """Saves ``body`` (a valid job, ``scoring/jobs.py``) as a new job of ``unit``, or as
         the next version of ``job_id`` (which keeps its unit). KeyError when ``job_id`` is no
         job."""
-        with self._locked() as db, _write_transaction(db):
+        with self._locked() as db, write_transaction(db):
             return _insert_job_version(db, body, actor, job_id, unit)
 
     def get_job(self, job_id: str, version: int | None = None) -> JobRecord | None:
@@ -456,27 +457,24 @@ class Store:
         a hold set meanwhile is kept)."""
         now = time.time()
         with self._locked() as db:
-            # IMMEDIATE takes the write lock up front (waiting out other processes' writes),
-            # so the transaction cannot fail half way on a lock it would need to upgrade.
-            db.execute("BEGIN IMMEDIATE")
-            cursor = db.execute(
-                "UPDATE sessions SET candidate = NULL, job = NULL, questions = '[]', status = ?,"
-                " ended_at = COALESCE(ended_at, ?), end_reason = COALESCE(end_reason, 'erased'),"
-                " retain_from = NULL WHERE id = ? AND legal_hold_at IS NULL",
-                (STATUS_ERASED, now, session_id),
-            )
-            if cursor.rowcount != 1:
-                db.execute("ROLLBACK")
-                return False
-            for table in _ERASED_WITH_THE_SESSION:
-                db.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
-            db.execute(
-                "UPDATE erasure_requests SET status = 'erased', done_at = ?"
-                " WHERE session_id = ? AND status = 'pending'",
-                (now, session_id),
-            )
-            self._keys.erase(db, session_record(session_id))
-            db.execute("COMMIT")
+            with write_transaction(db):
+                cursor = db.execute(
+                    "UPDATE sessions SET candidate = NULL, job = NULL, questions = '[]',"
+                    " status = ?, ended_at = COALESCE(ended_at, ?),"
+                    " end_reason = COALESCE(end_reason, 'erased'), retain_from = NULL"
+                    " WHERE id = ? AND legal_hold_at IS NULL",
+                    (STATUS_ERASED, now, session_id),
+                )
+                if cursor.rowcount != 1:
+                    return False  # nothing was changed: the empty transaction commits
+                for table in _ERASED_WITH_THE_SESSION:
+                    db.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+                db.execute(
+                    "UPDATE erasure_requests SET status = 'erased', done_at = ?"
+                    " WHERE session_id = ? AND status = 'pending'",
+                    (now, session_id),
+                )
+                self._keys.erase(db, session_record(session_id))
             checkpoint(db, session_id)
         return True
 
@@ -549,7 +547,7 @@ class Store:
         """Records what became of these sessions' candidates, all or none; a session's
         later outcome replaces its earlier one."""
         now = time.time()
-        with self._locked() as db, _write_transaction(db):
+        with self._locked() as db, write_transaction(db):
             db.executemany(
                 "INSERT OR REPLACE INTO outcomes (session_id, job, hired, performance,"
                 " rated_at, recorded_at, recorded_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -619,7 +617,7 @@ class Store:
     ) -> JobRecord:
         """Saves ``body`` (the job with calibrated weights) as the job's next version and
         records who applied which calibration, from which version, with its figures."""
-        with self._locked() as db, _write_transaction(db):
+        with self._locked() as db, write_transaction(db):
             record = _insert_job_version(db, body, by, job_id)
             db.execute(
                 "INSERT INTO calibrations (job, from_version, to_version, at, applied_by, result)"
@@ -811,7 +809,7 @@ class Store:
     def request_erasure(self, session_id: str) -> float:
         """Records the candidate's erasure request, pending until the session is erased
         (``erase`` marks it done); returns its time (an earlier pending one's, if any)."""
-        with self._locked() as db, _write_transaction(db):
+        with self._locked() as db, write_transaction(db):
             row = db.execute(
                 "SELECT MIN(at) FROM erasure_requests WHERE session_id = ? AND status = 'pending'",
                 (session_id,),
@@ -928,9 +926,6 @@ class Store:
         return self._audit.folded
 
 
-# The job and outcome writes' name for it (one helper: data keys are made in the same kind).
-_write_transaction = write_transaction
-
 # Appended to a sealed row's INSERT: the row is written only while its data key exists.
 _KEY_EXISTS = "EXISTS (SELECT 1 FROM data_keys WHERE record = ?)"
 
@@ -1046,7 +1041,7 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     them for its rows. Several processes may open it at once (the server and its workers),
     so the check and the change run in one write transaction: the first migrates, the
     others find the columns there."""
-    with _write_transaction(db):
+    with write_transaction(db):
         for table, name, kind, fill in _ADDED_COLUMNS:
             present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
             if name in present:
