@@ -107,7 +107,7 @@ async def export(request: Request) -> Response:
     """Everything held about the candidate, as a JSON attachment."""
     api = api_of(request)
     record = await api.session_or_404(request.path_params["session_id"])
-    actor = await _hr_or_candidate(api, request, record)
+    actor = await api.hr_or_candidate(request, record, request.query_params.get("token", ""))
     # Logged before it is shown, so the export lists its own row.
     await api.db.audit(actor, "export", record.id)
     body = await api.db.read(
@@ -236,22 +236,6 @@ async def _candidate(api: Api, request: Request, record: SessionRecord) -> Actor
     if token and await api.db.check_join_token(record.id, token):
         return candidate_actor(request)
     raise Unauthorized("wrong or missing join token")
-
-
-async def _hr_or_candidate(api: Api, request: Request, record: SessionRecord) -> Actor:
-    """The candidate, when a join token is sent (it decides: a candidate's browser may hold
-    an HR login too), whether or not the link has expired; else a recruiter or an admin
-    in the session's scope (404 outside it)."""
-    token = request.query_params.get("token", "")
-    if token:
-        if await api.db.check_join_token(record.id, token):
-            return candidate_actor(request)
-        raise Unauthorized("wrong join token")
-    if await api.principal(request) is None:
-        raise Unauthorized("sign in as HR, or send the session's join token (?token=)")
-    principal = await api.require(request, Permission.MANAGE)
-    await api.scoped_session(principal, record.id)
-    return principal.actor
 
 
 # -- the consent notice (the questions answer) -------------------------------------------

@@ -105,6 +105,22 @@ class Api:
             raise NotFound(f"no session {session_id}")
         return record
 
+    async def hr_or_candidate(
+        self, connection: HTTPConnection, record: SessionRecord, token: str
+    ) -> Actor:
+        """The candidate, when a join token is sent (it decides: a candidate's browser may
+        hold an HR login too), whether or not the link has expired; else a recruiter or an
+        admin in the session's scope (404 outside it)."""
+        if token:
+            if await self.db.check_join_token(record.id, token):
+                return candidate_actor(connection)
+            raise Unauthorized("wrong join token")
+        if await self.principal(connection) is None:
+            raise Unauthorized("sign in as HR, or send the session's join token")
+        principal = await self.require(connection, Permission.MANAGE)
+        await self.scoped_session(principal, record.id)
+        return principal.actor
+
     async def session_or_404(self, session_id: str) -> SessionRecord:
         record = await self.db.get_session(session_id)
         if record is None or record.status == STATUS_ERASED:
