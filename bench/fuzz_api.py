@@ -351,7 +351,8 @@ FINDINGS = (
         "",
         200,
     ),
-    # sees("") is true (an object with no unit is the root's), the store has no unit "".
+    # Principal.sees("") was true (as for an object of no unit, the root's); the store has no
+    # unit "" (a KeyError). Now "" is no unit in anyone's scope: 404.
     Finding(
         "an API token for unit ''",
         "POST",

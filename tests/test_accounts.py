@@ -58,6 +58,7 @@ def test_scope_is_the_unit_and_everything_below(accounts: AccountStore) -> None:
     assert accounts.scope_of("hq") == {"hq", "north", "store-1", "store-2", "south"}
     viewer = Principal("u", "u", "viewer", "store-1", accounts.scope_of("store-1"), VIA_COOKIE, "x")
     assert viewer.sees("store-1") and not viewer.sees("store-2") and not viewer.sees(None)
+    assert not viewer.sees("")  # "" is no unit (None is the root, for objects before units)
 
 
 def test_roles_are_ordered() -> None:

@@ -33,9 +33,9 @@ class Principal:
         return allows(self.role, permission)
 
     def sees(self, unit: str | None) -> bool:
-        """Whether an object of ``unit`` is in scope (no unit: made before units, at the
-        root)."""
-        return (unit or ROOT_UNIT) in self.scope
+        """Whether an object of ``unit`` is in scope (None: made before units, at the root;
+        any other text, "" included, only when it is one of the scope's units)."""
+        return (ROOT_UNIT if unit is None else unit) in self.scope
 
     @property
     def actor(self) -> Actor:

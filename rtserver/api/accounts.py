@@ -414,8 +414,6 @@ def _scoped_unit(principal: Principal, raw: Any) -> str:
     """A unit in the caller's scope (404 otherwise, as for none), or the caller's own."""
     if raw is None:
         return principal.unit
-    # Not "": sees() takes an empty unit for the root (objects from before units), and the
-    # store has no unit "" (a KeyError, a 500, once a token, unit or user was given it).
-    if not isinstance(raw, str) or not raw or not principal.sees(raw):
+    if not isinstance(raw, str) or not principal.sees(raw):
         raise NotFound(f"no unit {raw!r} in your scope")
     return raw

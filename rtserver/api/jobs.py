@@ -84,7 +84,7 @@ async def job_or_404(
 def _unit(principal: Principal, raw: str | None) -> str:
     if raw is None:
         return principal.unit
-    if not raw or not principal.sees(raw):  # "": see api/accounts.py's _scoped_unit
+    if not principal.sees(raw):
         raise NotFound(f"no unit {raw!r} in your scope")
     return raw
 

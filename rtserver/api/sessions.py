@@ -204,7 +204,7 @@ def _unit(principal: Principal, raw: Any) -> str:
     (404 otherwise, as for a unit that does not exist), else the caller's own."""
     if raw is None:
         return principal.unit
-    if not isinstance(raw, str) or not raw or not principal.sees(raw):  # "": see accounts.py
+    if not isinstance(raw, str) or not principal.sees(raw):
         raise NotFound(f"no unit {raw!r} in your scope")
     return raw
 
