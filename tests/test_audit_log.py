@@ -324,12 +324,20 @@ def test_a_first_release_table_is_migrated_and_chained_once(tmp_path: Path) -> N
     db.close()
     # Two processes' stores open the old file at once: one migrates, the other finds it done.
     stores: list[Store] = []
-    threads = [threading.Thread(target=lambda: stores.append(Store(path))) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            stores.append(Store(path))
+        except BaseException as exc:  # shown by the assertion below, not lost in a thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(stores) == 2
+    assert errors == [] and len(stores) == 2
     rows = list(reversed(stores[0].audit_log(None)))
     assert [(r["user_id"], r["client"], r["role"]) for r in rows] == [
         ("hr", "127.0.0.1", None),
