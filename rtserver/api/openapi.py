@@ -32,6 +32,11 @@ from rtserver.api.http import MAX_BODY_BYTES
 from rtserver.api.self_identification import DECLINE, RACES, SEXES
 from rtserver.api.sessions import MAX_EXPIRES_IN_S, MAX_QUESTIONS
 from rtserver.scoring import jobs as job_rules
+
+# The one typed error defined beside what raises it (scoring/audit.py's AuditInvalid, 400
+# invalid_audit from the bias audit): imported so that the document, built from the error
+# classes that exist, lists it whatever was imported before.
+from rtserver.scoring.audit import AuditInvalid  # noqa: F401
 from rtserver.store import STATUS_CREATED, STATUS_ENDED, STATUS_ERASED, STATUS_LIVE
 
 OPENAPI_VERSION = "3.1.0"
