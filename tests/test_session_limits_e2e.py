@@ -76,11 +76,13 @@ async def test_a_flooded_control_channel_stays_bounded(
                 control.send(question(99))
             for _ in range(100):
                 control.send(json.dumps({"type": "hello"}))
-            await asyncio.sleep(1.5)
+            # Pauses long enough for the reply buffer to drain on a loaded machine (aiortc's
+            # SCTP is Python: under a full CI run 1.5 s was once not enough).
+            await asyncio.sleep(3.0)
             control.send(question(1, 1.5))
             for _ in range(100):
                 control.send(question(0, 1.6))  # back to an earlier question
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(3.0)
             control.send(question(2, 3.0))
             for _ in range(50):
                 control.send(question(3, 3.1))  # one past the last
