@@ -13,6 +13,16 @@ class RtServerError(Exception):
         self.detail = detail
 
 
+class RetryLater(RtServerError):
+    """A refusal that says when to try again: answered with ``Retry-After`` (s)."""
+
+    default_retry_after_s = 30
+
+    def __init__(self, detail: str, retry_after_s: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after_s = self.default_retry_after_s if retry_after_s is None else retry_after_s
+
+
 class BadRequest(RtServerError):
     code = "bad_request"
 
@@ -74,14 +84,11 @@ class CsrfFailed(Forbidden):
     code = "csrf_failed"
 
 
-class LockedOut(RtServerError):
+class LockedOut(RetryLater):
     """Too many failed logins for this account: no login is tried until ``retry_after_s``."""
 
     code = "locked_out"
-
-    def __init__(self, detail: str, retry_after_s: int = 60) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
+    default_retry_after_s = 60
 
 
 class ResumeRequired(Unauthorized):
@@ -110,14 +117,10 @@ class PayloadTooLarge(RtServerError):
     code = "payload_too_large"
 
 
-class AtCapacity(RtServerError):
+class AtCapacity(RetryLater):
     """The server holds as many live sessions as it is configured for."""
 
     code = "at_capacity"
-
-    def __init__(self, detail: str, retry_after_s: int = 30) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
 
 
 class Overloaded(AtCapacity):
@@ -125,20 +128,15 @@ class Overloaded(AtCapacity):
     sessions it already holds (its event loop runs late)."""
 
     code = "overloaded"
-
-    def __init__(self, detail: str, retry_after_s: int = 10) -> None:
-        super().__init__(detail, retry_after_s)
+    default_retry_after_s = 10
 
 
-class RateLimited(RtServerError):
+class RateLimited(RetryLater):
     """One client address sent more requests of one kind than its rate limit allows
     (``rtserver/api/rate_limits.py``); ``retry_after_s`` is when the next one will pass."""
 
     code = "rate_limited"
-
-    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
+    default_retry_after_s = 1
 
 
 class WorkerLost(RtServerError):

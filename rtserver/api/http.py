@@ -12,13 +12,12 @@ from starlette.responses import JSONResponse, Response
 
 from rtserver.api.context import api_of
 from rtserver.errors import (
-    AtCapacity,
     BadRequest,
     InvalidJob,
     InvalidOutcomes,
-    LockedOut,
     PayloadTooLarge,
     RateLimited,
+    RetryLater,
     RtServerError,
     http_status,
 )
@@ -75,7 +74,7 @@ def _depth(value: Any) -> int:
 
 def error_response(error: RtServerError) -> JSONResponse:
     headers = {}
-    if isinstance(error, AtCapacity | LockedOut | RateLimited):
+    if isinstance(error, RetryLater):
         headers["Retry-After"] = str(error.retry_after_s)
     body: dict[str, Any] = {"error": error.code, "detail": error.detail}
     if isinstance(error, InvalidJob | InvalidOutcomes):
