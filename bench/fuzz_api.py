@@ -134,14 +134,14 @@ def seed(data_dir: Path) -> Fixtures:
         ]
         ids = seed_history(store, job, past)
         ended, ended_token = store.create_session("Eve", job.id, [], job_version=job.version)
-        store.mark_live(ended.id)
+        store.mark_live(ended.id, "bench")
         final = job_fit_final(job, dict.fromkeys(scores, 70.0))
         store.append_message(StoredMessage(ended.id, 0, "final", final))
         store.mark_ended(ended.id, "completed")
         waiting, waiting_token = store.create_session("Wes", job.id, [], job_version=job.version)
         plain, plain_token = store.create_session("Pat", "Cashier", [])
         stream, _ = store.create_session("Olive", "Cashier", [])
-        store.mark_live(stream.id)
+        store.mark_live(stream.id, "bench")
         for t in range(STREAM_SIGNALS):
             signal = {"type": "signal", "v": 1, "session": stream.id, "t": t}
             store.append_message(StoredMessage(stream.id, t, "signal", signal))

@@ -75,7 +75,7 @@ def seed_history(
         session, _ = store.create_session(
             candidate.name, record.id, questions, job_version=record.version
         )
-        store.mark_live(session.id)
+        store.mark_live(session.id, "bench")
         final = job_fit_final(record, candidate.competencies)
         store.append_message(StoredMessage(session.id, 0, "final", final))
         store.mark_ended(session.id, "completed")

@@ -141,6 +141,36 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         " DATA_DIR/master.keys; RTSERVER_MASTER_KEY instead holds the key itself)",
     )
     serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="postgresql://user:password@host/db for a store shared by many hosts"
+        " (default: SQLite in the data directory)",
+    )
+    serve.add_argument(
+        "--bus",
+        metavar="URL",
+        help="redis://:password@host:6379/0: the bus, node registry and calls shared by"
+        " front ends and media nodes on many hosts (default: in-process; needs --role)",
+    )
+    serve.add_argument(
+        "--role",
+        choices=["all", "front", "node"],
+        help="all: one machine (default); front: HTTP and observers, placing sessions on"
+        " media nodes; node: a media node running the sessions placed on it",
+    )
+    serve.add_argument(
+        "--node-id",
+        dest="node_id",
+        help="this media node's id, stable across its restarts (default: the host name)",
+    )
+    serve.add_argument(
+        "--node-ttl",
+        dest="node_ttl_s",
+        type=float,
+        help="seconds without a heartbeat after which a node is lost and its sessions end"
+        " as node_lost (default: 5)",
+    )
+    serve.add_argument(
         "--max-sessions",
         dest="max_sessions",
         type=int,
@@ -399,6 +429,11 @@ def serve(args: argparse.Namespace) -> int:
             "rate_offers_per_min",
             "rate_signals_per_min",
             "master_key_file",
+            "store",
+            "bus",
+            "role",
+            "node_id",
+            "node_ttl_s",
             "max_sessions",
             "max_cpu",
             "session_cpu",

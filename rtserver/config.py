@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import ipaddress
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -198,6 +199,35 @@ class Config:
     # The keyring file; empty means data_dir/master.keys, made (0600) on first start. Keep it
     # out of the data directory's backups: a backup that holds its key is not encrypted.
     master_key_file: str = ""
+    # -- many hosts (rtserver/cluster/, README "Many hosts") --
+    # Where durable state lives: empty for the embedded SQLite file in data_dir, or a
+    # PostgreSQL URL (postgresql://user:password@host:5432/db) shared by every host.
+    store: str = field(default="", repr=False)
+    # How messages reach observers: empty for the in-process bus (one machine), or a Redis
+    # URL (redis://:password@host:6379/0, rediss:// for TLS), which also holds the node
+    # registry and carries calls from front ends to media nodes.
+    bus: str = field(default="", repr=False)
+    # This media node's id in the registry and on the sessions it runs; empty: the host
+    # name. Keep it stable across restarts: a restarting node ends its own sessions only.
+    node_id: str = ""
+    # A media node that has not heartbeaten for this long is lost: a front end ends its
+    # sessions with end_reason "node_lost" (s). Nodes heartbeat every node_ttl_s / 5.
+    node_ttl_s: float = 5.0
+    # What this process is: "all" (one machine: HTTP, observers and the live sessions),
+    # "front" (HTTP and observers; sessions placed on media nodes through ``bus``) or
+    # "node" (a media node: runs the sessions front ends place on it; HTTP only for
+    # /healthz and /metrics). front and node need ``bus``.
+    role: str = "all"
+
+    @property
+    def node(self) -> str:
+        """This process's node id: ``node_id``, or the host name."""
+        return self.node_id or socket.gethostname()
+
+    @property
+    def clustered(self) -> bool:
+        """Whether sessions run on media nodes found through Redis (``bus`` is set)."""
+        return bool(self.bus)
 
     @property
     def session_limit(self) -> int:
@@ -314,6 +344,18 @@ def _validate(config: Config) -> Config:
         raise ConfigError(
             f"max_interview_s must be between 1 and {MAX_INTERVIEW_LIMIT_S:.0f} seconds"
         )
+    if config.store and not config.store.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("store must be empty (SQLite in data_dir) or a postgresql:// URL")
+    if config.bus and not config.bus.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("bus must be empty (in-process) or a redis:// or rediss:// URL")
+    if config.role not in {"all", "front", "node"}:
+        raise ConfigError("role must be 'all', 'front' or 'node'")
+    if config.role == "all" and config.bus:
+        raise ConfigError("with a bus, say which this process is: role 'front' or 'node'")
+    if config.role != "all" and not config.bus:
+        raise ConfigError(f"role {config.role!r} needs a bus (a redis:// URL)")
+    if not 1 <= config.node_ttl_s <= 300:
+        raise ConfigError("node_ttl_s must be between 1 and 300 seconds")
     if not 0 <= config.workers <= 256:
         raise ConfigError("workers must be between 0 (one per core) and 256")
     if config.max_watchers < 0:

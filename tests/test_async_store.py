@@ -196,7 +196,7 @@ async def test_each_sessions_messages_reach_the_bus_in_order_after_commit_then_c
     setup = Store(path)
     sessions = [setup.create_session(None, None, [])[0].id for _ in range(3)]
     for session in sessions:
-        assert setup.mark_live(session)
+        assert setup.mark_live(session, "test-node")
     counts = dict(zip(sessions, (15, 9, 12), strict=True))
     failing = {(s, seq): random.choice([1, 2]) for s in sessions for seq in (0, 3, 7, 12)}
     bus = CheckingBus(path)
@@ -287,7 +287,7 @@ async def test_a_session_keeps_refused_seconds_and_publishes_them_in_order_later
     runtime = make_runtime(path, gated, bus)
     runtime.db.writer.bound = 2
     record, _ = runtime.store.create_session(None, None, [])
-    assert runtime.store.mark_live(record.id)
+    assert runtime.store.mark_live(record.id, "test-node")
     subscription = bus.subscribe(record.id)
     session = LiveSession(runtime, record.id)
     with pytest.raises(StoreBacklogged):

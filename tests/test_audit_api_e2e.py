@@ -62,7 +62,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     ids = seed_history(store, job, planted_candidates())
     waiting, waiting_token = store.create_session("Wes", job.id, [], job_version=1)
     ended, ended_token = store.create_session("Eve", job.id, [], job_version=1)
-    store.mark_live(ended.id)
+    store.mark_live(ended.id, "test-node")
     final = job_fit_final(job, planted_candidates()[0].competencies)
     store.append_message(StoredMessage(ended.id, 0, "final", final))
     store.mark_ended(ended.id, "completed")

@@ -102,7 +102,7 @@ async def test_a_decision_is_logged_without_the_reviewers_text(
     store = store_of(server)
     try:
         record, _ = store.create_session("Eve", None, [])
-        store.mark_live(record.id)
+        store.mark_live(record.id, "test-node")
         store.append_message(StoredMessage(record.id, 0, "final", {"score": 50}))
         store.mark_ended(record.id, "completed")
     finally:

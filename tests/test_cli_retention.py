@@ -23,7 +23,7 @@ def test_a_sweep_lists_then_erases_what_is_due(tmp_path: Path) -> None:
     ids = []
     for name in ("Old", "Held", "Recent"):
         record, _ = store.create_session(name, None, [])
-        store.mark_live(record.id)
+        store.mark_live(record.id, "test-node")
         store.append_message(StoredMessage(record.id, 0, "final", {"score": 1}))
         store.mark_ended(record.id, "hangup")
         ids.append(record.id)

@@ -43,7 +43,7 @@ def test_an_unused_demo_is_reused_with_its_link(store: Store, tmp_path: Path) ->
 def test_a_used_demo_is_replaced(store: Store, tmp_path: Path, used: str) -> None:
     first = demo_session(store, tmp_path)
     if used == "live":
-        assert store.mark_live(first.id)
+        assert store.mark_live(first.id, "test-node")
     elif used == "ended":
         store.mark_ended(first.id, "ended_by_hr")
     else:

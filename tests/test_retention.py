@@ -60,7 +60,7 @@ def ended(
         job_version=job.version if job else None,
         retention_days=retention_days,
     )
-    assert store.mark_live(record.id)
+    assert store.mark_live(record.id, "test-node")
     store.append_message(StoredMessage(record.id, 0, "signal", {"t": 0}))
     store.append_message(StoredMessage(record.id, 1, "final", {"score": 50}))
     store.mark_ended(record.id, "hangup")
@@ -173,7 +173,7 @@ def test_undecided_and_never_joined_sessions_are_not_kept_forever(store: Store) 
     assert never_joined.id in due_ids(store, expiry + DEFAULT * DAY_S + 1)
 
     live, _ = store.create_session("Cy", None, [])
-    assert store.mark_live(live.id)
+    assert store.mark_live(live.id, "test-node")
     assert live.id not in due_ids(store, live.expires_at + 100 * DEFAULT * DAY_S)
 
 

@@ -23,8 +23,8 @@ def test_session_lifecycle_survives_reopen(tmp_path: Path) -> None:
     assert record.status == "created" and record.questions == (Question("Why us?", 90),)
     assert store.check_join_token(record.id, token)
     assert not store.check_join_token(record.id, token + "x")
-    assert store.mark_live(record.id)
-    assert not store.mark_live(record.id)  # a session is joined once
+    assert store.mark_live(record.id, "test-node")
+    assert not store.mark_live(record.id, "test-node")  # a session is joined once
     store.append_message(StoredMessage(record.id, 0, "signal", {"t": 0}))
     store.append_message(StoredMessage(record.id, 1, "final", {"score": 50}))
     store.mark_ended(record.id, "hangup")
@@ -50,7 +50,7 @@ def test_join_token_is_stored_hashed(tmp_path: Path) -> None:
 def test_erase_removes_candidate_data_but_keeps_audit(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite3")
     record, _ = store.create_session("Ada", "Engineer", [])
-    store.mark_live(record.id)
+    store.mark_live(record.id, "test-node")
     store.append_message(StoredMessage(record.id, 0, "signal", {"t": 0}))
     store.audit(Actor("bootstrap", "admin", None, "127.0.0.1"), "view_session", record.id)
     assert store.erase(record.id)

@@ -106,7 +106,7 @@ class SessionManager:
             except BaseException:
                 await session.abort()
                 raise
-            if not await self.runtime.db.mark_live(session_id):
+            if not await self.runtime.db.mark_live(session_id, self.runtime.config.node):
                 await session.abort()
                 raise Conflict("session is already live or ended")
             self.live[session_id] = session

@@ -388,9 +388,14 @@ class AsyncStore:
         """Read."""
         return await self.read(lambda store: store.sessions_with_status(status))
 
-    async def mark_live(self, session_id: str) -> bool:
-        """Write: created -> live; False when the session was not waiting for its peer."""
-        return await self.write(lambda store: store.mark_live(session_id))
+    async def live_sessions_by_node(self) -> dict[str | None, list[str]]:
+        """Read."""
+        return await self.read(lambda store: store.live_sessions_by_node())
+
+    async def mark_live(self, session_id: str, node: str) -> bool:
+        """Write: created -> live on ``node``; False when the session was not waiting for
+        its peer."""
+        return await self.write(lambda store: store.mark_live(session_id, node))
 
     async def mark_ended(self, session_id: str, reason: str) -> None:
         """Write, after every write queued before it (a session's final among them)."""

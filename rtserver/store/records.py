@@ -139,6 +139,7 @@ class SessionRecord:
     retention_days: int | None = None
     legal_hold: LegalHold | None = None
     erasure_requested_at: float | None = None
+    node: str | None = None  # the node id of the process that ran it (None: never joined)
 
     def erase_after(self, default_days: int) -> float | None:
         """Unix time (s) from which retention erases the session, with ``default_days`` as

@@ -172,6 +172,10 @@ _ADDED_COLUMNS = (
     ("sessions", "legal_hold_reason", "TEXT", None),
     ("sessions", "legal_hold_at", "REAL", None),
     ("sessions", "legal_hold_by", "TEXT", None),
+    # The node whose process runs the session while it is live (NULL before it joins, and
+    # for sessions from before nodes): a restarting node ends only its own, and a node that
+    # stops heartbeating has its own ended by a front end (rtserver/cluster/).
+    ("sessions", "node", "TEXT", None),
 )
 
 # The sweep's one query reads these: sessions that follow the server's default by their
@@ -421,13 +425,14 @@ class Store:
         stored = row["resume_hash"] if row else None
         return isinstance(stored, str) and hmac.compare_digest(stored, hash_token(secret))
 
-    def mark_live(self, session_id: str) -> bool:
-        """Moves created -> live; False when the session was not waiting for its peer."""
+    def mark_live(self, session_id: str, node: str) -> bool:
+        """Moves created -> live on ``node`` (the node id of the process that runs it);
+        False when the session was not waiting for its peer."""
         with self._locked() as db:
             cursor = db.execute(
-                "UPDATE sessions SET status = ?, started_at = ?, retain_from = NULL"
+                "UPDATE sessions SET status = ?, started_at = ?, retain_from = NULL, node = ?"
                 " WHERE id = ? AND status = ?",
-                (STATUS_LIVE, time.time(), session_id, STATUS_CREATED),
+                (STATUS_LIVE, time.time(), node, session_id, STATUS_CREATED),
             )
         return cursor.rowcount == 1
 
@@ -446,6 +451,18 @@ class Store:
         with self._locked() as db:
             rows = db.execute("SELECT id FROM sessions WHERE status = ?", (status,)).fetchall()
         return [row["id"] for row in rows]
+
+    def live_sessions_by_node(self) -> dict[str | None, list[str]]:
+        """The live sessions, by the node that runs them (None: a session from before nodes,
+        or made live by an older release)."""
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT id, node FROM sessions WHERE status = ? ORDER BY node, id", (STATUS_LIVE,)
+            ).fetchall()
+        by_node: dict[str | None, list[str]] = {}
+        for row in rows:
+            by_node.setdefault(row["node"], []).append(row["id"])
+        return by_node
 
     def erase(self, session_id: str) -> bool:
         """Erases a candidate's data: messages, personal fields, decisions, outcomes and
@@ -1088,4 +1105,5 @@ def _session_from_row(
             else None
         ),
         erasure_requested_at=row["erasure_requested_at"],
+        node=row["node"],
     )
