@@ -21,17 +21,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiortc import RTCSessionDescription
-
 from rtserver.bus.ipc import IpcBus
 from rtserver.config import config_from_wire
-from rtserver.errors import BadRequest, RtServerError
+from rtserver.errors import RtServerError
 from rtserver.live.manager import SessionManager
 from rtserver.live.runtime import build_runtime, start_queues, stop_queues, warm_up
 from rtserver.logs import setup_logging
 from rtserver.media.ice import quicken_consent_checks, restrict_host_addresses
 from rtserver.messages import WorkerCall, WorkerReady, WorkerReply, WorkerStart
 from rtserver.metrics import share_between_processes
+from rtserver.server.calls import answer_call
 from rtserver.server.ipc import Channel
 
 log = logging.getLogger("rtserver.server.worker")  # __name__ is __main__ under -m
@@ -94,34 +93,11 @@ class WorkerServer:
         self.channel.send(reply)
 
     async def _dispatch(self, method: str, args: dict[str, Any]) -> Any:
-        manager = self.manager
-        if method == "join":
-            offer = _offer(args)
-            answer = await manager.join(args["session"], offer, _texts(args["questions"]))
-            return {"sdp": answer.sdp, "type": answer.type}
-        if method == "reconnect":
-            answer = await manager.reconnect(args["session"], _offer(args))
-            return {"sdp": answer.sdp, "type": answer.type}
-        if method == "watch":
-            answer = await manager.watch(args["session"], _offer(args))
-            return {"sdp": answer.sdp, "type": answer.type}
-        if method == "end":
-            return await manager.end(args["session"], args["reason"])
-        if method == "live":
-            return await manager.live_figures(args["session"])
         if method == "shutdown":
-            await manager.shutdown()
+            await self.manager.shutdown()
             self.stop.set()
             return True
-        raise BadRequest(f"unknown worker call {method!r}")
-
-
-def _offer(args: dict[str, Any]) -> RTCSessionDescription:
-    return RTCSessionDescription(sdp=str(args["sdp"]), type=str(args["type"]))
-
-
-def _texts(raw: Sequence[Any]) -> list[str]:
-    return [str(text) for text in raw]
+        return await answer_call(self.manager, method, args)
 
 
 async def run(sock: socket.socket) -> None:

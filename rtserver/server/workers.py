@@ -72,6 +72,7 @@ from rtserver.messages import (
     WorkerReply,
     WorkerStart,
 )
+from rtserver.server.calls import offer_to_wire
 from rtserver.server.cpu_budget import CpuBudget
 from rtserver.server.ipc import Channel
 
@@ -296,7 +297,7 @@ class WorkerPool:
         self, session_id: str, offer: RTCSessionDescription, questions: Sequence[str]
     ) -> RTCSessionDescription:
         """Joins the session on the least loaded worker that takes it."""
-        args = {"session": session_id, **_offer(offer), "questions": list(questions)}
+        args = {"session": session_id, **offer_to_wire(offer), "questions": list(questions)}
         refusals: list[Overloaded] = []
         for worker in self._placements():
             worker.sessions.add(session_id)
@@ -320,7 +321,9 @@ class WorkerPool:
         worker = self._owner(session_id)
         if worker is None:
             raise Conflict("session is live in another process")
-        answer = await self._call(worker, "reconnect", {"session": session_id, **_offer(offer)})
+        answer = await self._call(
+            worker, "reconnect", {"session": session_id, **offer_to_wire(offer)}
+        )
         return RTCSessionDescription(sdp=answer["sdp"], type=answer["type"])
 
     async def end(self, session_id: str, reason: str) -> bool:
@@ -333,7 +336,7 @@ class WorkerPool:
         worker = self._owner(session_id)
         if worker is None:
             raise Conflict("session is not live")
-        answer = await self._call(worker, "watch", {"session": session_id, **_offer(offer)})
+        answer = await self._call(worker, "watch", {"session": session_id, **offer_to_wire(offer)})
         return RTCSessionDescription(sdp=answer["sdp"], type=answer["type"])
 
     async def live_figures(self, session_id: str) -> dict[str, Any] | None:
@@ -366,10 +369,6 @@ class WorkerPool:
         """Every process's metrics, read from the run's metrics files (no worker is asked)."""
         self.runtime.metrics.observe_cpu_budget(self.cpu_budget)
         return self.runtime.metrics.render()
-
-
-def _offer(offer: RTCSessionDescription) -> dict[str, str]:
-    return {"sdp": offer.sdp, "type": offer.type}
 
 
 def _reap(process: subprocess.Popen[bytes], timeout_s: float) -> int:
