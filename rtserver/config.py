@@ -213,6 +213,10 @@ class Config:
     # A media node that has not heartbeaten for this long is lost: a front end ends its
     # sessions with end_reason "node_lost" (s). Nodes heartbeat every node_ttl_s / 5.
     node_ttl_s: float = 5.0
+    # Signs every call between front ends and media nodes (HMAC-SHA256), on top of Redis's
+    # own password: whoever can write to Redis still cannot start, end or watch a session
+    # (RTSERVER_CLUSTER_SECRET; the same on every host). Never logged, nor in repr.
+    cluster_secret: str = field(default="", repr=False)
     # What this process is: "all" (one machine: HTTP, observers and the live sessions),
     # "front" (HTTP and observers; sessions placed on media nodes through ``bus``) or
     # "node" (a media node: runs the sessions front ends place on it; HTTP only for

@@ -29,6 +29,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess, values
 
 if TYPE_CHECKING:
+    from rtserver.cluster.registry import NodeStatus
     from rtserver.server.admission import Admission
     from rtserver.server.cpu_budget import CpuBudget
 
@@ -328,6 +329,27 @@ class Metrics:
             "End of an utterance to publication of its transcript.",
             buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
         )
+
+        # Many hosts (rtserver/cluster/): what this front end last read of the node registry.
+        self.cluster_nodes = gauge(
+            "rtserver_cluster_nodes", "Media nodes heartbeating in the registry.", "livemostrecent"
+        )
+        self.cluster_nodes_admitting = gauge(
+            "rtserver_cluster_nodes_admitting",
+            "Media nodes with room for another session (capacity, admission, CPU budget).",
+            "livemostrecent",
+        )
+        self.cluster_live_sessions = gauge(
+            "rtserver_cluster_live_sessions",
+            "Sessions live on every media node, as their heartbeats said.",
+            "livemostrecent",
+        )
+
+    def observe_nodes(self, nodes: Sequence[NodeStatus]) -> None:
+        """Copies the node registry's figures into their gauges (a front end, before a render)."""
+        self.cluster_nodes.set(len(nodes))
+        self.cluster_nodes_admitting.set(sum(1 for n in nodes if n.has_room))
+        self.cluster_live_sessions.set(sum(n.live for n in nodes))
 
     def observe_cpu_budget(self, budget: CpuBudget) -> None:
         """Copies the CPU budget's readings into their gauges (before a render)."""

@@ -71,7 +71,13 @@ def worker_count(config: Config) -> int:
 
 def create_app(config: Config, api_key: str) -> Starlette:
     """The server; with more than one worker (see :func:`worker_count`), the sessions run in
-    worker processes (rtserver/server/workers.py) and this process serves HTTP and observers."""
+    worker processes (rtserver/server/workers.py) and this process serves HTTP and observers.
+    On many hosts (``--role front`` or ``node``) the apps of rtserver/cluster/apps.py."""
+    if config.role != "all":
+        from rtserver.cluster.apps import create_front_app, create_node_app
+
+        create = create_front_app if config.role == "front" else create_node_app
+        return create(config, api_key)
     if worker_count(config) > 1:
         return _create_front_app(config, api_key, worker_count(config))
     quicken_consent_checks()  # a vanished candidate is noticed in seconds (media/ice.py)
@@ -103,7 +109,7 @@ def create_app(config: Config, api_key: str) -> Starlette:
             runtime.store.close()
             api.accounts.close()
 
-    return _app(api, lifespan)
+    return routed_app(api, lifespan)
 
 
 def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
@@ -136,7 +142,7 @@ def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
             runtime.store.close()
             api.accounts.close()
 
-    return _app(api, lifespan)
+    return routed_app(api, lifespan)
 
 
 def start_webhooks(runtime: Runtime) -> WebhookDispatcher | None:
@@ -182,7 +188,7 @@ async def stop_retention(sweeper: RetentionSweeper | None) -> None:
         await sweeper.stop()
 
 
-def _app(
+def routed_app(
     api: Api, lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]
 ) -> Starlette:
     session = "/api/v1/sessions/{session_id}"

@@ -1,0 +1,149 @@
+"""A media node (``--role node``): runs the sessions front ends place on it.
+
+A node is one process with one :class:`~rtserver.live.manager.SessionManager`: the candidates'
+peers, media paths, models and batcher, and the relays observers watch from. It
+
+- **claims its id**: a node id is held by one process at a time; a second process with the
+  same id refuses to start while the first still heartbeats;
+- **finishes its own leftovers**: the sessions a previous run of this node id left live end as
+  ``server_restart`` (scored from what was stored). Other nodes' sessions are never touched:
+  a restarting node does not end sessions it does not own;
+- **heartbeats** every ``node_ttl_s / 5`` into the registry (``cluster/registry.py``): its
+  capacity, live sessions and admission readings, which front ends place by;
+- **answers calls** from front ends over Redis (``cluster/calls.py``), with the same dispatch
+  as a worker process (``server/calls.py``). An ``end`` is answered only once the final is
+  on the bus, so the front end's reply comes after observers can have it;
+- on shutdown, ends its sessions (``server_shutdown``) and leaves the registry at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from rtserver.cluster.calls import CallServer, Signer
+from rtserver.cluster.registry import HEARTBEATS_PER_TTL, NodeStatus, Registry
+from rtserver.errors import Overloaded
+from rtserver.live.manager import SessionManager, finish_sessions
+from rtserver.server.calls import answer_call
+
+log = logging.getLogger(__name__)
+
+RESTART_REASON = "server_restart"  # what a node's previous run left live ends as
+
+
+class NodeIdTaken(RuntimeError):
+    """Another running process heartbeats with this node id."""
+
+
+class MediaNode:
+    """Registers a session manager in the registry and answers front ends' calls for it."""
+
+    def __init__(self, manager: SessionManager, redis: Redis, signer: Signer) -> None:
+        self.manager = manager
+        self.runtime = manager.runtime
+        config = self.runtime.config
+        self.node = config.node
+        self.redis = redis
+        self.registry = Registry(redis, config.node_ttl_s)
+        self.instance = secrets.token_hex(8)
+        self.started_at = time.time()
+        self.calls = CallServer(redis, self.node, signer, self._answer)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> list[str]:
+        """Claims the id, finishes what a previous run left live, announces the node and
+        starts answering calls. Returns the sessions it finished."""
+        await self._claim_id()
+        by_node = await self.runtime.db.live_sessions_by_node()
+        finished = await finish_sessions(self.runtime, by_node.get(self.node, []), RESTART_REASON)
+        if finished:
+            log.warning("node %s: ended %d sessions left live", self.node, len(finished))
+        await self.registry.announce(self.status())
+        self._tasks = [
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.calls.serve(), name="calls"),
+        ]
+        log.info("node %s up (instance %s)", self.node, self.instance)
+        return finished
+
+    async def stop(self) -> None:
+        """Stops taking calls, ends every session, leaves the registry."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.manager.shutdown()
+        await _drain(self.runtime.bus)
+        with contextlib.suppress(RedisError):
+            await self.registry.withdraw(self.node, self.instance)
+
+    async def _claim_id(self) -> None:
+        """Waits out a heartbeat that may be this id's last run's; refuses to start when
+        another process keeps heartbeating with it."""
+        deadline = time.monotonic() + self.registry.ttl_s * 1.5
+        while (holder := await self.registry.status(self.node)) is not None:
+            if time.monotonic() > deadline:
+                raise NodeIdTaken(
+                    f"node id {self.node!r} is in use by a running process (instance "
+                    f"{holder.instance}); give each node its own --node-id"
+                )
+            await asyncio.sleep(self.registry.ttl_s / HEARTBEATS_PER_TTL)
+
+    def status(self) -> NodeStatus:
+        """This node's heartbeat: capacity, load and what admission control says now."""
+        manager = self.manager
+        admission = manager.admission
+        try:
+            admission.check()
+            admits, refusal = True, ""
+        except Overloaded as exc:
+            admits, refusal = False, exc.detail
+        budget = manager.cpu_budget
+        headroom = budget.headroom_sessions() if budget is not None else -1
+        asr = self.runtime.asr
+        return NodeStatus(
+            node=self.node,
+            instance=self.instance,
+            capacity=self.runtime.config.session_limit,
+            live=manager.live_count(),
+            admits=admits,
+            refusal=refusal,
+            headroom=headroom,
+            loop_lag_s=round(admission.loop_lag.lag_s, 4),
+            signal_lag_s=round(admission.signal_lag.mean_s(), 4),
+            asr_backlog_s=round(asr.backlog_s, 3) if asr is not None else 0.0,
+            started_at=self.started_at,
+            heartbeat_at=time.time(),
+        )
+
+    async def _heartbeat(self) -> None:
+        period = self.registry.ttl_s / HEARTBEATS_PER_TTL
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.registry.announce(self.status())
+            except RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+            self.runtime.metrics.observe_admission(self.manager.admission)
+
+    async def _answer(self, method: str, args: dict[str, Any]) -> Any:
+        value = await answer_call(self.manager, method, args)
+        if method == "end":
+            await _drain(self.runtime.bus)  # the final is on the bus before the reply
+        return value
+
+
+async def _drain(bus: object) -> None:
+    """Waits until what the bus was given is published (a Redis bus); nothing for others."""
+    drain = getattr(bus, "drain", None)
+    if drain is not None:
+        await drain()
