@@ -505,3 +505,43 @@ async def test_redis_cost_per_message(redis_server: RedisServer) -> None:
     assert figures["memory_bytes_per_entry"] < 2 * figures["msgpack_bytes_per_message"]
     for bus in (node, *fronts):
         await bus.close()
+
+
+async def test_a_restart_while_the_node_is_quiet_drops_nothing(redis_server: RedisServer) -> None:
+    """Redis restarts between two messages: the node's pooled connection is dead, and is
+    remade for the next message, which is not dropped."""
+    metrics = Metrics()
+    node = RedisBus(redis_server.url, metrics)
+    node.publish(stored("s", 0))
+    await node.drain()
+    redis_server.restart()
+    node.publish(stored("s", 1))
+    await asyncio.wait_for(node.drain(), WAIT_S)
+    assert metrics.bus_published.value() == 2
+    assert metrics.bus_dropped.value(reason="redis_error") == 0
+    await node.close()
+
+
+async def test_a_close_redis_did_not_take_is_sent_once_it_is_back(
+    redis_server: RedisServer,
+) -> None:
+    """A session ends while Redis is down: its final is dropped from the bus (the store has
+    it) but its close is kept and sent once Redis is back, with nothing else published, so
+    every observer's stream ends."""
+    metrics = Metrics()
+    node = RedisBus(redis_server.url, metrics)
+    redis_server.stop()
+    node.publish(stored("s", 0, kind="final"))
+    node.close_session("s")
+    await asyncio.wait_for(node.drain(), WAIT_S)
+    assert metrics.bus_dropped.value(reason="redis_error") == 1
+    redis_server.start()
+    client = aioredis.from_url(redis_server.url)
+    deadline = time.monotonic() + WAIT_S
+    while not (entries := await client.xrevrange(stream_key("s"), "+", "-", count=1)):
+        assert time.monotonic() < deadline, "the close never reached Redis"
+        await asyncio.sleep(0.05)
+    assert b"close" in entries[0][1]
+    assert 0 < await client.ttl(stream_key("s")) <= CLOSED_STREAM_TTL_S
+    await client.aclose()
+    await node.close()

@@ -248,9 +248,9 @@ class RedisBus:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        stream = self._streams.get(subscription.session_id)
-        if stream is None or not isinstance(subscription, RedisSubscription):
+        if not isinstance(subscription, RedisSubscription):
             return
+        stream = subscription._stream  # not the session's newer stream, if it has one
         stream.subscriptions.discard(subscription)
         if not stream.subscriptions:
             self._forget(stream)  # the next XREAD leaves it out
@@ -309,7 +309,7 @@ class RedisBus:
         """Sends the queue in order, a batch per pipeline; backs off while Redis is down."""
         delay = RECONNECT_FIRST_S
         while True:
-            if not self._queue:
+            if not self._queue and not self._unsent_closes:
                 self._have_work.clear()
                 await self._have_work.wait()
                 continue
@@ -545,11 +545,14 @@ class RedisBus:
 
 def _client(url: str, timeout_s: float) -> aioredis.Redis:
     """A client that fails fast: the bus does its own backoff, and a call that waits out
-    redis-py's default retries would hold every message queued behind it."""
+    redis-py's default retries (10, backing off) would hold every message queued behind it.
+    One immediate retry stays: a pooled connection that died while idle (Redis restarted
+    between two messages) is remade instead of dropping the next batch. A retried pipeline
+    may add an entry twice; observers drop the repeat by seq."""
     client: aioredis.Redis = aioredis.from_url(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1),
     )
     return client
