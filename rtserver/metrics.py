@@ -329,6 +329,28 @@ class Metrics:
             "End of an utterance to publication of its transcript.",
             buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
         )
+        # The Redis bus (rtserver/bus/redis.py). A message dropped from the bus is not lost:
+        # the store has it, and observers read it from there.
+        self.bus_published = counter(
+            "rtserver_bus_published_total", "Messages the Redis bus added to their streams."
+        )
+        self.bus_dropped = counter(
+            "rtserver_bus_dropped_total",
+            "Messages the Redis bus dropped, by reason (queue_full, redis_error, unpackable,"
+            " closed); observers read them from the store.",
+            "reason",
+        )
+        self.bus_redis_errors = counter(
+            "rtserver_bus_redis_errors_total",
+            "Failed Redis calls of the bus, by side (publish, read).",
+            "side",
+        )
+        self.bus_overflows = counter(
+            "rtserver_bus_subscriber_overflows_total",
+            "Subscriptions the Redis bus cut off, by reason (behind: the observer fell a whole"
+            " queue behind; redis_lost; bus_closed); each observer reconnects.",
+            "reason",
+        )
 
         # Many hosts (rtserver/cluster/): what this front end last read of the node registry.
         self.cluster_nodes = gauge(

@@ -1,7 +1,9 @@
-"""Shared fixtures: test media generated once per test session, and the converted models."""
+"""Shared fixtures: test media generated once per test session, the converted models, and a
+private redis-server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from media import (
     make_seated_video,
     make_speech_wav,
 )
+from redis_server import RedisServer
 from server import MODELS_DIR
 
 
@@ -72,3 +75,14 @@ def blank_video(media_dir: Path, speech_wav: SpeechTrack) -> Path:
 def noise_wav(media_dir: Path, speech_wav: SpeechTrack) -> Path:
     """48 kHz mono white noise at -30 dBFS, as long as `speech_wav`."""
     return make_noise_wav(media_dir / "noise.wav", speech_wav.duration_s, dbfs=-30.0)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private, empty redis-server on a free loopback port, which the test may stop, kill
+    and restart (tests/redis_server.py); stopped at the end."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -106,6 +106,7 @@ def create_app(config: Config, api_key: str) -> Starlette:
             await stop_queues(runtime)
             runtime.executor.shutdown(wait=False, cancel_futures=True)
             await runtime.db.close()  # everything queued is written first
+            await runtime.bus.close()  # then what those writes published leaves for Redis
             runtime.store.close()
             api.accounts.close()
 
@@ -139,6 +140,7 @@ def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
             await stop_webhooks(runtime, webhooks)
             runtime.executor.shutdown(wait=False, cancel_futures=True)
             await runtime.db.close()  # everything queued is written first
+            await runtime.bus.close()  # then what those writes published leaves for Redis
             runtime.store.close()
             api.accounts.close()
 

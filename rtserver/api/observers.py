@@ -2,11 +2,16 @@
 and the ICE servers the observer page needs.
 
 The signals stream sends the backfill from the store, then live messages from the bus. The
-subscription opens before the backfill is read, so no message can fall between the two;
-messages seen in the backfill are skipped when they come again live (by ``seq``). A message
-reaches the bus only once it is committed to the store (``rtserver/store/async_store.py``), so
-the backfill holds everything sent live before it. The backfill is read, and its messages
-encoded, on a read thread: a long session's is thousands of messages.
+subscription opens, and its start is fixed (``Subscription.ready()``: at once in process, one
+Redis round trip across hosts), before the backfill is read, so no message can fall between
+the two; messages seen in the backfill are skipped when they come again live (by ``seq``). A
+message reaches the bus only once it is committed to the store
+(``rtserver/store/async_store.py``), so the backfill holds everything the bus carried before
+the subscription's start. A live message past a hole in the seqs (the Redis bus drops
+messages when Redis is down or its queue is full) has the hole filled from the store first:
+a session's messages are committed in seq order, so the store holds every one before it. The
+backfill is read, and its messages encoded, on a read thread: a long session's is thousands
+of messages.
 """
 
 from __future__ import annotations
@@ -62,10 +67,23 @@ async def stream_session(
         return False
 
     try:
+        await subscription.ready()  # before the backfill read: see the module docstring
         if await backfill(-1):
             await websocket.close(CLOSE_NORMAL)
             return
         while (live := await subscription.get()) is not None:
+            if live.seq > last_seq + 1:
+                # The bus lost some (Redis down, its queue full): the store has every one
+                # before this one, a session's messages being committed in seq order.
+                log.info(
+                    "observer: seqs %d to %d read from the store",
+                    last_seq + 1,
+                    live.seq - 1,
+                    extra={"session": session_id},
+                )
+                if await backfill(last_seq):
+                    await websocket.close(CLOSE_NORMAL)
+                    return
             if live.seq > last_seq and await send(live):
                 await websocket.close(CLOSE_NORMAL)
                 return

@@ -47,6 +47,18 @@ class Subscription:
         """The next message, or None once the subscription is closed."""
         return await self._queue.get()
 
+    async def ready(self) -> None:
+        """Returns once the subscription's start is fixed: every message published from
+        then on is delivered, and every message published before was committed to the store
+        before it (messages reach the bus only after their commit), so a store read made
+        after this returns holds it. An observer awaits this before reading its backfill:
+        backfill then live leaves no gap, and seq dedup drops the overlap.
+
+        Here the start is the moment of ``subscribe()`` (an in-process bus delivers from
+        then on), so it returns at once. A bus whose start needs a round trip (Redis: the
+        stream's last entry) returns once it has it."""
+        return
+
 
 class Bus(Protocol):
     """Carries each session's stored messages to the observers subscribed to it."""
@@ -63,4 +75,13 @@ class Bus(Protocol):
 
     def close_session(self, session_id: str) -> None:
         """Ends every subscription of the session, after the messages already published."""
+        ...
+
+    async def drain(self) -> None:
+        """Returns once everything published before the call has left this process (or was
+        dropped from the bus, the store having it)."""
+        ...
+
+    async def close(self) -> None:
+        """Sends what is queued and releases connections; subscriptions end."""
         ...

@@ -33,3 +33,10 @@ class IpcBus:
     def close_session(self, session_id: str) -> None:
         self._local.close_session(session_id)
         self._channel.send(WorkerClose(session_id))
+
+    async def drain(self) -> None:
+        """Nothing to wait for: the channel keeps order, so whatever the worker sends next
+        (a call's reply) reaches the server after everything published."""
+
+    async def close(self) -> None:
+        """The channel is the worker's to close."""

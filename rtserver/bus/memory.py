@@ -35,5 +35,11 @@ class MemoryBus:
         for subscription in list(self._subscribers.get(session_id, ())):
             subscription.close()
 
+    async def drain(self) -> None:
+        """Nothing to wait for: publish delivers at once."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
     def subscriber_count(self) -> int:
         return sum(len(subs) for subs in self._subscribers.values())

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rtserver.bus import Bus, MemoryBus
+from rtserver.bus import Bus, bus_for
 from rtserver.config import Config
 from rtserver.inference.asr_queue import AsrQueue
 from rtserver.inference.batcher import ModelBatcher
@@ -66,7 +66,7 @@ def build_runtime(
     config: Config, bus: Bus | None = None, fetch_missing_models: bool = True
 ) -> Runtime:
     """Everything the sessions of one process share, models loaded (not yet warmed up);
-    ``bus`` defaults to an in-process :class:`MemoryBus`. A worker process passes
+    ``bus`` defaults to the one ``config.bus`` names (:func:`bus_for`). A worker process passes
     ``fetch_missing_models=False``: the server process fetched them before starting it."""
     metrics = Metrics()
     executor = ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis")
@@ -82,7 +82,7 @@ def build_runtime(
         config=config,
         store=store,
         db=AsyncStore(store, Store(config.db_path, keyring), metrics),
-        bus=bus if bus is not None else MemoryBus(),
+        bus=bus if bus is not None else bus_for(config, metrics),
         metrics=metrics,
         executor=executor,
         detector=analysis.detector,
@@ -134,7 +134,7 @@ def build_front_runtime(config: Config) -> Runtime:
         config=config,
         store=store,
         db=AsyncStore(store, Store(config.db_path, keyring), metrics),
-        bus=MemoryBus(),
+        bus=bus_for(config, metrics),
         metrics=metrics,
         executor=ThreadPoolExecutor(1, thread_name_prefix="front"),
         detector=None,
