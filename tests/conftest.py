@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import postgres
 import pytest
 from media import (
     SpeechTrack,
@@ -14,6 +16,9 @@ from media import (
     make_speech_wav,
 )
 from server import MODELS_DIR
+
+from rtserver.store.encryption import Keyring
+from rtserver.store.engine import StoreTarget
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +77,42 @@ def blank_video(media_dir: Path, speech_wav: SpeechTrack) -> Path:
 def noise_wav(media_dir: Path, speech_wav: SpeechTrack) -> Path:
     """48 kHz mono white noise at -30 dBFS, as long as `speech_wav`."""
     return make_noise_wav(media_dir / "noise.wav", speech_wav.duration_s, dbfs=-30.0)
+
+
+# -- the store on both engines (rtserver/store/engine.py) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgresql_admin() -> str:
+    """The shared PostgreSQL server's admin URL; skips (saying why) when it is unreachable."""
+    reason = postgres.unreachable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    return postgres.ADMIN_URL
+
+
+@pytest.fixture
+def postgresql_url(postgresql_admin: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped after it."""
+    url = postgres.create_database(postgresql_admin)
+    try:
+        yield url
+    finally:
+        postgres.drop_database(url, postgresql_admin)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreTarget:
+    """Where a store test's store is: a SQLite file in the test's directory, or a fresh
+    PostgreSQL database (the same test runs on both)."""
+    if request.param == "sqlite":
+        return tmp_path / "db.sqlite3"
+    url: str = request.getfixturevalue("postgresql_url")
+    return url
+
+
+@pytest.fixture
+def keyring(tmp_path: Path) -> Keyring:
+    """The keyring the store tests open their store with: the file in the test's directory,
+    the one a SQLite store there would use by default."""
+    return Keyring.from_file(tmp_path / "master.keys")

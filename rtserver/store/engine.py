@@ -253,8 +253,8 @@ def _row_factory(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], PgRow
     return lambda values: PgRow(values, index)
 
 
-# One placeholder style for both: SQLite's. A quoted literal is copied as it is; a "%" is
-# doubled for psycopg; "::" (a PostgreSQL cast) is not a named parameter.
+# One placeholder style for both: SQLite's. A "?" or ":name" in a quoted literal is text;
+# every "%" is doubled for psycopg (whose parser knows no quotes); "::" is a cast.
 _TOKENS = re.compile(r"'(?:[^']|'')*'|::|\?|:([A-Za-z_]\w*)|%")
 
 
@@ -265,6 +265,8 @@ def translate(sql: str) -> str:
 
     def token(match: re.Match[str]) -> str:
         text = match.group(0)
+        if text.startswith("'"):
+            return text.replace("%", "%%")
         if text == "?":
             return "%s"
         if text == "%":
