@@ -67,7 +67,8 @@ def raw(db: StoreTarget, sql: str, args: tuple[object, ...] = ()) -> list[tuple[
     """``sql`` on a connection of its own, outside the Store."""
     connection = engine.connect(db)
     try:
-        return [tuple(row) for row in connection.execute(sql, args).fetchall()]
+        cursor = connection.execute(sql, args)
+        return [] if cursor.description is None else [tuple(row) for row in cursor.fetchall()]
     finally:
         connection.close()
 
