@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,7 +22,17 @@ import psycopg
 ADMIN_URL = os.environ.get(
     "RTSERVER_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-PG_BIN = Path(os.environ.get("RTSERVER_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _pg_bin() -> Path:
+    """The newest installed server's binaries (Debian: /usr/lib/postgresql/<major>/bin)."""
+    if os.environ.get("RTSERVER_TEST_PG_BIN"):
+        return Path(os.environ["RTSERVER_TEST_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 def unreachable_reason() -> str | None:
@@ -57,7 +68,8 @@ def drop_database(url: str, admin_url: str = ADMIN_URL) -> None:
 class PrivatePostgres:
     """A PostgreSQL server of this test alone, in ``directory``, on ``port`` (loopback):
     made with initdb, run with pg_ctl as the ``postgres`` user (the tests run as root),
-    stopped and started at will."""
+    stopped and started at will. :meth:`make` puts it in a directory of its own under
+    /tmp (pytest's are root's alone, out of the postgres user's reach)."""
 
     directory: Path
     port: int
@@ -69,6 +81,17 @@ class PrivatePostgres:
     def _as_postgres(self, *command: str) -> None:
         runner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run([*runner, *command], check=True, capture_output=True, timeout=120)
+
+    @classmethod
+    def make(cls, port: int) -> PrivatePostgres:
+        """A new server's files, initialised (not started)."""
+        return cls(Path(tempfile.mkdtemp(prefix="rtserver-pg-")), port).init()
+
+    def remove(self) -> None:
+        """Stops the server if it runs, and deletes its files."""
+        if self.running():
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def init(self) -> PrivatePostgres:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -278,6 +278,10 @@ def translate(sql: str) -> str:
     return _TOKENS.sub(token, sql)
 
 
+def _is_read(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() in ("SELECT", "WITH R")
+
+
 def _bind(parameters: Any) -> Any:
     """Parameters as psycopg takes them; bools as 0/1, which the BIGINT flag columns hold
     on both engines (SQLite has no boolean type)."""
@@ -404,10 +408,20 @@ class PgConnection:
         return conn.info.transaction_status != pq.TransactionStatus.IDLE
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
+        # Without parameters psycopg sends the text as it is: no placeholders to translate.
+        query = translate(sql) if parameters else sql
+        bound = _bind(parameters) if parameters else None
         conn = self._connection()
-        if not parameters:
-            return conn.execute(sql.replace("%", "%%") if "%" in sql else sql)
-        return conn.execute(translate(sql), _bind(parameters))
+        try:
+            return conn.execute(query, bound)
+        except psycopg.OperationalError:
+            # A connection that died while it sat idle (a server restart, a network cut)
+            # fails its next statement. A read outside a transaction is tried once more
+            # on a fresh one; a write is not (it may have committed): the writer decides.
+            if not conn.broken or self._closed or not _is_read(sql) or conn is not self._conn:
+                raise
+            self._release()
+            return self._connection().execute(query, bound)
 
     def executemany(self, sql: str, parameters: Any, /) -> psycopg.Cursor[Any]:
         cursor = self._connection().cursor()
