@@ -31,6 +31,7 @@ from rtserver.media.ice import restrict_host_addresses
 from rtserver.metrics import shared_for_this_run
 from rtserver.store import Store
 from rtserver.store.encryption import keyring_for
+from rtserver.store.engine import store_target
 from rtserver.transport import TlsError, uvicorn_options
 
 log = logging.getLogger("rtserver")
@@ -360,6 +361,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     importing.add_argument("--update", metavar="ID", help="save it as the next version of job ID")
     importing.add_argument("--config", type=Path, help="TOML configuration file")
     importing.add_argument("--data-dir", dest="data_dir")
+    importing.add_argument(
+        "--store",
+        metavar="URL",
+        help="postgresql://… URL of a shared store (default: SQLite in the data directory)",
+    )
     add_audit_parsers(commands)
     add_user_parsers(commands)
     add_audit_log_parsers(commands)
@@ -373,7 +379,7 @@ def check_master_keys(config: Config) -> None:
     key fails here, with its reason (KeyringError), and an older release's plaintext rows
     are sealed now. Says where the keys are; a new keyring file is announced once."""
     keyring = keyring_for(config)
-    Store(config.db_path, keyring).close()
+    Store(store_target(config), keyring).close()
     if keyring.ensure():
         print(
             f"Master key (new, stored in {config.master_key_path.resolve()}): back this file up"
@@ -390,7 +396,7 @@ def create_demo_session(config: Config, api_key: str, show_key: bool) -> None:
     """Prints the demo's links: the unused demo session of an earlier start, or a new one;
     the observer link carries the HR key only when ``show_key`` (the key was just generated
     and printed anyway)."""
-    store = Store(config.db_path, keyring_for(config))
+    store = Store(store_target(config), keyring_for(config))
     try:
         demo = demo_session(store, config.data_dir)
     finally:

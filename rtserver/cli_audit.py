@@ -20,6 +20,7 @@ from rtserver.config import Config, ConfigError, load_config
 from rtserver.scoring.jobs import Job
 from rtserver.store import CLI_ACTOR, Actor, JobRecord, Store
 from rtserver.store.encryption import keyring_for
+from rtserver.store.engine import describe, store_target
 
 
 def add_parsers(commands: Any) -> None:
@@ -91,6 +92,11 @@ def add_parsers(commands: Any) -> None:
 def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML configuration file")
     parser.add_argument("--data-dir", dest="data_dir")
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="postgresql://… URL of a shared store (default: SQLite in the data directory)",
+    )
 
 
 def _date(text: str) -> dt.date:
@@ -119,12 +125,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> Config:
     try:
-        return load_config({"data_dir": args.data_dir}, os.environ, args.config)
+        return load_config(
+            {"data_dir": args.data_dir, "store": args.store}, os.environ, args.config
+        )
     except ConfigError as exc:
         raise CommandFailed(str(exc)) from exc
 
 
-def _job(store: Store, job_id: str, where: Path) -> tuple[JobRecord, Job]:
+def _job(store: Store, job_id: str, where: str) -> tuple[JobRecord, Job]:
     from rtserver.scoring.jobs import parse_job
 
     record = store.get_job(job_id)
@@ -148,9 +156,9 @@ def import_outcomes(args: argparse.Namespace) -> int:
         entries = read_outcomes_csv(args.file)
     except OutcomesInvalid as exc:
         raise _problems(f"{args.file} is not a valid outcomes file:", exc.problems) from exc
-    store = Store(config.db_path, keyring_for(config))
+    store = Store(store_target(config), keyring_for(config))
     try:
-        record, _ = _job(store, args.job, config.db_path)
+        record, _ = _job(store, args.job, describe(store_target(config)))
         try:
             outcomes = link_outcomes(entries, store.scored_sessions(record.id))
         except OutcomesInvalid as exc:
@@ -175,9 +183,11 @@ def calibrate(args: argparse.Namespace) -> int:
     if args.apply and (not args.job or not args.by):
         raise CommandFailed("--apply needs --job ID (the job to change) and --by NAME")
     config = _config(args)
-    store = Store(config.db_path, keyring_for(config)) if args.job else None
+    store = Store(store_target(config), keyring_for(config)) if args.job else None
     try:
-        record, job = _job(store, args.job, config.db_path) if store else (None, None)
+        record, job = (
+            _job(store, args.job, describe(store_target(config))) if store else (None, None)
+        )
         data, notes = _calibration_input(args, store, record, job)
         prior, prior_kind = _prior(data.competencies, job, args.prior)
         try:
@@ -355,9 +365,9 @@ def _audit_from_store(args: argparse.Namespace) -> tuple[list[Any], Any, dict[st
     from rtserver.scoring.samples import audit_sample, job_audit_extras, job_competency_effects
 
     config = _config(args)
-    store = Store(config.db_path, keyring_for(config))
+    store = Store(store_target(config), keyring_for(config))
     try:
-        record, job = _job(store, args.job, config.db_path)
+        record, job = _job(store, args.job, describe(store_target(config)))
         sessions = store.scored_sessions(record.id)
         demographics = store.self_identification_for_audit([s.id for s in sessions])
         store.audit(CLI_ACTOR, "bias_audit", None, f"job {record.id}", f"job:{record.id}")

@@ -18,6 +18,7 @@ from rtserver.config import ConfigError, load_config
 from rtserver.store import CLI_ACTOR, Store
 from rtserver.store.audit_log import COLUMNS, parse_bound
 from rtserver.store.encryption import keyring_for
+from rtserver.store.engine import describe, exists, store_target
 
 EXPORT_PAGE = 5000  # rows read per query while exporting
 
@@ -59,6 +60,11 @@ def add_parsers(commands: Any) -> None:
 def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML configuration file")
     parser.add_argument("--data-dir", dest="data_dir")
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="postgresql://… URL of a shared store (default: SQLite in the data directory)",
+    )
 
 
 class _Failed(Exception):
@@ -79,12 +85,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _open_store(args: argparse.Namespace) -> Store:
     try:
-        config = load_config({"data_dir": args.data_dir}, os.environ, args.config)
+        config = load_config(
+            {"data_dir": args.data_dir, "store": args.store}, os.environ, args.config
+        )
     except ConfigError as exc:
         raise _Failed(str(exc)) from exc
-    if not config.db_path.exists():  # never make an empty database to verify
-        raise _Failed(f"no database at {config.db_path}")
-    return Store(config.db_path, keyring_for(config))
+    target = store_target(config)
+    if not exists(target):  # never make an empty database to verify
+        raise _Failed(f"no database at {describe(target)}")
+    return Store(target, keyring_for(config))
 
 
 def verify(args: argparse.Namespace) -> int:

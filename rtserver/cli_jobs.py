@@ -56,9 +56,12 @@ def import_job_command(args: argparse.Namespace) -> int:
     from rtserver.scoring.jobs import JobInvalid, load_job_file
     from rtserver.store import CLI_ACTOR, Store
     from rtserver.store.encryption import keyring_for
+    from rtserver.store.engine import describe, store_target
 
     try:
-        config = load_config({"data_dir": args.data_dir}, os.environ, args.config)
+        config = load_config(
+            {"data_dir": args.data_dir, "store": args.store}, os.environ, args.config
+        )
     except ConfigError as exc:
         print(f"rtserver: {exc}", file=sys.stderr)
         return 2
@@ -71,10 +74,13 @@ def import_job_command(args: argparse.Namespace) -> int:
     if job.webhooks and not config.webhook_secret:
         print("rtserver: the job's webhooks need the server's webhook secret", file=sys.stderr)
         return 2
-    store = Store(config.db_path, keyring_for(config))
+    store = Store(store_target(config), keyring_for(config))
     try:
         if args.update and store.get_job(args.update) is None:
-            print(f"rtserver: no job {args.update} in {config.db_path}", file=sys.stderr)
+            print(
+                f"rtserver: no job {args.update} in {describe(store_target(config))}",
+                file=sys.stderr,
+            )
             return 1
         record = store.save_job(job.to_wire(), CLI_ACTOR.label, args.update)
         action = "update_job" if args.update else "create_job"

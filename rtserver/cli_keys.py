@@ -16,6 +16,7 @@ from rtserver.config import Config, ConfigError, load_config
 from rtserver.errors import KeyringError
 from rtserver.store import CLI_ACTOR, Store
 from rtserver.store.encryption import ROTATE_BATCH, keyring_for
+from rtserver.store.engine import describe, exists, store_target
 
 
 def add_parsers(commands: Any) -> None:
@@ -34,21 +35,31 @@ def add_parsers(commands: Any) -> None:
     for parser in (rotate, status):
         parser.add_argument("--config", type=Path, help="TOML configuration file")
         parser.add_argument("--data-dir", dest="data_dir")
+        parser.add_argument(
+            "--store",
+            metavar="URL",
+            help="postgresql://… URL of a shared store (default: SQLite in the data directory)",
+        )
         parser.add_argument("--master-key-file", dest="master_key_file", help="the keyring file")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(
-            {"data_dir": args.data_dir, "master_key_file": args.master_key_file},
+            {
+                "data_dir": args.data_dir,
+                "store": args.store,
+                "master_key_file": args.master_key_file,
+            },
             os.environ,
             args.config,
         )
     except ConfigError as exc:
         print(f"rtserver: {exc}", file=sys.stderr)
         return 2
-    if not config.db_path.exists():  # never make an empty database to report on
-        print(f"rtserver: no database at {config.db_path}", file=sys.stderr)
+    target = store_target(config)
+    if not exists(target):  # never make an empty database to report on
+        print(f"rtserver: no database at {describe(target)}", file=sys.stderr)
         return 1
     if args.keys_command == "rotate" and args.batch < 1:
         print("rtserver: --batch must be at least 1", file=sys.stderr)
@@ -64,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 def rotate(config: Config, batch: int) -> dict[str, Any]:
     """Rotates the configured keyring over the data directory's database."""
-    store = Store(config.db_path, keyring_for(config))
+    store = Store(store_target(config), keyring_for(config))
     try:
         done = store.rotate_master_key(batch)
         detail = f"master key {done.current}: {done.rewrapped} data keys re-wrapped"
@@ -81,7 +92,7 @@ def rotate(config: Config, batch: int) -> dict[str, Any]:
 
 def status(config: Config) -> dict[str, Any]:
     keyring = keyring_for(config)
-    store = Store(config.db_path, keyring)
+    store = Store(store_target(config), keyring)
     try:
         usage = store.data_keys_by_master_key()
     finally:

@@ -26,6 +26,11 @@ def add_parsers(commands: Any) -> None:
     sweep.add_argument("--config", type=Path, help="TOML configuration file")
     sweep.add_argument("--data-dir", dest="data_dir")
     sweep.add_argument(
+        "--store",
+        metavar="URL",
+        help="postgresql://… URL of a shared store (default: SQLite in the data directory)",
+    )
+    sweep.add_argument(
         "--retention-days",
         dest="retention_days",
         type=int,
@@ -36,23 +41,25 @@ def add_parsers(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from rtserver.store import Store
     from rtserver.store.encryption import keyring_for
+    from rtserver.store.engine import describe, exists, store_target
     from rtserver.store.outbox import Outbox
     from rtserver.store.retention import iso, sweep
 
     try:
         config = load_config(
-            {"data_dir": args.data_dir, "retention_days": args.retention_days},
+            {"data_dir": args.data_dir, "store": args.store, "retention_days": args.retention_days},
             os.environ,
             args.config,
         )
     except ConfigError as exc:
         print(f"rtserver: {exc}", file=sys.stderr)
         return 2
-    if not config.db_path.exists():
-        print(f"rtserver: no store at {config.db_path}", file=sys.stderr)
+    target = store_target(config)
+    if not exists(target):
+        print(f"rtserver: no store at {describe(target)}", file=sys.stderr)
         return 1
     keyring = keyring_for(config)
-    store, outbox = Store(config.db_path, keyring), Outbox(config.db_path, keyring)
+    store, outbox = Store(target, keyring), Outbox(target, keyring)
     try:
         found = sweep(store, outbox, time.time(), config.retention_days, dry_run=args.dry_run)
     finally:

@@ -25,6 +25,7 @@ from rtserver.config import Config, ConfigError, load_config
 from rtserver.store import CLI_ACTOR, ROOT_UNIT, Store
 from rtserver.store.accounts import AccountStore, User
 from rtserver.store.encryption import keyring_for
+from rtserver.store.engine import store_target
 
 
 class CommandFailed(Exception):
@@ -66,13 +67,18 @@ def add_parsers(commands: Any) -> None:
     for parser in (*users_commands.choices.values(), *units_commands.choices.values()):
         parser.add_argument("--config", type=Path, help="TOML configuration file")
         parser.add_argument("--data-dir", dest="data_dir")
+        parser.add_argument(
+            "--store",
+            metavar="URL",
+            help="postgresql://… URL of a shared store (default: SQLite in the data directory)",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
-        accounts = AccountStore(config.db_path, keyring_for(config))
-        store = Store(config.db_path, keyring_for(config))
+        accounts = AccountStore(store_target(config), keyring_for(config))
+        store = Store(store_target(config), keyring_for(config))
         try:
             if args.command == "units":
                 return _units(args, accounts, store)
@@ -87,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> Config:
     try:
-        return load_config({"data_dir": args.data_dir}, os.environ, args.config)
+        return load_config(
+            {"data_dir": args.data_dir, "store": args.store}, os.environ, args.config
+        )
     except ConfigError as exc:
         raise CommandFailed(str(exc)) from exc
 

@@ -139,6 +139,14 @@ class RateLimited(RetryLater):
     default_retry_after_s = 1
 
 
+class StoreUnavailable(RetryLater):
+    """The store (PostgreSQL, or a SQLite file locked or failing) could not answer a read,
+    or take a write within its deadline (``store/async_store.py``): nothing was done."""
+
+    code = "store_unavailable"
+    default_retry_after_s = 5
+
+
 class WorkerLost(RtServerError):
     """The worker process that runs (or would run) a session is gone or not ready yet."""
 
@@ -186,6 +194,7 @@ HTTP_STATUS: dict[type[RtServerError], int] = {
     AtCapacity: 503,
     Overloaded: 503,
     WorkerLost: 503,
+    StoreUnavailable: 503,
     RtServerError: 500,
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import postgres
 import pytest
 from media import (
     SpeechTrack,
@@ -17,6 +18,9 @@ from media import (
 )
 from redis_server import RedisServer
 from server import MODELS_DIR
+
+from rtserver.store.encryption import Keyring
+from rtserver.store.engine import StoreTarget
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +90,42 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+# -- the store on both engines (rtserver/store/engine.py) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgresql_admin() -> str:
+    """The shared PostgreSQL server's admin URL; skips (saying why) when it is unreachable."""
+    reason = postgres.unreachable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    return postgres.ADMIN_URL
+
+
+@pytest.fixture
+def postgresql_url(postgresql_admin: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped after it."""
+    url = postgres.create_database(postgresql_admin)
+    try:
+        yield url
+    finally:
+        postgres.drop_database(url, postgresql_admin)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreTarget:
+    """Where a store test's store is: a SQLite file in the test's directory, or a fresh
+    PostgreSQL database (the same test runs on both)."""
+    if request.param == "sqlite":
+        return tmp_path / "db.sqlite3"
+    url: str = request.getfixturevalue("postgresql_url")
+    return url
+
+
+@pytest.fixture
+def keyring(tmp_path: Path) -> Keyring:
+    """The keyring the store tests open their store with: the file in the test's directory,
+    the one a SQLite store there would use by default."""
+    return Keyring.from_file(tmp_path / "master.keys")

@@ -1,4 +1,5 @@
-"""HR accounts on a real SQLite file: passwords, the login steps, lockout, TOTP replay,
+"""HR accounts on a real SQLite file and a fresh PostgreSQL database (``store_target``,
+tests/conftest.py): passwords, the login steps, lockout, TOTP replay,
 recovery codes, org-unit scope, browser logins and API tokens (rtserver/accounts/,
 rtserver/store/accounts.py)."""
 
@@ -16,14 +17,17 @@ from rtserver.accounts.login import MAX_FAILURES, LoginAttempt, LoginRefused, lo
 from rtserver.accounts.principal import VIA_COOKIE, Principal
 from rtserver.accounts.roles import Permission, allows
 from rtserver.errors import LockedOut, SecondFactorRequired, Unauthorized
+from rtserver.store import engine
 from rtserver.store.accounts import AccountStore
+from rtserver.store.encryption import Keyring
+from rtserver.store.engine import StoreTarget
 
 PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def accounts(tmp_path: Path) -> Iterator[AccountStore]:
-    store = AccountStore(tmp_path / "db.sqlite3")
+def accounts(store_target: StoreTarget, keyring: Keyring) -> Iterator[AccountStore]:
+    store = AccountStore(store_target, keyring)
     store.add_unit("north", "North region", "hq")
     store.add_unit("store-1", "Store 1", "north")
     store.add_unit("store-2", "Store 2", "north")
@@ -172,12 +176,17 @@ def test_browser_logins_end_on_logout_disable_and_password_change(
 
 
 def test_api_tokens_are_hashed_scoped_expiring_and_revocable(
-    accounts: AccountStore, tmp_path: Path
+    accounts: AccountStore, store_target: StoreTarget
 ) -> None:
     secret, token = accounts.add_token("ats", "recruiter", "store-1", time.time() + 60, "admin")
     assert secret.startswith("rtk_")
-    raw = (tmp_path / "db.sqlite3").read_bytes() + _wal(tmp_path)
-    assert secret.split(".", 1)[1].encode() not in raw  # only its hash is stored
+    db = engine.connect(store_target)
+    stored = [tuple(row) for row in db.execute("SELECT * FROM api_tokens").fetchall()]
+    db.close()
+    assert secret.split(".", 1)[1] not in repr(stored)  # only its hash is stored
+    if isinstance(store_target, Path):  # nor is it anywhere in the files
+        raw = store_target.read_bytes() + _wal(store_target.parent)
+        assert secret.split(".", 1)[1].encode() not in raw
     found = accounts.check_token(secret)
     assert found is not None and (found.role, found.unit) == ("recruiter", "store-1")
     assert accounts.check_token(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None

@@ -26,13 +26,24 @@ from rtserver.api.context import Api
 from rtserver.api.observers import stream_session
 from rtserver.bus import MemoryBus, Subscription
 from rtserver.config import Config
+from rtserver.errors import StoreUnavailable
 from rtserver.live.publisher import Publisher
 from rtserver.live.runtime import Runtime
 from rtserver.live.session import LiveSession
 from rtserver.messages import AudioSecond, SignalMessage, StoredMessage, VideoSecond
 from rtserver.metrics import Metrics
 from rtserver.scoring.rubric import Interview, score_interview
-from rtserver.store import STATUS_ENDED, Actor, AsyncStore, Store, StoreBacklogged, StoreClosed
+from rtserver.store import (
+    STATUS_ENDED,
+    Actor,
+    AsyncStore,
+    Store,
+    StoreBacklogged,
+    StoreClosed,
+    engine,
+)
+from rtserver.store.encryption import Keyring
+from rtserver.store.engine import StoreTarget
 
 SLOW_WRITE_S = 0.2
 SLOW_READ_S = 0.3
@@ -71,8 +82,10 @@ class FlakyStore(Store):
     """Message writes fail like a locked database: the first ``failures`` tries of each seq
     listed, then succeed; a random short delay on the others shuffles the timing."""
 
-    def __init__(self, path: Path, failing: dict[tuple[str, int], int]) -> None:
-        super().__init__(path)
+    def __init__(
+        self, path: StoreTarget, failing: dict[tuple[str, int], int], keyring: Keyring | None = None
+    ) -> None:
+        super().__init__(path, keyring)
         self.failing = dict(failing)
         self.tries = 0
 
@@ -102,9 +115,9 @@ class CheckingBus(MemoryBus):
     """A MemoryBus that records what it was given, checking on its own connection that
     every message it fans out is already committed."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: StoreTarget) -> None:
         super().__init__()
-        self.check = sqlite3.connect(path, check_same_thread=False)
+        self.check = engine.connect(path)
         self.events: list[tuple[str, str, int]] = []  # (what, session, seq)
         self.uncommitted: list[tuple[str, int]] = []
         self.status_at_final: dict[str, str | None] = {}  # session -> its status then
@@ -129,10 +142,13 @@ class CheckingBus(MemoryBus):
         super().close_session(session_id)
 
 
-def make_runtime(path: Path, writes: Store, bus: MemoryBus | None = None, **config: Any) -> Runtime:
-    reads, metrics = Store(path), Metrics()
+def make_runtime(
+    path: StoreTarget, writes: Store, bus: MemoryBus | None = None, **config: Any
+) -> Runtime:
+    reads, metrics = Store(path, writes.keyring), Metrics()
+    data_dir = path.parent if isinstance(path, Path) else Path("unused-data-dir")
     return Runtime(
-        config=Config(data_dir=path.parent, analysis="decode", **config),
+        config=Config(data_dir=data_dir, analysis="decode", **config),
         store=reads,
         db=AsyncStore(reads, writes, metrics),
         bus=bus if bus is not None else MemoryBus(),
@@ -185,22 +201,23 @@ async def max_loop_lag_during(work: Awaitable[Any], period_s: float = 0.01) -> t
 
 
 async def test_each_sessions_messages_reach_the_bus_in_order_after_commit_then_close(
-    tmp_path: Path,
+    store_target: StoreTarget, keyring: Keyring
 ) -> None:
     """Three sessions publish interleaved, as their tickers do, through a store whose writes
-    fail now and then (a locked database) and take varying time. Each observer gets its
-    session's messages in seq order, each only once committed, the final last (once the
-    session reads as ended), then the close; nothing is lost or repeated."""
+    fail now and then (a locked database, a lost connection) and take varying time. Each
+    observer gets its session's messages in seq order, each only once committed, the final
+    last (once the session reads as ended), then the close; nothing is lost or repeated.
+    On SQLite and PostgreSQL."""
     random.seed(7)
-    path = tmp_path / "db.sqlite3"
-    setup = Store(path)
+    path = store_target
+    setup = Store(path, keyring)
     sessions = [setup.create_session(None, None, [])[0].id for _ in range(3)]
     for session in sessions:
         assert setup.mark_live(session, "test-node")
     counts = dict(zip(sessions, (15, 9, 12), strict=True))
     failing = {(s, seq): random.choice([1, 2]) for s in sessions for seq in (0, 3, 7, 12)}
     bus = CheckingBus(path)
-    runtime = make_runtime(path, FlakyStore(path, failing), bus)
+    runtime = make_runtime(path, FlakyStore(path, failing, keyring), bus)
     subscriptions = {s: bus.subscribe(s) for s in sessions}
     publishers = {s: Publisher(runtime, s) for s in sessions}
 
@@ -449,3 +466,63 @@ async def test_a_write_failing_inside_its_transaction_is_retried_from_the_start(
     assert erased is not None and erased.candidate is None
     assert runtime.metrics.store_retries.value() == 1
     await runtime.db.close()
+
+
+# -- deadlines of the writes HTTP handlers await ------------------------------------------
+
+
+class LockedStore(Store):
+    """A store whose session writes and reads fail as a locked (or unreachable) one does."""
+
+    def create_session(self, *args: Any, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError("database is locked")
+
+    def get_session(self, session_id: str) -> Any:
+        raise sqlite3.OperationalError("database is locked")
+
+
+async def test_an_awaited_write_not_begun_by_its_deadline_is_refused_and_never_done(
+    tmp_path: Path,
+) -> None:
+    """The writer is stuck on a session's second (the store is down); HR creating a session
+    is answered StoreUnavailable at the deadline, and once the store is back the session is
+    not made behind their back, while the second is written."""
+    path = tmp_path / "db.sqlite3"
+    gated = GatedStore(path)
+    runtime = make_runtime(path, gated)
+    runtime.db.write_deadline_s = 0.3
+    Publisher(runtime, "s").publish(signal("s", 0))
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=r"within 0\.3 s"):
+        await runtime.db.create_session("Ada", None, [])
+    assert 0.25 <= time.monotonic() - started < 2.0
+    gated.gate.set()
+    await runtime.db.close()
+    assert [m.seq for m in runtime.store.messages("s")] == [0]
+    assert runtime.store.list_sessions() == []  # withdrawn: never done
+
+
+async def test_an_awaited_write_is_not_retried_past_its_deadline(tmp_path: Path) -> None:
+    """A write that keeps failing (a locked file, PostgreSQL down) is given up at its
+    deadline, with nothing committed; the writer goes on with the next write."""
+    path = tmp_path / "db.sqlite3"
+    runtime = make_runtime(path, LockedStore(path))
+    runtime.db.write_deadline_s = 0.5
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await runtime.db.create_session("Ada", None, [])
+    assert time.monotonic() - started < 2.0
+    assert runtime.metrics.store_retries.value() >= 1
+    await Publisher(runtime, "s").publish_and_wait(signal("s", 0))  # the writer goes on
+    assert [m.seq for m in runtime.store.messages("s")] == [0]
+    await runtime.db.close()
+
+
+async def test_a_read_the_store_cannot_answer_is_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    reads = LockedStore(path)
+    db = AsyncStore(reads, Store(path))
+    with pytest.raises(StoreUnavailable, match="cannot answer"):
+        await db.get_session("nope")
+    await db.close()
+    reads.close()

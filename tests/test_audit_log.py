@@ -1,4 +1,5 @@
-"""The hash-chained audit log (rtserver/store/audit_log.py) on real SQLite files: the chain
+"""The hash-chained audit log (rtserver/store/audit_log.py) on real SQLite files and fresh
+PostgreSQL databases (``store_target``, tests/conftest.py): the chain
 verifies, every kind of tampering with raw SQL is named by row, concurrent writers keep one
 chain, an older table is migrated once, list polling folds, retention prunes without
 breaking verification, and the `rtserver audit-log` commands run as a user runs them."""
@@ -11,7 +12,6 @@ import csv
 import io
 import itertools
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtserver.config import ConfigError, load_config
-from rtserver.store import CLI_ACTOR, Actor, Store
+from rtserver.store import CLI_ACTOR, Actor, Store, engine
 from rtserver.store.audit_log import (
     COLUMNS,
     GENESIS_HASH,
@@ -34,7 +34,8 @@ from rtserver.store.audit_log import (
     parse_bound,
     row_hash,
 )
-from rtserver.store.sqlite import open_connection
+from rtserver.store.encryption import Keyring
+from rtserver.store.engine import StoreTarget
 
 ALICE = Actor("user:alice", "recruiter", "unit:store-12", "10.0.0.7")
 BOB = Actor("user:bob", "viewer", "unit:hq", "10.0.0.8")
@@ -51,20 +52,23 @@ class Clock:
         return self.now
 
 
-def raw(path: Path) -> sqlite3.Connection:
-    """A plain connection, as someone with the file would tamper with it."""
-    return sqlite3.connect(path, isolation_level=None)
+def raw(target: StoreTarget) -> engine.Connection:
+    """A plain connection (autocommit, rows by name), as someone with the file or the
+    database's credentials would tamper with it."""
+    return engine.connect(target)
 
 
-def filled(path: Path, rows: int = 8) -> Store:
-    store = Store(path)
+def filled(target: StoreTarget, keyring: Keyring | None = None, rows: int = 8) -> Store:
+    store = Store(target, keyring)
     for i in range(rows):
         store.audit(ALICE if i % 2 else BOB, "view_report", f"session-{i}", "")
     return store
 
 
-def test_rows_carry_who_what_and_the_chain_and_verify(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db.sqlite3")
+def test_rows_carry_who_what_and_the_chain_and_verify(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
+    store = Store(store_target, keyring)
     store.audit(ALICE, "view_report", "s1")
     store.audit(BOB, "create_job", None, "job j1 version 1", "job:j1")
     store.audit(CLI_ACTOR, "export_audit_log", None, "format=jsonl from=- to=-")
@@ -93,8 +97,8 @@ def test_rows_carry_who_what_and_the_chain_and_verify(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_detail_longer_than_ids_is_refused(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db.sqlite3")
+def test_a_detail_longer_than_ids_is_refused(store_target: StoreTarget, keyring: Keyring) -> None:
+    store = Store(store_target, keyring)
     with pytest.raises(ValueError, match="ids, not content"):
         store.audit(ALICE, "decision", "s1", "x" * 501)
     assert store.audit_log(None) == [] and store.verify_audit_log().intact
@@ -106,9 +110,11 @@ def test_a_detail_longer_than_ids_is_refused(tmp_path: Path) -> None:
     [("detail", "advance"), ("user_id", "user:mallory"), ("actor", "user:mallory@10.0.0.9"),
      ("at", 1.0), ("session_id", "session-x"), ("role", "admin")],
 )  # fmt: skip
-def test_an_edited_row_is_named(tmp_path: Path, column: str, value: object) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = filled(path)
+def test_an_edited_row_is_named(
+    store_target: StoreTarget, keyring: Keyring, column: str, value: object
+) -> None:
+    path = store_target
+    store = filled(path, keyring)
     raw(path).execute(f"UPDATE audit SET {column} = ? WHERE id = 5", (value,))
     report = store.verify_audit_log()
     assert not report.intact and report.bad_row == 5, report
@@ -116,27 +122,29 @@ def test_an_edited_row_is_named(tmp_path: Path, column: str, value: object) -> N
     store.close()
 
 
-def test_a_deleted_middle_row_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = filled(path)
+def test_a_deleted_middle_row_is_named(store_target: StoreTarget, keyring: Keyring) -> None:
+    path = store_target
+    store = filled(path, keyring)
     raw(path).execute("DELETE FROM audit WHERE id = 4")
     report = store.verify_audit_log()
     assert not report.intact and report.bad_row == 4 and "missing" in (report.problem or "")
     store.close()
 
 
-def test_deleted_first_rows_are_named(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = filled(path)
+def test_deleted_first_rows_are_named(store_target: StoreTarget, keyring: Keyring) -> None:
+    path = store_target
+    store = filled(path, keyring)
     raw(path).execute("DELETE FROM audit WHERE id <= 2")
     report = store.verify_audit_log()
     assert not report.intact and report.bad_row == 1 and "rows 1-2 are missing" in report.summary()
     store.close()
 
 
-def test_a_deleted_last_row_is_caught_by_the_head_record(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = filled(path)
+def test_a_deleted_last_row_is_caught_by_the_head_record(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
+    path = store_target
+    store = filled(path, keyring)
     raw(path).execute("DELETE FROM audit WHERE id = 8")
     report = store.verify_audit_log()
     assert not report.intact and report.bad_row == 8 and "deleted at the end" in report.summary()
@@ -147,12 +155,14 @@ def test_a_deleted_last_row_is_caught_by_the_head_record(tmp_path: Path) -> None
     store.close()
 
 
-def test_a_truncation_that_rewrites_the_head_needs_a_head_kept_elsewhere(tmp_path: Path) -> None:
+def test_a_truncation_that_rewrites_the_head_needs_a_head_kept_elsewhere(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
     """What the chain cannot see alone, stated as a test: someone who deletes the last rows
     and also rewrites the head record leaves a valid shorter chain. A head recorded earlier
     (``--expect``) catches it."""
-    path = tmp_path / "db.sqlite3"
-    store = filled(path)
+    path = store_target
+    store = filled(path, keyring)
     kept = store.verify_audit_log()
     db = raw(path)
     row7 = db.execute("SELECT hash FROM audit WHERE id = 7").fetchone()[0]
@@ -164,14 +174,15 @@ def test_a_truncation_that_rewrites_the_head_needs_a_head_kept_elsewhere(tmp_pat
     store.close()
 
 
-def test_a_rewritten_history_is_caught_only_against_a_recorded_head(tmp_path: Path) -> None:
+def test_a_rewritten_history_is_caught_only_against_a_recorded_head(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
     """Edit row 3 and recompute every hash after it: SHA-256 has no key, so the file alone
     verifies; the head printed before no longer matches."""
-    path = tmp_path / "db.sqlite3"
-    store = filled(path)
+    path = store_target
+    store = filled(path, keyring)
     kept = store.verify_audit_log()
     db = raw(path)
-    db.row_factory = sqlite3.Row
     db.execute("UPDATE audit SET detail = 'forged' WHERE id = 3")
     prev = db.execute("SELECT hash FROM audit WHERE id = 2").fetchone()[0]
     for row in db.execute("SELECT * FROM audit WHERE id >= 3 ORDER BY id").fetchall():
@@ -188,12 +199,12 @@ def test_a_rewritten_history_is_caught_only_against_a_recorded_head(tmp_path: Pa
     store.close()
 
 
-def test_an_inserted_row_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = filled(path)
+def test_an_inserted_row_is_named(store_target: StoreTarget, keyring: Keyring) -> None:
+    path = store_target
+    store = filled(path, keyring)
     raw(path).execute(
-        "INSERT INTO audit (at, actor, action, session_id, detail)"
-        " VALUES (?, 'user:mallory@10.0.0.9', 'view_report', 's1', '')",
+        "INSERT INTO audit (id, at, actor, action, session_id, detail)"
+        " VALUES (9, ?, 'user:mallory@10.0.0.9', 'view_report', 's1', '')",
         (time.time(),),
     )
     report = store.verify_audit_log()
@@ -201,13 +212,14 @@ def test_an_inserted_row_is_named(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_row_forged_into_a_gap_is_named_by_the_next_row(tmp_path: Path) -> None:
+def test_a_row_forged_into_a_gap_is_named_by_the_next_row(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
     """A replacement for row 4 with a correctly computed hash, chained to row 3: row 5 still
     points at the original row 4."""
-    path = tmp_path / "db.sqlite3"
-    store = filled(path)
+    path = store_target
+    store = filled(path, keyring)
     db = raw(path)
-    db.row_factory = sqlite3.Row
     row = dict(db.execute("SELECT * FROM audit WHERE id = 4").fetchone())
     row |= {"actor": "user:mallory@10.0.0.9", "user_id": "user:mallory"}
     row["hash"] = row_hash(row)
@@ -221,11 +233,12 @@ def test_a_row_forged_into_a_gap_is_named_by_the_next_row(tmp_path: Path) -> Non
     store.close()
 
 
-def test_a_row_appended_past_the_head_with_a_valid_hash_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = filled(path)
+def test_a_row_appended_past_the_head_with_a_valid_hash_is_named(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
+    path = store_target
+    store = filled(path, keyring)
     db = raw(path)
-    db.row_factory = sqlite3.Row
     last = dict(db.execute("SELECT * FROM audit WHERE id = 8").fetchone())
     forged = {**last, "id": 9, "detail": "", "prev_hash": last["hash"]}
     forged["hash"] = row_hash(forged)
@@ -240,12 +253,14 @@ def test_a_row_appended_past_the_head_with_a_valid_hash_is_named(tmp_path: Path)
     store.close()
 
 
-def test_two_connections_writing_at_once_keep_one_chain(tmp_path: Path) -> None:
+def test_two_connections_writing_at_once_keep_one_chain(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
     """The server and a worker (or the command line) each have their own connection: the
     head is read and the row inserted in one IMMEDIATE transaction, so they never both chain
     to the same row."""
-    path = tmp_path / "db.sqlite3"
-    stores = [Store(path), Store(path)]
+    path = store_target
+    stores = [Store(path, keyring), Store(path, keyring)]
     errors: list[BaseException] = []
 
     def write(store: Store, actor: Actor) -> None:
@@ -356,9 +371,11 @@ def test_a_first_release_table_is_migrated_and_chained_once(tmp_path: Path) -> N
     reopened.close()
 
 
-def test_list_polling_folds_to_one_row_per_user_per_minute(tmp_path: Path) -> None:
+def test_list_polling_folds_to_one_row_per_user_per_minute(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
     clock = Clock(1_750_000_020.0)  # 20 s into a minute
-    log = AuditLog(open_connection(tmp_path / "db.sqlite3"), clock)
+    log = AuditLog(engine.connect(store_target), clock)
     polls = []
     for _ in range(5):
         polls.append(log.append(ALICE, "list", None, "12 sessions"))
@@ -378,9 +395,11 @@ def test_list_polling_folds_to_one_row_per_user_per_minute(tmp_path: Path) -> No
     assert log.verify().intact
 
 
-def test_logins_and_other_views_are_never_folded(tmp_path: Path) -> None:
+def test_logins_and_other_views_are_never_folded(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
     clock = Clock()
-    log = AuditLog(open_connection(tmp_path / "db.sqlite3"), clock)
+    log = AuditLog(engine.connect(store_target), clock)
     for action in ("login", "login_failed", "logout", "view_report", "watch", "decision"):
         assert not is_folded(action)
         ids = [log.append(ALICE, action, "s1") for _ in range(3)]
@@ -389,8 +408,10 @@ def test_logins_and_other_views_are_never_folded(tmp_path: Path) -> None:
     assert log.folded == 0 and len(log.rows()) == 18
 
 
-def test_the_store_folds_polling_as_the_api_writes_it(tmp_path: Path) -> None:
-    store = Store(tmp_path / "db.sqlite3")
+def test_the_store_folds_polling_as_the_api_writes_it(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
+    store = Store(store_target, keyring)
     start = time.time()
     for _ in range(20):
         store.audit(ALICE, "list", None, "0 sessions")
@@ -399,18 +420,20 @@ def test_the_store_folds_polling_as_the_api_writes_it(tmp_path: Path) -> None:
     store.close()
 
 
-def written_at(path: Path, times: list[float]) -> AuditLog:
+def written_at(target: StoreTarget, times: list[float]) -> AuditLog:
     clock = Clock()
-    log = AuditLog(open_connection(path), clock)
+    log = AuditLog(engine.connect(target), clock)
     for i, at in enumerate(times):
         clock.now = at
         log.append(ALICE, "view_report", f"s{i}")
     return log
 
 
-def test_pruning_moves_the_anchor_and_verification_still_holds(tmp_path: Path) -> None:
+def test_pruning_moves_the_anchor_and_verification_still_holds(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
     now = 1_750_000_000.0
-    path = tmp_path / "db.sqlite3"
+    path = store_target
     log = written_at(path, [now - 300 * DAY_S + i for i in range(7)] + [now - DAY_S, now])
     head = log.verify()
     assert log.prune(now - 183 * DAY_S, batch=3) == 3  # batch by batch
@@ -429,9 +452,11 @@ def test_pruning_moves_the_anchor_and_verification_still_holds(tmp_path: Path) -
     assert not broken.intact and broken.bad_row == 8
 
 
-def test_pruning_everything_keeps_the_chain_going(tmp_path: Path) -> None:
+def test_pruning_everything_keeps_the_chain_going(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
     now = 1_750_000_000.0
-    log = written_at(tmp_path / "db.sqlite3", [now - 400 * DAY_S + i for i in range(4)])
+    log = written_at(store_target, [now - 400 * DAY_S + i for i in range(4)])
     assert log.prune(now) == 4
     empty = log.verify()
     assert empty.intact and empty.rows == 0 and empty.anchor_id == empty.head_id == 4
@@ -440,10 +465,12 @@ def test_pruning_everything_keeps_the_chain_going(tmp_path: Path) -> None:
     assert after.intact and (after.first_id, after.last_id) == (5, 5)
 
 
-def test_pruning_refuses_to_delete_tampered_rows(tmp_path: Path) -> None:
+def test_pruning_refuses_to_delete_tampered_rows(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
     """Pruning checks what it deletes: evidence of tampering is never pruned away."""
     now = 1_750_000_000.0
-    path = tmp_path / "db.sqlite3"
+    path = store_target
     log = written_at(path, [now - 300 * DAY_S + i for i in range(5)] + [now])
     raw(path).execute("UPDATE audit SET detail = 'forged' WHERE id = 2")
     with pytest.raises(AuditChainBroken, match="row 2"):
@@ -451,11 +478,13 @@ def test_pruning_refuses_to_delete_tampered_rows(tmp_path: Path) -> None:
     assert len(log.rows()) == 6 and log.verify().bad_row == 2
 
 
-async def test_the_pruner_prunes_what_is_past_retention(tmp_path: Path) -> None:
+async def test_the_pruner_prunes_what_is_past_retention(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
     now = time.time()
-    path = tmp_path / "db.sqlite3"
+    path = store_target
     written_at(path, [now - 200 * DAY_S, now - 190 * DAY_S, now - 100 * DAY_S, now])
-    store = Store(path)
+    store = Store(path, keyring)
     pruner = AuditPruner(
         lambda before: asyncio.to_thread(store.prune_audit_log, before), retention_days=183
     )

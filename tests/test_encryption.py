@@ -1,6 +1,8 @@
-"""Encryption at rest (rtserver/store/encryption.py) on real SQLite files: what reaches the
-files, erasure, the migration of plaintext databases, wrong keys, and key rotation while
-another connection reads and writes."""
+"""Encryption at rest (rtserver/store/encryption.py) on real SQLite files and, for every test
+taking ``store_target`` (tests/conftest.py), on a fresh PostgreSQL database too: what reaches
+the files (on PostgreSQL, the rows as anyone with the database's credentials reads them),
+erasure, the migration of plaintext databases, wrong keys, and key rotation while another
+connection reads and writes."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pytest
 from rtserver.config import load_config
 from rtserver.errors import DecryptionFailed, KeyringError, MasterKeyMissing
 from rtserver.messages import StoredMessage
-from rtserver.store import Outcome, Question, Store
+from rtserver.store import Outcome, Question, Store, engine
 from rtserver.store.encryption import (
     Keyring,
     encode_key,
@@ -28,6 +30,7 @@ from rtserver.store.encryption import (
     new_master_key,
     session_record,
 )
+from rtserver.store.engine import StoreTarget
 from rtserver.store.outbox import Outbox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,11 +42,33 @@ def file_bytes(db: Path) -> bytes:
     return b"".join(p.read_bytes() for p in parts if p.exists())
 
 
-def raw(db: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    """``sql`` on a connection of its own, outside the Store."""
-    connection = sqlite3.connect(db)
+def stored_bytes(target: StoreTarget) -> bytes:
+    """What the store holds, as someone who reads it without the keys would: a SQLite
+    database's files; every row of every table of a PostgreSQL database."""
+    if isinstance(target, Path):
+        return file_bytes(target)
+    connection = engine.connect(target)
     try:
-        return connection.execute(sql, args).fetchall()
+        tables = connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchall()
+        dump = [list(connection.execute(f"SELECT * FROM {t[0]}").fetchall()) for t in tables]
+    finally:
+        connection.close()
+    return b"".join(
+        value if isinstance(value, bytes) else str(value).encode()
+        for rows in dump
+        for row in rows
+        for value in row
+    )
+
+
+def raw(db: StoreTarget, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """``sql`` on a connection of its own, outside the Store."""
+    connection = engine.connect(db)
+    try:
+        cursor = connection.execute(sql, args)
+        return [] if cursor.description is None else [tuple(row) for row in cursor.fetchall()]
     finally:
         connection.close()
 
@@ -65,26 +90,25 @@ def fill(store: Store, name: str, marker: str) -> str:
     return record.id
 
 
-def flip_a_byte(db: Path, table: str, column: str, key: str, value: str) -> None:
+def flip_a_byte(db: StoreTarget, table: str, column: str, key: str, value: str) -> None:
     """Changes one byte in the middle of a sealed value, as an edit of the file would."""
-    connection = sqlite3.connect(db)
-    with connection:
-        (sealed,) = connection.execute(
-            f"SELECT {column} FROM {table} WHERE {key} = ?", (value,)
-        ).fetchone()
-        changed = bytearray(sealed)
-        changed[len(changed) // 2] ^= 0x01
-        connection.execute(
-            f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (bytes(changed), value)
-        )
+    connection = engine.connect(db)
+    (sealed,) = connection.execute(
+        f"SELECT {column} FROM {table} WHERE {key} = ?", (value,)
+    ).fetchone()
+    changed = bytearray(sealed)
+    changed[len(changed) // 2] ^= 0x01
+    connection.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (bytes(changed), value))
     connection.close()
 
 
-def test_candidate_data_never_reaches_the_files_in_plaintext(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = Store(path)
+def test_candidate_data_never_reaches_the_files_in_plaintext(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
+    path = store_target
+    store = Store(path, keyring)
     sid = fill(store, "Zenobia Quartermain", "Xylophone42")
-    outbox = Outbox(path)
+    outbox = Outbox(path, keyring)
     outbox.add("decision.made", ["http://ats.invalid/"], {"reason": "Yodel-Outbox-77"}, sid)
 
     # The store returns plaintext...
@@ -99,9 +123,13 @@ def test_candidate_data_never_reaches_the_files_in_plaintext(tmp_path: Path) -> 
     assert json.loads(outbox.due(time.time())[0].body)["data"]["reason"] == "Yodel-Outbox-77"
     # ...while the files hold none of it, open (WAL) or closed (checkpointed).
     secrets = [b"Zenobia", b"Xylophone42", b"Yodel-Outbox-77"]
-    on_disk = file_bytes(path)
+    on_disk = stored_bytes(path)
     assert b"job-24enohpolyX" in on_disk  # the job label is not sealed: the search works
     assert not [s for s in secrets if s in on_disk]
+    if not isinstance(path, Path):  # PostgreSQL: the sealed columns are BYTEA, no typeof
+        outbox.close()
+        store.close()
+        return
     sealed = raw(
         path,
         "SELECT typeof(candidate) FROM sessions UNION ALL SELECT typeof(payload) FROM messages"
@@ -114,18 +142,20 @@ def test_candidate_data_never_reaches_the_files_in_plaintext(tmp_path: Path) -> 
     assert not [s for s in secrets if s in file_bytes(path)]
 
 
-def test_a_sealed_value_opens_only_in_its_own_row_column_and_session(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = Store(path)
+def test_a_sealed_value_opens_only_in_its_own_row_column_and_session(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
+    path = store_target
+    store = Store(path, keyring)
     one, two = fill(store, "Ada", "one"), fill(store, "Grace", "two")
     store.close()
 
     def fresh() -> Store:  # a new connection: nothing cached
-        return Store(path)
+        return Store(path, keyring)
 
     # Another row of the same session (message 1's payload copied onto message 0).
-    raw_db = sqlite3.connect(path)
-    with raw_db:
+    raw_db = engine.connect(path)
+    if True:
         raw_db.execute(
             "UPDATE messages SET payload = (SELECT payload FROM messages WHERE session_id = ?"
             " AND seq = 1) WHERE session_id = ? AND seq = 0",
@@ -134,7 +164,7 @@ def test_a_sealed_value_opens_only_in_its_own_row_column_and_session(tmp_path: P
     with pytest.raises(DecryptionFailed, match="authentication"):
         fresh().messages(one)
     # Another session's value (Grace's name on Ada's session).
-    with raw_db:
+    if True:
         raw_db.execute(
             "UPDATE sessions SET candidate = (SELECT candidate FROM sessions WHERE id = ?)"
             " WHERE id = ?",
@@ -143,7 +173,7 @@ def test_a_sealed_value_opens_only_in_its_own_row_column_and_session(tmp_path: P
     with pytest.raises(DecryptionFailed):
         fresh().get_session(one)
     # Another column of the same row (race into sex).
-    with raw_db:
+    if True:
         raw_db.execute("UPDATE self_identification SET sex = race WHERE session_id = ?", (two,))
     with pytest.raises(DecryptionFailed):
         fresh().self_identification_for_audit([two])
@@ -151,12 +181,10 @@ def test_a_sealed_value_opens_only_in_its_own_row_column_and_session(tmp_path: P
     flip_a_byte(path, "decisions", "reason", "session_id", two)
     with pytest.raises(DecryptionFailed):
         fresh().decisions(two)
-    # Plaintext put in a sealed column after the migration is refused, not read.
-    with raw_db:
-        raw_db.execute(
-            "UPDATE messages SET payload = '{\"forged\": 1}' WHERE session_id = ?", (two,)
-        )
-    with pytest.raises(DecryptionFailed, match="not sealed"):
+    # Plaintext put in a sealed column after the migration is refused, not read (on
+    # PostgreSQL the column is BYTEA: the text's bytes, in no sealed format).
+    raw_db.execute("UPDATE messages SET payload = '{\"forged\": 1}' WHERE session_id = ?", (two,))
+    with pytest.raises(DecryptionFailed, match=r"not sealed|unknown format"):
         fresh().messages(two)
     raw_db.close()
 
@@ -337,12 +365,18 @@ def test_a_plaintext_database_of_an_older_release_is_sealed_on_open(tmp_path: Pa
     ]
 
 
-def test_the_wrong_or_a_missing_master_key_is_a_typed_error(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = Store(path)
+def test_the_wrong_or_a_missing_master_key_is_a_typed_error(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    path = store_target
+    keys_file = tmp_path / "master.keys"
+
+    def opened(keyring: Keyring | None = None) -> Store:  # the keyring file, read afresh
+        return Store(path, keyring or Keyring.from_file(keys_file))
+
+    store = opened()
     sid = fill(store, "Ada", "k")
     store.close()
-    keys_file = tmp_path / "master.keys"
     right = Keyring.from_file(keys_file)
     original = keys_file.read_text()
     assert keys_file.stat().st_mode & 0o777 == 0o600
@@ -350,11 +384,11 @@ def test_the_wrong_or_a_missing_master_key_is_a_typed_error(tmp_path: Path) -> N
     # Another key (RTSERVER_MASTER_KEY set to the wrong value).
     other = Keyring.from_keys(encode_key(new_master_key()))
     with pytest.raises(MasterKeyMissing, match=right.current_id() or "?"):
-        Store(path, other)
+        opened(other)
     # The keyring file gone: the default keyring has no key for it.
     keys_file.rename(tmp_path / "elsewhere.keys")
     with pytest.raises(MasterKeyMissing, match="does not hold"):
-        Store(path)
+        opened()
     (tmp_path / "elsewhere.keys").rename(keys_file)
     # A key changed in the file under its id.
     text = json.loads(keys_file.read_text())
@@ -362,15 +396,15 @@ def test_the_wrong_or_a_missing_master_key_is_a_typed_error(tmp_path: Path) -> N
     text["keys"][kid]["key"] = encode_key(new_master_key())
     keys_file.write_text(json.dumps(text))
     with pytest.raises(KeyringError, match="damaged"):
-        Store(path)
+        opened()
     keys_file.write_text(json.dumps({**text, "keys": {kid: {"key": "not base64!"}}}))
     with pytest.raises(KeyringError, match="base64"):
-        Store(path)
+        opened()
     # A wrapped data key changed in the database: that session fails, typed.
     keys_file.write_text(original)
     flip_a_byte(path, "data_keys", "wrapped", "record", session_record(sid))
     with pytest.raises(DecryptionFailed, match="data key"):
-        Store(path).messages(sid)
+        opened().messages(sid)
     with pytest.raises(KeyringError, match="RTSERVER_MASTER_KEY"):
         Keyring.from_keys("c2hvcnQ=")
 
@@ -415,9 +449,11 @@ def test_the_configured_master_key_reaches_every_process(tmp_path: Path) -> None
     assert elsewhere.master_key_path == tmp_path / "k" / "ring"
 
 
-def test_an_erased_sessions_pending_webhooks_are_dropped_unread(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    store, outbox = Store(path), Outbox(path)
+def test_an_erased_sessions_pending_webhooks_are_dropped_unread(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
+    path = store_target
+    store, outbox = Store(path, keyring), Outbox(path, keyring)
     erased, kept = fill(store, "Ada", "a"), fill(store, "Bo", "b")
     outbox.add("session.completed", ["http://a.invalid/", "http://b.invalid/"], {"n": 1}, erased)
     outbox.add("session.completed", ["http://a.invalid/"], {"n": 2}, kept)
@@ -434,24 +470,28 @@ def test_an_erased_sessions_pending_webhooks_are_dropped_unread(tmp_path: Path) 
 
 
 def test_a_write_after_another_connection_erased_the_session_uses_no_erased_key(
-    tmp_path: Path,
+    store_target: StoreTarget,
+    keyring: Keyring,
 ) -> None:
-    path = tmp_path / "db.sqlite3"
-    worker, server = Store(path), Store(path)
+    path = store_target
+    worker, server = Store(path, keyring), Store(path, keyring)
     record, _ = server.create_session("Ada", None, [])
     worker.append_message(StoredMessage(record.id, 0, "signal", {"t": 0}))  # key now cached
     server.erase(record.id)
     worker.append_message(StoredMessage(record.id, 1, "signal", {"t": 1}))
     # Written under a new key, readable (as before encryption, a late message is kept).
-    assert [m.payload for m in Store(path).messages(record.id)] == [{"t": 1}]
+    assert [m.payload for m in Store(path, keyring).messages(record.id)] == [{"t": 1}]
     worker.close()
     server.close()
 
 
-def test_rotation_while_another_process_reads_and_writes(tmp_path: Path) -> None:
+def test_rotation_while_another_process_reads_and_writes(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
     data = tmp_path / "data"
-    path = data / "rtserver.sqlite3"
-    setup = Store(path)
+    sqlite = isinstance(store_target, Path)
+    path = data / "rtserver.sqlite3" if sqlite else store_target
+    setup = Store(path, Keyring.from_file(data / "master.keys"))
     expected: dict[str, tuple[str, list[dict[str, object]]]] = {}
     # Enough data keys, re-wrapped one per transaction, for the rotation to take a while
     # (about half a second) with the server working through it.
@@ -505,7 +545,7 @@ def test_rotation_while_another_process_reads_and_writes(tmp_path: Path) -> None
         time.sleep(0.5)
         rotated = subprocess.run(
             [sys.executable, "-m", "rtserver", "keys", "rotate", "--data-dir", str(data),
-             "--batch", "1"],
+             "--batch", "1", *([] if sqlite else ["--store", str(path)])],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
             env={k: v for k, v in os.environ.items() if not k.startswith("RTSERVER_")},
         )  # fmt: skip
@@ -527,7 +567,9 @@ def test_rotation_while_another_process_reads_and_writes(tmp_path: Path) -> None
     assert (data / "master.keys").stat().st_mode & 0o777 == 0o600
     assert keyring.ids() == [new_id]  # the server read the file again
     server.close()
-    check = Store(path)  # a fresh process: only the new key
+    check = Store(
+        path, Keyring.from_file(data / "master.keys")
+    )  # a fresh process: only the new key
     assert check.data_keys_by_master_key() == {new_id: sessions + len(made)}
     for sid, (name, payloads) in {**expected, **made}.items():
         assert check.get_session(sid).candidate == name  # type: ignore[union-attr]
@@ -535,12 +577,14 @@ def test_rotation_while_another_process_reads_and_writes(tmp_path: Path) -> None
     assert any(e["action"] == "rotate_master_key" for e in check.audit_log())
     check.close()
     # The data keys as the old master key wrapped them are in neither file any more.
-    on_disk = file_bytes(path)
+    on_disk = stored_bytes(path)
     assert [w for w in old_wrapped if w in on_disk] == []
 
 
-def test_rotation_with_keys_from_the_environment(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
+def test_rotation_with_keys_from_the_environment(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
+    path = store_target
     old, new = new_master_key(), new_master_key()
     store = Store(path, Keyring.from_keys(encode_key(old)))
     sid = fill(store, "Ada", "env")
@@ -633,9 +677,11 @@ def test_totp_secrets_are_sealed_and_enrolment_moves_them_whole(tmp_path: Path) 
     reopened.close()
 
 
-def test_legal_hold_reasons_and_the_candidates_own_answers_are_sealed(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    store = Store(path)
+def test_legal_hold_reasons_and_the_candidates_own_answers_are_sealed(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
+    path = store_target
+    store = Store(path, keyring)
     sid = fill(store, "Ada", "Holdfast")
     assert store.set_legal_hold(sid, "Tribunal claim Wobblegong-9", "hr")
     assert not store.set_legal_hold("no-such-session", "x", "hr")
@@ -644,12 +690,41 @@ def test_legal_hold_reasons_and_the_candidates_own_answers_are_sealed(tmp_path: 
     answers = store.self_identification_of(sid)
     assert answers is not None
     assert (answers["sex"], answers["race"]) == ("sex-Holdfast", "race-Holdfast")
-    assert b"Wobblegong" not in file_bytes(path) and b"Holdfast" not in file_bytes(path)
-    assert raw(path, "SELECT typeof(legal_hold_reason) FROM sessions WHERE id = ?", (sid,)) == [
-        ("blob",)
-    ]
+    assert b"Wobblegong" not in stored_bytes(path) and b"Holdfast" not in stored_bytes(path)
+    [(sealed,)] = raw(path, "SELECT legal_hold_reason FROM sessions WHERE id = ?", (sid,))
+    assert isinstance(sealed, bytes) and sealed[0] == 1  # VERSION: a sealed value
     # no data key was made for the session that is not there
     assert raw(path, "SELECT COUNT(*) FROM data_keys WHERE record = 'session:no-such-session'") == [
         (0,)
     ]
+    store.close()
+
+
+def test_erasure_shreds_the_data_key_so_a_copy_of_the_rows_reads_as_erased(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
+    """On both engines: an erased session's sealed values are in no row, its data key is
+    gone, and a copy of its rows put back (from a backup of the rows alone) reads as
+    erased, never as data; the other candidate is untouched."""
+    store, outbox = Store(store_target, keyring), Outbox(store_target, keyring)
+    erased, kept = fill(store, "Erin Erasable", "Eraseme77"), fill(store, "Kim Keeper", "Keepme55")
+    outbox.add("session.completed", ["http://ats.invalid/"], {"c": "Erin"}, erased)
+    [(payload,)] = raw(
+        store_target, "SELECT payload FROM messages WHERE session_id = ? AND seq = 1", (erased,)
+    )
+    assert isinstance(payload, bytes) and payload in stored_bytes(store_target)
+    assert store.erase(erased)
+    outbox.erase(erased)
+    assert payload not in stored_bytes(store_target)
+    assert raw(store_target, "SELECT COUNT(*) FROM data_keys WHERE record = ?", (
+        session_record(erased),
+    )) == [(0,)]  # fmt: skip
+    raw(
+        store_target,
+        "INSERT INTO messages (session_id, seq, kind, payload) VALUES (?, 9, 'final', ?)",
+        (erased, payload),
+    )
+    assert Store(store_target, keyring).messages(erased) == []
+    assert store.decisions(kept)[0]["reason"] == "reason Keepme55"
+    outbox.close()
     store.close()

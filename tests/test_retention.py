@@ -1,4 +1,5 @@
-"""Retention (rtserver/store/retention.py) on a real SQLite file: which sessions fall due and
+"""Retention (rtserver/store/retention.py) on a real SQLite file and a fresh PostgreSQL
+database (``store_target``, tests/conftest.py): which sessions fall due and
 when, what stops them, what the sweep erases and logs. Every sweep is given its ``now``, so
 nothing sleeps: "a day later" is a number."""
 
@@ -21,6 +22,8 @@ from rtserver.store import (
     SessionRecord,
     Store,
 )
+from rtserver.store.encryption import Keyring
+from rtserver.store.engine import StoreTarget
 from rtserver.store.outbox import Outbox
 from rtserver.store.records import DAY_S
 from rtserver.store.retention import RetentionSweeper, find_due, sweep
@@ -29,15 +32,15 @@ DEFAULT = 180  # the server's retention_days in these tests
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "db.sqlite3")
+def store(store_target: StoreTarget, keyring: Keyring) -> Iterator[Store]:
+    opened = Store(store_target, keyring)
     yield opened
     opened.close()
 
 
 @pytest.fixture
-def outbox(tmp_path: Path, store: Store) -> Iterator[Outbox]:
-    opened = Outbox(tmp_path / "db.sqlite3")
+def outbox(store_target: StoreTarget, keyring: Keyring, store: Store) -> Iterator[Outbox]:
+    opened = Outbox(store_target, keyring)
     yield opened
     opened.close()
 
@@ -209,9 +212,10 @@ def test_a_held_erasure_request_is_carried_out_once_the_hold_is_lifted(
     assert store.pending_erasure_requests() == []
 
 
-def test_the_due_query_reads_its_indexes(tmp_path: Path, store: Store) -> None:
+def test_the_due_query_reads_its_indexes(tmp_path: Path) -> None:
     """One query finds every due session, through the two partial indexes, without scanning
     the sessions table (a table of years of interviews)."""
+    Store(tmp_path / "db.sqlite3").close()
     db = sqlite3.connect(tmp_path / "db.sqlite3")
     from rtserver.store.sqlite import _DUE_FOR_ERASURE
 
@@ -263,19 +267,21 @@ def test_a_database_from_before_retention_counts_from_its_history(tmp_path: Path
     store.close()
 
 
-def test_the_servers_sweeper_erases_through_the_async_store(tmp_path: Path) -> None:
+def test_the_servers_sweeper_erases_through_the_async_store(
+    store_target: StoreTarget, keyring: Keyring
+) -> None:
     """RetentionSweeper, as the server runs it: reads on a read thread, each erasure a
     write on the writer thread."""
-    path = tmp_path / "db.sqlite3"
-    reads = Store(path)
+    path = store_target
+    reads = Store(path, keyring)
     due = ended(reads)
     kept = ended(reads)
     reads.set_legal_hold(kept.id, "a claim", "hr")
     assert due.ended_at is not None
-    outbox = Outbox(path)
+    outbox = Outbox(path, keyring)
 
     async def run() -> list[str]:
-        db = AsyncStore(reads, Store(path))
+        db = AsyncStore(reads, Store(path, keyring))
         try:
             sweeper = RetentionSweeper(db, outbox, DEFAULT, 3600.0)
             return await sweeper.sweep(due.ended_at + DEFAULT * DAY_S + 1)  # type: ignore[operator]

@@ -39,7 +39,7 @@ from rtserver.api import (
 )
 from rtserver.api.auth import BootstrapKeyWarning
 from rtserver.api.context import Api
-from rtserver.api.http import handle_error
+from rtserver.api.http import handle_error, handle_store_error
 from rtserver.api.pages import WEB_CLIENT
 from rtserver.api.security import SecuredStarlette
 from rtserver.ats.webhooks import WebhookDispatcher
@@ -59,6 +59,7 @@ from rtserver.models.fetch import ensure_models
 from rtserver.perception.analysis import needed_models
 from rtserver.server.workers import WorkerPool
 from rtserver.store.audit_log import AuditPruner
+from rtserver.store.engine import OPERATIONAL_ERRORS
 from rtserver.store.retention import RetentionSweeper
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,10 @@ def routed_app(
     app = SecuredStarlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={RtServerError: handle_error},
+        exception_handlers={
+            RtServerError: handle_error,
+            **{error: handle_store_error for error in OPERATIONAL_ERRORS},
+        },
         middleware=[Middleware(BootstrapKeyWarning, bootstrap_key=api.bootstrap_key)],
     )
     app.state.api = api

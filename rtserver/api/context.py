@@ -16,6 +16,7 @@ from rtserver.live.manager import SessionHost, SessionManager
 from rtserver.live.runtime import Runtime
 from rtserver.store import STATUS_ERASED, Actor, SessionRecord
 from rtserver.store.accounts import AccountStore
+from rtserver.store.engine import store_target
 
 
 def bearer_token(connection: HTTPConnection) -> str:
@@ -54,7 +55,7 @@ class Api:
         # thread (rtserver/store/async_store.py).
         self.db = runtime.db
         # Users, units, logins and API tokens (rtserver/store/accounts.py).
-        self.accounts = AccountStore(runtime.config.db_path, runtime.store.keyring)
+        self.accounts = AccountStore(store_target(runtime.config), runtime.store.keyring)
         # Where the live sessions run: here, or in worker processes (rtserver/server/workers.py).
         self.manager: SessionHost = host if host is not None else SessionManager(runtime)
         self.bootstrap_key = api_key

@@ -19,6 +19,7 @@ from rtserver.errors import (
     RateLimited,
     RetryLater,
     RtServerError,
+    StoreUnavailable,
     http_status,
 )
 
@@ -94,3 +95,10 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         return error_response(exc)  # logged once per flood, by the limiter (rate_limits.py)
     log.info("%s %s refused: %s", request.method, request.url.path, exc.detail)
     return error_response(exc)
+
+
+async def handle_store_error(request: Request, exc: Exception) -> Response:
+    """A store call made outside the AsyncStore (accounts, the outbox) that failed as an
+    unreachable store does (``engine.OPERATIONAL_ERRORS``): 503 store_unavailable with
+    Retry-After, as the AsyncStore's own refusals, never a 500."""
+    return await handle_error(request, StoreUnavailable(f"the store cannot answer: {exc}"))

@@ -88,7 +88,10 @@ _ERROR_TITLES = {
     410: "The interview link has expired",
     413: f"The body is over {MAX_BODY_BYTES} bytes",
     500: "An unexpected server error",
-    503: "The server is at capacity, overloaded, or a worker is not ready: retry later",
+    503: (
+        "The server is at capacity, overloaded, a worker is not ready, or the store is"
+        " unreachable: retry later"
+    ),
 }
 
 
@@ -675,8 +678,9 @@ def _op(
         statuses |= {400, 413}
     if security is not NONE:
         # A role that may not, a login still enrolling its second factor, or a browser
-        # request without its CSRF token.
-        statuses |= {401, 403}
+        # request without its CSRF token; and a store that is unreachable (every HR call
+        # reads it and writes its audit row): store_unavailable.
+        statuses |= {401, 403, 503}
     for code in sorted(statuses):
         responses[str(code)] = {"$ref": f"#/components/responses/Error{code}"}
     responses["default"] = {"$ref": "#/components/responses/ErrorOther"}
@@ -930,7 +934,7 @@ def _paths() -> dict[str, Schema]:
                 "candidate",
                 NONE,
                 (200, "The questions", {"type": "object", "required": ["questions", "status"]}),
-                (401, 404, 410),
+                (401, 404, 410, 503),
                 parameters=(SESSION_ID, TOKEN_QUERY),
             )
         },

@@ -24,6 +24,7 @@ from rtserver.scoring.competencies import TextEncoder
 from rtserver.server.admission import RecentSignalLag
 from rtserver.store import AsyncStore, Store
 from rtserver.store.encryption import keyring_for
+from rtserver.store.engine import store_target
 from rtserver.store.outbox import Outbox
 
 # Utterances decoded per speech-to-text call (rtserver/inference/asr_queue.py): one. On the
@@ -72,7 +73,8 @@ def build_runtime(
     executor = ThreadPoolExecutor(config.analysis_threads, thread_name_prefix="analysis")
     analysis = build_analysis(config, metrics, executor, fetch_missing_models)
     keyring = keyring_for(config)  # one per process, shared by its connections
-    store = Store(config.db_path, keyring)
+    target = store_target(config)  # the SQLite file, or the PostgreSQL URL
+    store = Store(target, keyring)
     asr = None
     if analysis.recognizer is not None:
         asr = AsrQueue(
@@ -81,7 +83,7 @@ def build_runtime(
     return Runtime(
         config=config,
         store=store,
-        db=AsyncStore(store, Store(config.db_path, keyring), metrics),
+        db=AsyncStore(store, Store(target, keyring), metrics),
         bus=bus if bus is not None else bus_for(config, metrics),
         metrics=metrics,
         executor=executor,
@@ -90,7 +92,7 @@ def build_runtime(
         backends=analysis.backends,
         vad=analysis.vad,
         asr=asr,
-        outbox=Outbox(config.db_path, keyring),
+        outbox=Outbox(target, keyring),
     )
 
 
@@ -128,15 +130,15 @@ async def stop_queues(runtime: Runtime) -> None:
 def build_front_runtime(config: Config) -> Runtime:
     """The server process's runtime when worker processes run the sessions: storage, the
     bus its observers subscribe to, metrics; no models."""
-    keyring = keyring_for(config)
-    store, metrics = Store(config.db_path, keyring), Metrics()
+    keyring, target = keyring_for(config), store_target(config)
+    store, metrics = Store(target, keyring), Metrics()
     return Runtime(
         config=config,
         store=store,
-        db=AsyncStore(store, Store(config.db_path, keyring), metrics),
+        db=AsyncStore(store, Store(target, keyring), metrics),
         bus=bus_for(config, metrics),
         metrics=metrics,
         executor=ThreadPoolExecutor(1, thread_name_prefix="front"),
         detector=None,
-        outbox=Outbox(config.db_path, keyring),
+        outbox=Outbox(target, keyring),
     )

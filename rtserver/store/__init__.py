@@ -1,14 +1,17 @@
 """Durable state: sessions, their message logs, reports and the audit log.
 
-One module per implementation behind one interface: ``sqlite.py`` (the embedded default) and,
-for many hosts, PostgreSQL beside it. ``records.py`` holds what every implementation keeps and
-returns; ``async_store.py`` puts a store off the event loop (one writer thread for every
-write, reads in threads), whatever the implementation; ``audit_log.py`` is the hash-chained,
-append-only audit log the store writes through (folding, retention, verification);
-``accounts.py`` holds users, org units, logins and API tokens; ``encryption.py`` seals
-candidate data at rest (AES-GCM data keys wrapped by the keyring's master keys, their
-rotation). Schema, queries and retention
-belong here; what is judged of a session (``scoring/``) and who may see it (``api/``) do not.
+One implementation of each store class (``sqlite.py``'s Store, accounts, the audit log,
+encryption, the outbox, retention) runs on SQLite (the embedded default) or PostgreSQL (many
+hosts, ``--store postgresql://…``) through one connection layer, ``engine.py``, which holds
+every difference between the two (placeholders, schema and its versioned PostgreSQL
+migrations in ``migrations/postgresql/``, write locks, error families). ``records.py``
+holds what every implementation keeps and returns; ``async_store.py`` puts a store off the
+event loop (one writer thread for every write, reads in threads), whatever the engine;
+``audit_log.py`` is the hash-chained, append-only audit log the store writes through
+(folding, retention, verification); ``accounts.py`` holds users, org units, logins and API
+tokens; ``encryption.py`` seals candidate data at rest (AES-GCM data keys wrapped by the
+keyring's master keys, their rotation). Schema, queries and retention belong here; what is
+judged of a session (``scoring/``) and who may see it (``api/``) do not.
 """
 
 from rtserver.store.async_store import AsyncStore, StoreBacklogged, StoreClosed, StoreWriter

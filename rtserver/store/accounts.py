@@ -1,5 +1,5 @@
-"""HR accounts on SQLite: org units, users, their second factors, browser login sessions and
-API tokens, in the server's database file.
+"""HR accounts: org units, users, their second factors, browser login sessions and API
+tokens, in the server's store (SQLite or PostgreSQL, ``engine.py``).
 
 Secrets are never stored as given: passwords as Argon2id hashes (``accounts/passwords.py``),
 recovery codes, login-session ids and API-token secrets as SHA-256 hashes (they are random,
@@ -15,17 +15,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rtserver.accounts.principal import ROOT_UNIT
+from rtserver.store import engine
 from rtserver.store.encryption import (
     GLOBAL_RECORD,
     Column,
@@ -36,7 +35,7 @@ from rtserver.store.encryption import (
     migrated,
     prepare,
 )
-from rtserver.store.sqlite import checkpoint, open_connection
+from rtserver.store.engine import INTEGRITY_ERRORS, Connection, Row, StoreTarget
 from rtserver.store.transactions import write_transaction
 
 # A user's TOTP secret, active (totp_secret) or being enrolled (totp_pending): one label for
@@ -184,19 +183,22 @@ class ApiToken:
 class AccountStore:
     """Units, users, second factors, login sessions and API tokens; thread-safe."""
 
-    def __init__(self, path: Path, keyring: Keyring | None = None) -> None:
+    def __init__(self, target: StoreTarget, keyring: Keyring | None = None) -> None:
         if keyring is None:
-            keyring = Keyring.from_file(default_keyring_path(path))
+            keyring = Keyring.from_file(default_keyring_path(target))
         self._keys = RecordKeys(keyring)
-        self._db = open_connection(path)
+        self._db = engine.connect(target)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.executescript(_SCHEMA)  # CREATE ... IF NOT EXISTS: safe in every process
-            prepare(self._db, keyring)
+            db = self._db
+            # CREATE ... IF NOT EXISTS on SQLite: safe in every process.
+            engine.prepare_schema(db, lambda: db.executescript(_SCHEMA))
+            prepare(db, keyring)
         self._seal_plaintext_totp()
         with self._transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO units (id, name, parent, created_at) VALUES (?, ?, NULL, ?)",
+                "INSERT INTO units (id, name, parent, created_at) VALUES (?, ?, NULL, ?)"
+                " ON CONFLICT DO NOTHING",
                 (ROOT_UNIT, "Headquarters", time.time()),
             )
 
@@ -205,13 +207,13 @@ class AccountStore:
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[Connection]:
         """One write transaction under the lock (store/transactions.py)."""
         with self._lock, write_transaction(self._db):
             yield self._db
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
+    def _reading(self) -> Iterator[Connection]:
         with self._lock:
             yield self._db
 
@@ -228,7 +230,7 @@ class AccountStore:
                     "INSERT INTO units (id, name, parent, created_at) VALUES (?, ?, ?, ?)",
                     (unit_id, name, parent, time.time()),
                 )
-            except sqlite3.IntegrityError as exc:
+            except INTEGRITY_ERRORS as exc:
                 raise ValueError(f"there is already a unit {unit_id!r}") from exc
         return Unit(unit_id, name, parent)
 
@@ -278,7 +280,7 @@ class AccountStore:
                     " require_totp, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (user_id, username, name, password_hash, role, unit, require_totp, time.time()),
                 )
-            except sqlite3.IntegrityError as exc:
+            except INTEGRITY_ERRORS as exc:
                 raise ValueError(f"there is already a user {username!r}") from exc
         user = self.get_user(user_id)
         assert user is not None
@@ -386,6 +388,8 @@ class AccountStore:
 
     def _seal_plaintext_totp(self) -> None:
         """Seals the TOTP secrets an earlier release stored in plaintext (once)."""
+        if not engine.may_hold_plaintext(self._db):
+            return
         with self._transaction() as db:
             if migrated(db, "accounts-v1"):
                 return
@@ -409,7 +413,7 @@ class AccountStore:
             mark_migrated(db, "accounts-v1")
         if rows:
             with self._lock:
-                checkpoint(self._db, None)
+                engine.scrub(self._db, None)
 
     def use_totp_step(self, user_id: str, step: int) -> bool:
         """Marks ``step`` used; False when it (or a later one) already was: a replay."""
@@ -576,7 +580,7 @@ class AccountStore:
         return _token(row) if row else None
 
 
-def _user(row: sqlite3.Row) -> User:
+def _user(row: Row) -> User:
     return User(
         id=row["id"],
         username=row["username"],
@@ -593,7 +597,7 @@ def _user(row: sqlite3.Row) -> User:
     )
 
 
-def _token(row: sqlite3.Row) -> ApiToken:
+def _token(row: Row) -> ApiToken:
     return ApiToken(
         id=row["id"],
         name=row["name"],

@@ -1,8 +1,9 @@
 """The store, off the event loop: one writer thread for every write, reads in threads.
 
-The event loop carries every session's RTP, DTLS and ICE, so it must never wait on SQLite: a
-write that waits out another process's lock (up to ``BUSY_TIMEOUT_S``), a slow disk, or a
-report read of an hour of signals would stall every peer at once. :class:`AsyncStore` is the
+The event loop carries every session's RTP, DTLS and ICE, so it must never wait on the store:
+a write that waits out another process's lock (up to ``BUSY_TIMEOUT_S``), a slow disk, a
+PostgreSQL server that is down or far away, or a report read of an hour of signals would
+stall every peer at once. :class:`AsyncStore` is the
 async face of :class:`rtserver.store.sqlite.Store` that the event loop uses:
 
 - **Writes** (messages, session status, audit rows) go to one :class:`StoreWriter` thread, in
@@ -12,11 +13,24 @@ async face of :class:`rtserver.store.sqlite.Store` that the event loop uses:
   it live (backfill-then-live never misses one), a session's messages keep their order, and a
   session's bus close comes after its final. A final goes on the bus only once the session's
   ended status is committed too (``Publisher.finish`` in ``live/session.py``).
-- **Failures**: a write that fails with ``sqlite3.OperationalError`` (the database is locked
-  past the busy timeout, the disk is full, an I/O error) is retried, with backoff, until it
-  succeeds; everything after it waits its turn. Other errors (a constraint broken, i.e. a
+- **Failures**: a write that fails with an OperationalError (``engine.OPERATIONAL_ERRORS``:
+  a SQLite database locked past the busy timeout, a full disk, an I/O error; PostgreSQL
+  down, restarting or unreachable, a connection lost) is rolled back and retried, with
+  backoff, on a fresh connection where the old one broke, until it succeeds; everything
+  after it waits its turn. Other errors (a constraint broken, i.e. a
   bug) fail that one write, are logged, and are raised to whoever awaits it; what should have
   followed it does not run (a message that is not stored is never sent).
+- **Deadlines**: a write an HTTP handler awaits (:class:`AsyncStore`'s, but ``mark_ended``)
+  has ``HTTP_WRITE_DEADLINE_S``. If the writer has not begun it by then, it is withdrawn and
+  never done, and the caller gets :class:`StoreUnavailable` (503, Retry-After); one that
+  has begun is not tried again past its deadline (StoreUnavailable too, nothing committed),
+  and one that commits on its first try stands. So with the store down, creating a session
+  or joining one is refused within seconds, while the live sessions' seconds wait.
+- **Outage bound**: with the store down, a live session's seconds wait in this queue, then
+  (past ``WRITE_QUEUE_BOUND`` writes for the whole process) in the session itself, each
+  summarised second kept in order (``live/seconds.py``) for as long as the interview lasts
+  (``--max-interview``); none is dropped, and all are written in order once the store is
+  back. Reads that fail (after one more try on a fresh connection) raise StoreUnavailable.
 - **Bound**: at most ``WRITE_QUEUE_BOUND`` writes wait for the writer. At the bound,
   :meth:`StoreWriter.offer` (the per-second publisher's path, which must never wait) raises
   :class:`StoreBacklogged` and takes nothing: the session keeps its summarised seconds and
@@ -26,7 +40,7 @@ async face of :class:`rtserver.store.sqlite.Store` that the event loop uses:
   that still fail ``SHUTDOWN_RETRY_S`` after the close began are given up, each logged as an
   error with its session: a disk that never comes back cannot hold the process forever.
 - **Reads** (backfill, reports, lists, token checks) run in a small thread pool on their own
-  connection: WAL readers never wait for the writer.
+  connection: readers never wait for the writer (SQLite's WAL, PostgreSQL's MVCC).
 """
 
 from __future__ import annotations
@@ -35,7 +49,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -44,8 +57,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from rtserver.errors import StoreUnavailable
 from rtserver.messages import StoredMessage
 from rtserver.metrics import Metrics
+from rtserver.store import engine
 from rtserver.store.records import (
     DEFAULT_EXPIRES_IN_S,
     ROOT_UNIT,
@@ -68,6 +83,9 @@ RETRY_FIRST_S = 0.05  # first wait before a failed write is tried again
 RETRY_MAX_S = 2.0  # the wait doubles up to this
 SHUTDOWN_RETRY_S = 30.0  # at shutdown, failing writes are given up this long after close()
 READ_THREADS = 2  # reads queue on one connection; two threads keep one read from idling it
+# How long a write an HTTP handler awaits may wait to be begun (s): a store that is down
+# answers 503 within this, not when the client has long given up.
+HTTP_WRITE_DEADLINE_S = 5.0
 
 
 class StoreBacklogged(Exception):
@@ -86,8 +104,12 @@ class _Write:
     then: Callable[[], None] | None  # runs on the event loop once ``write`` is committed
     future: asyncio.Future[Any] | None  # resolved on the event loop, after ``then``
     session: str | None = None  # for logs
+    deadline: float | None = None  # monotonic time after which it is not begun or retried
     result: Any = None
     error: BaseException | None = field(default=None)
+    # Under the writer's lock: begun by the writer, or withdrawn by its waiter first.
+    begun: bool = False
+    withdrawn: bool = False
 
 
 class StoreWriter:
@@ -135,11 +157,35 @@ class StoreWriter:
         write: Callable[[Store], Any] | None,
         then: Callable[[], None] | None = None,
         session: str | None = None,
+        deadline_s: float | None = None,
     ) -> Any:
         """Queues a write (waiting for room at the bound) and returns its result once it is
-        committed and ``then`` has run; raises what the write raised if it failed."""
-        await self.wait_for_room()
-        return await self._enqueue(_Write(write, then, None, session))
+        committed and ``then`` has run; raises what the write raised if it failed. With
+        ``deadline_s``, StoreUnavailable when it was not begun (or could not be done
+        without a retry) within that many seconds: then it is never done (module
+        docstring)."""
+        if deadline_s is None:
+            await self.wait_for_room()
+            return await self._enqueue(_Write(write, then, None, session))
+        deadline = time.monotonic() + deadline_s
+        try:
+            await asyncio.wait_for(self.wait_for_room(), deadline_s)
+        except TimeoutError:
+            raise _unavailable(deadline_s) from None
+        item = _Write(write, then, None, session, deadline)
+        future = self._enqueue(item)
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(future), max(0.0, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            with self._wake:
+                if not item.begun:
+                    item.withdrawn = True
+            if item.withdrawn:
+                raise _unavailable(deadline_s) from None
+        # Begun in time: its one try (no retry past the deadline) decides.
+        return await future
 
     def queue_action(
         self, then: Callable[[], None], session: str | None = None
@@ -194,7 +240,15 @@ class StoreWriter:
                 if not self._queue:
                     return  # closing, and everything is written
                 item = self._queue.popleft()
-            self._write(item)
+                late = item.deadline is not None and time.monotonic() >= item.deadline
+                if item.withdrawn or late:
+                    item.withdrawn = True  # never begun: its waiter hears StoreUnavailable
+                else:
+                    item.begun = True
+            if item.withdrawn:
+                item.error = _unavailable(None)
+            else:
+                self._write(item)
             assert self._loop is not None
             try:
                 self._loop.call_soon_threadsafe(self._done, item)
@@ -202,7 +256,8 @@ class StoreWriter:
                 return  # the event loop is closed: nobody is left to tell
 
     def _write(self, item: _Write) -> None:
-        """Runs one write, retrying what may pass (OperationalError) until it does."""
+        """Runs one write, retrying what may pass (OperationalError) until it does, or
+        until its deadline (if it has one)."""
         if item.write is None:
             return
         delay = RETRY_FIRST_S
@@ -210,7 +265,18 @@ class StoreWriter:
             try:
                 item.result = item.write(self.store)
                 return
-            except sqlite3.OperationalError as exc:
+            except engine.OPERATIONAL_ERRORS as exc:
+                with contextlib.suppress(*engine.STORE_ERRORS):
+                    self.store.rollback_open_transaction()
+                if item.deadline is not None and time.monotonic() + delay >= item.deadline:
+                    log.warning(
+                        "store write failed (%s); not retried past its deadline",
+                        exc,
+                        extra={"session": item.session or "-"},
+                    )
+                    item.error = _unavailable(None)
+                    item.error.__cause__ = exc
+                    return
                 closing_at = self._closing_at
                 if closing_at is not None and time.monotonic() - closing_at > SHUTDOWN_RETRY_S:
                     log.error(
@@ -222,8 +288,6 @@ class StoreWriter:
                     return
                 if self._metrics is not None:
                     self._metrics.store_retries.inc()
-                with contextlib.suppress(sqlite3.Error):
-                    self.store.rollback_open_transaction()
                 log.warning(
                     "store write failed (%s); retrying in %.2f s",
                     exc,
@@ -275,23 +339,35 @@ class AsyncStore:
     writer thread. Each method says which it is.
     """
 
-    def __init__(self, reads: Store, writes: Store, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        reads: Store,
+        writes: Store,
+        metrics: Metrics | None = None,
+        write_deadline_s: float | None = HTTP_WRITE_DEADLINE_S,
+    ) -> None:
         self.reads = reads
         self.writer = StoreWriter(writes, metrics)
+        self.write_deadline_s = write_deadline_s
         self._executor = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="store-read")
 
     async def read(
         self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """``fn(store, *args, **kwargs)`` on a read thread."""
-        call = functools.partial(fn, self.reads, *args, **kwargs)
+        """``fn(store, *args, **kwargs)`` on a read thread. StoreUnavailable when the store
+        cannot answer: a connection found broken (a PostgreSQL restart) is replaced and the
+        read tried once more first."""
+        call = functools.partial(_read, fn, self.reads, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def write(
         self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """``fn(store, *args, **kwargs)`` on the writer thread, after every earlier write."""
-        result: T = await self.writer.submit(lambda store: fn(store, *args, **kwargs))
+        """``fn(store, *args, **kwargs)`` on the writer thread, after every earlier write,
+        within ``write_deadline_s`` (StoreUnavailable past it: module docstring)."""
+        result: T = await self.writer.submit(
+            lambda store: fn(store, *args, **kwargs), deadline_s=self.write_deadline_s
+        )
         return result
 
     async def close(self) -> None:
@@ -398,8 +474,9 @@ class AsyncStore:
         return await self.write(lambda store: store.mark_live(session_id, node))
 
     async def mark_ended(self, session_id: str, reason: str) -> None:
-        """Write, after every write queued before it (a session's final among them)."""
-        await self.write(lambda store: store.mark_ended(session_id, reason))
+        """Write, after every write queued before it (a session's final among them); no
+        deadline: a session's end is written whenever the store can take it."""
+        await self.writer.submit(lambda store: store.mark_ended(session_id, reason))
 
     async def erase(self, session_id: str) -> bool:
         """Write: the candidate's data erased (the audit log stays); False when there is
@@ -440,6 +517,25 @@ class AsyncStore:
     async def prune_audit_log(self, before: float) -> int:
         """Write: one batch of audit rows older than ``before`` (unix s) pruned."""
         return await self.write(lambda store: store.prune_audit_log(before))
+
+
+def _unavailable(deadline_s: float | None) -> StoreUnavailable:
+    within = "in time" if deadline_s is None else f"within {deadline_s:g} s"
+    return StoreUnavailable(f"the store could not take the write {within}; nothing was done")
+
+
+def _read(fn: Callable[..., T], store: Store, *args: Any, **kwargs: Any) -> T:
+    """``fn(store, ...)``, tried once more when it failed on a broken connection (reads
+    are idempotent); StoreUnavailable when the store still cannot answer."""
+    for attempt in range(2):
+        try:
+            return fn(store, *args, **kwargs)
+        except engine.OPERATIONAL_ERRORS as exc:
+            with contextlib.suppress(*engine.STORE_ERRORS):
+                store.rollback_open_transaction()
+            if attempt or not engine.connection_lost(exc):
+                raise StoreUnavailable(f"the store cannot answer: {exc}") from exc
+    raise AssertionError("unreachable")
 
 
 def _encoded_messages(

@@ -9,8 +9,9 @@ reviewer's free text.
 ``hash``) and ``hash`` = SHA-256 over a canonical JSON encoding of its own fields and
 ``prev_hash`` (:func:`row_hash`). A one-row table, ``audit_chain``, holds the head (the last
 row written: id and hash) and the anchor (the last row pruned by retention). Appends read the
-head and insert the row in one ``BEGIN IMMEDIATE`` transaction, so the server and the worker
-processes writing the same file never fork the chain.
+head and insert the row in one write transaction (``transactions.py``: SQLite's write lock,
+PostgreSQL's advisory lock), so the server, its workers and other hosts writing the same
+store never fork the chain.
 
 What :meth:`AuditLog.verify` detects, from the anchor to the head:
 
@@ -45,12 +46,13 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtserver.store import engine
+from rtserver.store.engine import Connection, Row
 from rtserver.store.records import Actor
 from rtserver.store.transactions import write_transaction
 
@@ -138,7 +140,7 @@ def is_folded(action: str) -> bool:
 def row_hash(row: Any) -> str:
     """SHA-256 (hex) of the row's fields and its ``prev_hash``, encoded as compact JSON
     (UTF-8, in :data:`COLUMNS` order, after :data:`HASH_VERSION`); ``row`` maps column names
-    to values (a dict or a ``sqlite3.Row``)."""
+    to values (a dict or a store row)."""
     fields = [HASH_VERSION, *(row[name] for name in COLUMNS[:-1])]
     encoded = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(encoded.encode()).hexdigest()
@@ -199,10 +201,10 @@ class _Folds:
 
 
 class AuditLog:
-    """The audit log on one SQLite connection (autocommit mode, as ``open_connection``
-    makes it). Not thread-safe: the owner serialises calls (the Store's lock)."""
+    """The audit log on one store connection (autocommit mode, as ``engine.connect`` makes
+    it). Not thread-safe: the owner serialises calls (the Store's lock)."""
 
-    def __init__(self, db: sqlite3.Connection, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Connection, clock: Callable[[], float] = time.time) -> None:
         self._db = db
         self._clock = clock  # unix time (s)
         self._folds = _Folds()
@@ -304,8 +306,8 @@ class AuditLog:
         holds (id, hash) pairs recorded earlier (a head that ``verify`` printed), each of
         which must still be there."""
         db = self._db
-        db.execute("BEGIN")  # one snapshot: appends by others do not move the head meanwhile
-        try:
+        # One snapshot: appends by others do not move the head meanwhile.
+        with engine.read_snapshot(db):
             chain = db.execute("SELECT * FROM audit_chain WHERE one = 1").fetchone()
             rows = db.execute("SELECT * FROM audit ORDER BY id")
             walk = _walk(rows, chain["anchor_id"], chain["anchor_hash"], chain)
@@ -313,8 +315,6 @@ class AuditLog:
                 row_id: db.execute("SELECT hash FROM audit WHERE id = ?", (row_id,)).fetchone()
                 for row_id, _ in expect
             }
-        finally:
-            db.execute("COMMIT")
         bad_row, problem = walk.bad_row, walk.problem
         notes: list[str] = []
         for row_id, want in expect:
@@ -408,7 +408,7 @@ class _Walk:
     problem: str | None = None
 
 
-def _walk(rows: Any, prev_id: int, prev_hash: str, head: sqlite3.Row | None) -> _Walk:
+def _walk(rows: Any, prev_id: int, prev_hash: str, head: Row | None) -> _Walk:
     """Walks ``rows`` (id order) on from row ``prev_id`` whose hash is ``prev_hash`` (the
     anchor); with ``head``, also checks that the last row is the recorded head."""
     walk, anchor_id = _Walk(), prev_id
@@ -428,9 +428,7 @@ def _walk(rows: Any, prev_id: int, prev_hash: str, head: sqlite3.Row | None) -> 
     return walk
 
 
-def _row_problem(
-    row: sqlite3.Row, anchor_id: int, prev_id: int, prev_hash: str
-) -> tuple[int, str] | None:
+def _row_problem(row: Row, anchor_id: int, prev_id: int, prev_hash: str) -> tuple[int, str] | None:
     """(the bad row, what is wrong) when ``row`` does not follow row ``prev_id``."""
     row_id = row["id"]
     if row_id <= anchor_id:
@@ -454,7 +452,7 @@ def _row_problem(
     return None
 
 
-def _head_problem(head: sqlite3.Row, last_id: int, last_hash: str) -> tuple[int, str] | None:
+def _head_problem(head: Row, last_id: int, last_hash: str) -> tuple[int, str] | None:
     """(the bad row, what is wrong) when the last row is not the recorded head."""
     head_id = head["head_id"]
     if head_id > last_id:
@@ -467,20 +465,25 @@ def _head_problem(head: sqlite3.Row, last_id: int, last_hash: str) -> tuple[int,
     return None
 
 
-def _wire(row: sqlite3.Row) -> dict[str, Any]:
+def _wire(row: Row) -> dict[str, Any]:
     """A row as the API sends it, in :data:`COLUMNS` order."""
     return {name: row[name] for name in COLUMNS}
 
 
-def migrate(db: sqlite3.Connection) -> None:
+def migrate(db: Connection) -> None:
     """Makes the audit tables, or brings a first-release table up to date: adds the
     columns it lacks and chains its rows, once. Several processes may open the file at once
     (the server and its workers), so all of it runs in one write transaction: the first
-    migrates, the others find it done."""
+    migrates, the others find it done. On PostgreSQL, the versioned migrations make them
+    (``engine.prepare_schema``)."""
+    engine.prepare_schema(db, lambda: _migrate_sqlite(db))
+
+
+def _migrate_sqlite(db: Connection) -> None:
     with write_transaction(db):
         for statement in _SCHEMA:
             db.execute(statement)
-        present = {row[1] for row in db.execute("PRAGMA table_info(audit)")}
+        present = engine.columns(db, "audit")
         for name in _ADDED_COLUMNS:
             if name not in present:
                 db.execute(f"ALTER TABLE audit ADD COLUMN {name} TEXT")
@@ -495,7 +498,7 @@ def migrate(db: sqlite3.Connection) -> None:
             )
 
 
-def _chain_unchained(db: sqlite3.Connection) -> tuple[int, str]:
+def _chain_unchained(db: Connection) -> tuple[int, str]:
     """Chains the rows a first release wrote (its ``actor`` was ``<user>@<client>``; the
     role and unit were not recorded); returns the head's id and hash."""
     prev_id, prev_hash = 0, GENESIS_HASH

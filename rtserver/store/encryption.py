@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
 import stat
 import threading
 import time
@@ -47,6 +46,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rtserver.config import Config
 from rtserver.errors import DecryptionFailed, KeyringError, MasterKeyMissing
+from rtserver.store import engine
+from rtserver.store.engine import Connection, Row, StoreTarget
 from rtserver.store.transactions import write_transaction
 
 log = logging.getLogger(__name__)
@@ -233,10 +234,16 @@ def keyring_for(config: Config) -> Keyring:
     return Keyring.from_file(config.master_key_path)
 
 
-def default_keyring_path(db_path: Path) -> Path:
-    """The keyring file of a database opened without one: beside it, as
-    ``<data_dir>/master.keys`` is beside ``<data_dir>/rtserver.sqlite3``."""
-    return db_path.parent / "master.keys"
+def default_keyring_path(target: StoreTarget) -> Path:
+    """The keyring file of a SQLite database opened without one: beside it, as
+    ``<data_dir>/master.keys`` is beside ``<data_dir>/rtserver.sqlite3``. A PostgreSQL
+    store has no such place: KeyringError (open it with ``keyring_for(config)``)."""
+    if engine.is_postgresql(target):
+        raise KeyringError(
+            f"{engine.describe(target)}: a PostgreSQL store is opened with the configured"
+            " keyring (RTSERVER_MASTER_KEY or master_key_file), never a default one"
+        )
+    return Path(target).parent / "master.keys"
 
 
 def _file_text(keys: dict[str, bytes], current: str) -> str:
@@ -337,9 +344,7 @@ class RecordKeys:
         self._cache: OrderedDict[str, AESGCM] = OrderedDict()
         self._cache_size = cache_size
 
-    def seal(
-        self, db: sqlite3.Connection, record: str, column: Column, row: str, text: str
-    ) -> bytes:
+    def seal(self, db: Connection, record: str, column: Column, row: str, text: str) -> bytes:
         """``text`` sealed for ``column`` of ``row`` under the record's data key (made when
         the record has none)."""
         key = self._key(db, record, create=True)
@@ -348,7 +353,7 @@ class RecordKeys:
         return bytes([VERSION]) + nonce + key.encrypt(nonce, text.encode(), column.aad(row))
 
     def open(
-        self, db: sqlite3.Connection, record: str, column: Column, row: str, value: object
+        self, db: Connection, record: str, column: Column, row: str, value: object
     ) -> str | None:
         """The text sealed in ``value``; None when the record's data key is gone (the
         record was erased: its data is unreadable by design). DecryptionFailed for a value
@@ -376,11 +381,11 @@ class RecordKeys:
                     ) from None
         raise AssertionError("unreachable")
 
-    def ensure(self, db: sqlite3.Connection, record: str) -> None:
+    def ensure(self, db: Connection, record: str) -> None:
         """Makes the record's data key unless it has one."""
         self._key(db, record, create=True)
 
-    def load(self, db: sqlite3.Connection, records: Iterable[str]) -> None:
+    def load(self, db: Connection, records: Iterable[str]) -> None:
         """Unwraps the keys of ``records`` not cached yet, in few queries (for lists)."""
         wanted = [r for r in dict.fromkeys(records) if r not in self._cache]
         for start in range(0, len(wanted), 500):  # SQLite's bound parameters
@@ -392,7 +397,7 @@ class RecordKeys:
             for record, kid, wrapped in rows:
                 self._remember(record, self._unwrap(record, kid, wrapped))
 
-    def present(self, db: sqlite3.Connection, records: Iterable[str]) -> set[str]:
+    def present(self, db: Connection, records: Iterable[str]) -> set[str]:
         """Which of ``records`` still have a data key in the database; the cached keys of
         the others (erased by another connection) are forgotten."""
         wanted = list(dict.fromkeys(records))
@@ -407,7 +412,7 @@ class RecordKeys:
                 self.forget(record)
         return found
 
-    def erase(self, db: sqlite3.Connection, record: str) -> None:
+    def erase(self, db: Connection, record: str) -> None:
         """Deletes the record's data key (inside the caller's transaction)."""
         db.execute("DELETE FROM data_keys WHERE record = ?", (record,))
         self.forget(record)
@@ -415,7 +420,7 @@ class RecordKeys:
     def forget(self, record: str) -> None:
         self._cache.pop(record, None)
 
-    def _key(self, db: sqlite3.Connection, record: str, create: bool) -> AESGCM | None:
+    def _key(self, db: Connection, record: str, create: bool) -> AESGCM | None:
         cached = self._cache.get(record)
         if cached is not None:
             self._cache.move_to_end(record)
@@ -442,13 +447,13 @@ class RecordKeys:
         return key
 
     @staticmethod
-    def _row(db: sqlite3.Connection, record: str) -> tuple[str, bytes] | None:
+    def _row(db: Connection, record: str) -> tuple[str, bytes] | None:
         row = db.execute(
             "SELECT kek_id, wrapped FROM data_keys WHERE record = ?", (record,)
         ).fetchone()
         return None if row is None else (str(row[0]), bytes(row[1]))
 
-    def _make(self, db: sqlite3.Connection, record: str) -> AESGCM:
+    def _make(self, db: Connection, record: str) -> AESGCM:
         """The record's key, made now unless another connection made it first."""
         row = self._row(db, record)
         if row is not None:
@@ -484,10 +489,10 @@ def unwrap(keyring: Keyring, record: str, kid: str, wrapped: bytes) -> bytes:
         ) from None
 
 
-def prepare(db: sqlite3.Connection, keyring: Keyring) -> None:
+def prepare(db: Connection, keyring: Keyring) -> None:
     """Makes the key tables, and checks that the keyring opens the database's data keys:
     a typed error now (MasterKeyMissing, DecryptionFailed) rather than at the first read."""
-    db.executescript(SCHEMA)
+    engine.prepare_schema(db, lambda: db.executescript(SCHEMA))
     kids = [row[0] for row in db.execute("SELECT DISTINCT kek_id FROM data_keys")]
     for kid in kids:
         row = db.execute(
@@ -498,10 +503,10 @@ def prepare(db: sqlite3.Connection, keyring: Keyring) -> None:
 
 
 def seal_table(
-    db: sqlite3.Connection,
+    db: Connection,
     table: str,
     columns: tuple[str, ...],
-    seal_row: Callable[[sqlite3.Row], tuple[bytes, ...]],
+    seal_row: Callable[[Row], tuple[bytes, ...]],
     where: str = "1",
     batch: int = MIGRATION_BATCH,
 ) -> int:
@@ -532,15 +537,16 @@ def seal_table(
                 sealed += 1
 
 
-def migrated(db: sqlite3.Connection, name: str) -> bool:
+def migrated(db: Connection, name: str) -> bool:
     """Whether the plaintext migration ``name`` has run on this database."""
     row = db.execute("SELECT 1 FROM encryption_migrations WHERE name = ?", (name,)).fetchone()
     return row is not None
 
 
-def mark_migrated(db: sqlite3.Connection, name: str) -> None:
+def mark_migrated(db: Connection, name: str) -> None:
     db.execute(
-        "INSERT OR IGNORE INTO encryption_migrations (name, at) VALUES (?, ?)", (name, time.time())
+        "INSERT INTO encryption_migrations (name, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (name, time.time()),
     )
 
 
@@ -566,7 +572,7 @@ class Rotation:
 
 
 def rotate(
-    db: sqlite3.Connection, keyring: Keyring, batch: int = ROTATE_BATCH, new_key: bool = True
+    db: Connection, keyring: Keyring, batch: int = ROTATE_BATCH, new_key: bool = True
 ) -> Rotation:
     """Re-wraps every data key of the database under a new current master key, while other
     processes go on reading and writing.
@@ -595,7 +601,7 @@ def rotate(
         return _rewrap_all(db, keyring, batch)
 
 
-def _rewrap_all(db: sqlite3.Connection, keyring: Keyring, batch: int) -> Rotation:
+def _rewrap_all(db: Connection, keyring: Keyring, batch: int) -> Rotation:
     kid, kek = keyring.current()
     rewrapped = 0
     while True:
@@ -637,7 +643,7 @@ def _rotation_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def key_usage(db: sqlite3.Connection) -> dict[str, int]:
+def key_usage(db: Connection) -> dict[str, int]:
     """Data keys by the master key that wraps them."""
     rows = db.execute("SELECT kek_id, COUNT(*) FROM data_keys GROUP BY kek_id").fetchall()
     return {str(kid): int(count) for kid, count in rows}

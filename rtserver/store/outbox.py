@@ -16,16 +16,15 @@ dropped when next met.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from rtserver.store import engine
 from rtserver.store.encryption import (
     GLOBAL_RECORD,
     Column,
@@ -38,7 +37,7 @@ from rtserver.store.encryption import (
     seal_table,
     session_record,
 )
-from rtserver.store.sqlite import checkpoint, open_connection
+from rtserver.store.engine import Connection, Row, StoreTarget
 from rtserver.store.transactions import write_transaction
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -99,22 +98,23 @@ class Delivery:
 
 
 class Outbox:
-    """The outbox table, on its own connection to the server's database (WAL: readers and
-    the store's writer do not wait on each other). ``keyring`` as for the Store."""
+    """The outbox table, on its own connection to the server's store (on SQLite, WAL:
+    readers and the store's writer do not wait on each other). ``keyring`` as for the
+    Store."""
 
-    def __init__(self, path: Path, keyring: Keyring | None = None) -> None:
+    def __init__(self, target: StoreTarget, keyring: Keyring | None = None) -> None:
         if keyring is None:
-            keyring = Keyring.from_file(default_keyring_path(path))
+            keyring = Keyring.from_file(default_keyring_path(target))
         self._keys = RecordKeys(keyring)
-        self._db = open_connection(path)
+        self._db = engine.connect(target)
         self._lock = threading.Lock()
         with self._locked() as db:
-            db.executescript(_SCHEMA)
+            engine.prepare_schema(db, lambda: db.executescript(_SCHEMA))
             prepare(db, keyring)
             _seal_plaintext(db, self._keys)
 
     @contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
+    def _locked(self) -> Iterator[Connection]:
         with self._lock:
             yield self._db
 
@@ -207,7 +207,7 @@ class Outbox:
                 ).fetchall()
             return self._deliveries(db, rows)
 
-    def _deliveries(self, db: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[Delivery]:
+    def _deliveries(self, db: Connection, rows: list[Row]) -> list[Delivery]:
         """The deliveries of ``rows``, bodies opened. A row whose session was erased (its
         data key is gone) is deleted: its body can never be read nor sent."""
         found, gone = [], []
@@ -232,29 +232,29 @@ class Outbox:
         """A candidate's events, delivered or not, are their data: erased with the session."""
         with self._locked() as db:
             db.execute("DELETE FROM webhook_outbox WHERE session_id = ?", (session,))
-            checkpoint(db, session)  # as Store.erase: no copy left in the WAL
+            engine.scrub(db, session)  # as Store.erase: no copy left in the WAL
 
 
 def _record(session: str | None) -> str:
     return GLOBAL_RECORD if session is None else session_record(session)
 
 
-def _seal_plaintext(db: sqlite3.Connection, keys: RecordKeys) -> None:
+def _seal_plaintext(db: Connection, keys: RecordKeys) -> None:
     """Seals the plaintext bodies an older release queued (as ``sqlite._seal_plaintext``)."""
-    if migrated(db, MIGRATION):
+    if not engine.may_hold_plaintext(db) or migrated(db, MIGRATION):
         return
 
-    def body(row: sqlite3.Row) -> tuple[bytes, ...]:
+    def body(row: Row) -> tuple[bytes, ...]:
         return (keys.seal(db, _record(row["session_id"]), BODY, row["id"], row["body"]),)
 
     sealed = seal_table(db, "webhook_outbox", ("body",), body)
     with write_transaction(db):
         mark_migrated(db, MIGRATION)
     if sealed:
-        checkpoint(db, None)
+        engine.scrub(db, None)
 
 
-def _delivery(row: sqlite3.Row, body: str) -> Delivery:
+def _delivery(row: Row, body: str) -> Delivery:
     return Delivery(
         id=row["id"],
         session=row["session_id"],

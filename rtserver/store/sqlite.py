@@ -1,4 +1,5 @@
-"""Durable state on SQLite: sessions, their message logs, reports and the audit log.
+"""Durable state: sessions, their message logs, reports and the audit log, on SQLite (the
+embedded default) or PostgreSQL (many hosts), through one connection layer (``engine.py``).
 
 The message log is the source of truth for observer backfill and for reports, so both
 survive a restart. Join tokens and resume secrets are stored only as SHA-256 hashes: they
@@ -9,9 +10,9 @@ Candidate data is sealed at rest (``encryption.py``: AES-GCM under a data key pe
 wrapped by the keyring's master key): candidate names, every message's payload (signals,
 transcripts, the final report and its quoted evidence), decision reasons,
 self-identification and legal-hold reasons. The methods take and return plaintext; SQL
-never looks inside those columns. Erasing a session deletes its data key too, overwrites
-what it freed (``secure_delete``) and checkpoints the WAL, so nothing of it stays in the
-files.
+never looks inside those columns. Erasing a session deletes its data key too; on SQLite it
+overwrites what it freed (``secure_delete``) and checkpoints the WAL, so nothing of it stays
+in the files (``engine.scrub`` says what PostgreSQL does).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import hmac
 import json
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 import uuid
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rtserver.messages import StoredMessage
+from rtserver.store import engine
 from rtserver.store.audit_log import AuditLog, ChainReport
 from rtserver.store.encryption import (
     Column,
@@ -46,6 +47,7 @@ from rtserver.store.encryption import (
     seal_table,
     session_record,
 )
+from rtserver.store.engine import Connection, Row, StoreTarget
 from rtserver.store.records import (
     DAY_S,
     DEFAULT_EXPIRES_IN_S,
@@ -66,11 +68,9 @@ from rtserver.store.transactions import write_transaction
 
 log = logging.getLogger(__name__)
 
-# Worker processes write messages and statuses while the server process reads and writes
-# sessions and the audit log: WAL lets readers go on during a write, and a writer that
-# finds the database locked by another process waits this long before failing (s).
-BUSY_TIMEOUT_S = 10.0
 
+# The SQLite schema (PostgreSQL's is migrations/postgresql/*.sql: a new column goes into
+# _ADDED_COLUMNS here and into a new migration there).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
@@ -218,50 +218,42 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def open_connection(path: Path) -> sqlite3.Connection:
-    """A connection to the database at ``path`` (made if missing) as every process uses it:
-    rows by name, autocommit, WAL, and a busy timeout for other processes' writes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
-    )
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    # What a delete or an update frees is overwritten with zeros, not left in free space.
-    db.execute("PRAGMA secure_delete=ON")
-    return db
+def open_connection(path: Path) -> engine.SqliteConnection:
+    """A connection to the SQLite database at ``path`` (``engine.connect_sqlite``)."""
+    return engine.connect_sqlite(path)
 
 
 class Store:
-    """A thread-safe SQLite store. Calls are short single statements (well under 1 ms).
+    """A thread-safe store on SQLite or PostgreSQL. Calls are short single statements (well
+    under 1 ms on SQLite; a round trip on PostgreSQL).
 
-    Several processes may open the same file (the server and its workers), each with its
-    own Store: WAL mode and a busy timeout make their writes wait for each other.
+    Several processes may open the same file (the server and its workers), or many hosts
+    the same PostgreSQL database, each with its own Store: their write transactions wait
+    for each other (``transactions.py``).
 
     ``keyring`` holds the master keys (the server passes the configured one, and so must
-    every process that opens the file); by default, the keyring file beside the database,
-    made on first use. Opening checks that it opens the data keys (MasterKeyMissing,
-    DecryptionFailed) and seals the plaintext rows an older release left.
+    every process that opens the store); by default, the keyring file beside a SQLite
+    database, made on first use (a PostgreSQL store needs one given). Opening checks that
+    it opens the data keys (MasterKeyMissing, DecryptionFailed) and seals the plaintext rows
+    an older release left.
     """
 
-    def __init__(self, path: Path, keyring: Keyring | None = None) -> None:
+    def __init__(self, target: StoreTarget, keyring: Keyring | None = None) -> None:
         if keyring is None:
-            keyring = Keyring.from_file(default_keyring_path(path))
+            keyring = Keyring.from_file(default_keyring_path(target))
         self.keyring = keyring
+        self.target = target
         self._keys = RecordKeys(keyring)
-        self._db = open_connection(path)
+        self._db = engine.connect(target)
         self._lock = threading.Lock()
         with self._locked() as db:
-            db.executescript(_SCHEMA)
-            _add_missing_columns(db)
-            db.executescript(_RETENTION_INDEXES)
+            engine.prepare_schema(db, lambda: _sqlite_schema(db))
             self._audit = AuditLog(db)  # its own tables, made or migrated here
             prepare(db, keyring)
             _seal_plaintext(db, self._keys)
 
     @contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
+    def _locked(self) -> Iterator[Connection]:
         with self._lock:
             yield self._db
 
@@ -389,7 +381,7 @@ class Store:
             self._keys.load(db, [session_record(row["id"]) for row in rows])
             return [self._session(db, row) for row in rows]
 
-    def _session(self, db: sqlite3.Connection, row: sqlite3.Row) -> SessionRecord:
+    def _session(self, db: Connection, row: Row) -> SessionRecord:
         """The session of a ``sessions`` row, its sealed fields opened."""
         record, sid = session_record(row["id"]), row["id"]
         candidate, hold_reason = row["candidate"], row["legal_hold_reason"]
@@ -467,11 +459,11 @@ class Store:
     def erase(self, session_id: str) -> bool:
         """Erases a candidate's data: messages, personal fields, decisions, outcomes and
         self-identification, and the session's data key (what a copy of the rows would
-        need), and marks their pending erasure requests done. Freed pages are zeroed
-        (secure_delete) and the WAL is checkpointed into the database and emptied, so no
-        copy stays in either file. The audit log stays. False, erasing nothing, when there
-        is no such session or it is under a legal hold (checked in the same transaction, so
-        a hold set meanwhile is kept)."""
+        need), and marks their pending erasure requests done. Then ``engine.scrub``: on
+        SQLite, freed pages are zeroed (secure_delete) and the WAL is checkpointed and
+        emptied, so no copy stays in either file. The audit log stays. False, erasing
+        nothing, when there is no such session or it is under a legal hold (checked in the
+        same transaction, so a hold set meanwhile is kept)."""
         now = time.time()
         with self._locked() as db:
             with write_transaction(db):
@@ -492,7 +484,7 @@ class Store:
                     (now, session_id),
                 )
                 self._keys.erase(db, session_record(session_id))
-            checkpoint(db, session_id)
+            engine.scrub(db, session_id)
         return True
 
     # -- decisions --------------------------------------------------------------------
@@ -512,7 +504,7 @@ class Store:
         record = session_record(session_id)
         with self._locked() as db, write_transaction(db):
             # The id is taken here (the write lock is held) so the reason can be bound to it.
-            row_id = _next_id(db, "decisions")
+            row_id = engine.next_id(db, "decisions")
 
             def insert() -> int:
                 sealed = self._keys.seal(db, record, REASON, str(row_id), reason)
@@ -566,8 +558,12 @@ class Store:
         now = time.time()
         with self._locked() as db, write_transaction(db):
             db.executemany(
-                "INSERT OR REPLACE INTO outcomes (session_id, job, hired, performance,"
-                " rated_at, recorded_at, recorded_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO outcomes (session_id, job, hired, performance, rated_at,"
+                " recorded_at, recorded_by) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE SET job = excluded.job,"
+                " hired = excluded.hired, performance = excluded.performance,"
+                " rated_at = excluded.rated_at, recorded_at = excluded.recorded_at,"
+                " recorded_by = excluded.recorded_by",
                 [
                     (o.session, job_id, o.hired, o.performance, o.rated_at, now, actor)
                     for o in outcomes
@@ -665,8 +661,10 @@ class Store:
 
             def insert() -> int:
                 return db.execute(
-                    "INSERT OR REPLACE INTO self_identification (session_id, sex, race, at)"
-                    f" SELECT ?, ?, ?, ? WHERE {_KEY_EXISTS}",
+                    "INSERT INTO self_identification (session_id, sex, race, at)"
+                    f" SELECT ?, ?, ?, ? WHERE {_KEY_EXISTS}"
+                    " ON CONFLICT (session_id) DO UPDATE SET sex = excluded.sex,"
+                    " race = excluded.race, at = excluded.at",
                     (
                         session_id,
                         self._keys.seal(db, record, SEX, session_id, json.dumps(sex)),
@@ -739,7 +737,7 @@ class Store:
             ).fetchone()
             return None if row is None else self._message(db, row)
 
-    def _message(self, db: sqlite3.Connection, row: sqlite3.Row) -> StoredMessage | None:
+    def _message(self, db: Connection, row: Row) -> StoredMessage | None:
         """The message of a ``messages`` row; None when its session was erased meanwhile."""
         session_id, seq = row["session_id"], row["seq"]
         payload = self._keys.open(
@@ -765,12 +763,12 @@ class Store:
     def rotate_master_key(self, batch: int | None = None, new_key: bool = True) -> Rotation:
         """``rtserver keys rotate``: a new current master key, every data key re-wrapped
         under it in short write transactions, the old keys retired (``encryption.rotate``);
-        other processes go on meanwhile. Then the WAL is checkpointed, so the data keys
-        wrapped by the old master key leave the files too."""
+        other processes go on meanwhile. Then the store is scrubbed (``engine.scrub``), so
+        the data keys wrapped by the old master key leave the files too."""
         with self._locked() as db:
             kwargs = {} if batch is None else {"batch": batch}
             done = rotate(db, self.keyring, new_key=new_key, **kwargs)
-            checkpoint(db, None)
+            engine.scrub(db, None)
         return done
 
     def data_keys_by_master_key(self) -> dict[str, int]:
@@ -817,7 +815,12 @@ class Store:
         with self._locked() as db:
             rows = db.execute(
                 _DUE_FOR_ERASURE,
-                {"now": now, "by_default": now - default_days * DAY_S, "limit": limit},
+                {
+                    "now": now,
+                    "by_default": now - default_days * DAY_S,
+                    # "All": a bound both engines take (PostgreSQL refuses LIMIT -1).
+                    "limit": limit if limit >= 0 else 2**62,
+                },
             ).fetchall()
         return [
             (row["id"], row["retain_from"], row["retention_days"] or default_days) for row in rows
@@ -947,58 +950,32 @@ class Store:
 _KEY_EXISTS = "EXISTS (SELECT 1 FROM data_keys WHERE record = ?)"
 
 
-def _next_id(db: sqlite3.Connection, table: str) -> int:
-    """The id an AUTOINCREMENT ``table`` gives its next row (inside a write transaction)."""
-    row = db.execute(
-        f"SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = ?), 0),"
-        f" COALESCE((SELECT MAX(id) FROM {table}), 0))",
-        (table,),
-    ).fetchone()
-    return int(row[0]) + 1
-
-
-def checkpoint(db: sqlite3.Connection, session_id: str | None) -> None:
-    """Copies the WAL into the database and empties it, so that what was just erased (old
-    page images) stays in neither file. A reader in the middle of a long read can hold
-    it back: then it is done by a later checkpoint, and logged."""
-    try:
-        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    except sqlite3.OperationalError as exc:
-        busy = exc
-    if busy:
-        log.warning(
-            "WAL checkpoint held back (%s): a later one completes it",
-            busy,
-            extra={"session": session_id or "-"},
-        )
-
-
-def _seal_plaintext(db: sqlite3.Connection, keys: RecordKeys) -> None:
+def _seal_plaintext(db: Connection, keys: RecordKeys) -> None:
     """Seals, in place, the plaintext values an older release wrote (``seal_table``: by
     rowid, in write transactions, other processes opening the file at once taking turns).
     Marked done once, so later opens skip it."""
-    if migrated(db, MIGRATION):
+    if not engine.may_hold_plaintext(db) or migrated(db, MIGRATION):
         return
 
-    def session(row: sqlite3.Row) -> tuple[bytes, ...]:
+    def session(row: Row) -> tuple[bytes, ...]:
         return (keys.seal(db, session_record(row["id"]), CANDIDATE, row["id"], row["candidate"]),)
 
-    def message(row: sqlite3.Row) -> tuple[bytes, ...]:
+    def message(row: Row) -> tuple[bytes, ...]:
         sid, seq = row["session_id"], row["seq"]
         return (keys.seal(db, session_record(sid), PAYLOAD, f"{sid}/{seq}", row["payload"]),)
 
-    def decision(row: sqlite3.Row) -> tuple[bytes, ...]:
+    def decision(row: Row) -> tuple[bytes, ...]:
         record = session_record(row["session_id"])
         return (keys.seal(db, record, REASON, str(row["id"]), row["reason"]),)
 
-    def answers(row: sqlite3.Row) -> tuple[bytes, ...]:
+    def answers(row: Row) -> tuple[bytes, ...]:
         sid, record = row["session_id"], session_record(row["session_id"])
         return (
             keys.seal(db, record, SEX, sid, json.dumps(row["sex"])),
             keys.seal(db, record, RACE, sid, json.dumps(row["race"])),
         )
 
-    def hold(row: sqlite3.Row) -> tuple[bytes, ...]:
+    def hold(row: Row) -> tuple[bytes, ...]:
         record = session_record(row["id"])
         return (keys.seal(db, record, HOLD, row["id"], row["legal_hold_reason"]),)
 
@@ -1014,11 +991,11 @@ def _seal_plaintext(db: sqlite3.Connection, keys: RecordKeys) -> None:
         mark_migrated(db, MIGRATION)
     if sealed:
         log.info("sealed %d rows of plaintext an older release left", sealed)
-        checkpoint(db, None)  # the plaintext leaves the WAL now, not at the last close
+        engine.scrub(db, None)  # the plaintext leaves the WAL now, not at the last close
 
 
 def _insert_job_version(
-    db: sqlite3.Connection,
+    db: Connection,
     body: dict[str, Any],
     actor: str,
     job_id: str | None,
@@ -1053,22 +1030,28 @@ def _insert_job_version(
     return JobRecord(job_id, version, body, now, actor, unit)
 
 
-def _add_missing_columns(db: sqlite3.Connection) -> None:
+def _sqlite_schema(db: Connection) -> None:
+    """Makes the SQLite tables, or brings a file of an older release up to date."""
+    db.executescript(_SCHEMA)
+    _add_missing_columns(db)
+    db.executescript(_RETENTION_INDEXES)
+
+
+def _add_missing_columns(db: Connection) -> None:
     """Migrates a database made by an older release: adds the columns it lacks, filling
     them for its rows. Several processes may open it at once (the server and its workers),
     so the check and the change run in one write transaction: the first migrates, the
     others find the columns there."""
     with write_transaction(db):
         for table, name, kind, fill in _ADDED_COLUMNS:
-            present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
-            if name in present:
+            if name in engine.columns(db, table):
                 continue
             db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
             if fill is not None:
                 db.execute(f"UPDATE {table} SET {name} = {fill} WHERE {name} IS NULL")
 
 
-def _job_from_row(row: sqlite3.Row) -> JobRecord:
+def _job_from_row(row: Row) -> JobRecord:
     return JobRecord(
         id=row["id"],
         version=int(row["version"]),
@@ -1079,9 +1062,7 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
     )
 
 
-def _session_from_row(
-    row: sqlite3.Row, candidate: str | None, hold_reason: str | None
-) -> SessionRecord:
+def _session_from_row(row: Row, candidate: str | None, hold_reason: str | None) -> SessionRecord:
     """The session of a ``sessions`` row, with its sealed fields as opened."""
     questions = tuple(Question(q["text"], int(q["seconds"])) for q in json.loads(row["questions"]))
     return SessionRecord(
