@@ -55,10 +55,13 @@ class ServerProcess:
     # A PEM certificate and its key: the server serves HTTPS and WSS (--tls-cert, --tls-key),
     # and these helpers trust that certificate alone (`verify`).
     tls: tuple[Path, Path] | None = None
+    # The loopback address it listens on and gathers ICE candidates at: a "host" of a
+    # deployment on many hosts has its own (127.0.0.2, 127.0.0.3, ...).
+    address: str = "127.0.0.1"
 
     @property
     def base_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.address}:{self.port}"
 
     @property
     def verify(self) -> ssl.SSLContext | bool:
@@ -80,10 +83,10 @@ class ServerProcess:
         )
         command = [
             *self.program, "serve",
-            "--host", "127.0.0.1",
+            "--host", self.address,
             "--port", str(self.port),
             "--data-dir", str(self.data_dir),
-            "--ice-address", "127.0.0.1",
+            "--ice-address", self.address,
             "--models-dir", str(MODELS_DIR),
             *([] if self.workers is None else ["--workers", str(self.workers)]),
             *([] if self.cpu_budget or "--max-cpu" in self.options else ["--max-cpu", "0"]),

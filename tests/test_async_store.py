@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rtserver.api.app import _app
+from rtserver.api.app import routed_app
 from rtserver.api.context import Api
 from rtserver.api.observers import stream_session
 from rtserver.bus import MemoryBus, Subscription
@@ -415,7 +415,7 @@ async def test_report_and_audit_from_a_slow_store_do_not_block_the_event_loop(
         publisher.publish(signal(record.id, t))
     await publisher.publish_and_wait(score_interview(Interview(record.id, [], "hangup", True, ())))
     api = Api(runtime, "key")
-    app = _app(api, lambda app: _no_lifespan())
+    app = routed_app(api, lambda app: _no_lifespan())
     reads.read_s, writes.write_s = SLOW_READ_S, SLOW_WRITE_S
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 
-from rtserver.api.app import _app
+from rtserver.api.app import routed_app
 from rtserver.api.auth import CSRF_HEADER, SESSION_COOKIE
 from rtserver.api.context import Api
 from rtserver.api.openapi import DOCUMENT, error_codes_by_status
@@ -46,7 +46,7 @@ def route_app() -> Starlette:
     """The server's app with its real route table, and no runtime behind it (none of these
     tests reaches a handler that needs one): a stand-in for the Api with what building the
     app reads of it."""
-    return _app(cast(Api, SimpleNamespace(bootstrap_key="")), _no_lifespan)
+    return routed_app(cast(Api, SimpleNamespace(bootstrap_key="")), _no_lifespan)
 
 
 def _template(path: str) -> str:

@@ -135,6 +135,4 @@ async def _close(runtime: Runtime, api: Api) -> None:
     await runtime.db.close()
     runtime.store.close()
     api.accounts.close()
-    close_bus = getattr(runtime.bus, "close", None)
-    if close_bus is not None:
-        await close_bus()
+    await runtime.bus.close()

@@ -37,6 +37,7 @@ from rtserver.server.calls import answer_call
 log = logging.getLogger(__name__)
 
 RESTART_REASON = "server_restart"  # what a node's previous run left live ends as
+LOAD_CHANGING_CALLS = frozenset({"join", "end"})
 
 
 class NodeIdTaken(RuntimeError):
@@ -82,7 +83,7 @@ class MediaNode:
                 await task
         self._tasks = []
         await self.manager.shutdown()
-        await _drain(self.runtime.bus)
+        await self.runtime.bus.drain()
         with contextlib.suppress(RedisError):
             await self.registry.withdraw(self.node, self.instance)
 
@@ -136,14 +137,14 @@ class MediaNode:
             self.runtime.metrics.observe_admission(self.manager.admission)
 
     async def _answer(self, method: str, args: dict[str, Any]) -> Any:
-        value = await answer_call(self.manager, method, args)
-        if method == "end":
-            await _drain(self.runtime.bus)  # the final is on the bus before the reply
+        try:
+            value = await answer_call(self.manager, method, args)
+            if method == "end":
+                await self.runtime.bus.drain()  # the final is on the bus before the reply
+        finally:
+            if method in LOAD_CHANGING_CALLS:
+                # The registry has the new load before the front end hears back, so the
+                # next placement (from any front end) does not go by a heartbeat-old count.
+                with contextlib.suppress(RedisError):
+                    await self.registry.announce(self.status())
         return value
-
-
-async def _drain(bus: object) -> None:
-    """Waits until what the bus was given is published (a Redis bus); nothing for others."""
-    drain = getattr(bus, "drain", None)
-    if drain is not None:
-        await drain()

@@ -171,4 +171,5 @@ class SessionRecord:
             "unit": self.unit,
             "legal_hold": self.legal_hold.to_wire() if self.legal_hold else None,
             "erasure_requested_at": self.erasure_requested_at,
+            "node": self.node,
         }
