@@ -81,12 +81,10 @@ class Deployment:
             self.work_dir / name / "node",
             options=[
                 *self.shared_options(),
-                "--role",
-                "node",
-                "--node-id",
-                name,
+                "--role=node",
+                f"--node-id={name}",
                 *self.node_options,
-            ],  # fmt: skip
+            ],
             env=self.env,
             address=address,
             port=port,
