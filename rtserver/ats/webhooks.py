@@ -36,6 +36,8 @@ RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 300.0
 POLL_S = 0.5  # how often the outbox is looked at for due deliveries
 TIMEOUT_S = 10.0  # per attempt
+# A claimed delivery is this dispatcher's for this long: its attempt is over long before.
+CLAIM_LEASE_S = 6 * TIMEOUT_S
 
 
 def signature(secret: str, timestamp: int, body: str) -> str:
@@ -89,7 +91,8 @@ class WebhookDispatcher:
     async def _run(self) -> None:
         while True:
             try:
-                due = await asyncio.to_thread(self.outbox.due, time.time())
+                # Claimed, not just read: every front end of a deployment runs a dispatcher.
+                due = await asyncio.to_thread(self.outbox.claim_due, time.time(), CLAIM_LEASE_S)
                 for delivery in due:
                     await self.deliver(delivery)
             except asyncio.CancelledError:

@@ -158,6 +158,24 @@ class Outbox:
             ).fetchall()
             return self._deliveries(db, rows)
 
+    def claim_due(self, now: float, lease_s: float, limit: int = 32) -> list[Delivery]:
+        """The due deliveries this process takes: each is moved ``lease_s`` into the future
+        by a compare-and-set on its ``next_at``, so another dispatcher (another front end
+        on the same store) that read it too finds it taken. The attempt's :meth:`record`
+        sets its real next time; a dispatcher that dies mid-attempt leaves it to be taken
+        again when the lease runs out."""
+        claimed = []
+        for delivery in self.due(now, limit):
+            with self._locked() as db:
+                taken = db.execute(
+                    "UPDATE webhook_outbox SET next_at = ? WHERE id = ? AND status = ?"
+                    " AND next_at = ?",
+                    (now + lease_s, delivery.id, PENDING, delivery.next_at),
+                ).rowcount
+            if taken == 1:
+                claimed.append(delivery)
+        return claimed
+
     def next_due(self) -> float | None:
         """When the next pending delivery is due (unix time), None with none pending."""
         with self._locked() as db:
