@@ -358,6 +358,11 @@ def _validate(config: Config) -> Config:
         raise ConfigError("with a bus, say which this process is: role 'front' or 'node'")
     if config.role != "all" and not config.bus:
         raise ConfigError(f"role {config.role!r} needs a bus (a redis:// URL)")
+    if config.role != "all" and config.workers > 1:
+        raise ConfigError(
+            "workers is for role 'all': a media node is one process; run one per core, each"
+            " with its own node_id"
+        )
     if not 1 <= config.node_ttl_s <= 300:
         raise ConfigError("node_ttl_s must be between 1 and 300 seconds")
     if not 0 <= config.workers <= 256:

@@ -173,3 +173,29 @@ def test_master_key_from_the_environment_or_a_keyring_file(tmp_path: Path) -> No
     assert load_config({"data_dir": "/d"}, {}).master_key_path == Path("/d/master.keys")
     elsewhere = load_config({"master_key_file": "/secrets/ring"}, {"RTSERVER_DATA_DIR": "/d"})
     assert elsewhere.master_key_path == Path("/secrets/ring")
+
+
+def test_many_hosts_settings() -> None:
+    bus, store = "redis://:pw@10.0.0.5:6379/0", "postgresql://rt:pw@10.0.0.6/rtserver"
+    node = load_config(
+        {"role": "node", "bus": bus, "store": store, "node_id": "media-3"},
+        {"RTSERVER_CLUSTER_SECRET": "s3cret", "RTSERVER_NODE_TTL_S": "8"},
+    )
+    assert (node.role, node.node, node.node_ttl_s, node.clustered) == ("node", "media-3", 8.0, True)
+    assert node.cluster_secret == "s3cret" and "s3cret" not in repr(node)
+    assert bus not in repr(node) and store not in repr(node)  # URLs may carry passwords
+    embedded = load_config({}, {})
+    assert (embedded.role, embedded.clustered, embedded.store) == ("all", False, "")
+    assert embedded.node  # the host name when no id is given
+    refused = [
+        ({"role": "front"}, "needs a bus"),
+        ({"bus": bus}, "say which this process is"),
+        ({"role": "node", "bus": "http://10.0.0.5"}, "redis://"),
+        ({"store": "mysql://x"}, "postgresql://"),
+        ({"role": "node", "bus": bus, "node_ttl_s": 0.5}, "node_ttl_s"),
+        ({"role": "node", "bus": bus, "workers": 4}, "one process"),
+        ({"role": "cache"}, "role must be"),
+    ]
+    for cli, message in refused:
+        with pytest.raises(ConfigError, match=message):
+            load_config(cli, {})
