@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis_server import RedisServer
 
 from rtserver.cluster.calls import CallClient, CallServer, Signer, calls_key
+from rtserver.cluster.locks import acquire, reap_lock_key, release
 from rtserver.cluster.reaper import NodeReaper
 from rtserver.cluster.registry import NodeStatus, Registry, placement_order
 from rtserver.config import Config
@@ -257,3 +258,17 @@ async def test_a_registry_that_cannot_be_read_ends_nothing(runtime: Runtime, red
     assert await reaper.tick({"a"}) == []
     assert runtime.store.get_session(record.id).status == STATUS_LIVE  # type: ignore[union-attr]
     await runtime.db.close()
+
+
+async def test_the_reap_lock_has_one_holder_and_outlives_no_dead_one(redis: Redis) -> None:
+    key = reap_lock_key("a")
+    assert await acquire(redis, key, "front-1", ttl_s=0.5)
+    assert not await acquire(redis, key, "node-a", ttl_s=5, wait_s=0.1)  # held
+    await release(redis, key, "node-a")  # not its lock: nothing happens
+    assert await redis.get(key) == b"front-1"
+    # front-1 dies holding it: the lock runs out, and the waiting node gets it.
+    assert await acquire(redis, key, "node-a", ttl_s=5, wait_s=2.0)
+    await release(redis, key, "front-1")  # a late release by the dead holder changes nothing
+    assert await redis.get(key) == b"node-a"
+    await release(redis, key, "node-a")
+    assert await redis.get(key) is None

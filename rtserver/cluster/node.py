@@ -29,6 +29,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from rtserver.cluster.calls import CallServer, Signer
+from rtserver.cluster.locks import acquire, reap_lock_key, release
+from rtserver.cluster.reaper import REAP_LOCK_S
 from rtserver.cluster.registry import HEARTBEATS_PER_TTL, NodeStatus, Registry
 from rtserver.errors import Overloaded
 from rtserver.live.manager import SessionManager, finish_sessions
@@ -63,8 +65,7 @@ class MediaNode:
         """Claims the id, finishes what a previous run left live, announces the node and
         starts answering calls. Returns the sessions it finished."""
         await self._claim_id()
-        by_node = await self.runtime.db.live_sessions_by_node()
-        finished = await finish_sessions(self.runtime, by_node.get(self.node, []), RESTART_REASON)
+        finished = await self._finish_leftovers()
         if finished:
             log.warning("node %s: ended %d sessions left live", self.node, len(finished))
         await self.registry.announce(self.status())
@@ -98,6 +99,19 @@ class MediaNode:
                     f"{holder.instance}); give each node its own --node-id"
                 )
             await asyncio.sleep(self.registry.ttl_s / HEARTBEATS_PER_TTL)
+
+    async def _finish_leftovers(self) -> list[str]:
+        """Ends what this node id's last run left live, under the lock a front end takes to
+        end a lost node's sessions: whichever comes second finds them ended."""
+        key, holder = reap_lock_key(self.node), f"node-{self.instance}"
+        if not await acquire(self.redis, key, holder, REAP_LOCK_S, wait_s=REAP_LOCK_S):
+            raise NodeIdTaken(f"the sessions of node {self.node!r} are being ended elsewhere")
+        try:
+            by_node = await self.runtime.db.live_sessions_by_node()
+            own = by_node.get(self.node, [])
+            return await finish_sessions(self.runtime, own, RESTART_REASON)
+        finally:
+            await release(self.redis, key, holder)
 
     def status(self) -> NodeStatus:
         """This node's heartbeat: capacity, load and what admission control says now."""

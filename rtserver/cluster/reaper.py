@@ -2,10 +2,10 @@
 
 Every front end runs one, on each registry read (``cluster/host.py``): a node that still has
 live sessions in the store, but whose heartbeat this front end has not seen for
-``node_ttl_s``, is lost. One front end (the one that takes the lock ``rt:reap:<node>``) ends
-its sessions as a restart would: a final scored from the stored signals, published on the
-bus so every observer, on every front end, gets it; then the session's subscriptions close.
-Only that node's sessions are touched.
+``node_ttl_s``, is lost. One front end (the one that takes the lock ``rt:reap:<node>``,
+``locks.py``) ends its sessions as a restart would: a final scored from the stored signals,
+published on the bus so every observer, on every front end, gets it; then the session's
+subscriptions close. Only that node's sessions are touched.
 
 What a front end counts is its own observation, not the key's TTL alone: a front end that has
 just started, or that could not read Redis (Redis restarting, a network blip), gives every
@@ -21,17 +21,14 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from rtserver.cluster.locks import acquire, reap_lock_key, release
 from rtserver.live.manager import finish_sessions
 from rtserver.live.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 END_REASON = "node_lost"
-REAP_LOCK_S = 30  # one front end ends a lost node's sessions; another tries after this
-
-
-def reap_lock_key(node: str) -> str:
-    return f"rt:reap:{node}"
+REAP_LOCK_S = 60  # held while one front end ends a lost node's sessions (released after)
 
 
 class NodeReaper:
@@ -74,10 +71,13 @@ class NodeReaper:
         return ended
 
     async def _reap(self, node: str, sessions: list[str], silent_s: float) -> list[str]:
-        taken = await self.redis.set(reap_lock_key(node), self.holder, nx=True, ex=REAP_LOCK_S)
-        if not taken:
-            return []  # another front end is at it
-        ended = await finish_sessions(self.runtime, sessions, END_REASON)
+        key = reap_lock_key(node)
+        if not await acquire(self.redis, key, self.holder, REAP_LOCK_S):
+            return []  # another front end, or the node itself restarting, is at it
+        try:
+            ended = await finish_sessions(self.runtime, sessions, END_REASON)
+        finally:
+            await release(self.redis, key, self.holder)
         if ended:
             log.error(
                 "node %s lost (no heartbeat for %.1f s): ended its %d live sessions",
