@@ -4,6 +4,7 @@ PostgreSQL database, and real aiortc candidates sending VP8 and Opus.
 
 - a candidate on host A is observed live through host B's front end, with no gap or
   duplicate at the switch from the store's backfill to Redis, and watched (video) through it;
+- a candidate whose network dropped rejoins through the other host's front end;
 - placement spreads sessions over both nodes;
 - SIGKILL of host A's node ends its sessions with ``node_lost`` (observers told, finals from
   what was stored) while host B's go on untouched; node A started again ends nothing of B's;
@@ -33,7 +34,8 @@ from peer import (
 )
 from postgres import create_database, drop_database, unreachable_reason
 from redis_server import RedisServer
-from watcher import watch_session
+from test_reconnect_e2e import rejoin
+from watcher import drop_network, watch_session
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -158,6 +160,32 @@ async def test_a_candidate_on_host_a_is_observed_live_through_host_b(
     assert_whole(messages_b, "ended_by_hr")
     assert messages_b == messages_a  # the same log whichever front end serves it
     assert len([m for m in messages_b if m["type"] == "signal"]) >= 8
+
+
+async def test_a_candidate_rejoins_through_the_other_front_end(
+    deployment: Deployment, long_media: tuple[Path, Path]
+) -> None:
+    """The candidate's Wi-Fi drops; the page offers again, and the load balancer sends it to
+    host B's front end: the rejoin reaches the node that runs the session, on host A."""
+    a, b = two_hosts(deployment)
+    async with httpx.AsyncClient(trust_env=False, timeout=30.0) as client:
+        session, first, node = await session_on(client, a, long_media)
+        url = signals_url(b.front.base_url, session["id"], b.front.api_key)
+        observer = asyncio.create_task(collect_signals(url, timeout=90))
+        await asyncio.sleep(3.0)
+        await drop_network(first)
+        second, _ = await rejoin(
+            client, b.front.base_url, session, *long_media, first.resume, timeout=25
+        )
+        await asyncio.sleep(4.0)
+        record = await get_session(client, b, session["id"])
+        assert (record["status"], record["node"]) == ("live", node)
+        await end_as_hr(client, b, session["id"])
+        messages = await observer
+        await first.close()
+        await second.close()
+    assert_whole(messages, "ended_by_hr")
+    assert "candidate reconnected" in a.node.log()  # on the node that ran it, through B
 
 
 async def test_placement_spreads_sessions_over_both_nodes(
