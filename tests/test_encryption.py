@@ -555,7 +555,9 @@ def test_rotation_while_another_process_reads_and_writes(
         thread.join()
     assert rotated.returncode == 0, rotated.stderr
     assert errors == []
-    assert len(mixed) >= 3, mixed  # it did work while the data keys were half re-wrapped
+    # It did work while the data keys were half re-wrapped (how many times depends on how
+    # the two processes share the cores; once is what the test needs).
+    assert len(mixed) >= 1, mixed
     out = json.loads(rotated.stdout)
     new_id = out["current"]
     assert out["retired"] == [old_id] and new_id != old_id
