@@ -27,7 +27,7 @@ from rtserver.cli_users import add_parsers as add_user_parsers
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.errors import KeyringError
 from rtserver.logs import setup_logging
-from rtserver.media.ice import restrict_host_addresses
+from rtserver.media.ice import parse_port_range, restrict_host_addresses, restrict_host_ports
 from rtserver.metrics import shared_for_this_run
 from rtserver.store import Store
 from rtserver.store.encryption import keyring_for
@@ -65,6 +65,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         dest="ice_addresses",
         action="append",
         help="host address ICE may advertise (repeatable; default: every interface)",
+    )
+    serve.add_argument(
+        "--udp-ports",
+        dest="udp_ports",
+        metavar="FIRST-LAST",
+        help="UDP ports ICE host candidates bind to, e.g. 40000-40999, for a firewall or a"
+        " container's port mapping (default: any port; one per candidate or observer)",
     )
     serve.add_argument(
         "--ice-server",
@@ -420,6 +427,7 @@ def serve(args: argparse.Namespace) -> int:
             "port",
             "data_dir",
             "ice_addresses",
+            "udp_ports",
             "ice_servers",
             "turn_secret",
             "webhook_urls",
@@ -486,6 +494,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config.log_level)
     restrict_host_addresses(config.ice_addresses)
+    restrict_host_ports(parse_port_range(config.udp_ports))
     api_key, generated = resolve_api_key(config)
     # Printed once, when it is made: a key printed on every start ends up in every log
     # collector and scrollback that sees the server's output.
