@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from rtserver.cli_users import add_parsers as add_user_parsers
 from rtserver.config import Config, ConfigError, load_config
 from rtserver.errors import KeyringError
 from rtserver.logs import setup_logging
-from rtserver.media.ice import restrict_host_addresses
+from rtserver.media.ice import parse_port_range, restrict_host_addresses, restrict_host_ports
 from rtserver.metrics import shared_for_this_run
 from rtserver.store import Store
 from rtserver.store.encryption import keyring_for
@@ -65,6 +65,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         dest="ice_addresses",
         action="append",
         help="host address ICE may advertise (repeatable; default: every interface)",
+    )
+    serve.add_argument(
+        "--udp-ports",
+        dest="udp_ports",
+        metavar="FIRST-LAST",
+        help="UDP ports ICE host candidates bind to, e.g. 40000-40999, for a firewall or a"
+        " container's port mapping (default: any port; one per candidate or observer)",
     )
     serve.add_argument(
         "--ice-server",
@@ -412,70 +419,77 @@ def create_demo_session(config: Config, api_key: str, show_key: bool) -> None:
         print(f"Demo observer link:  {observe} (the page asks for the HR key)", flush=True)
 
 
+# The settings `rtserver serve` takes as flags: each is the Config field of the same name.
+SERVE_SETTINGS = (
+    "host",
+    "port",
+    "data_dir",
+    "ice_addresses",
+    "udp_ports",
+    "ice_servers",
+    "turn_secret",
+    "webhook_urls",
+    "webhook_secret",
+    "turn_ttl_s",
+    "ice_transport_policy",
+    "public_url",
+    "tls_cert",
+    "tls_key",
+    "trusted_proxies",
+    "rate_login_per_min",
+    "rate_sessions_per_min",
+    "rate_offers_per_min",
+    "rate_signals_per_min",
+    "master_key_file",
+    "store",
+    "bus",
+    "role",
+    "node_id",
+    "node_ttl_s",
+    "max_sessions",
+    "max_cpu",
+    "session_cpu",
+    "max_loop_lag_s",
+    "max_signal_lag_s",
+    "analysis_fps",
+    "media_timeout_s",
+    "reconnect_grace_s",
+    "max_interview_s",
+    "max_watchers",
+    "audit_retention_days",
+    "analysis_threads",
+    "workers",
+    "analysis",
+    "crop_device",
+    "max_batch",
+    "detector",
+    "detect_fps",
+    "totp_required",
+    "emotion",
+    "transcribe",
+    "max_asr_backlog_s",
+    "transcript_wait_s",
+    "models_dir",
+    "asr_model",
+    "asr_device",
+    "asr_workers",
+    "engine",
+    "log_level",
+    "retention_days",
+    "retention_sweep_s",
+    "alternative_process_contact",
+)
+
+
+def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    """The configuration ``rtserver serve`` runs with: its flags over ``environ``'s
+    ``RTSERVER_*`` over its ``--config`` file; ConfigError saying what is wrong."""
+    return load_config({name: getattr(args, name) for name in SERVE_SETTINGS}, environ, args.config)
+
+
 def serve(args: argparse.Namespace) -> int:
-    cli_values = {
-        name: getattr(args, name)
-        for name in (
-            "host",
-            "port",
-            "data_dir",
-            "ice_addresses",
-            "ice_servers",
-            "turn_secret",
-            "webhook_urls",
-            "webhook_secret",
-            "turn_ttl_s",
-            "ice_transport_policy",
-            "public_url",
-            "tls_cert",
-            "tls_key",
-            "trusted_proxies",
-            "rate_login_per_min",
-            "rate_sessions_per_min",
-            "rate_offers_per_min",
-            "rate_signals_per_min",
-            "master_key_file",
-            "store",
-            "bus",
-            "role",
-            "node_id",
-            "node_ttl_s",
-            "max_sessions",
-            "max_cpu",
-            "session_cpu",
-            "max_loop_lag_s",
-            "max_signal_lag_s",
-            "analysis_fps",
-            "media_timeout_s",
-            "reconnect_grace_s",
-            "max_interview_s",
-            "max_watchers",
-            "audit_retention_days",
-            "analysis_threads",
-            "workers",
-            "analysis",
-            "crop_device",
-            "max_batch",
-            "detector",
-            "detect_fps",
-            "totp_required",
-            "emotion",
-            "transcribe",
-            "max_asr_backlog_s",
-            "transcript_wait_s",
-            "models_dir",
-            "asr_model",
-            "asr_device",
-            "asr_workers",
-            "engine",
-            "log_level",
-            "retention_days",
-            "retention_sweep_s",
-            "alternative_process_contact",
-        )
-    }
     try:
-        config = load_config(cli_values, os.environ, args.config)
+        config = serve_config(args, os.environ)
     except ConfigError as exc:
         print(f"rtserver: {exc}", file=sys.stderr)
         return 2
@@ -486,6 +500,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config.log_level)
     restrict_host_addresses(config.ice_addresses)
+    restrict_host_ports(parse_port_range(config.udp_ports))
     api_key, generated = resolve_api_key(config)
     # Printed once, when it is made: a key printed on every start ends up in every log
     # collector and scrollback that sees the server's output.

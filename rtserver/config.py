@@ -40,6 +40,11 @@ class Config:
     totp_required: str = "admins"
     # Host addresses ICE may advertise; empty means every interface (aioice's default).
     ice_addresses: tuple[str, ...] = ()
+    # UDP ports ICE host candidates bind to, "FIRST-LAST" (e.g. "40000-40999"), so a firewall
+    # or a container's port mapping can open exactly them; empty: any port the kernel picks.
+    # Each peer connection (a candidate, an observer) holds one while it lasts; with every
+    # port taken a new one gets 503 "no_udp_port" (media/ice.py).
+    udp_ports: str = ""
     # STUN/TURN URLs (stun:, turn:, turns:) for the pages and the server's own peers; empty
     # keeps every connection on host candidates, off the public internet.
     ice_servers: tuple[str, ...] = ()
@@ -429,7 +434,13 @@ def _validate(config: Config) -> Config:
             raise ConfigError(f"{name} must be between 0 (off) and 1000000 a minute")
     if not 1 <= config.rate_limit_clients <= 10_000_000:
         raise ConfigError("rate_limit_clients must be between 1 and 10000000")
+    from rtserver.media.ice import parse_port_range
     from rtserver.media.turn import check_ice_settings
+
+    try:
+        parse_port_range(config.udp_ports)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
     try:
         check_ice_settings(config)

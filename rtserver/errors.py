@@ -131,6 +131,14 @@ class Overloaded(AtCapacity):
     default_retry_after_s = 10
 
 
+class NoUdpPort(AtCapacity):
+    """Every UDP port of this host's ``--udp-ports`` range is taken by a peer connection (a
+    candidate's or an observer's): no new one until one is freed (``media/ice.py``)."""
+
+    code = "no_udp_port"
+    default_retry_after_s = 10
+
+
 class RateLimited(RetryLater):
     """One client address sent more requests of one kind than its rate limit allows
     (``rtserver/api/rate_limits.py``); ``retry_after_s`` is when the next one will pass."""
@@ -193,6 +201,7 @@ HTTP_STATUS: dict[type[RtServerError], int] = {
     RateLimited: 429,
     AtCapacity: 503,
     Overloaded: 503,
+    NoUdpPort: 503,
     WorkerLost: 503,
     StoreUnavailable: 503,
     RtServerError: 500,

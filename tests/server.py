@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import ssl
@@ -24,6 +25,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_udp_range(count: int, address: str = "127.0.0.1") -> tuple[int, int]:
+    """``count`` consecutive UDP ports free on ``address`` (first, last), below Linux's
+    ephemeral range (32768-60999) so no other program's ephemeral socket takes one of them
+    between this check and the server's bind."""
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20000, 32000 - count)
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(sock)
+                sock.bind((address, port))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return first, first + count - 1
+    raise RuntimeError(f"no {count} consecutive free UDP ports on {address}")
 
 
 @dataclass

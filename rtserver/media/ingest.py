@@ -46,7 +46,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtserver.config import Config
-from rtserver.errors import BadSdp, ControlRefused
+from rtserver.errors import BadSdp, ControlRefused, NoUdpPort
 from rtserver.media.turn import server_ice_configuration
 from rtserver.messages import ControlMessage, HintMessage
 
@@ -219,7 +219,8 @@ class PeerIngest:
     async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """The answer to ``offer``, with ICE candidates included (no trickle).
 
-        Raises BadSdp when aiortc cannot use the offer; the connection is closed then.
+        Raises BadSdp when aiortc cannot use the offer, NoUdpPort when every port of
+        ``--udp-ports`` is taken; the connection is closed then.
         """
         try:
             await self.pc.setRemoteDescription(offer)
@@ -228,6 +229,9 @@ class PeerIngest:
                 # The offer negotiated data channels: open ours for hints.
                 self._use_feedback(self.pc.createDataChannel("feedback"))
             await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except NoUdpPort:  # gathering found the port range full: the host's fault, not the offer's
+            await self.close()
+            raise
         except Exception as exc:
             # The offer is the only input here, so any failure to apply it is the offer's:
             # aiortc raises anything from ValueError to AttributeError on odd SDP.

@@ -37,7 +37,7 @@ from av.frame import Frame
 from av.packet import Packet
 
 from rtserver.config import Config
-from rtserver.errors import AtCapacity, BadSdp, Conflict
+from rtserver.errors import AtCapacity, BadSdp, Conflict, NoUdpPort
 from rtserver.media.ingest import ice_configuration
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class Watcher:
 
     async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """The answer to a recvonly offer, sending the feeds; raises BadSdp when aiortc
-        cannot use the offer."""
+        cannot use the offer, NoUdpPort when every port of ``--udp-ports`` is taken."""
         try:
             await self.pc.setRemoteDescription(offer)
             for transceiver in self.pc.getTransceivers():
@@ -158,6 +158,8 @@ class Watcher:
                     transceiver.sender.replaceTrack(feed)
                     transceiver.direction = "sendonly"
             await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except NoUdpPort:  # the port range is full (media/ice.py): 503, not the offer's fault
+            raise
         except Exception as exc:
             # As for the candidate's offer: aiortc raises anything on odd SDP.
             raise BadSdp(f"cannot use this offer: {exc}") from exc

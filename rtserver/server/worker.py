@@ -27,7 +27,12 @@ from rtserver.errors import RtServerError
 from rtserver.live.manager import SessionManager
 from rtserver.live.runtime import build_runtime, start_queues, stop_queues, warm_up
 from rtserver.logs import setup_logging
-from rtserver.media.ice import quicken_consent_checks, restrict_host_addresses
+from rtserver.media.ice import (
+    parse_port_range,
+    quicken_consent_checks,
+    restrict_host_addresses,
+    restrict_host_ports,
+)
 from rtserver.messages import WorkerCall, WorkerReady, WorkerReply, WorkerStart
 from rtserver.metrics import share_between_processes
 from rtserver.server.calls import answer_call
@@ -111,6 +116,7 @@ async def run(sock: socket.socket) -> None:
     share_between_processes(Path(start.metrics_dir))  # before build_runtime makes the metrics
     setup_logging(config.log_level)
     restrict_host_addresses(config.ice_addresses)
+    restrict_host_ports(parse_port_range(config.udp_ports))  # shared with the other workers
     quicken_consent_checks()
     loop = asyncio.get_running_loop()
     # The server process fetched the models before starting this worker: verify only.
