@@ -6,7 +6,7 @@ node that stops heartbeating drops out of the registry by itself. The set ``rt:n
 the ids ever announced, so a front end reads every node with one SMEMBERS and one pipelined
 HGETALL each; ids whose hash has expired are taken out of the set as they are found.
 
-Per node and heartbeat that is one pipeline of HSET (11 fields, ~300 bytes), PEXPIRE and SADD.
+Per node and heartbeat that is one pipeline of HSET (12 fields, ~300 bytes), PEXPIRE and SADD.
 """
 
 from __future__ import annotations
