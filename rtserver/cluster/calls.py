@@ -143,16 +143,7 @@ class CallClient:
             self._pending.pop(call_id, None)
 
     async def _read_replies(self) -> None:
-        key = replies_key(self.client)
-        while True:
-            try:
-                popped = await self.redis.blpop([key], timeout=POLL_S)
-            except RedisError as exc:
-                log.warning("reading call replies failed (%s); retrying", exc)
-                await asyncio.sleep(RETRY_S)
-                continue
-            if popped is not None:
-                self._resolve(_bytes(popped[1]))
+        await _pop_each(self.redis, replies_key(self.client), "call replies", self._resolve)
 
     def _resolve(self, raw: bytes) -> None:
         try:
@@ -185,22 +176,16 @@ class CallServer:
 
     async def serve(self) -> None:
         """Pops and answers calls until cancelled."""
-        key = calls_key(self.node)
         try:
-            while True:
-                try:
-                    popped = await self.redis.blpop([key], timeout=POLL_S)
-                except RedisError as exc:
-                    log.warning("reading calls failed (%s); retrying", exc)
-                    await asyncio.sleep(RETRY_S)
-                    continue
-                if popped is not None:
-                    task = asyncio.create_task(self._answer(_bytes(popped[1])))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+            await _pop_each(self.redis, calls_key(self.node), "calls", self._start_answer)
         finally:
             for task in list(self._tasks):
                 task.cancel()
+
+    def _start_answer(self, raw: bytes) -> None:
+        task = asyncio.create_task(self._answer(raw))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, raw: bytes) -> None:
         try:
@@ -231,5 +216,16 @@ class CallServer:
             log.error("could not reply to a %s call: %s", method, exc)
 
 
-def _bytes(value: bytes | str) -> bytes:
-    return value.encode() if isinstance(value, str) else value
+async def _pop_each(redis: Redis, key: str, what: str, handle: Callable[[bytes], None]) -> None:
+    """Hands each entry pushed onto list ``key`` to ``handle``, in order, until cancelled;
+    a lost connection is retried (what was pushed meanwhile waits in the list)."""
+    while True:
+        try:
+            popped = await redis.blpop([key], timeout=POLL_S)
+        except RedisError as exc:
+            log.warning("reading %s failed (%s); retrying", what, exc)
+            await asyncio.sleep(RETRY_S)
+            continue
+        if popped is not None:
+            raw = popped[1]
+            handle(raw.encode() if isinstance(raw, str) else raw)
