@@ -43,6 +43,10 @@ class Deployment:
     redis: RedisServer
     node_ttl_s: float = 3.0
     node_options: list[str] = field(default_factory=lambda: ["--analysis", "decode"])
+    # More options for the front ends (bench.streams lifts their rate limits here).
+    front_options: list[str] = field(default_factory=list)
+    # Whether the nodes keep their CPU budget (ServerProcess.cpu_budget: off unless asked).
+    cpu_budget: bool = False
     master_key: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
     hosts: list[Host] = field(default_factory=list)
 
@@ -67,7 +71,7 @@ class Deployment:
         node = self.start_node(name, address)
         front = ServerProcess(
             self.work_dir / name / "front",
-            options=[*self.shared_options(), "--role", "front"],
+            options=[*self.shared_options(), "--role", "front", *self.front_options],
             env=self.env,
             address=address,
             workers=None,
@@ -77,7 +81,7 @@ class Deployment:
         return host
 
     def start_node(self, name: str, address: str, port: int = 0) -> ServerProcess:
-        return ServerProcess(
+        node = ServerProcess(
             self.work_dir / name / "node",
             options=[
                 *self.shared_options(),
@@ -89,7 +93,9 @@ class Deployment:
             address=address,
             port=port,
             workers=None,
-        ).start(timeout_s=120)
+            cpu_budget=self.cpu_budget,
+        )
+        return node.start(timeout_s=120)
 
     def kill_node(self, host: Host) -> None:
         """SIGKILL, as a crash or a pulled plug would: no goodbye to the registry."""

@@ -127,14 +127,17 @@ from typing import Any
 
 import numpy as np
 
+from bench.streams.deployment import DEPLOYMENTS
 from bench.streams.generator import Generators
 from bench.streams.media import encode_media
+from bench.streams.paper import SESSIONS_PER_NODE, measure_capacity, on_paper
 from bench.streams.ramp import Bench
 from bench.streams.reporting import (
     asr_comparison,
     asr_targets,
     comparison,
     defaults_targets,
+    deployment_comparison,
     max_sustained,
     plot,
     report,
@@ -168,6 +171,26 @@ def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.
         "--settle", type=float, default=2.0, help="seconds after the start before CPU is measured"
     )
     parser.add_argument("--analysis", choices=["on", "off", "both"], default="both")
+    parser.add_argument(
+        "--deployment",
+        choices=["embedded", "two-hosts", "both"],
+        default="embedded",
+        help="embedded: one `rtserver serve` (SQLite, in-process bus); two-hosts: Redis,"
+        " PostgreSQL and two hosts of a front end and a media node; both: each, compared",
+    )
+    parser.add_argument(
+        "--capacity",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with two-hosts: measure what a redis-server (redis-benchmark XADD) and the"
+        " PostgreSQL server (pgbench inserts) take, for the nodes-per-primary estimate",
+    )
+    parser.add_argument(
+        "--sessions-per-node",
+        type=int,
+        default=SESSIONS_PER_NODE,
+        help="live sessions per media node in the nodes-per-primary estimate",
+    )
     parser.add_argument(
         "--transcribe",
         choices=["off", "on", "both"],
@@ -232,6 +255,9 @@ def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.
         parser.error("--server runs one mode: give --analysis on or off")
     if args.server and not args.key:
         parser.error("--server needs --key (or $RTSERVER_API_KEY)")
+    if args.server and args.deployment != "embedded":
+        parser.error("--server is one server: --deployment embedded")
+    args.deployments = list(DEPLOYMENTS) if args.deployment == "both" else [args.deployment]
     return args
 
 
@@ -263,17 +289,23 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         modes += ["asr"]
         if args.transcribe == "on":
             modes.remove("on")
-    steps: list[dict[str, Any]] = []
+    every_step: list[dict[str, Any]] = []
     bench = Bench(args, generators)
+    capacity: dict[str, Any] | None = None
     try:
         with contextlib.ExitStack() as stack:
             data = args.data_dir or Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="rtserver-streams-"))
             )
-            for mode in modes:
-                steps += bench.run_mode(mode, data)
+            for deployment in args.deployments:
+                for mode in modes:
+                    every_step += bench.run_mode(deployment, mode, data)
+            if args.capacity and "two-hosts" in args.deployments:
+                capacity = measure_capacity(data / "capacity")
     finally:
         generators.close()
+    # The analysis modes are compared on the first deployment; the deployments, mode by mode.
+    steps = [s for s in every_step if s["deployment"] == args.deployments[0]]
     on = [s for s in steps if s["mode"] == "on"]
     off = [s for s in steps if s["mode"] == "off"]
     asr = [s for s in steps if s["mode"] == "asr"]
@@ -288,7 +320,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         chosen_targets = targets(on, off, rows, top)
     if asr:
         chosen_targets += asr_targets(asr, asr_rows)
-    gen = [s["generator_cpu_per_stream"] for s in steps]
+    gen = [s["generator_cpu_per_stream"] for s in every_step]
     result: dict[str, Any] = {
         "config": {
             "ramp": args.ramp,
@@ -299,6 +331,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             "ramp_max": args.ramp_max,
             "burst": args.burst,
             "analysis": args.analysis,
+            "deployment": args.deployment,
             "transcribe": args.transcribe,
             "server": args.server or "local",
             "workers": args.workers if args.workers_supported else None,
@@ -315,7 +348,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             },
         },
         "servers": bench.healths,
-        "steps": steps,
+        "steps": every_step,
         "comparison": rows,
         "asr_comparison": asr_rows,
         "max_sustainable": {
@@ -327,9 +360,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         "targets": [vars(t) for t in chosen_targets],
         "notes": notes,
     }
-    print("\n" + report(result), flush=True)
-    if args.json:
+    if len(args.deployments) > 1 or args.deployments != ["embedded"]:
+        result["deployments"] = deployment_comparison(every_step, modes, top)
+        result["on_paper"] = on_paper(every_step, capacity, args.sessions_per_node)
+    if args.json:  # first: a long run's figures outlive a failure to print them
         args.json.write_text(json.dumps(result, indent=1))
+    print("\n" + report(result), flush=True)
     if args.plot:
         plot(result, args.plot)
     return 0

@@ -187,9 +187,16 @@ async def _generator_loop(conn: Connection, media: EncodedMedia) -> None:
             except EOFError:
                 return
             if command["cmd"] == "connect":
-                peers = [ClientPeer(s, token) for s, token in command["sessions"]]
+                # Each session is [id, token] or [id, token, base]: the front end it was
+                # created on, which its candidate joins and its observer watches through.
+                entries = command["sessions"]
+                peers = [ClientPeer(entry[0], entry[1]) for entry in entries]
+                bases = [entry[2] if len(entry) > 2 else command["base"] for entry in entries]
                 outcomes = await asyncio.gather(
-                    *(p.connect(command["base"], command["key"], media, http) for p in peers),
+                    *(
+                        p.connect(base, command["key"], media, http)
+                        for p, base in zip(peers, bases, strict=True)
+                    ),
                     return_exceptions=True,
                 )
                 for peer, outcome in zip(peers, outcomes, strict=True):

@@ -55,6 +55,52 @@ def tree_usage(pids: Sequence[int]) -> Usage:
     return Usage(cpu, rss, main)
 
 
+def pid_usage(pid: int) -> Usage | None:
+    """One process's usage now; None when it is gone."""
+    try:
+        return _pid_usage(pid)
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_usage(pid: int) -> Usage:
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    fields = _stat_fields(pid)
+    thread = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return Usage(
+        cpu_s=sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick,
+        rss=int(fields[21]) * page,
+        main_thread_s=(int(thread[11]) + int(thread[12])) / tick,
+    )
+
+
+# part name -> pid -> its usage: one reading of every process of a server or deployment
+PartsSample = dict[str, dict[int, Usage]]
+
+
+def parts_sample(parts: dict[str, list[int]]) -> PartsSample:
+    """Every process of every part, read now (those already gone are left out)."""
+    out: PartsSample = {}
+    for part, pids in parts.items():
+        usages = {pid: pid_usage(pid) for pid in pids}
+        out[part] = {pid: usage for pid, usage in usages.items() if usage is not None}
+    return out
+
+
+def usage_delta(before: dict[int, Usage], after: dict[int, Usage]) -> Usage:
+    """A group of processes between two readings: CPU seconds and main-thread CPU seconds
+    spent, and RSS at the later one. A process that appeared in between counts from zero
+    (a new PostgreSQL backend, a worker); one that ended in between is missed, since its CPU
+    after the first reading is unknown, rather than subtracted as a whole."""
+    cpu = main = rss = 0.0
+    for pid, late in after.items():
+        early = before.get(pid, Usage(0.0, 0.0, 0.0))
+        cpu += late.cpu_s - early.cpu_s
+        main += late.main_thread_s - early.main_thread_s
+        rss += late.rss
+    return Usage(cpu, rss, main)
+
+
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 

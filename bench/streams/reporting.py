@@ -39,11 +39,16 @@ def _num(value: float | None, spec: str, width: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
 
+def step_label(s: dict[str, Any]) -> str:
+    """A step's mode as the tables name it: ``off``, or ``off/2h`` on two hosts."""
+    return s["mode"] if s.get("deployment", "embedded") == "embedded" else f"{s['mode']}/2h"
+
+
 def step_line(s: dict[str, Any]) -> str:
     lag = s["lag_ms"]
     crops = sum(s["crops_dropped"].values())
     return (
-        f"{s['mode']:>3} {s['streams']:>4}  {_num(lag['p50'], '.0f', 5)}"
+        f"{step_label(s):>6} {s['streams']:>4}  {_num(lag['p50'], '.0f', 5)}"
         f" {_num(lag['p95'], '.0f', 5)} {_num(lag['p99'], '.0f', 5)}"
         f"  {s['seconds_missing']:>4} {s['seconds_duplicate']:>3}"
         f"  {_num(s['server_cpu_per_stream'], '.3f', 7)} {_num(s['rss_mb'], '.0f', 6)}"
@@ -55,9 +60,9 @@ def step_line(s: dict[str, Any]) -> str:
 
 
 HEADER = (
-    "                 signal lag (ms)   seconds   server   tree RSS MB  decoded frames crops"
+    "                    signal lag (ms)   seconds   server   tree RSS MB  decoded frames crops"
     "  generator     loop\n"
-    "mode   N    p50   p95   p99  miss dup  cores/N  total  per N  fps/N anal/s  drop"
+    "  mode    N    p50   p95   p99  miss dup  cores/N  total  per N  fps/N anal/s  drop"
     "  cores/N late99  lag  ok"
 )
 
@@ -259,7 +264,7 @@ def breakdown_lines(steps: list[dict[str, Any]]) -> list[str]:
         ("    other threads (decode, ORT)", "", "other_rest"),
         *((f"path {k} (not added)", "paths", k) for k in paths),
     ]
-    head = "".join(f"{s['mode'] + str(s['streams']):>8}" for s in steps)
+    head = "".join(f"{step_label(s) + str(s['streams']):>8}" for s in steps)
     lines = [
         "where the server's CPU goes (thousandths of a core per stream, from /metrics and /proc):",
         f"{'':<34}{head}",
@@ -283,7 +288,7 @@ def lag_lines(steps: list[dict[str, Any]]) -> list[str]:
         ("  before the server (network, jitter, decode)", "before_server_lag_ms"),
         ("  on the server (its lag_ms)", "server_lag_ms"),
     ]
-    head = "".join(f"{s['mode'] + str(s['streams']):>8}" for s in steps)
+    head = "".join(f"{step_label(s) + str(s['streams']):>8}" for s in steps)
     lines = ["where the signal lag goes (ms, p50 / p95):", f"{'':<46}{head}"]
     for label, key in rows:
         for q in ("p50", "p95"):
@@ -334,6 +339,11 @@ def report(result: dict[str, Any]) -> str:
         f"generator CPU per stream: {result['generator_cpu_per_stream']:.4f} cores"
         f" ({result['config']['generator_processes']} processes)"
     )
+    if result.get("deployments"):
+        lines += ["", *deployment_lines(result["deployments"], result["steps"])]
+        lines += ["", *cost_lines(result["steps"])]
+    if result.get("on_paper"):
+        lines += ["", *paper_lines(result["on_paper"])]
     lines += ["", *lag_lines(result["steps"])]
     lines += ["", *breakdown_lines(result["steps"])]
     if result["targets"]:
@@ -346,6 +356,147 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def deployment_comparison(
+    steps: list[dict[str, Any]], modes: list[str], top: int
+) -> dict[str, Any]:
+    """Per analysis mode and stream count both deployments ran: the CPU per stream of the
+    embedded server and of the whole two-host deployment, and their ratio; and the most
+    streams each sustained (the same criteria: p95 lag, no second missing, all connected)."""
+    rows = []
+    for mode in modes:
+        embedded = {
+            s["streams"]: s
+            for s in ramp_steps_only(steps)
+            if s["mode"] == mode and s["deployment"] == "embedded"
+        }
+        for step in ramp_steps_only(steps):
+            if step["mode"] != mode or step["deployment"] != "two-hosts":
+                continue
+            base = embedded.get(step["streams"])
+            two = step["server_cpu_per_stream"]
+            one = base["server_cpu_per_stream"] if base else None
+            rows.append(
+                {
+                    "mode": mode,
+                    "streams": step["streams"],
+                    "embedded_cpu_per_stream": one,
+                    "two_hosts_cpu_per_stream": two,
+                    "ratio": two / one if two is not None and one else None,
+                    "two_hosts_parts": step.get("parts_cpu_per_stream"),
+                    "both_sustainable": bool(base and base["sustainable"]) and step["sustainable"],
+                }
+            )
+    most = {}
+    for mode in modes:
+        for deployment in ("embedded", "two-hosts"):
+            group = [s for s in steps if s["mode"] == mode and s["deployment"] == deployment]
+            if group:
+                streams, at_top = max_sustained(group, top)
+                most[f"{mode} {deployment}"] = {"streams": streams, "ramp_top": at_top}
+    return {"rows": rows, "max_sustainable": most}
+
+
+def deployment_lines(comparison: dict[str, Any], steps: list[dict[str, Any]]) -> list[str]:
+    """Embedded against two hosts: CPU per stream, whole and part by part."""
+    rows = comparison["rows"]
+    parts = sorted({p for r in rows for p in (r["two_hosts_parts"] or {})})
+    lines = [
+        "embedded (one server: SQLite, in-process bus) against two hosts (2 front ends,"
+        " 2 nodes, Redis, PostgreSQL), server cores per stream:",
+        f"mode     N  embedded  two-hosts  ratio  both ok  | {'  '.join(parts)}",
+    ]
+    for r in rows:
+        cells = "  ".join(_num((r["two_hosts_parts"] or {}).get(p), ".4f", len(p)) for p in parts)
+        lines.append(
+            f"{r['mode']:<4} {r['streams']:>4}  {_num(r['embedded_cpu_per_stream'], '.4f', 8)}"
+            f"  {_num(r['two_hosts_cpu_per_stream'], '.4f', 9)}  {_num(r['ratio'], '.2f', 5)}"
+            f"  {'yes' if r['both_sustainable'] else 'no':>7}  | {cells}"
+        )
+    for name, best in comparison["max_sustainable"].items():
+        bound = " (the ramp's top: a lower bound)" if best["ramp_top"] else ""
+        lines.append(f"max sustainable streams, {name}: {best['streams']}{bound}")
+    return lines
+
+
+COST_ROWS = (
+    ("redis ops", "redis", "ops", ".2f"),
+    ("  XADD", "redis", "calls.xadd", ".2f"),
+    ("  XREAD", "redis", "calls.xread", ".2f"),
+    ("redis bytes in", "redis", "bytes_in", ".0f"),
+    ("redis bytes out", "redis", "bytes_out", ".0f"),
+    ("redis CPU (ms)", "redis", "cpu_s", ".3f"),
+    ("pg commits", "postgresql", "xact_commit", ".2f"),
+    ("pg rows inserted", "postgresql", "tup_inserted", ".2f"),
+    ("pg rows updated", "postgresql", "tup_updated", ".2f"),
+    ("pg database growth (bytes)", "postgresql", "db_bytes_grown", ".0f"),
+    ("pg WAL bytes (whole server)", "postgresql", "wal_bytes_server", ".0f"),
+    ("pg backends CPU (ms)", "postgresql", "backend_cpu_s", ".3f"),
+)
+
+
+def _cost(figures: dict[str, Any], engine: str, key: str) -> float | None:
+    value: Any = figures.get(engine, {})
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        return 0.0 if key.startswith("calls.") and figures.get(engine) else None
+    return float(value) * (1000.0 if key.endswith("cpu_s") else 1.0)
+
+
+def cost_lines(steps: list[dict[str, Any]]) -> list[str]:
+    """Redis and PostgreSQL per live session-second, raw and above the idle deployment."""
+    measured = [s for s in steps if s.get("costs")]
+    if not measured:
+        return []
+    head = "".join(f"{step_label(s) + str(s['streams']):>10}{'(-idle)':>9}" for s in measured)
+    lines = [
+        "Redis and PostgreSQL per live session-second (raw, and less the idle deployment's"
+        " rate: heartbeats, registry reads, call polls):",
+        f"{'':<30}{head}",
+    ]
+    for name, engine, key, spec in COST_ROWS:
+        cells = ""
+        for s in measured:
+            raw = _cost(s["costs"]["per_session_second"], engine, key)
+            above = _cost(s["costs"].get("per_session_second_above_idle", {}), engine, key)
+            cells += f"{_num(raw, spec, 10)}{_num(above, spec, 9)}"
+        lines.append(f"{name:<30}{cells}")
+    seconds = "".join(f"{s['costs']['session_seconds']:>10.0f}{'':>9}" for s in measured)
+    signals = "".join(f"{s['signals_in_window']:>10}{'':>9}" for s in measured)
+    lines.append(f"{'live session-seconds':<30}{seconds}")
+    lines.append(f"{'  signals observed in them':<30}{signals}")
+    return lines
+
+
+def paper_lines(paper: dict[str, Any]) -> list[str]:
+    src = paper["from_step"]
+    lines = [
+        f"on paper (from {src['mode']}/2h at {src['streams']} streams; hosts of a front end"
+        f" and a node with {paper['sessions_per_node']} sessions):",
+        f"  Redis per session-second: {paper['redis_ops_per_session_second']:.2f} ops,"
+        f" {paper['redis_bytes_in_per_session_second']:.0f} B in,"
+        f" {paper['redis_bytes_out_per_session_second']:.0f} B out",
+        f"  Redis fixed: {paper['redis_idle_ops_per_host_s']:.1f} ops/s per host, and"
+        f" {paper['redis_hgetall_per_front_per_node_s']:.2f} HGETALL/s per front end per node",
+        f"  PostgreSQL: {paper['pg_commits_per_session_second']:.2f} commits per session-second,"
+        f" {paper['pg_idle_commits_per_host_s']:.1f}/s per idle host,"
+        f" {paper['pg_backends_per_host']:.0f} backends per host",
+    ]
+    capacity = paper["capacity"]
+    if capacity:
+        lines.append(
+            f"  measured: redis-server {capacity['xadd_ops_s']:.0f} XADD/s"
+            f" ({capacity['xadd_pipelined_ops_s']:.0f} pipelined), PostgreSQL"
+            f" {capacity['pg_insert_commits_s']:.0f} insert commits/s,"
+            f" max_connections {capacity['pg_max_connections']};"
+            f" planned at {100 * paper['usable_share']:.0f} %"
+        )
+        for name, nodes in paper["nodes_by_limit"].items():
+            lines.append(f"  nodes one primary serves by {name}: {nodes}")
+        lines.append(f"  fails first as nodes are added: {paper['fails_first']}")
+    return lines
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -354,29 +505,34 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     fig, (lag_ax, cpu_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
     colours = {"on": "tab:red", "off": "tab:blue", "asr": "tab:green"}
-    for mode in ("on", "off", "asr"):
-        steps = [s for s in result["steps"] if s["mode"] == mode and s["lag_ms"]["p50"] is not None]
+    # One line per mode and deployment ("off", "off/2h"): the colour says the mode, the
+    # marker the deployment (o: embedded, s: two hosts).
+    for name in dict.fromkeys(step_label(s) for s in result["steps"]):
+        steps = [
+            s for s in result["steps"] if step_label(s) == name and s["lag_ms"]["p50"] is not None
+        ]
         if not steps:
             continue
+        mode, marker = steps[0]["mode"], "o" if name == steps[0]["mode"] else "s"
         n = [s["streams"] for s in steps]
         for q, style in (("p50", ":"), ("p95", "-"), ("p99", "--")):
             lag_ax.plot(
                 n,
                 [s["lag_ms"][q] for s in steps],
                 style,
-                marker="o",
+                marker=marker,
                 color=colours[mode],
-                label=f"{mode} {q}",
+                label=f"{name} {q}",
             )
         cpu = [s["server_cpu_per_stream"] for s in steps]
         if all(c is not None for c in cpu):
-            cpu_ax.plot(n, cpu, "-o", color=colours[mode], label=f"server, analysis {mode}")
+            cpu_ax.plot(n, cpu, "-" + marker, color=colours[mode], label=f"server, {name}")
         cpu_ax.plot(
             n,
             [s["generator_cpu_per_stream"] for s in steps],
             ":x",
             color=colours[mode],
-            label=f"generator ({mode} run)",
+            label=f"generator ({name} run)",
         )
         bad = [s for s in steps if not s["sustainable"]]
         lag_ax.plot(

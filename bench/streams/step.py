@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 
+from bench.streams.costs import costs
 from bench.streams.measure import (
+    PartsSample,
     Usage,
     percentiles,
     series,
     session_seconds,
     total,
     tree_usage,
+    usage_delta,
 )
 
 if TYPE_CHECKING:
@@ -36,9 +39,15 @@ class Step:
     """
 
     def __init__(
-        self, bench: Bench, mode: str, streams: int, refusals_allowed: bool = False
+        self,
+        bench: Bench,
+        mode: str,
+        streams: int,
+        refusals_allowed: bool = False,
+        deployment: str = "embedded",
     ) -> None:
         self.bench, self.mode, self.streams = bench, mode, streams
+        self.deployment = deployment
         self.refusals_allowed = refusals_allowed
         self.active = streams  # the sessions admitted: what per-stream figures divide by
 
@@ -46,7 +55,8 @@ class Step:
         bench, seconds = self.bench, self.bench.args.seconds
         settle = min(bench.args.settle, seconds / 3)
         bench.wait_idle()
-        log_offset = bench.log_offset()
+        log_offsets = bench.log_offsets()
+        costs_start, parts_start = bench.cost_sample(), bench.sample_parts()
         with httpx.Client(trust_env=False, timeout=30.0) as http:
             sessions = [bench.create_session(http) for _ in range(self.streams)]
         conns = bench.generators.conns
@@ -63,30 +73,53 @@ class Step:
         for conn in used:
             conn.send({"cmd": "run", "start_at": start_at, "seconds": seconds})
         time.sleep(max(0.0, start_at + settle - time.monotonic()))
-        server0, gen0 = bench.server_usage(), tree_usage(bench.generators.pids)
-        metrics0, at0 = bench.scrape(), time.monotonic()
+        # The same instants for every figure of the window: CPU, /metrics, Redis, PostgreSQL.
+        costs0, server0 = bench.cost_sample(), bench.sample_parts()
+        gen0, metrics0, at0 = tree_usage(bench.generators.pids), bench.scrape(), time.monotonic()
         rss_peak = 0.0
         while (left := start_at + seconds - time.monotonic()) > 0:
             time.sleep(min(1.0, left))
             rss_peak = max(rss_peak, bench.server_rss())
-        server1, gen1 = bench.server_usage(), tree_usage(bench.generators.pids)
-        metrics1, at1 = bench.scrape(), time.monotonic()
+        costs1, server1 = bench.cost_sample(), bench.sample_parts()
+        gen1, metrics1, at1 = tree_usage(bench.generators.pids), bench.scrape(), time.monotonic()
         rss_peak = max(rss_peak, bench.server_rss())
         everyone = [r for reply in bench.generators.collect(used, seconds + 120.0) for r in reply]
         results = [r for r in everyone if not r["refused"]]
         self.active = max(1, len(results))
         step = self.signal_figures(results, connected)
+        step["deployment"] = self.deployment
         step["admitted"] = len(results)
         step["refused"] = dict(Counter(r["refused"] for r in everyone if r["refused"]))
-        problems = bench.log_problems(log_offset)
+        problems = bench.log_problems(log_offsets)
         step["server_log_problems"] = {"count": len(problems), "first": problems[:10]}
         window_s, per_stream = at1 - at0, 1.0 / ((at1 - at0) * self.active)
         step["window_s"] = round(window_s, 3)
-        step.update(self.server_figures(server0, server1, rss_peak, window_s))
+        # Live session-seconds in the window: every admitted session is live through it (they
+        # join before the start and hang up after its end); the signals that reached the
+        # observers inside it are the check on that.
+        step["session_seconds"] = len(results) * window_s
+        step["signals_in_window"] = sum(
+            at0 <= arrival[1] <= at1 for r in results for arrival in r["arrivals"]
+        )
+        parts = parts_delta(server0, server1)
+        step.update(self.server_figures(parts, rss_peak, window_s))
         step.update(self.metrics_figures(metrics0, metrics1, window_s))
         step["generator_cpu_per_stream"] = (gen1.cpu_s - gen0.cpu_s) * per_stream
         step["generator_late_p99_ms"] = max(r["late_p99_ms"] for r in everyone)
-        step["breakdown"] = self.breakdown(step, metrics0, metrics1, server0, server1, per_stream)
+        step["breakdown"] = self.breakdown(step, metrics0, metrics1, parts, per_stream)
+        pg_cpu = parts["postgresql"].cpu_s if parts and "postgresql" in parts else None
+        if server1 is not None and "postgresql" in server1:
+            step["postgresql_backends"] = len(server1["postgresql"])
+        if costs0 is not None and costs1 is not None:
+            step["costs"] = costs(costs0, costs1, step["session_seconds"], pg_cpu, bench.idle_costs)
+        costs_end, parts_end = bench.cost_sample(), bench.sample_parts()
+        if costs_start is not None and costs_end is not None:
+            # The whole step, from before the sessions were created to after their finals:
+            # with the joins, ends and finals, per session.
+            whole_parts = parts_delta(parts_start, parts_end) or {}
+            pg = whole_parts.get("postgresql")
+            whole = costs(costs_start, costs_end, float(len(results)), pg.cpu_s if pg else None)
+            step["costs_whole_step_per_session"] = whole["per_session_second"]
         p95 = step["lag_ms"]["p95"]
         admitted = len(results) if self.refusals_allowed else self.streams
         step["sustainable"] = (
@@ -141,25 +174,31 @@ class Step:
         }
 
     def server_figures(
-        self, before: Usage | None, after: Usage | None, rss_peak: float, window_s: float
+        self, parts: dict[str, Usage] | None, rss_peak: float, window_s: float
     ) -> dict[str, Any]:
-        """CPU and memory of the server's process tree (None without its pid)."""
-        if before is None or after is None:
+        """CPU and memory of the server's process tree, or of every part of a deployment,
+        summed and part by part (None without the pids)."""
+        if parts is None:
             keys = (
                 "server_cpu_cores",
                 "server_cpu_per_stream",
                 "server_idle_cores",
+                "parts_cpu_per_stream",
                 "rss_mb",
                 "rss_idle_mb",
                 "rss_per_stream_mb",
             )
             return dict.fromkeys(keys)
-        cores = (after.cpu_s - before.cpu_s) / window_s
+        cores = sum(u.cpu_s for u in parts.values()) / window_s
         bench = self.bench
         return {
             "server_cpu_cores": cores,
             "server_cpu_per_stream": cores / self.active,
             "server_idle_cores": bench.idle_cores,
+            "parts_cpu_per_stream": {
+                part: u.cpu_s / window_s / self.active for part, u in parts.items()
+            },
+            "parts_idle_cores": dict(bench.idle_parts),
             "rss_mb": rss_peak / 2**20,
             "rss_idle_mb": bench.idle_rss / 2**20,
             "rss_per_stream_mb": (rss_peak - bench.idle_rss) / 2**20 / self.active,
@@ -201,8 +240,7 @@ class Step:
         step: dict[str, Any],
         before: dict[Any, float],
         after: dict[Any, float],
-        server0: Usage | None,
-        server1: Usage | None,
+        parts: dict[str, Usage] | None,
         per_stream: float,
     ) -> dict[str, Any]:
         """The server's CPU per stream by stage (its own counters), and what is left."""
@@ -211,9 +249,9 @@ class Step:
         listed = sum(stages.values()) if stages else sum(paths.values())
         tree = step["server_cpu_per_stream"]
         other = event_loop = None
-        if tree is not None and server0 is not None and server1 is not None:
+        if tree is not None and parts is not None:
             other = tree - listed * per_stream
-            event_loop = (server1.main_thread_s - server0.main_thread_s) * per_stream
+            event_loop = sum(u.main_thread_s for u in parts.values()) * per_stream
         return {
             "stages": {k: v * per_stream for k, v in sorted(stages.items())},
             "paths": {k: v * per_stream for k, v in sorted(paths.items())},
@@ -225,6 +263,13 @@ class Step:
             "other_main_threads": event_loop,
             "other_rest": None if other is None or event_loop is None else other - event_loop,
         }
+
+
+def parts_delta(before: PartsSample | None, after: PartsSample | None) -> dict[str, Usage] | None:
+    """Each part's CPU between two readings (and RSS at the later); None without them."""
+    if before is None or after is None:
+        return None
+    return {part: usage_delta(before.get(part, {}), usages) for part, usages in after.items()}
 
 
 def transcript_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
