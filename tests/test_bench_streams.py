@@ -180,3 +180,108 @@ def test_ramp_climbs_on_until_a_step_fails() -> None:
     assert seen == [1, 2, 4, 8, 12, 16]
     args.until_fail = False
     assert list(ramp_steps(args, [])) == [1, 2, 4, 8]
+
+
+def test_two_hosts_against_embedded_counts_every_part_and_the_costs(
+    tmp_path: Path, models_dir: Path, media_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--deployment both``, decode-only, one step of 2 streams: the same step against one
+    embedded server and against two hosts (2 front ends, 2 nodes, a private Redis, a fresh
+    PostgreSQL database). Every session's seconds arrive on both; the two-host CPU is the
+    sum of its parts; Redis's XADDs and PostgreSQL's inserted rows match the signals the
+    observers got in the same window."""
+    from postgres import unreachable_reason
+
+    reason = unreachable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    out = tmp_path / "deployments.json"
+    argv = ["--deployment", "both", "--analysis", "off", "--ramp", "2", "--no-until-fail"]
+    argv += ["--seconds", "6", "--json", str(out)]
+    argv += ["--media-dir", str(media_dir / "bench-streams")]
+    assert streams.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "embedded (one server" in printed and "per live session-second" in printed
+
+    report = json.loads(out.read_text())
+    steps = report["steps"]
+    assert [(s["deployment"], s["mode"], s["streams"]) for s in steps] == [
+        ("embedded", "off", 2),
+        ("two-hosts", "off", 2),
+    ]
+    for step in steps:
+        where = step["deployment"]
+        assert step["connected"] == 2 and step["seconds_missing"] == 0, where
+        assert all(s["contiguous"] and s["final"] for s in step["sessions"]), where
+        assert step["end_reasons"] == {"hangup": 2}, where
+        assert _finite(step["server_cpu_per_stream"]) and step["server_cpu_per_stream"] > 0
+
+    embedded, two = steps
+    assert set(embedded["parts_cpu_per_stream"]) == {"server"}
+    parts = two["parts_cpu_per_stream"]
+    assert set(parts) == {
+        "host-a front", "host-a node", "host-b front", "host-b node", "redis-server",
+        "postgresql",
+    }  # fmt: skip
+    assert sum(parts.values()) == pytest.approx(two["server_cpu_per_stream"])
+    # The nodes decode the video: most of the deployment's CPU. (Not each node: joins that
+    # arrive at once may all be placed on one, as the registry's load lags them.)
+    nodes = parts["host-a node"] + parts["host-b node"]
+    assert nodes > 0.5 * two["server_cpu_per_stream"]
+    assert two["postgresql_backends"] >= 4  # each front end and node holds its own
+
+    costs = two["costs"]
+    seconds = costs["session_seconds"]
+    assert 2 <= seconds <= 2 * two["window_s"] + 0.01
+    redis, pg = costs["totals"]["redis"], costs["totals"]["postgresql"]
+    # One XADD per signal: those the observers got inside the window, give or take the
+    # ones in flight at its two ends.
+    assert abs(redis["calls"]["xadd"] - two["signals_in_window"]) <= 4, (redis, two)
+    assert redis["calls"]["xadd"] >= 0.6 * seconds
+    assert redis["bytes_in"] > 400 * redis["calls"]["xadd"]  # a packed signal is ~400 bytes
+    assert redis["cpu_s"] > 0
+    # Every published message was stored first: one row inserted per XADD.
+    assert abs(pg["tup_inserted"] - redis["calls"]["xadd"]) <= 4, (pg, redis)
+    assert pg["xact_commit"] >= pg["tup_inserted"] - 4
+    above = costs["per_session_second_above_idle"]["redis"]["ops"]
+    assert 1.0 <= above < costs["per_session_second"]["redis"]["ops"]
+    whole = two["costs_whole_step_per_session"]
+    assert whole["redis"]["calls"]["xadd"] >= 6  # every second, the final and the close
+    assert whole["postgresql"]["tup_inserted"] >= 7  # those, and the session's own row
+
+    comparison = report["deployments"]["rows"]
+    assert [(r["mode"], r["streams"]) for r in comparison] == [("off", 2)]
+    assert comparison[0]["both_sustainable"] and _finite(comparison[0]["ratio"])
+    paper = report["on_paper"]
+    assert paper["redis_ops_per_session_second"] == pytest.approx(above)
+    assert paper["redis_hgetall_per_front_per_node_s"] > 0.5  # each front reads each node 1/s
+
+
+def test_redis_samples_leave_out_their_own_info(redis_server: Any) -> None:
+    """Two samples with nothing between them: no operation, no byte, as the bench's own
+    INFO request and reply are taken out; then one SET of 1000 bytes shows as one op and
+    at least 1000 bytes in."""
+    import socket
+
+    from bench.streams.costs import redis_delta, redis_sample
+
+    first = redis_sample(redis_server.port)
+    second = redis_sample(redis_server.port)
+    idle = redis_delta(first, second)
+    assert idle["ops"] == 0 and idle["bytes_in"] == 0 and idle["bytes_out"] == 0, idle
+    with socket.create_connection(("127.0.0.1", redis_server.port)) as sock:
+        value = b"v" * 1000
+        sock.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\n" + value + b"\r\n")
+        assert sock.recv(16) == b"+OK\r\n"
+    third = redis_sample(redis_server.port)
+    one = redis_delta(second, third)
+    assert one["calls"] == {"set": 1} and one["ops"] == 1
+    assert 1000 < one["bytes_in"] < 1100 and one["bytes_out"] == 5
+
+
+def test_nodes_per_primary_takes_the_tightest_limit() -> None:
+    from bench.streams.paper import largest_m
+
+    assert largest_m(lambda m: 10.0 * m, 95.0) == 9
+    assert largest_m(lambda m: m * m, 100.0) == 10
+    assert largest_m(lambda m: 50.0 * m, 10.0) == 0

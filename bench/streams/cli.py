@@ -2,6 +2,7 @@
 
     python -m bench.streams [--ramp 1,2,4,8,12,16 | --clients N] [--seconds 20]
         [--analysis on|off|both] [--transcribe off|on|both] [--limits off|defaults]
+        [--deployment embedded|two-hosts|both] [--capacity] [--sessions-per-node 20]
         [--[no-]until-fail] [--ramp-max 64]
         [--burst N] [--workers N] [--json out.json] [--plot out.png]
         [--server URL --key KEY [--server-pid PID]] [--server-args "..."] [--data-dir DIR]
@@ -100,7 +101,42 @@ on the CPU held all 48 (p95 362 ms) at 0.110; decode-only: 48+ at 0.071. Face de
 frame per call, was the difference: 31-36 thousandths of a core per stream on torch-cuda
 against 12 on the CPU.
 
-``--server-args`` go to both modes' servers (decode-only loads no model). The line the bench
+Many hosts (issue 18): ``--deployment two-hosts`` runs each mode against a deployment on two
+"hosts" of this machine, started as tests/cluster.py starts it (bench/streams/deployment.py):
+a private redis-server, a fresh PostgreSQL database on the shared server (dropped after), and
+on 127.0.0.2 and 127.0.0.3 a front end (``--role front``) and a media node (``--role node``)
+each. Session i is created, joined and observed through front end i mod 2, and placed by the
+front end on the least-loaded node. ``--deployment both`` runs the embedded server (``--role
+all``: SQLite, the in-process bus) first and then the deployment, mode by mode, with the same
+ramp, the same generators and the same criteria for a step being sustained; the table "embedded
+against two hosts" gives, per step both ran, the CPU per stream of each and their ratio. The
+deployment's CPU counts every process that serves the sessions, each shown on its own: both
+front ends, both nodes, the redis-server, and the PostgreSQL backends connected to our database
+(found in ``pg_stat_activity``; the server's own background processes serve every database and
+are left out; /proc counts in 10 ms ticks, so a part that does little may read 0 over a short
+window). RSS leaves the PostgreSQL backends out: they map the server's shared buffers.
+
+With two hosts, each step also reports what Redis and PostgreSQL did in its measured window,
+per live session-second (sessions x window; the signals the observers got inside it are shown
+beside, as the check), both raw and above the idle deployment's rate (measured for 10 s before
+the ramp: heartbeats, registry reads, call polls, the reapers' reads), see bench/streams/
+costs.py: Redis's ``INFO commandstats`` calls, ``total_net_input_bytes``/``output_bytes`` and
+``used_cpu_sys + used_cpu_user`` (the bench's own INFO taken out), and PostgreSQL's
+``pg_stat_database`` commits and rows, the database's growth, the server's WAL bytes (all
+databases: an upper bound) and the backends' CPU; and the same over the whole step per session
+(its create, join, end and final included). ``--capacity`` then measures what this machine's
+redis-server (redis-benchmark XADD) and PostgreSQL (pgbench single-row inserts) take, and
+"on paper" turns the figures into the nodes one primary serves under each limit, and which
+fails first as nodes are added (bench/streams/paper.py has the model). On 2 cores, run it
+decode-only:
+
+    python -m bench.streams --deployment both --analysis off --ramp 2,4,8,16 --seconds 20 \\
+        --no-until-fail --capacity --json hosts.json
+
+MEASURED_TWO_HOSTS
+
+``--server-args`` go to both modes' servers (decode-only loads no model); with two hosts, to
+the media nodes. The line the bench
 prints per mode shows the backend each model got (from ``/healthz``): check it says tensorrt
 or onnxruntime-cuda, not onnxruntime-cpu. Each worker process holds its own models and CUDA
 context, so compare ``--workers`` 2, 4 and 8 rather than the one-per-core default. CPU figures

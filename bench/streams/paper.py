@@ -196,8 +196,15 @@ def on_paper(
             lambda m: m * backends_per_host, capacity["pg_max_connections"] - 3
         ),
     }  # fmt: skip
-    out["nodes_by_limit"] = limits
-    first = min(limits, key=lambda k: limits[k])
-    out["fails_first"] = first
-    out["redis_ops_at"] = {m: redis_ops(m) for m in (2, 10, 50, 100, 200)}
+    out["nodes_by_limit"] = dict(sorted(limits.items(), key=lambda item: item[1]))
+    out["fails_first"] = min(limits, key=lambda k: limits[k])
+    # Where Redis's operations go at its own limit: the sessions' streams, the hosts'
+    # fixed polls, and the front ends' registry reads (M^2).
+    at = limits["redis operations"]
+    out["redis_ops_split_at_limit"] = {
+        "nodes": at,
+        "sessions": at * n * redis_m,
+        "fixed_per_host": at * linear,
+        "registry_reads": at * at * quad,
+    }
     return out

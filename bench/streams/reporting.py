@@ -494,6 +494,12 @@ def paper_lines(paper: dict[str, Any]) -> list[str]:
         for name, nodes in paper["nodes_by_limit"].items():
             lines.append(f"  nodes one primary serves by {name}: {nodes}")
         lines.append(f"  fails first as nodes are added: {paper['fails_first']}")
+        split = paper["redis_ops_split_at_limit"]
+        lines.append(
+            f"  Redis at {split['nodes']} nodes: {split['sessions']:.0f} ops/s for sessions,"
+            f" {split['fixed_per_host']:.0f} for heartbeats and polls,"
+            f" {split['registry_reads']:.0f} for the front ends' registry reads"
+        )
     return lines
 
 
