@@ -96,6 +96,10 @@ def test_placement_prefers_the_least_loaded_node_with_room() -> None:
         status("idle", live=1, capacity=4),
     ]
     assert [n.node for n in placement_order(nodes)] == ["big", "idle", "busy"]
+    # Joins in flight that no heartbeat has counted yet: "big" is then as loaded as "busy".
+    placing = {"big": 9, "idle": 1}
+    assert [n.node for n in placement_order(nodes, placing)] == ["idle", "busy", "big"]
+    assert placement_order(nodes, placing)[0].live == 1  # the node as its heartbeat said
 
 
 # -- calls ---------------------------------------------------------------------------------

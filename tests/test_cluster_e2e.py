@@ -193,9 +193,10 @@ async def test_placement_spreads_sessions_over_both_nodes(
 ) -> None:
     a, b = two_hosts(deployment)
     async with httpx.AsyncClient(trust_env=False, timeout=30.0) as client:
-        placed = []
-        for front in (a, b, a, b):
-            placed.append(await session_on(client, front, long_media))
+        # Four joins at once, through both front ends, as a busy hour's would arrive.
+        placed = await asyncio.gather(
+            *(session_on(client, front, long_media) for front in (a, b, a, b))
+        )
         nodes = sorted(node for _, _, node in placed)
         assert nodes == ["host-a", "host-a", "host-b", "host-b"]
         health = await wait_for(

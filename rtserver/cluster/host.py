@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +54,8 @@ class ClusterHost:
         self.calls = calls
         self.reaper = NodeReaper(runtime, redis, calls.client)
         self._nodes: list[NodeStatus] = []
+        # Joins this front end has sent to each node and not yet heard back from.
+        self._placing: Counter[str] = Counter()
         self._refresher: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -92,17 +95,20 @@ class ClusterHost:
         self, session_id: str, offer: RTCSessionDescription, questions: Sequence[str] = ()
     ) -> RTCSessionDescription:
         nodes = await self._fresh_nodes()
-        order = placement_order(nodes)
+        order = placement_order(nodes, self._placing)
         if not order:
             raise _no_room(nodes)
         args = {"session": session_id, **offer_to_wire(offer), "questions": list(questions)}
         refusals: list[str] = []
         for node in order:
+            self._placing[node.node] += 1
             try:
                 answer = await self.calls.call(node.node, "join", args, JOIN_TIMEOUT_S)
             except AtCapacity as exc:  # Overloaded too: that node's own admission said no
                 refusals.append(f"{node.node}: {exc.detail}")
                 continue
+            finally:
+                self._placing[node.node] -= 1
             log.info("placed on node %s", node.node, extra={"session": session_id})
             return RTCSessionDescription(sdp=answer["sdp"], type=answer["type"])
         raise Overloaded(f"every media node refused the session: {'; '.join(refusals)}")

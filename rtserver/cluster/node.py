@@ -113,8 +113,9 @@ class MediaNode:
         finally:
             await release(self.redis, key, holder)
 
-    def status(self) -> NodeStatus:
-        """This node's heartbeat: capacity, load and what admission control says now."""
+    def status(self, joining: int = 0) -> NodeStatus:
+        """This node's heartbeat: capacity, load (with ``joining`` joins about to start)
+        and what admission control says now."""
         manager = self.manager
         admission = manager.admission
         try:
@@ -129,7 +130,7 @@ class MediaNode:
             node=self.node,
             instance=self.instance,
             capacity=self.runtime.config.session_limit,
-            live=manager.live_count(),
+            live=manager.live_count() + joining,
             admits=admits,
             refusal=refusal,
             headroom=headroom,
@@ -151,6 +152,10 @@ class MediaNode:
             self.runtime.metrics.observe_admission(self.manager.admission)
 
     async def _answer(self, method: str, args: dict[str, Any]) -> Any:
+        if method == "join":
+            # Counted before it starts: joins that other front ends send meanwhile see it.
+            with contextlib.suppress(RedisError):
+                await self.registry.announce(self.status(joining=1))
         try:
             value = await answer_call(self.manager, method, args)
             if method == "end":

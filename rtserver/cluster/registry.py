@@ -11,7 +11,8 @@ Per node and heartbeat that is one pipeline of HSET (12 fields, ~300 bytes), PEX
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -79,11 +80,20 @@ class NodeStatus:
 STATUS_FIELDS = tuple(f.name for f in fields(NodeStatus))
 
 
-def placement_order(nodes: list[NodeStatus]) -> list[NodeStatus]:
+def placement_order(
+    nodes: list[NodeStatus], placing: Mapping[str, int] | None = None
+) -> list[NodeStatus]:
     """The nodes a new session may go to, best first: those with room, the least loaded
-    (share of capacity) first, then the one with the most CPU headroom, then by id."""
-    with_room = [n for n in nodes if n.has_room]
-    return sorted(with_room, key=lambda n: (n.load, n.live, -n.headroom, n.node))
+    (share of capacity) first, then the one with the most CPU headroom, then by id.
+    ``placing`` counts the joins this front end has in flight on each node, which no
+    heartbeat has reported yet: joins that arrive together spread instead of all going to
+    the node that was least loaded a moment ago."""
+    placing = placing or {}
+    counted = [replace(n, live=n.live + placing.get(n.node, 0)) for n in nodes]
+    with_room = [n for n in counted if n.has_room]
+    order = sorted(with_room, key=lambda n: (n.load, n.live, -n.headroom, n.node))
+    by_id = {n.node: n for n in nodes}
+    return [by_id[n.node] for n in order]
 
 
 class Registry:
