@@ -5,8 +5,9 @@
   live messages from Redis. It keeps nothing of its own between requests, so any number run
   behind any load balancer. The periodic jobs of one deployment (webhook delivery, audit-log
   pruning, retention sweeps) run where they always did, in the front ends; each is safe to
-  run in several at once (the outbox claims each delivery in a store transaction, and
-  pruning and erasure are idempotent).
+  run in several at once (a dispatcher claims each delivery with a lease, a compare-and-set
+  in the store, so no event goes out twice at once; pruning and erasure run in write
+  transactions and find nothing left to do when another front end was first).
 - **Media node** (``--role node``): runs sessions (``cluster/node.py``). Its HTTP port serves
   ``/healthz`` and ``/metrics`` only: candidates and HR reach it through a front end, and
   its peers over WebRTC.
