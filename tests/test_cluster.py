@@ -5,9 +5,9 @@ The processes put together are in test_cluster_e2e.py."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,13 @@ from redis_server import RedisServer
 
 from rtserver.cluster.calls import CallClient, CallServer, Signer, calls_key
 from rtserver.cluster.locks import acquire, reap_lock_key, release
+from rtserver.cluster.loops import stop_loop
+from rtserver.cluster.node import MediaNode
 from rtserver.cluster.reaper import NodeReaper
 from rtserver.cluster.registry import NodeStatus, Registry, placement_order
 from rtserver.config import Config
 from rtserver.errors import Overloaded, WorkerLost
+from rtserver.live.manager import SessionManager
 from rtserver.live.runtime import Runtime, build_front_runtime
 from rtserver.store import STATUS_ENDED, STATUS_LIVE
 
@@ -105,16 +108,20 @@ def test_placement_prefers_the_least_loaded_node_with_room() -> None:
 # -- calls ---------------------------------------------------------------------------------
 
 
-async def stop(*tasks: asyncio.Task[None]) -> None:
-    """Cancels and awaits each task in turn (redis-py's pool is not safe against two
-    blocking commands cancelled in the same instant)."""
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+@dataclass
+class Serving:
+    """A CallServer answering with an echo, running as a task, and the calls it saw."""
+
+    server: CallServer
+    task: asyncio.Task[None]
+    seen: list[tuple[str, dict[str, Any]]]
+
+    async def stop(self) -> None:
+        await stop_loop(self.task, self.server.stopping)
+        assert self.task.done() and not self.task.cancelled()  # it stopped when asked
 
 
-async def serve_calls(redis: Redis, node: str, signer: Signer) -> tuple[asyncio.Task[None], list]:
+async def serve_calls(redis: Redis, node: str, signer: Signer) -> Serving:
     seen: list[tuple[str, dict[str, Any]]] = []
 
     async def handler(method: str, args: dict[str, Any]) -> Any:
@@ -124,18 +131,18 @@ async def serve_calls(redis: Redis, node: str, signer: Signer) -> tuple[asyncio.
         return {"echo": args, "node": node}
 
     server = CallServer(redis, node, signer, handler)
-    return asyncio.create_task(server.serve()), seen
+    return Serving(server, asyncio.create_task(server.serve()), seen)
 
 
 async def test_a_call_reaches_the_named_node_and_its_typed_errors_come_back(redis: Redis) -> None:
     signer = Signer(b"cluster secret")
-    task_a, seen_a = await serve_calls(redis, "a", signer)
-    task_b, seen_b = await serve_calls(redis, "b", signer)
+    a = await serve_calls(redis, "a", signer)
+    b = await serve_calls(redis, "b", signer)
     client = CallClient(redis, signer)
     try:
         value = await client.call("b", "live", {"session": "s1"}, timeout_s=5)
         assert value == {"echo": {"session": "s1"}, "node": "b"}
-        assert seen_b == [("live", {"session": "s1"})] and seen_a == []
+        assert b.seen == [("live", {"session": "s1"})] and a.seen == []
         with pytest.raises(Overloaded, match="900 ms late"):
             await client.call("a", "join", {"session": "refused"}, timeout_s=5)
         # Many calls at once, each answered to its own caller.
@@ -144,21 +151,22 @@ async def test_a_call_reaches_the_named_node_and_its_typed_errors_come_back(redi
         )
         assert [v["echo"]["session"] for v in values] == [f"s{i}" for i in range(20)]
     finally:
-        await stop(task_a, task_b)
+        await a.stop()
+        await b.stop()
         await client.close()
 
 
 async def test_a_call_signed_with_another_secret_is_refused(redis: Redis) -> None:
-    task, seen = await serve_calls(redis, "a", Signer(b"the deployment's secret"))
+    node = await serve_calls(redis, "a", Signer(b"the deployment's secret"))
     forger = CallClient(redis, Signer(b"a guess"))
     unsigned = CallClient(redis, Signer())
     try:
         for client in (forger, unsigned):
             with pytest.raises(WorkerLost, match="did not answer"):
                 await client.call("a", "end", {"session": "s1", "reason": "x"}, timeout_s=1.5)
-        assert seen == []  # neither reached the handler
+        assert node.seen == []  # neither reached the handler
     finally:
-        await stop(task)
+        await node.stop()
         await forger.close()
         await unsigned.close()
 
@@ -184,12 +192,12 @@ async def test_a_node_drops_calls_whose_caller_gave_up(redis: Redis) -> None:
         await client.call("late", "join", {"session": "stale"}, timeout_s=0.2)
     await asyncio.sleep(2.5)  # past the deadline and the clock slack, while the node was away
     await redis.persist(calls_key("late"))  # as if the list had not expired yet
-    task, seen = await serve_calls(redis, "late", signer)
+    node = await serve_calls(redis, "late", signer)
     try:
         assert await client.call("late", "live", {"session": "fresh"}, timeout_s=5)
-        assert seen == [("live", {"session": "fresh"})]  # the stale join never ran
+        assert node.seen == [("live", {"session": "fresh"})]  # the stale join never ran
     finally:
-        await stop(task)
+        await node.stop()
         await client.close()
 
 
@@ -276,3 +284,30 @@ async def test_the_reap_lock_has_one_holder_and_outlives_no_dead_one(redis: Redi
     assert await redis.get(key) == b"node-a"
     await release(redis, key, "node-a")
     assert await redis.get(key) is None
+
+
+async def test_a_node_ends_only_its_own_leftovers_and_drains_before_it_leaves(
+    runtime: Runtime, redis: Redis
+) -> None:
+    store, me = runtime.store, runtime.config.node
+    leftovers = {}
+    for node in (me, "another-node"):
+        record, _ = store.create_session(None, None, [])
+        assert store.mark_live(record.id, node)
+        leftovers[node] = record.id
+    node = MediaNode(SessionManager(runtime), redis, Signer())
+    assert await node.start() == [leftovers[me]]
+    mine = store.get_session(leftovers[me])
+    assert mine is not None and (mine.status, mine.end_reason) == (STATUS_ENDED, "server_restart")
+    assert store.get_session(leftovers["another-node"]).status == STATUS_LIVE  # type: ignore[union-attr]
+    registry = Registry(redis, runtime.config.node_ttl_s)
+    [announced] = await registry.nodes()
+    assert (announced.node, announced.admits) == (me, True)
+
+    node.draining = True  # as stop() begins: its live sessions are being ended
+    with pytest.raises(Overloaded, match="shutting down"):
+        await node._answer("join", {"session": "new", "sdp": "", "type": "offer", "questions": []})
+    assert not node.status().admits
+    await node.stop()
+    assert await registry.nodes() == []  # gone at once, not after its TTL
+    await runtime.db.close()

@@ -21,7 +21,6 @@ step (NTP); a node allows ``CLOCK_SLACK_S`` of difference.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import itertools
@@ -38,6 +37,7 @@ import msgpack
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from rtserver.cluster.loops import pause, stop_loop
 from rtserver.errors import RtServerError, WorkerLost, error_from_code
 
 log = logging.getLogger(__name__)
@@ -98,17 +98,16 @@ class CallClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def start(self) -> None:
         if self._reader is None:
+            self._stop.clear()
             self._reader = asyncio.create_task(self._read_replies(), name="call-replies")
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        await stop_loop(self._reader, self._stop)
+        self._reader = None
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(WorkerLost("the front end is shutting down"))
@@ -143,7 +142,8 @@ class CallClient:
             self._pending.pop(call_id, None)
 
     async def _read_replies(self) -> None:
-        await _pop_each(self.redis, replies_key(self.client), "call replies", self._resolve)
+        key = replies_key(self.client)
+        await _pop_each(self.redis, key, "call replies", self._resolve, self._stop)
 
     def _resolve(self, raw: bytes) -> None:
         try:
@@ -173,14 +173,15 @@ class CallServer:
         self.signer = signer
         self.handler = handler
         self._tasks: set[asyncio.Task[None]] = set()
+        self.stopping = asyncio.Event()  # set: serve() returns within POLL_S
 
     async def serve(self) -> None:
-        """Pops and answers calls until cancelled."""
-        try:
-            await _pop_each(self.redis, calls_key(self.node), "calls", self._start_answer)
-        finally:
-            for task in list(self._tasks):
-                task.cancel()
+        """Pops and answers calls until :attr:`stopping` is set; the answers under way are
+        finished first."""
+        key = calls_key(self.node)
+        await _pop_each(self.redis, key, "calls", self._start_answer, self.stopping)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     def _start_answer(self, raw: bytes) -> None:
         task = asyncio.create_task(self._answer(raw))
@@ -216,15 +217,18 @@ class CallServer:
             log.error("could not reply to a %s call: %s", method, exc)
 
 
-async def _pop_each(redis: Redis, key: str, what: str, handle: Callable[[bytes], None]) -> None:
-    """Hands each entry pushed onto list ``key`` to ``handle``, in order, until cancelled;
-    a lost connection is retried (what was pushed meanwhile waits in the list)."""
-    while True:
+async def _pop_each(
+    redis: Redis, key: str, what: str, handle: Callable[[bytes], None], stop: asyncio.Event
+) -> None:
+    """Hands each entry pushed onto list ``key`` to ``handle``, in order, until ``stop`` is
+    set (``loops.py``: never cancelled mid-command); a lost connection is retried (what
+    was pushed meanwhile waits in the list)."""
+    while not stop.is_set():
         try:
             popped = await redis.blpop([key], timeout=POLL_S)
         except RedisError as exc:
             log.warning("reading %s failed (%s); retrying", what, exc)
-            await asyncio.sleep(RETRY_S)
+            await pause(stop, RETRY_S)
             continue
         if popped is not None:
             raw = popped[1]

@@ -18,7 +18,6 @@ behind any load balancer, and any of them can serve any request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from rtserver.cluster.calls import CallClient
+from rtserver.cluster.loops import pause, stop_loop
 from rtserver.cluster.reaper import NodeReaper
 from rtserver.cluster.registry import NodeStatus, Registry, placement_order
 from rtserver.errors import AtCapacity, Conflict, Overloaded, WorkerLost
@@ -57,6 +57,7 @@ class ClusterHost:
         # Joins this front end has sent to each node and not yet heard back from.
         self._placing: Counter[str] = Counter()
         self._refresher: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -67,15 +68,12 @@ class ClusterHost:
 
     async def shutdown(self) -> None:
         """Stops reading the registry; the sessions go on on their nodes."""
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+        await stop_loop(self._refresher, self._stop)
+        self._refresher = None
         await self.calls.close()
 
     async def _refresh(self) -> None:
-        while True:
+        while not self._stop.is_set():
             present: set[str] | None
             try:
                 self._nodes = await self.registry.nodes()
@@ -87,7 +85,7 @@ class ClusterHost:
                 await self.reaper.tick(present)
             except Exception:
                 log.exception("ending the sessions of lost nodes failed; trying again")
-            await asyncio.sleep(REFRESH_S)
+            await pause(self._stop, REFRESH_S)
 
     # -- SessionHost ------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ peers, media paths, models and batcher, and the relays observers watch from. It
 - **answers calls** from front ends over Redis (``cluster/calls.py``), with the same dispatch
   as a worker process (``server/calls.py``). An ``end`` is answered only once the final is
   on the bus, so the front end's reply comes after observers can have it;
-- on shutdown, ends its sessions (``server_shutdown``) and leaves the registry at once.
+- on shutdown, drains: it refuses new sessions, ends its own (``server_shutdown``) while
+  still heartbeating, then leaves the registry.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from redis.exceptions import RedisError
 
 from rtserver.cluster.calls import CallServer, Signer
 from rtserver.cluster.locks import acquire, reap_lock_key, release
+from rtserver.cluster.loops import pause, stop_loop
 from rtserver.cluster.reaper import REAP_LOCK_S
 from rtserver.cluster.registry import HEARTBEATS_PER_TTL, NodeStatus, Registry
 from rtserver.errors import Overloaded
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 RESTART_REASON = "server_restart"  # what a node's previous run left live ends as
 LOAD_CHANGING_CALLS = frozenset({"join", "end"})
+DRAINING = "the node is shutting down"
 
 
 class NodeIdTaken(RuntimeError):
@@ -59,7 +62,10 @@ class MediaNode:
         self.instance = secrets.token_hex(8)
         self.started_at = time.time()
         self.calls = CallServer(redis, self.node, signer, self._answer)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._calls_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self.draining = False  # shutting down: no new session
 
     async def start(self) -> list[str]:
         """Claims the id, finishes what a previous run left live, announces the node and
@@ -69,22 +75,25 @@ class MediaNode:
         if finished:
             log.warning("node %s: ended %d sessions left live", self.node, len(finished))
         await self.registry.announce(self.status())
-        self._tasks = [
-            asyncio.create_task(self._heartbeat(), name="heartbeat"),
-            asyncio.create_task(self.calls.serve(), name="calls"),
-        ]
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        self._calls_task = asyncio.create_task(self.calls.serve(), name="calls")
         log.info("node %s up (instance %s)", self.node, self.instance)
         return finished
 
     async def stop(self) -> None:
-        """Stops taking calls, ends every session, leaves the registry."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        """Drains: refuses new sessions at once (front ends place them elsewhere) while it
+        keeps heartbeating and answering calls for its live ones, ends each of them
+        (``server_shutdown``), then stops and leaves the registry. Heartbeating through
+        the drain matters: a node that fell silent would have its sessions ended as
+        ``node_lost`` by a front end while it is still ending them itself."""
+        self.draining = True
+        with contextlib.suppress(RedisError):
+            await self.registry.announce(self.status())
         await self.manager.shutdown()
         await self.runtime.bus.drain()
+        self._stop.set()
+        await stop_loop(self._calls_task, self.calls.stopping)
+        await stop_loop(self._heartbeat_task, self._stop)
         with contextlib.suppress(RedisError):
             await self.registry.withdraw(self.node, self.instance)
 
@@ -119,6 +128,8 @@ class MediaNode:
         manager = self.manager
         admission = manager.admission
         try:
+            if self.draining:
+                raise Overloaded(DRAINING)
             admission.check()
             admits, refusal = True, ""
         except Overloaded as exc:
@@ -143,8 +154,7 @@ class MediaNode:
 
     async def _heartbeat(self) -> None:
         period = self.registry.ttl_s / HEARTBEATS_PER_TTL
-        while True:
-            await asyncio.sleep(period)
+        while not await pause(self._stop, period):
             try:
                 await self.registry.announce(self.status())
             except RedisError as exc:
@@ -152,6 +162,8 @@ class MediaNode:
             self.runtime.metrics.observe_admission(self.manager.admission)
 
     async def _answer(self, method: str, args: dict[str, Any]) -> Any:
+        if method == "join" and self.draining:
+            raise Overloaded(DRAINING)  # the front end tries the next node
         if method == "join":
             # Counted before it starts: joins that other front ends send meanwhile see it.
             with contextlib.suppress(RedisError):
