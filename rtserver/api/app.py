@@ -105,11 +105,7 @@ def create_app(config: Config, api_key: str) -> Starlette:
             await pruner.stop()
             await stop_webhooks(runtime, webhooks)
             await stop_queues(runtime)
-            runtime.executor.shutdown(wait=False, cancel_futures=True)
-            await runtime.db.close()  # everything queued is written first
-            await runtime.bus.close()  # then what those writes published leaves for Redis
-            runtime.store.close()
-            api.accounts.close()
+            await close_runtime(runtime, api)
 
     return routed_app(api, lifespan)
 
@@ -139,13 +135,19 @@ def _create_front_app(config: Config, api_key: str, workers: int) -> Starlette:
             await pool.shutdown()
             await pruner.stop()
             await stop_webhooks(runtime, webhooks)
-            runtime.executor.shutdown(wait=False, cancel_futures=True)
-            await runtime.db.close()  # everything queued is written first
-            await runtime.bus.close()  # then what those writes published leaves for Redis
-            runtime.store.close()
-            api.accounts.close()
+            await close_runtime(runtime, api)
 
     return routed_app(api, lifespan)
+
+
+async def close_runtime(runtime: Runtime, api: Api) -> None:
+    """The last of a server's shutdown: everything queued is written, then what those writes
+    published leaves for the bus (Redis), then the store and the accounts close."""
+    runtime.executor.shutdown(wait=False, cancel_futures=True)
+    await runtime.db.close()
+    await runtime.bus.close()
+    runtime.store.close()
+    api.accounts.close()
 
 
 def start_webhooks(runtime: Runtime) -> WebhookDispatcher | None:

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from rtserver.api import health
 from rtserver.api.app import (
+    close_runtime,
     routed_app,
     start_audit_pruning,
     start_retention,
@@ -44,7 +45,6 @@ from rtserver.config import Config
 from rtserver.errors import RtServerError
 from rtserver.live.manager import SessionManager
 from rtserver.live.runtime import (
-    Runtime,
     build_front_runtime,
     build_runtime,
     start_queues,
@@ -88,7 +88,7 @@ def create_front_app(config: Config, api_key: str) -> Starlette:
             await stop_retention(retention)
             await pruner.stop()
             await stop_webhooks(runtime, webhooks)
-            await _close(runtime, api)
+            await close_runtime(runtime, api)
             await redis.aclose()
 
     return routed_app(api, lifespan)
@@ -115,7 +115,7 @@ def create_node_app(config: Config, api_key: str) -> Starlette:
         finally:
             await node.stop()
             await stop_queues(runtime)
-            await _close(runtime, api)
+            await close_runtime(runtime, api)
             await redis.aclose()
 
     routes = [
@@ -128,12 +128,3 @@ def create_node_app(config: Config, api_key: str) -> Starlette:
     )
     app.state.api = api
     return app
-
-
-async def _close(runtime: Runtime, api: Api) -> None:
-    """Writes what is queued, then closes the store, the accounts and the bus."""
-    runtime.executor.shutdown(wait=False, cancel_futures=True)
-    await runtime.db.close()
-    runtime.store.close()
-    api.accounts.close()
-    await runtime.bus.close()
