@@ -15,9 +15,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from processes import wait_until_ready
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -76,15 +77,17 @@ class RedisServer:
             str(self.log_path),
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited early:\n{self.log()}")
-            if self.answers_ping():
-                return self
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer PING:\n{self.log()}")
+        wait_until_ready(
+            self.process,
+            self.answers_ping,
+            name="redis-server",
+            awaited="answer PING",
+            log=self.log,
+            stop=self.stop,
+            timeout_s=timeout_s,
+            poll_s=0.02,
+        )
+        return self
 
     def answers_ping(self) -> bool:
         """Whether the server answers an inline PING with +PONG."""

@@ -9,12 +9,12 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from processes import wait_until_ready
 
 API_KEY = "test-api-key-0123456789"
 # Converted models, made by `make models` before the tests run (tests never download).
@@ -122,19 +122,23 @@ class ServerProcess:
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
-            try:
-                healthz = httpx.get(self.base_url + "/healthz", timeout=1.0, verify=self.verify)
-                if healthz.status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+        wait_until_ready(
+            self.process,
+            self._answers_healthz,
+            name="server",
+            awaited="become healthy",
+            log=self.log,
+            stop=self.stop,
+            timeout_s=timeout_s,
+        )
+        return self
+
+    def _answers_healthz(self) -> bool:
+        try:
+            healthz = httpx.get(self.base_url + "/healthz", timeout=1.0, verify=self.verify)
+        except httpx.HTTPError:
+            return False
+        return healthz.status_code == 200
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         if self.process is None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fake_websocket import FakeWebSocket
 
 from rtserver.api.app import routed_app
 from rtserver.api.context import Api
@@ -369,18 +370,6 @@ async def test_publishing_to_a_slow_store_does_not_block_the_event_loop(tmp_path
     assert took_s >= 7 * SLOW_WRITE_S  # the store really was slow
     assert lag_s < LAG_LIMIT_S, f"the event loop ran {lag_s * 1000:.0f} ms late"
     await runtime.db.close()
-
-
-class FakeWebSocket:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.closed: int | None = None
-
-    async def send_text(self, text: str) -> None:
-        self.sent.append(text)
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        self.closed = code
 
 
 async def test_backfill_from_a_slow_store_does_not_block_the_event_loop(tmp_path: Path) -> None:

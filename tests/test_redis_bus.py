@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from fake_websocket import FakeWebSocket
 from redis_server import RedisServer
 
 from rtserver.api.observers import CLOSE_NORMAL, CLOSE_TRY_AGAIN_LATER, stream_session
@@ -96,23 +97,6 @@ class SlowReads(Store):
         found = super().messages(session_id, after_seq)
         time.sleep(self.read_s)
         return found
-
-
-class FakeWebSocket:
-    """The observer websocket's two calls stream_session makes, recorded."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.closed: int | None = None
-
-    async def send_text(self, text: str) -> None:
-        self.sent.append(text)
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        self.closed = code
-
-    def seqs(self) -> list[int]:
-        return [json.loads(text)["seq"] for text in self.sent]
 
 
 def make_runtime(path: Path, bus: RedisBus, reads: Store | None = None) -> Runtime:

@@ -20,11 +20,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aioice import stun
+from processes import wait_until_ready
 
 TURNSERVER = shutil.which("turnserver")
 
@@ -98,15 +98,16 @@ class TurnServer:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"turnserver exited early:\n{self.log()}")
-            if self.answers_stun():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"turnserver did not answer STUN:\n{self.log()}")
+        wait_until_ready(
+            self.process,
+            self.answers_stun,
+            name="turnserver",
+            awaited="answer STUN",
+            log=self.log,
+            stop=self.stop,
+            timeout_s=timeout_s,
+        )
+        return self
 
     def answers_stun(self) -> bool:
         """Whether a STUN Binding request to the server gets its success response."""

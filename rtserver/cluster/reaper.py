@@ -63,11 +63,10 @@ class NodeReaper:
         for owner, sessions in by_node.items():
             if owner is None or owner in present:
                 continue
-            node = owner
-            seen = max(self._last_seen.get(node, self._blind_until), self._blind_until)
+            seen = max(self._last_seen.get(owner, self._blind_until), self._blind_until)
             if now - seen < self.ttl_s:
                 continue
-            ended += await self._reap(node, sessions, now - seen)
+            ended += await self._reap(owner, sessions, now - seen)
         return ended
 
     async def _reap(self, node: str, sessions: list[str], silent_s: float) -> list[str]:
